@@ -1,0 +1,160 @@
+"""The ``cardiodistill`` command line. Each command is a thin wrapper over a library function.
+
+User mistakes (bad files, bad config keys, a finished run folder in the way) print one line and
+exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from . import __version__
+from .config import Config, config_to_yaml, load_config, preset_names
+from .errors import CardiodistillError
+
+app = typer.Typer(
+    name="cardiodistill",
+    help="Distil 12-lead ECG, echo, labs and notes into a small 1-6 lead mobile-ECG triage model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="Preset name (quick, full) or a YAML file.")]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a config value, e.g. --set synth.prevalence.af=0.2 (repeatable)."),
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in the output folder.")]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+    )
+
+
+def _synthesize(config: Config, out: Path, overwrite: bool) -> Path:
+    from .runs import finish_run, prepare_run_folder
+    from .synth.cohort import write_cohort
+
+    prepare_run_folder(out, config, overwrite=overwrite, kind="cohort")
+    with _progress() as bar:
+        task = bar.add_task("simulating patients", total=config.synth.patients)
+        manifest = write_cohort(config, out, progress=lambda n: bar.advance(task, n))
+    counts = manifest["split"].value_counts().to_dict()
+    finish_run(out, "cohort", patients=len(manifest), splits=counts,
+               triage_prevalence=round(float(manifest["triage"].mean()), 4))
+    return out
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the cohort into.")],
+    patients: Annotated[Optional[int], typer.Option(help="Number of patients (overrides synth.patients).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (overrides synth.seed).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Processes (overrides synth.workers).")] = None,
+    preset: PresetOpt = "quick",
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Simulate a paired cohort (12-lead + mobile ECG, echo, labs, notes, labels) as clinical files.
+
+    Writes WFDB ECGs, multi-frame DICOM echo, labs.csv, notes, timing.jsonl and manifest.csv.
+    An interrupted run resumes where it stopped when run again with the same arguments.
+    """
+    overrides = list(set_ or [])
+    for key, value in (("patients", patients), ("seed", seed), ("workers", workers)):
+        if value is not None:
+            overrides.append(f"synth.{key}={value}")
+    config = load_config(preset, overrides)
+    _synthesize(config, out, overwrite)
+    console.print(f"[green]cohort of {config.synth.patients} patients written to[/] {out}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
+    preset: PresetOpt = "quick",
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Run the main job on the built-in simulated cohort.
+
+    Simulates a cohort (quick preset: 300 patients, a few minutes on a laptop), then measures what
+    each modality carries about each label with simple per-modality probes (cross-validated AUROC
+    with bootstrap confidence intervals) and writes the table to OUT/modality_table.md.
+    """
+    from .evaluate.probes import modality_table_markdown, run_modality_probes
+    from .io.atomic import write_json_atomic, write_text_atomic
+    from .runs import finish_run, prepare_run_folder, read_run
+
+    config = load_config(preset, list(set_ or []))
+    prepare_run_folder(out, config, overwrite=overwrite, kind="demo")
+    cohort = out / "cohort"
+    if read_run(cohort) is None:
+        _synthesize(config, cohort, overwrite=False)
+    with console.status("probing what each modality carries about each label"):
+        results = run_modality_probes(cohort, config.probe)
+    write_json_atomic(out / "metrics.json", results)
+    table = modality_table_markdown(results)
+    write_text_atomic(out / "modality_table.md", table)
+    finish_run(out, "demo", patients=config.synth.patients)
+    print(table)
+    console.print(f"[green]demo finished:[/] {out}")
+
+
+config_app = typer.Typer(help="Inspect configs and presets.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(preset: PresetOpt = "quick", set_: SetOpt = None) -> None:
+    """Print the resolved config (preset + overrides) as YAML."""
+    print(config_to_yaml(load_config(preset, list(set_ or []))), end="")
+
+
+@config_app.command("presets")
+def config_presets() -> None:
+    """List the built-in presets."""
+    print("\n".join(preset_names()))
+
+
+@app.command()
+def version() -> None:
+    """Print the cardiodistill version."""
+    print(__version__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: typed user errors become one line on stderr and exit status 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except CardiodistillError as err:
+        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        console.print("interrupted: run the same command again to resume")
+        sys.exit(130)
+    except Exception as err:  # click usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

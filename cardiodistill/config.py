@@ -1,0 +1,211 @@
+"""Configuration: pydantic models per stage, YAML presets, and ``--set key=value`` overrides.
+
+A config is built in three layers, later ones winning:
+
+1. the defaults written in the models below;
+2. a preset: a YAML file shipped in ``cardiodistill/configs`` (``quick``, ``full``) or any YAML path;
+3. overrides ``key.sub=value`` from the command line, values parsed as YAML (``5``, ``0.1``,
+   ``true``, ``[a4c, psax]``).
+
+Every model forbids unknown keys, so a typo is a one-line :class:`ConfigError`, not a silent default.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PrevalenceConfig(_Strict):
+    """Population prevalences (fractions of patients). Correlations between conditions come from
+    a latent factor model (:mod:`cardiodistill.synth.population`); these marginals are exact in
+    expectation."""
+
+    male: float = Field(0.5, ge=0, le=1)
+    mi: float = Field(0.12, ge=0, le=1, description="prior myocardial infarction")
+    cardiomyopathy: float = Field(0.05, ge=0, le=1, description="non-ischaemic dilated cardiomyopathy")
+    lvh: float = Field(0.15, ge=0, le=1, description="left-ventricular hypertrophy")
+    af: float = Field(0.10, ge=0, le=1, description="atrial fibrillation")
+    bbb: float = Field(0.07, ge=0, le=1, description="bundle branch block (left or right)")
+    lbbb_fraction: float = Field(0.45, ge=0, le=1, description="share of bundle branch blocks that are left")
+    ischaemia: float = Field(0.06, ge=0, le=1, description="acute ischaemia at the time of the study")
+    hyperkalaemia: float = Field(0.05, ge=0, le=1, description="potassium >= 5.5 mmol/L")
+    ckd: float = Field(0.15, ge=0, le=1, description="chronic kidney disease, eGFR < 60")
+    anaemia: float = Field(0.12, ge=0, le=1)
+    valve: float = Field(0.08, ge=0, le=1, description="aortic stenosis or mitral regurgitation")
+    valve_severe_fraction: float = Field(0.5, ge=0, le=1)
+
+
+class EcgSynthConfig(_Strict):
+    fs: float = Field(500.0, gt=0, description="12-lead sampling rate, Hz")
+    duration_s: float = Field(10.0, gt=2, le=120)
+    noise: float = Field(1.0, ge=0, description="scale on all noise sources; 0 gives clean signals")
+    resolution_uv: float = Field(1.0, gt=0, description="amplitude resolution (one ADC step), microvolts")
+
+
+class MobileSynthConfig(_Strict):
+    enabled: bool = True
+    device: Literal["single_lead", "six_lead"] = "six_lead"
+    fs: float = Field(300.0, gt=0)
+    noise: float = Field(1.0, ge=0)
+    resolution_uv: float = Field(10.0, gt=0)
+
+
+class EchoSynthConfig(_Strict):
+    enabled: bool = True
+    size: int = Field(112, ge=32, le=512, description="frame height and width, pixels")
+    fps: float = Field(50.0, gt=0)
+    duration_s: float = Field(2.8, gt=0.5, description="clip length; 2.8 s holds two cycles down to 43 bpm")
+    views: list[Literal["a4c", "plax"]] = Field(default_factory=lambda: ["a4c"])
+    noise: float = Field(1.0, ge=0)
+
+
+class LabsSynthConfig(_Strict):
+    missing_rate: float = Field(0.08, ge=0, le=1, description="chance each lab value is missing")
+
+
+class NotesSynthConfig(_Strict):
+    omission_rate: float = Field(0.1, ge=0, le=1, description="chance each finding is left out of the note")
+
+
+class SplitConfig(_Strict):
+    train: float = Field(0.7, ge=0, le=1)
+    val: float = Field(0.15, ge=0, le=1)
+    test: float = Field(0.15, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must add up to 1, they add up to {total:g}")
+        return self
+
+
+class SynthConfig(_Strict):
+    patients: int = Field(200, ge=1)
+    seed: int = 0
+    chunk_size: int = Field(32, ge=1, description="patients generated at once; bounds memory")
+    workers: int = Field(1, ge=1, description="processes generating chunks in parallel")
+    label_noise: float = Field(0.05, ge=0, le=0.5, description="chance the recorded triage label is flipped")
+    prevalence: PrevalenceConfig = Field(default_factory=PrevalenceConfig)
+    ecg: EcgSynthConfig = Field(default_factory=EcgSynthConfig)
+    mobile: MobileSynthConfig = Field(default_factory=MobileSynthConfig)
+    echo: EchoSynthConfig = Field(default_factory=EchoSynthConfig)
+    labs: LabsSynthConfig = Field(default_factory=LabsSynthConfig)
+    notes: NotesSynthConfig = Field(default_factory=NotesSynthConfig)
+    splits: SplitConfig = Field(default_factory=SplitConfig)
+    files: bool = Field(True, description="write per-patient clinical files (WFDB, DICOM, CSV, text)")
+    shards: bool = Field(False, description="also write one streaming shard per chunk (for large cohorts)")
+
+
+class ProbeConfig(_Strict):
+    """The per-modality probes that measure what each modality carries about each label."""
+
+    folds: int = Field(5, ge=2)
+    bootstrap: int = Field(200, ge=0, description="bootstrap resamples for AUROC confidence intervals")
+
+
+class Config(_Strict):
+    preset: str = "default"
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# presets and overrides
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("cardiodistill") / "configs"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(path: Path | Any, label: str) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise ConfigError(f"{label}: not valid YAML{where}") from None
+    except OSError as err:
+        raise ConfigError(f"{label}: cannot read ({err.strerror})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: a preset must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def load_preset(preset: str) -> dict:
+    """Return the raw mapping of a named preset or of a YAML file path."""
+    if preset.endswith((".yaml", ".yml")) or "/" in preset:
+        path = Path(preset)
+        if not path.is_file():
+            raise ConfigError(f"{preset}: no such preset file")
+        data = _read_yaml(path, preset)
+    else:
+        resource = resources.files("cardiodistill") / "configs" / f"{preset}.yaml"
+        if not resource.is_file():
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(preset_names())} or give a YAML path")
+        data = _read_yaml(resource, f"preset {preset}")
+    data.setdefault("preset", Path(preset).stem)
+    return data
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one ``a.b.c=value`` override to a nested mapping in place."""
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {assignment!r} is not of the form key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"override {assignment!r}: value is not valid YAML") from None
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {assignment!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _format_validation_error(err: ValidationError, label: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{label}: {loc}: {msg}{more}"
+
+
+def build_config(data: dict, label: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, label)) from None
+
+
+def load_config(preset: str = "quick", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a :class:`Config` from a preset name or YAML path plus ``key=value`` overrides."""
+    data = load_preset(preset)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return build_config(data, label=f"preset {preset}" + (" with overrides" if overrides else ""))
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,43 @@
+"""Typed errors for user mistakes.
+
+Every error a user can cause (a bad file, a wrong sampling rate, an unknown lead, a config
+key that does not exist) is raised as a subclass of :class:`CardiodistillError`. Its message is
+one line that names the thing at fault and the problem, so the CLI can print it as is and exit
+with status 2, without a traceback. Bugs in the toolkit itself stay ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class CardiodistillError(Exception):
+    """Base class of every user-facing error. ``str(err)`` is a single line."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+class ConfigError(CardiodistillError):
+    """An invalid preset, override or config value."""
+
+
+class DataError(CardiodistillError):
+    """A file or array that cannot be used: names the file (when there is one) and the problem."""
+
+    def __init__(self, problem: str, path: str | PathLike[str] | None = None):
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        super().__init__(problem if path is None else f"{path}: {problem}")
+
+
+class LeadError(DataError):
+    """An unknown lead name, or a lead a model needs that a record cannot provide."""
+
+
+class SamplingRateError(DataError):
+    """A sampling rate that is missing, invalid or cannot be honoured."""
+
+
+class RunFolderError(CardiodistillError):
+    """A run folder that cannot be created, resumed or overwritten as asked."""

@@ -1,0 +1,180 @@
+"""WFDB (PhysioNet) ECG records: write and read ``<name>.hea`` + ``<name>.dat``.
+
+WFDB is the format of PhysioNet's ECG databases (PTB-XL, the CinC challenges, MIT-BIH). A record
+is a text header (``.hea``: record name, number of signals, sampling rate, length; one line per
+signal with its data file, storage format, ADC gain, baseline, units and name; ``#`` comment lines
+that databases use for demographics and diagnoses) and a binary signal file (``.dat``).
+
+We write storage format 16: interleaved little-endian int16 samples. A physical value ``v`` in mV
+is stored as ``round(v * gain)`` with ``gain = 1000 / resolution_uv`` ADC units per mV and baseline
+0, so the default resolution of 1 uV spans +-32.767 mV, far more than any surface ECG. The int16
+value -32768 is WFDB's "no sample" marker: NaN samples are written as it (and read back as NaN),
+and out-of-range values are clipped to +-32767 with a warning rather than wrapped around.
+
+All the format work is done by the ``wfdb`` package; this module only maps between
+:class:`~cardiodistill.records.EcgRecord` and ``wfdb`` and turns its many failure modes into one
+line :class:`~cardiodistill.errors.DataError` messages naming the file.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import wfdb
+
+from ..errors import DataError
+from ..records import EcgRecord
+from ..signals.leads import LEADS_12
+from .atomic import atomic_paths
+
+__all__ = ["write_wfdb", "read_wfdb", "canonical_lead_name", "parse_comment_fields"]
+
+_INT16_MAX = 32767  # -32768 is reserved: WFDB's "invalid sample" value in format 16
+_INVALID_SAMPLE = -32768
+_RECORD_NAME = re.compile(r"^[-\w]+$")  # what wfdb accepts as a record name
+_CANONICAL = {name.lower(): name for name in LEADS_12}
+# Factor that converts each supported unit to millivolts (matched case-insensitively).
+_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
+
+
+def canonical_lead_name(name: str) -> str:
+    """``"avr"`` -> ``"aVR"``, ``" v1 "`` -> ``"V1"``; names that are not one of the 12 standard
+    leads (``"MLII"``, ``"ECG"``) are returned stripped but otherwise unchanged."""
+    stripped = name.strip()
+    return _CANONICAL.get(stripped.lower(), stripped)
+
+
+def parse_comment_fields(comments: Sequence[str]) -> dict[str, str]:
+    """Turn ``"Key: value"`` header comments (``"Age: 63"``, ``"Sex: M"``) into a dict with
+    lower-case keys. Comments without a colon are skipped; a repeated key keeps its first value."""
+    fields: dict[str, str] = {}
+    for line in comments:
+        key, sep, value = line.partition(":")
+        if sep and key.strip():
+            fields.setdefault(key.strip().lower(), value.strip())
+    return fields
+
+
+def _record_stem(path: str | PathLike[str]) -> Path:
+    """``rec``, ``rec.hea`` and ``rec.dat`` all name the record ``rec``."""
+    path = Path(path)
+    return path.with_suffix("") if path.suffix.lower() in (".hea", ".dat") else path
+
+
+def _to_adc(signal_mv: np.ndarray, gain: float, where: Path) -> np.ndarray:
+    """Scale mV to int16 ADC units: round, clip to +-32767 (warning), NaN -> invalid marker."""
+    scaled = np.rint(signal_mv.astype(np.float64) * gain)
+    missing = np.isnan(scaled)
+    too_big = ~missing & (np.abs(scaled) > _INT16_MAX)
+    if too_big.any():
+        limit_mv = _INT16_MAX / gain
+        warnings.warn(
+            f"{where}: {int(too_big.sum())} samples exceed +-{limit_mv:g} mV at this resolution "
+            f"(largest {np.nanmax(np.abs(signal_mv)):.4g} mV) and were clipped",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    adc = np.clip(np.where(missing, 0.0, scaled), -_INT16_MAX, _INT16_MAX).astype(np.int16)
+    adc[missing] = _INVALID_SAMPLE
+    return adc
+
+
+def write_wfdb(
+    record: EcgRecord,
+    path: str | PathLike[str],
+    *,
+    resolution_uv: float = 1.0,
+    comments: Sequence[str] = (),
+) -> Path:
+    """Write ``record`` as ``<path>.hea`` + ``<path>.dat`` (format 16) and return the header path.
+
+    ``path`` may carry a ``.hea``/``.dat`` suffix or none; the record name is the file stem and
+    must be letters, digits, ``_`` or ``-`` (a WFDB rule). ``resolution_uv`` is the size of one
+    ADC step in microvolts. ``comments`` become ``#`` header lines, e.g. ``"Age: 63"``. Both files
+    appear together or not at all; existing files are replaced only when the write succeeded.
+    """
+    stem = _record_stem(path)
+    name = stem.name
+    header, data = stem.with_name(f"{name}.hea"), stem.with_name(f"{name}.dat")
+    if not _RECORD_NAME.match(name):
+        raise DataError(f"WFDB record name {name!r} may only contain letters, digits, '_' and '-'", header)
+    if not (np.isfinite(resolution_uv) and resolution_uv > 0):
+        raise DataError(f"resolution_uv must be a positive number, got {resolution_uv!r}", header)
+    comments = [str(c) for c in comments]
+    if any("\n" in c or "\r" in c for c in comments):
+        raise DataError("WFDB header comments must be single lines", header)
+    bad_names = [lead for lead in record.leads if not lead or any(ch.isspace() for ch in lead)]
+    if bad_names:
+        raise DataError(f"WFDB signal names cannot be empty or contain spaces: {bad_names}", header)
+
+    gain = 1000.0 / resolution_uv
+    adc = _to_adc(record.signal, gain, header)  # [n_leads, n_samples]
+    n_leads = len(record.leads)
+    with atomic_paths(data, header) as (_, tmp_header):
+        wfdb.wrsamp(
+            name,
+            fs=record.fs,
+            units=["mV"] * n_leads,
+            sig_name=list(record.leads),
+            d_signal=np.ascontiguousarray(adc.T),  # wfdb wants [n_samples, n_channels]
+            fmt=["16"] * n_leads,
+            adc_gain=[gain] * n_leads,
+            baseline=[0] * n_leads,
+            comments=comments,
+            write_dir=str(tmp_header.parent),
+        )
+    return header
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _unit_factor(units: str, lead: str, header: Path) -> float:
+    factor = _TO_MV.get(units.strip().lower())
+    if factor is None:
+        raise DataError(f"signal {lead!r} has units {units!r}; expected mV, uV or V", header)
+    return factor
+
+
+def read_wfdb(path: str | PathLike[str]) -> EcgRecord:
+    """Read a WFDB record (``path`` with or without ``.hea``) as an :class:`EcgRecord` in mV.
+
+    Lead names that are the standard 12 in any letter case become canonical (``avr`` -> ``aVR``).
+    Missing samples read as NaN. ``meta`` holds the header ``comments``, their ``"Key: value"``
+    ``fields`` (lower-case keys) and the ``record_name``. Any unreadable, missing, empty or
+    truncated file raises a one-line :class:`DataError` naming it.
+    """
+    stem = _record_stem(path)
+    header = stem.with_name(f"{stem.name}.hea")
+    if not header.is_file():
+        raise DataError("WFDB header not found", header)
+    if header.stat().st_size == 0:
+        raise DataError("WFDB header is empty", header)
+    try:
+        head = wfdb.rdheader(str(stem))
+    except Exception as err:  # wfdb raises HeaderSyntaxError, IndexError, ValueError, ...
+        raise DataError(f"cannot parse WFDB header: {_one_line(err)}", header) from None
+    signal_files = sorted({str(header.with_name(f)) for f in (head.file_name or [])})
+    where = ", ".join(signal_files) or header
+    try:
+        rec = wfdb.rdrecord(str(stem))
+    except FileNotFoundError:
+        missing = [f for f in signal_files if not Path(f).is_file()]
+        raise DataError("WFDB signal file not found", ", ".join(missing) or where) from None
+    except Exception as err:  # a truncated or corrupt signal file: ValueError, IndexError, ...
+        raise DataError(f"cannot read WFDB samples: {_one_line(err)}", where) from None
+    if rec.p_signal is None or rec.p_signal.size == 0:
+        raise DataError("WFDB record has no samples", header)
+
+    leads = tuple(canonical_lead_name(n) for n in rec.sig_name)
+    factors = np.array([_unit_factor(u, lead, header) for u, lead in zip(rec.units, leads)])
+    signal = (rec.p_signal.T * factors[:, None]).astype(np.float32)  # [n_leads, n_samples] mV
+    comments = list(rec.comments or [])
+    meta = {"record_name": rec.record_name, "comments": comments, "fields": parse_comment_fields(comments)}
+    return EcgRecord(signal=signal, fs=float(rec.fs), leads=leads, source=str(header), meta=meta)
