@@ -21,7 +21,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -177,12 +177,16 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
 def save_npz_atomic(path: str | os.PathLike[str], /, *, compress: bool = False, **arrays: np.ndarray) -> Path:
     """Save arrays to an ``.npz`` archive atomically; return the path.
 
-    Uses ``np.savez`` (``np.savez_compressed`` if ``compress``) with pickling refused, so an
-    object array is an error here rather than a file that needs ``allow_pickle`` to read. Writing
-    through an open file keeps NumPy from appending ``.npz`` to the temporary name. (Because of
-    the keyword, no array can be called ``compress``.)
+    Uses ``np.savez`` (``np.savez_compressed`` if ``compress``). Object arrays are refused, so
+    every archive loads with ``allow_pickle=False``. Writing through an open file keeps NumPy
+    from appending ``.npz`` to the temporary name. (Because of the keyword, no array can be
+    called ``compress``.)
     """
+    arrays = {name: np.asarray(value) for name, value in arrays.items()}
+    pickled = [name for name, arr in arrays.items() if arr.dtype.hasobject]
+    if pickled:
+        raise ValueError(f"{path}: object arrays cannot be saved without pickling: {pickled}")
     save = np.savez_compressed if compress else np.savez
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        save(fh, allow_pickle=False, **arrays)
+        save(fh, **arrays)
     return Path(path)

@@ -168,7 +168,7 @@ def read_wfdb(path: str | PathLike[str]) -> EcgRecord:
         missing = [f for f in signal_files if not Path(f).is_file()]
         raise DataError("WFDB signal file not found", ", ".join(missing) or where) from None
     except Exception as err:  # a truncated or corrupt signal file: ValueError, IndexError, ...
-        raise DataError(f"cannot read WFDB samples: {_one_line(err)}", where) from None
+        raise DataError(f"cannot read WFDB samples, truncated or corrupt? ({_one_line(err)})", where) from None
     if rec.p_signal is None or rec.p_signal.size == 0:
         raise DataError("WFDB record has no samples", header)
 
