@@ -7,6 +7,8 @@ The 12-lead ECG, the mobile ECG and the echo cine are all rendered from the same
 * ventricular depolarisation starts at ``qrs_onset[k] = r[k] - 0.45 * QRS``;
 * the T wave ends at ``t_end[k] = qrs_onset[k] + QT_k`` with ``QT_k = QTc * RR_k^(1/3)``
   (Fridericia, RR of the preceding interval in seconds); this is end-systole (smallest volume).
+  In the rare short cycle of atrial fibrillation where the next beat would arrive before that,
+  systole is cut short: ``t_end`` is capped at ``ES_MAX_FRAC`` of the way to the next R-peak.
 
 Sinus rhythm has respiratory sinus arrhythmia (a few per cent of RR at 0.2-0.33 Hz); atrial
 fibrillation has independent, gamma-distributed RR intervals (coefficient of variation ~0.2),
@@ -24,6 +26,7 @@ from .population import Population
 
 EDGE_S = 1.6  # beats are generated this far beyond both ends of the recording
 MIN_RR_S = 0.33
+ES_MAX_FRAC = 0.8  # end-systole no later than this fraction of the following RR interval
 
 
 @dataclass
@@ -95,5 +98,7 @@ def sample_beats(pop: Population, duration_s: float, rng: np.random.Generator) -
 
     qrs_onset = r - 0.45 * pop.qrs_ms[:, None] / 1000.0
     qt = pop.qtc_ms[:, None] / 1000.0 * np.cbrt(rr)
-    t_end = qrs_onset + qt
+    r_next = np.concatenate([r[:, 1:], np.full((n, 1), np.nan)], axis=1)
+    cap = r + ES_MAX_FRAC * (r_next - r)
+    t_end = np.where(np.isfinite(cap), np.minimum(qrs_onset + qt, cap), qrs_onset + qt)
     return BeatTrain(r=r, rr=rr, qrs_onset=qrs_onset, t_end=t_end, duration_s=float(duration_s))
