@@ -139,13 +139,13 @@ def test_write_wfdb_is_atomic_when_the_write_fails(tmp_path, monkeypatch):
     write_wfdb(old, tmp_path / "rec", comments=["Age: 40"])
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
-    real_wrsamp = wfdb.wrsamp
+    real_header = wfdb_io._format16_header
 
-    def wrsamp_then_fail(*args, **kwargs):  # both files fully written, then the process "dies"
-        real_wrsamp(*args, **kwargs)
+    def header_then_fail(*args, **kwargs):  # the .dat is fully written, then the disk fills up
+        real_header(*args, **kwargs)
         raise OSError("disk full")
 
-    monkeypatch.setattr(wfdb_io.wfdb, "wrsamp", wrsamp_then_fail)
+    monkeypatch.setattr(wfdb_io, "_format16_header", header_then_fail)
     new = _ecg(LEADS_12, 500.0, seconds=4.0, seed=2)
     with pytest.raises(OSError, match="disk full"):
         write_wfdb(new, tmp_path / "rec", comments=["Age: 41"])
