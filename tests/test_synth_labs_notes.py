@@ -1,5 +1,4 @@
 import re
-import time
 
 import numpy as np
 import pytest
@@ -282,9 +281,8 @@ def test_notes_deterministic_and_typos(pop):
     assert abs(changed - 0.75) < 0.06  # up to two typos, each with probability 0.5
 
 
-def test_twenty_thousand_notes_in_a_few_seconds(pop, labs):
-    start = time.perf_counter()
+def test_one_note_per_patient_for_a_large_cohort(pop, labs):
+    # speed is measured in benchmarks/bench_synth.py, not asserted here
     notes = write_notes(pop, np.random.default_rng(11), labs=labs)
-    elapsed = time.perf_counter() - start
-    print(f"{len(notes)} notes in {elapsed:.1f} s")
-    assert len(notes) == N and elapsed < 12.0
+    assert len(notes) == N and all(note.strip() for note in notes)
+    assert len(set(notes)) > 0.99 * N

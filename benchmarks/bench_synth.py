@@ -1,0 +1,104 @@
+"""Simulator throughput and peak memory.
+
+Each measurement runs `cardiodistill synth` in a fresh child process and reads the child's peak
+resident memory from the OS, so the numbers include everything a user's run would hold.
+
+    python benchmarks/bench_synth.py --patients 1000 --workers 1 --output files
+    python benchmarks/bench_synth.py --patients 20000 --workers 2 --output shards
+
+``--output files`` writes the clinical files (WFDB, DICOM, CSV, text); ``shards`` writes only the
+streaming shards; ``none`` generates and discards (pure simulation cost). Results are appended to
+benchmarks/results/synth.jsonl; ``--table`` prints the markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "synth.jsonl"
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def measure(patients: int, workers: int, output: str, chunk_size: int, keep: Path | None) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="bench-synth-")) if keep is None else keep
+    out = root / "cohort"
+    overrides = [f"synth.chunk_size={chunk_size}"]
+    if output == "shards":
+        overrides += ["synth.files=false", "synth.shards=true"]
+    elif output == "none":
+        overrides += ["synth.files=false", "synth.shards=false"]
+    cmd = [sys.executable, "-m", "cardiodistill.cli", "synth", "--out", str(out), "--patients", str(patients),
+           "--workers", str(workers), "--overwrite"]
+    for o in overrides:
+        cmd += ["--set", o]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    # largest single process among the waited-for descendants (one measurement per invocation)
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    size = _folder_bytes(out)
+    if keep is None:
+        shutil.rmtree(root)
+    return {
+        "patients": patients,
+        "workers": workers,
+        "output": output,
+        "chunk_size": chunk_size,
+        "seconds": round(seconds, 2),
+        "patients_per_s": round(patients / seconds, 2),
+        "peak_rss_mib": round(peak_kib / 1024, 1),
+        "bytes_written": size,
+        "mib_per_patient": round(size / patients / 2**20, 3),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| patients | workers | output | wall time | patients/s | peak RSS (largest process) | written |",
+        "|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['patients']:,} | {r['workers']} | {r['output']} | {r['seconds']:.0f} s | {r['patients_per_s']:.1f} | "
+            f"{r['peak_rss_mib']:.0f} MiB | {r['bytes_written'] / 2**30:.2f} GiB |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--patients", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--chunk-size", type=int, default=32)
+    parser.add_argument("--output", choices=["files", "shards", "none"], default="files")
+    parser.add_argument("--keep", type=Path, help="write here and keep the cohort (default: temp, deleted)")
+    parser.add_argument("--table", action="store_true", help="print the markdown table of all results and exit")
+    args = parser.parse_args()
+    if args.table:
+        rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+        print(table(rows))
+        return
+    row = measure(args.patients, args.workers, args.output, args.chunk_size, args.keep)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    print(json.dumps(row, indent=2))
+
+
+if __name__ == "__main__":
+    main()

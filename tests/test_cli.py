@@ -1,0 +1,53 @@
+"""The CLI as a user meets it: a real subprocess, help on every command, one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, check=False):
+    proc = subprocess.run([sys.executable, "-m", "cardiodistill.cli", *args], capture_output=True, text=True)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_help_lists_the_commands():
+    out = run("--help", check=True).stdout
+    for command in ("synth", "demo", "config", "version"):
+        assert command in out
+
+
+@pytest.mark.parametrize("command", [["synth"], ["demo"], ["config"], ["config", "show"], ["config", "presets"], ["version"]])
+def test_every_command_has_help(command):
+    proc = run(*command, "--help", check=True)
+    assert "Usage" in proc.stdout
+
+
+def test_config_show_applies_overrides():
+    out = run("config", "show", "--set", "synth.prevalence.af=0.25", check=True).stdout
+    assert "af: 0.25" in out
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["config", "show", "--set", "synth.nope=1"], "synth.nope: unknown key"),
+        (["config", "show", "--preset", "nope"], "unknown preset"),
+        (["synth", "--out", "{tmp}/x", "--patients", "0"], "synth.patients"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(args, fragment, tmp_path):
+    proc = run(*[a.format(tmp=tmp_path) for a in args])
+    assert proc.returncode == 2
+    assert fragment in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_non_run_folder_is_refused(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    proc = run("synth", "--out", str(tmp_path), "--patients", "2")
+    assert proc.returncode == 2 and "not a cardiodistill run" in proc.stderr
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
