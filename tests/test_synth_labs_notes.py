@@ -136,7 +136,8 @@ def test_potassium_tracks_latent(pop, labs):
     resid = labs["potassium"].to_numpy() - pop.potassium
     assert np.median(np.abs(resid)) < 0.1
     assert np.mean(np.abs(resid) < 0.3) > 0.95  # a few haemolysed samples read high
-    assert np.percentile(resid, 99.5) > 0.4 and resid.min() > -0.5
+    # haemolysis only ever raises K; the low side is assay noise (SD ~0.1) plus 0.05 rounding: > 5 SD
+    assert np.percentile(resid, 99.5) > 0.4 and resid.min() > -0.6
 
 
 def test_creatinine_and_egfr_agree(pop, labs):

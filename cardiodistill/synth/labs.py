@@ -33,7 +33,7 @@ laboratory reports.
   *measured* creatinine (:func:`ckd_epi_2021`), as laboratories do, so the two always agree.
 * **haemoglobin** is the latent value plus noise; **sodium** is lower in heart failure;
   **glucose** is higher with age, in diabetes (more likely with vascular and renal disease) and
-  with stress hyperglycaemia in acute ischaemia; **ldl** is lower after MI (statin treatment);
+  with stress hyperglycaemia in acute ischaemia; **ldl** is lower on a statin (most patients after an MI, many others for primary prevention);
   **crp** rises with ischaemia, heart failure, AF and CKD.
 
 Assay limits: a value outside the measuring range is reported *at the limit*, the way a lab's
@@ -294,7 +294,10 @@ def _chemistry(pop: Population, rng: np.random.Generator) -> dict[str, np.ndarra
         + 0.004 * (pop.age - 55.0)
         + 0.2 * pop.ischaemia
     )
-    ldl = rng.normal(3.1, 0.85, n).clip(0.8, 7.5) * np.where(pop.mi, 0.6, 1.0)
+    # statins (LDL x ~0.6): most patients after an MI, and many others for primary prevention
+    statin_p = np.where(pop.mi, 0.8, np.clip(0.1 + 0.008 * (pop.age - 45.0) + 0.15 * diabetes, 0.05, 0.6))
+    statin = rng.random(n) < statin_p
+    ldl = rng.normal(3.1, 0.85, n).clip(0.8, 7.5) * np.where(statin, rng.normal(0.6, 0.08, n), 1.0)
     log_crp = (
         np.log(1.8)
         + 0.01 * (pop.age - 55.0)
