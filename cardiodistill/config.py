@@ -66,7 +66,10 @@ class EchoSynthConfig(_Strict):
     size: int = Field(112, ge=32, le=512, description="frame height and width, pixels")
     fps: float = Field(50.0, gt=0)
     duration_s: float = Field(2.8, gt=0.5, description="clip length; 2.8 s holds two cycles down to 43 bpm")
-    views: list[Literal["a4c", "plax"]] = Field(default_factory=lambda: ["a4c"])
+    views: list[Literal["a4c"]] = Field(
+        default_factory=lambda: ["a4c"], min_length=1, max_length=1,
+        description="echo views to render; the apical four-chamber view is the one implemented",
+    )
     noise: float = Field(1.0, ge=0)
 
 

@@ -140,3 +140,16 @@ def test_demo_end_to_end(tmp_path):
         assert 0 <= v["ci_low"] <= v["auc"] <= v["ci_high"] <= 1
     assert "| triage |" in (out / "modality_table.md").read_text()
     assert (out / "run.json").is_file()
+
+
+def test_gallery_examples_have_their_condition_and_nothing_else():
+    from cardiodistill.synth.gallery import CONDITIONS, pick_examples
+
+    pop, names = pick_examples(seed=0, pool=20000)
+    assert names == list(CONDITIONS)
+    row = dict(zip(names, range(len(names))))
+    assert pop.af[row["af"]] and not pop.af[row["normal"]]
+    assert pop.mi_territory[row["inferior_mi"]] == 2 and pop.lvh[row["lvh"]] and pop.bbb[row["lbbb"]] == 1
+    assert pop.cardiomyopathy[row["cardiomyopathy"]] and pop.valve[row["valve"]] == 2
+    others = ("mi", "lvh", "ischaemia", "hyperkalaemia", "cardiomyopathy")
+    assert not any(getattr(pop, flag)[row["af"]] for flag in others)

@@ -24,8 +24,8 @@ _FLAGS = ("mi", "cardiomyopathy", "lvh", "af", "ischaemia", "hyperkalaemia", "an
 
 
 def _no_flags(pop: Population, keep: str | None = None) -> np.ndarray:
-    """Patients with none of the boolean conditions except ``keep``."""
-    ok = np.ones(len(pop), bool)
+    """Patients with condition ``keep`` (if given) and none of the other boolean conditions."""
+    ok = np.ones(len(pop), bool) if keep is None else getattr(pop, keep).copy()
     for flag in _FLAGS:
         if flag != keep:
             ok &= ~getattr(pop, flag)
@@ -33,7 +33,7 @@ def _no_flags(pop: Population, keep: str | None = None) -> np.ndarray:
 
 
 def _only(pop: Population, keep: str | None = None) -> np.ndarray:
-    """Patients with no condition except ``keep`` (bundle branch block and valve disease count too)."""
+    """Patients with ``keep`` and no other condition (bundle branch block and valve disease count too)."""
     return _no_flags(pop, keep) & (pop.bbb == 0) & (pop.valve == 0)
 
 
