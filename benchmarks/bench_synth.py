@@ -67,6 +67,52 @@ def measure(patients: int, workers: int, output: str, chunk_size: int, keep: Pat
     }
 
 
+def components(n: int = 64, repeats: int = 5) -> dict:
+    """Median milliseconds per patient of each generator and of writing the files, in one process."""
+    import numpy as np
+
+    from cardiodistill.config import SynthConfig
+    from cardiodistill.synth import cohort
+    from cardiodistill.synth.ecg import render_12lead, render_mobile, sample_ecg_params
+    from cardiodistill.synth.echo import render_echo
+    from cardiodistill.synth.labs import sample_labs
+    from cardiodistill.synth.notes import write_notes
+    from cardiodistill.synth.population import sample_population
+    from cardiodistill.synth.rhythm import sample_beats
+
+    cfg = SynthConfig(patients=n, chunk_size=n)
+    rng = np.random.default_rng(0)
+    pop = sample_population(n, cfg.prevalence, rng)
+    beats = sample_beats(pop, cfg.ecg.duration_s, rng)
+    params = sample_ecg_params(pop, rng)
+    labs = sample_labs(pop, rng)
+    chunk = cohort.generate_chunk(cfg, 0)
+    jobs = {
+        "population + beats": lambda: sample_beats(sample_population(n, cfg.prevalence, rng), 10.0, rng),
+        "12-lead ECG": lambda: render_12lead(pop, beats, params, cfg.ecg.fs, rng),
+        "handheld ECG": lambda: render_mobile(pop, beats, params, cfg.mobile.fs, rng),
+        "echo cine": lambda: render_echo(pop, beats, rng, start_s=np.full(n, 1.0)),
+        "labs": lambda: sample_labs(pop, rng),
+        "notes": lambda: write_notes(pop, rng, labs=labs),
+    }
+    out = {}
+    for name, job in jobs.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            job()
+            times.append(time.perf_counter() - start)
+        out[name] = round(1000 * float(np.median(times)) / n, 2)
+    times = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            cohort._write_chunk_files(chunk, cfg, Path(tmp))
+            times.append(time.perf_counter() - start)
+    out["write files (WFDB x2, DICOM, note)"] = round(1000 * float(np.median(times)) / n, 2)
+    return out
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         "| patients | workers | output | wall time | patients/s | peak RSS (largest process) | written |",
@@ -88,7 +134,11 @@ def main() -> None:
     parser.add_argument("--output", choices=["files", "shards", "none"], default="files")
     parser.add_argument("--keep", type=Path, help="write here and keep the cohort (default: temp, deleted)")
     parser.add_argument("--table", action="store_true", help="print the markdown table of all results and exit")
+    parser.add_argument("--components", action="store_true", help="time each generator (ms per patient) and exit")
     args = parser.parse_args()
+    if args.components:
+        print(json.dumps(components(), indent=2))
+        return
     if args.table:
         rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
         print(table(rows))

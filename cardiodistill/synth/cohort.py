@@ -113,7 +113,7 @@ def generate_chunk(cfg: SynthConfig, index: int) -> CohortChunk:
     if cfg.echo.enabled:
         rng = streams[5]
         latest = cfg.ecg.duration_s - cfg.echo.duration_s
-        start_s = rng.uniform(0.0, max(latest, 0.0), n) if latest > 0 else np.zeros(n)
+        start_s = rng.uniform(0.0, latest, n) if latest > 0 else np.zeros(n)
         echo = render_echo(
             pop, beats, rng, start_s=start_s, size=cfg.echo.size, fps=cfg.echo.fps,
             duration_s=min(cfg.echo.duration_s, cfg.ecg.duration_s), noise=cfg.echo.noise, view=cfg.echo.views[0],
