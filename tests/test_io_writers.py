@@ -122,7 +122,7 @@ def test_read_wfdb_canonicalises_lead_names_and_converts_units(tmp_path):
         write_dir=str(tmp_path),
     )
     rec = read_wfdb(tmp_path / "other")
-    assert rec.leads == ("I", "aVR", "V1", "MLII")
+    assert rec.leads == ("I", "aVR", "V1", "II")  # MLII (modified lead II) is lead II
     # 1000 uV = 1 mV; -500 / 1000 mV; 250 / 1000 V = 250 mV; 7 / 100 mV.
     np.testing.assert_allclose(rec.signal[:, 0], [1.0, -0.5, 250.0, 0.07], rtol=1e-6)
 

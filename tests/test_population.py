@@ -83,3 +83,4 @@ def test_beats_match_latent_rate_and_af_is_irregular(pop):
     # end-systole (T end) follows the R-peak by a physiological QT-derived delay
     delay = (beats.t_end - beats.r)[beats.valid]
     assert 0.2 < delay.min() and delay.max() < 0.6
+

@@ -29,7 +29,7 @@ import wfdb
 
 from ..errors import DataError
 from ..records import EcgRecord
-from ..signals.leads import LEADS_12
+from ..signals.leads import normalize_lead_name
 from .atomic import atomic_paths
 
 __all__ = ["write_wfdb", "read_wfdb", "canonical_lead_name", "parse_comment_fields"]
@@ -37,16 +37,14 @@ __all__ = ["write_wfdb", "read_wfdb", "canonical_lead_name", "parse_comment_fiel
 _INT16_MAX = 32767  # -32768 is reserved: WFDB's "invalid sample" value in format 16
 _INVALID_SAMPLE = -32768
 _RECORD_NAME = re.compile(r"^[-\w]+$")  # what wfdb accepts as a record name
-_CANONICAL = {name.lower(): name for name in LEADS_12}
 # Factor that converts each supported unit to millivolts (matched case-insensitively).
 _TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
 
 
 def canonical_lead_name(name: str) -> str:
-    """``"avr"`` -> ``"aVR"``, ``" v1 "`` -> ``"V1"``; names that are not one of the 12 standard
-    leads (``"MLII"``, ``"ECG"``) are returned stripped but otherwise unchanged."""
-    stripped = name.strip()
-    return _CANONICAL.get(stripped.lower(), stripped)
+    """``"avr"`` -> ``"aVR"``, ``"MLII"`` -> ``"II"``; names that are not an ECG lead
+    (``"PLETH"``, ``"ABP"``) are returned stripped but otherwise unchanged."""
+    return normalize_lead_name(name, strict=False)
 
 
 def parse_comment_fields(comments: Sequence[str]) -> dict[str, str]:

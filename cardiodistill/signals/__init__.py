@@ -1,5 +1,5 @@
-"""ECG signal primitives: lead names and derivation (more arrive with the clinical input issue)."""
+"""ECG signal primitives: lead names and derivation, units, resampling, filters, quality, R-peaks."""
 
-from .leads import LEADS_12, LIMB_LEADS, PRECORDIAL_LEADS, derive_limb_leads
+from .leads import LEADS_12, LIMB_LEADS, PRECORDIAL_LEADS, derive_limb_leads, normalize_lead_name
 
-__all__ = ["LEADS_12", "LIMB_LEADS", "PRECORDIAL_LEADS", "derive_limb_leads"]
+__all__ = ["LEADS_12", "LIMB_LEADS", "PRECORDIAL_LEADS", "derive_limb_leads", "normalize_lead_name"]

@@ -10,6 +10,8 @@ so a two-electrode-pair handheld device (I and II) gives all six limb leads.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..errors import LeadError
@@ -17,6 +19,37 @@ from ..errors import LeadError
 LEADS_12: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 LIMB_LEADS: tuple[str, ...] = LEADS_12[:6]
 PRECORDIAL_LEADS: tuple[str, ...] = LEADS_12[6:]
+
+# Spellings seen in WFDB headers, DICOM, MUSE, HL7 aECG and CSV exports, after lower-casing and
+# removing spaces, "-", "_" and "." and a leading "lead"/"mdcecglead" (so "Lead II", "MDC_ECG_LEAD_II",
+# "ii", "D2", "MLII" all meet here). Modified limb leads (MLII, MLIII: Mason-Likar placement) map
+# to their standard lead, as every ECG toolkit treats them.
+_ALIASES = {
+    "i": "I", "1": "I", "d1": "I", "di": "I", "mli": "I",
+    "ii": "II", "2": "II", "d2": "II", "dii": "II", "mlii": "II", "ml2": "II",
+    "iii": "III", "3": "III", "d3": "III", "diii": "III", "mliii": "III", "ml3": "III",
+    "avr": "aVR", "avl": "aVL", "avf": "aVF",
+    **{f"v{i}": f"V{i}" for i in range(1, 7)},
+    **{f"c{i}": f"V{i}" for i in range(1, 7)},  # European "C" chest-lead naming
+}
+_NOISE = re.compile(r"[\s\-_.]+")
+_PREFIX = re.compile(r"^(mdcecglead|lead|ecg)")
+
+
+def normalize_lead_name(name: str, *, strict: bool = True) -> str:
+    """Canonical name of a lead spelled any common way: ``"avr"``, ``"Lead aVR"``,
+    ``"MDC_ECG_LEAD_AVR"`` -> ``"aVR"``; ``"MLII"``, ``"D2"`` -> ``"II"``; ``"C1"`` -> ``"V1"``.
+
+    An unrecognised name raises :class:`LeadError` when ``strict``, else comes back stripped
+    (for non-ECG channels such as ``"PLETH"`` that a caller wants to keep or drop itself).
+    """
+    key = _PREFIX.sub("", _NOISE.sub("", str(name).strip().lower()))
+    if key in _ALIASES:
+        return _ALIASES[key]
+    if strict:
+        raise LeadError(f"unknown lead name {name!r} (expected one of {', '.join(LEADS_12)} or a common spelling)")
+    return str(name).strip()
+
 
 # Rows: limb lead; columns: coefficient on (I, II).
 LIMB_FROM_I_II = np.array(
