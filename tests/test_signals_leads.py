@@ -19,6 +19,9 @@ def test_unknown_lead_name_is_a_lead_error():
     with pytest.raises(LeadError, match="unknown lead name 'PLETH'"):
         normalize_lead_name("PLETH")
     assert normalize_lead_name(" PLETH ", strict=False) == "PLETH"
+    for channel in ("ECG 1", "2", "ecg3"):  # channel numbers are not lead names
+        with pytest.raises(LeadError):
+            normalize_lead_name(channel)
 
 
 def test_limb_leads_from_i_and_ii_satisfy_einthoven_and_goldberger():

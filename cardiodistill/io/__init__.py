@@ -30,6 +30,15 @@ _LAZY = {
     "write_wfdb": "wfdb",
     "read_video_dicom": "dicom",
     "write_echo_dicom": "dicom",
+    "read_dicom_ecg": "dicom_waveform",
+    "read_muse_xml": "muse",
+    "read_hl7_aecg": "hl7aecg",
+    "read_edf_ecg": "edf",
+    "read_csv_ecg": "tabular",
+    "read_npy_ecg": "tabular",
+    "write_csv_ecg": "tabular",
+    "detect_format": "detect",
+    "read_ecg": "detect",
 }
 
 __all__ = [

@@ -31,6 +31,7 @@ from ..errors import DataError
 from ..records import EcgRecord
 from ..signals.leads import normalize_lead_name
 from .atomic import atomic_paths
+from .detect import is_ecg_channel
 
 __all__ = ["write_wfdb", "read_wfdb", "canonical_lead_name", "parse_comment_fields"]
 
@@ -146,8 +147,12 @@ def _unit_factor(units: str, lead: str, header: Path) -> float:
     return factor
 
 
-def read_wfdb(path: str | PathLike[str]) -> EcgRecord:
+def read_wfdb(path: str | PathLike[str], *, ecg_only: bool = False) -> EcgRecord:
     """Read a WFDB record (``path`` with or without ``.hea``) as an :class:`EcgRecord` in mV.
+
+    With ``ecg_only`` channels that are not ECG leads (``PLETH``, ``ABP``: see
+    :func:`~cardiodistill.io.detect.is_ecg_channel`) are dropped before their units are checked
+    and listed in ``meta["dropped_channels"]``; by default every channel must be in mV, uV or V.
 
     Lead names that are the standard 12 in any letter case become canonical (``avr`` -> ``aVR``).
     Missing samples read as NaN. ``meta`` holds the header ``comments``, their ``"Key: value"``
@@ -164,7 +169,13 @@ def read_wfdb(path: str | PathLike[str]) -> EcgRecord:
         head = wfdb.rdheader(str(stem))
     except Exception as err:  # wfdb raises HeaderSyntaxError, IndexError, ValueError, ...
         raise DataError(f"cannot parse WFDB header: {_one_line(err)}", header) from None
-    signal_files = sorted({str(header.with_name(f)) for f in (head.file_name or [])})
+    if isinstance(head, wfdb.Record):
+        if head.n_sig != len(head.file_name or []):
+            # checked before reading: wfdb would first build per-signal lists of the claimed length
+            raise DataError(f"WFDB header says {head.n_sig} signals but describes {len(head.file_name or [])}", header)
+        signal_files = sorted({str(header.with_name(f)) for f in (head.file_name or [])})
+    else:  # a multi-segment record: its "signal files" are the segments' headers ("~" is a gap)
+        signal_files = [str(header.with_name(f"{seg}.hea")) for seg in head.seg_name if seg != "~"]
     where = ", ".join(signal_files) or header
     try:
         rec = wfdb.rdrecord(str(stem))
@@ -176,9 +187,18 @@ def read_wfdb(path: str | PathLike[str]) -> EcgRecord:
     if rec.p_signal is None or rec.p_signal.size == 0:
         raise DataError("WFDB record has no samples", header)
 
-    leads = tuple(canonical_lead_name(n) for n in rec.sig_name)
-    factors = np.array([_unit_factor(u, lead, header) for u, lead in zip(rec.units, leads)])
-    signal = (rec.p_signal.T * factors[:, None]).astype(np.float32)  # [n_leads, n_samples] mV
+    keep = [i for i, name in enumerate(rec.sig_name) if not ecg_only or is_ecg_channel(name)]
+    if not keep:
+        raise DataError(f"no ECG channel among {', '.join(rec.sig_name)}; pass ecg_only=False to keep them", header)
+    leads = tuple(canonical_lead_name(rec.sig_name[i]) for i in keep)
+    factors = np.array([_unit_factor(rec.units[i], lead, header) for i, lead in zip(keep, leads)])
+    signal = (rec.p_signal[:, keep].T * factors[:, None]).astype(np.float32)  # [n_leads, n_samples] mV
     comments = list(rec.comments or [])
     meta = {"record_name": rec.record_name, "comments": comments, "fields": parse_comment_fields(comments)}
+    meta |= {
+        "format": "wfdb",
+        "original_leads": [rec.sig_name[i] for i in keep],
+        "units_found": [rec.units[i] for i in keep],
+    }
+    meta["dropped_channels"] = [name for i, name in enumerate(rec.sig_name) if i not in keep]
     return EcgRecord(signal=signal, fs=float(rec.fs), leads=leads, source=str(header), meta=meta)

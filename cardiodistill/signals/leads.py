@@ -23,11 +23,12 @@ PRECORDIAL_LEADS: tuple[str, ...] = LEADS_12[6:]
 # Spellings seen in WFDB headers, DICOM, MUSE, HL7 aECG and CSV exports, after lower-casing and
 # removing spaces, "-", "_" and "." and a leading "lead"/"mdcecglead" (so "Lead II", "MDC_ECG_LEAD_II",
 # "ii", "D2", "MLII" all meet here). Modified limb leads (MLII, MLIII: Mason-Likar placement) map
-# to their standard lead, as every ECG toolkit treats them.
+# to their standard lead, as every ECG toolkit treats them. Bare numbers ("ECG 1") are channel
+# numbers, not leads, and stay unknown.
 _ALIASES = {
-    "i": "I", "1": "I", "d1": "I", "di": "I", "mli": "I",
-    "ii": "II", "2": "II", "d2": "II", "dii": "II", "mlii": "II", "ml2": "II",
-    "iii": "III", "3": "III", "d3": "III", "diii": "III", "mliii": "III", "ml3": "III",
+    "i": "I", "d1": "I", "di": "I", "mli": "I",
+    "ii": "II", "d2": "II", "dii": "II", "mlii": "II", "ml2": "II",
+    "iii": "III", "d3": "III", "diii": "III", "mliii": "III", "ml3": "III",
     "avr": "aVR", "avl": "aVL", "avf": "aVF",
     **{f"v{i}": f"V{i}" for i in range(1, 7)},
     **{f"c{i}": f"V{i}" for i in range(1, 7)},  # European "C" chest-lead naming
