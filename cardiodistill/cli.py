@@ -112,6 +112,31 @@ def demo(
     console.print(f"[green]demo finished:[/] {out}")
 
 
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="An ECG file: WFDB, DICOM waveform, MUSE XML, HL7 aECG, EDF, CSV or NPY.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (R-peak samples included).")] = False,
+    png: Annotated[Optional[Path], typer.Option("--png", help="Also draw the record on ECG paper to this PNG.")] = None,
+    fs: Annotated[Optional[float], typer.Option(help="Sampling rate, for CSV/NPY files that do not carry one.")] = None,
+    leads: Annotated[Optional[str], typer.Option(help="Comma-separated lead names, for CSV/NPY without a header.")] = None,
+    units: Annotated[Optional[str], typer.Option(help="Amplitude units (mV, uV), for CSV/NPY.")] = None,
+) -> None:
+    """Show what was read from an ECG file: leads, rate, duration, units, quality per lead, R-peaks."""
+    import json
+
+    from .inspection import format_summary, plot_summary, summarize_ecg
+    from .io import read_ecg
+
+    kwargs = {k: v for k, v in (("fs", fs), ("units", units)) if v is not None}
+    if leads:
+        kwargs["leads"] = [name.strip() for name in leads.split(",")]
+    record = read_ecg(path, **kwargs)
+    summary = summarize_ecg(record)
+    if png is not None:
+        plot_summary(record, summary, png)
+    print(json.dumps(summary, indent=2) if json_out else format_summary(summary))
+
+
 config_app = typer.Typer(help="Inspect configs and presets.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -135,25 +160,15 @@ def version() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: typed user errors become one line on stderr and exit status 2."""
+    """Console entry point: typed user errors become one line on stderr and exit status 2.
+
+    Usage errors (an unknown command or option) are Typer's own: usage line, message, status 2.
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)
     except CardiodistillError as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except typer.Abort:
-        console.print("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        console.print("interrupted: run the same command again to resume")
-        sys.exit(130)
-    except Exception as err:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
 
 
 if __name__ == "__main__":

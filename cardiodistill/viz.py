@@ -46,7 +46,7 @@ def plot_ecg_paper(record: EcgRecord, ax=None, title: str | None = None, rhythm_
     rows = list(_PAPER_LAYOUT) + [(rhythm_lead,)]
     height = _ROW_MM * len(rows)
     if ax is None:
-        _, ax = plt.subplots(figsize=(width / 25.4 * 0.45, height / 25.4 * 0.45))
+        _, ax = plt.subplots(figsize=(width / 25.4 * 0.8, height / 25.4 * 0.8))
     _grid(ax, width, height)
     t = np.arange(record.n_samples) / record.fs
     for r, names in enumerate(rows):

@@ -15,11 +15,11 @@ def run(*args, check=False):
 
 def test_help_lists_the_commands():
     out = run("--help", check=True).stdout
-    for command in ("synth", "demo", "config", "version"):
+    for command in ("synth", "demo", "inspect", "config", "version"):
         assert command in out
 
 
-@pytest.mark.parametrize("command", [["synth"], ["demo"], ["config"], ["config", "show"], ["config", "presets"], ["version"]])
+@pytest.mark.parametrize("command", [["synth"], ["demo"], ["inspect"], ["config"], ["config", "show"], ["config", "presets"], ["version"]])
 def test_every_command_has_help(command):
     proc = run(*command, "--help", check=True)
     assert "Usage" in proc.stdout
@@ -44,6 +44,13 @@ def test_user_errors_are_one_line_exit_2(args, fragment, tmp_path):
     assert fragment in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [["nope"], ["synth", "--no-such-option"], ["inspect"]])
+def test_usage_errors_exit_2_without_traceback(args):
+    proc = run(*args)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "Usage" in proc.stderr
 
 
 def test_non_run_folder_is_refused(tmp_path):

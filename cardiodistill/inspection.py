@@ -1,0 +1,108 @@
+"""What was read from an ECG file: the summary behind ``cardiodistill inspect``.
+
+One function builds a JSON-ready dict (format, leads, rate, duration, units, per-lead quality,
+R-peaks per lead set) and one renders it for a terminal, so the human and the machine-readable
+views can never disagree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .records import EcgRecord
+from .signals.leads import LIMB_LEADS
+
+#: Lead sets whose R-peaks are reported when the record has them: what each device would see.
+LEAD_SETS = {
+    "all": None,
+    "six_lead": LIMB_LEADS,
+    "single_lead": ("I",),
+}
+
+
+def summarize_ecg(record: EcgRecord) -> dict:
+    """A JSON-ready summary of a record: shape, units, quality per lead, R-peaks per lead set."""
+    from .signals.quality import lead_quality
+    from .signals.rpeaks import detect_r_peaks, heart_rate
+
+    quality = lead_quality(record)
+    summary = {
+        "source": record.source,
+        "format": record.meta.get("format"),
+        "fs": record.fs,
+        "n_samples": record.n_samples,
+        "duration_s": round(record.duration_s, 3),
+        "leads": list(record.leads),
+        "units": "mV",
+        "units_in_file": _units_in_file(record.meta.get("units_found")),
+        "quality": {lead: _quality_dict(q) for lead, q in quality.items()},
+        "r_peaks": {},
+    }
+    usable = [lead for lead in record.leads if quality[lead].usable]
+    for name, leads in LEAD_SETS.items():
+        chosen = usable if leads is None else [lead for lead in leads if lead in usable]
+        if leads is not None and len(chosen) != len(leads):
+            continue
+        if not chosen:
+            continue
+        peaks = detect_r_peaks(record, leads=chosen)
+        summary["r_peaks"][name] = {
+            "leads": chosen,
+            "samples": [int(p) for p in peaks],
+            "heart_rate_bpm": None if len(peaks) < 2 else round(float(heart_rate(peaks, record.fs)), 1),
+        }
+    return summary
+
+
+def _units_in_file(found) -> str | None:
+    """``["uV", "uV", ...]`` -> ``"uV"``; mixed units are listed once each."""
+    if found is None:
+        return None
+    if isinstance(found, str):
+        return found
+    return ", ".join(dict.fromkeys(str(u) for u in found))
+
+
+def _quality_dict(q) -> dict:
+    out = {"usable": bool(q.usable), "reasons": list(q.reasons)}
+    for key in ("amplitude_mv", "hf_noise_ratio"):
+        value = getattr(q, key, None)
+        if value is not None:
+            out[key] = None if not np.isfinite(value) else round(float(value), 4)
+    return out
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as a few readable lines."""
+    lines = [
+        f"{summary['source']}",
+        f"  format {summary['format'] or 'unknown'}, {len(summary['leads'])} leads, {summary['fs']:g} Hz, "
+        f"{summary['duration_s']:g} s ({summary['n_samples']} samples), mV"
+        + (f" (file: {summary['units_in_file']})" if summary.get("units_in_file") else ""),
+        "  quality:",
+    ]
+    for lead, q in summary["quality"].items():
+        state = "ok" if q["usable"] else "NOT USABLE: " + ", ".join(q["reasons"])
+        amp = f"{q['amplitude_mv']:.2f} mV" if q.get("amplitude_mv") is not None else ""
+        lines.append(f"    {lead:<4} {amp:>9}  {state}")
+    for name, entry in summary["r_peaks"].items():
+        hr = f", {entry['heart_rate_bpm']:g} bpm" if entry["heart_rate_bpm"] else ""
+        lines.append(f"  R-peaks ({name}: {'+'.join(entry['leads'])}): {len(entry['samples'])}{hr}")
+    return "\n".join(lines)
+
+
+def plot_summary(record: EcgRecord, summary: dict, path: str | Path) -> Path:
+    """Write the record on ECG paper (standard 12-lead layout) to a PNG, atomically."""
+    from .io.atomic import atomic_path
+    from .viz import _plt, plot_ecg_paper
+
+    plt = _plt()
+    ax = plot_ecg_paper(record, title=f"{Path(record.source or '').name}  {record.fs:g} Hz  {len(record.leads)} leads")
+    fig = ax.figure
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
