@@ -39,6 +39,7 @@ import numpy as np
 from ..errors import DataError
 from ..records import EcgRecord
 from ..signals.leads import LEADS_12, normalize_lead_name
+from ..signals.units import unit_factor
 
 __all__ = ["FORMATS", "detect_format", "read_ecg", "is_ecg_channel", "build_record", "mv_factor", "parse_xml_file"]
 
@@ -51,19 +52,6 @@ _SNIFF_BYTES = 8192
 _OTHER_ECG = re.compile(r"^(v|v[xyz]|[xyz]|ml\w*|mcl\w*|(ecg|ekg)\w*)$")
 _NOISE = re.compile(r"[\s\-_.]+")
 _LEAD_PREFIX = re.compile(r"^(mdcecglead|lead)")
-_TO_MV = {
-    "mv": 1.0,
-    "millivolts": 1.0,
-    "millivolt": 1.0,
-    "uv": 1e-3,
-    "µv": 1e-3,
-    "μv": 1e-3,
-    "microvolts": 1e-3,
-    "microvolt": 1e-3,
-    "v": 1e3,
-    "volts": 1e3,
-    "volt": 1e3,
-}
 _WFDB_FIRST_LINE = re.compile(
     rb"^[\w\-]+(/\d+)?[ \t]+\d+([ \t]+[\d.eE+\-]+(/[\d.eE+\-]+)?(\(\-?[\d.]+\))?)?([ \t]+\d+)?"
 )
@@ -79,14 +67,17 @@ def is_ecg_channel(name: str) -> bool:
     ``PLETH``, ``ABP``, ``Resp``, ``EDF Annotations``, ``sine 1 Hz``..."""
     if normalize_lead_name(name, strict=False) in LEADS_12:
         return True
-    key = _LEAD_PREFIX.sub("", _NOISE.sub("", str(name).strip().lower()))
+    key = _LEAD_PREFIX.sub("", _NOISE.sub("", str(name).strip().lower()))  # keeps an "ecg" prefix
     return bool(_OTHER_ECG.match(key))
 
 
 def mv_factor(units: str) -> float | None:
     """Factor that converts a voltage unit (``mV``, ``uV``, ``MICROVOLTS``, ``V``...) to mV;
-    ``None`` for anything else."""
-    return _TO_MV.get(str(units).strip().lower())
+    ``None`` for anything else (see :func:`cardiodistill.signals.units.unit_factor`)."""
+    try:
+        return unit_factor(units)
+    except DataError:
+        return None
 
 
 def build_record(

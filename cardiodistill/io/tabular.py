@@ -33,6 +33,7 @@ import pandas as pd
 from ..errors import DataError, LeadError, SamplingRateError
 from ..records import EcgRecord
 from ..signals.leads import normalize_lead_name
+from ..signals.units import guess_unit
 from .atomic import atomic_path
 from .detect import is_ecg_channel, mv_factor
 
@@ -41,26 +42,15 @@ __all__ = ["read_csv_ecg", "read_npy_ecg", "write_csv_ecg", "guess_units"]
 _TIME_S = re.compile(r"^(t|time|times|sec|secs|seconds|time ?\(s\)|time_?s|time_?sec|timestamp)$", re.IGNORECASE)
 _TIME_MS = re.compile(r"^(ms|msec|time ?\(ms\)|time_?ms|t_?ms)$", re.IGNORECASE)
 _INDEX = re.compile(r"^(sample|samples|index|idx|n|sample_?(no|number|index)?)$", re.IGNORECASE)
-_UNIT_RANGES = (("mV", 0.2, 20.0), ("uV", 200.0, 20000.0))
 
 
 def guess_units(signal: np.ndarray, where: str | PathLike[str] | None = None) -> str:
-    """``"mV"`` or ``"uV"`` from each lead's 1st-99th percentile range ``[n_leads, n_samples]``
-    (flat leads abstain); :class:`DataError` when the ranges fit neither or disagree."""
-    with np.errstate(all="ignore"):
-        p1, p99 = np.nanpercentile(signal, [1, 99], axis=1)
-    spans = (p99 - p1)[np.isfinite(p99 - p1) & (p99 - p1 > 0)]
-    if spans.size == 0:
-        raise DataError("cannot guess the units of flat or empty leads; pass units='mV' or 'uV'", where)
-    votes = {name for span in spans for name, lo, hi in _UNIT_RANGES if lo <= span <= hi}
-    fits_all = [name for name, lo, hi in _UNIT_RANGES if ((spans >= lo) & (spans <= hi)).all()]
-    if len(fits_all) != 1:
-        raise DataError(
-            f"cannot guess the units from lead amplitudes ({spans.min():.3g}-{spans.max():.3g} between the 1st and "
-            f"99th percentile{'; leads disagree' if len(votes) > 1 else ''}); pass units='mV', 'uV' or 'V'",
-            where,
-        )
-    return fits_all[0]
+    """``"mV"`` or ``"uV"`` by :func:`cardiodistill.signals.units.guess_unit`; :class:`DataError`
+    asking for ``units=`` when the amplitudes fit neither."""
+    unit = guess_unit(signal)
+    if unit is None:
+        raise DataError("cannot guess the units from the lead amplitudes; pass units='mV', 'uV' or 'V'", where)
+    return unit
 
 
 def _lead_names(names: Sequence[str], where: Path) -> tuple[str, ...]:

@@ -31,7 +31,7 @@ from ..errors import DataError
 from ..records import EcgRecord
 from ..signals.leads import normalize_lead_name
 from .atomic import atomic_paths
-from .detect import is_ecg_channel
+from .detect import is_ecg_channel, mv_factor
 
 __all__ = ["write_wfdb", "read_wfdb", "canonical_lead_name", "parse_comment_fields"]
 
@@ -39,7 +39,6 @@ _INT16_MAX = 32767  # -32768 is reserved: WFDB's "invalid sample" value in forma
 _INVALID_SAMPLE = -32768
 _RECORD_NAME = re.compile(r"^[-\w]+$")  # what wfdb accepts as a record name
 # Factor that converts each supported unit to millivolts (matched case-insensitively).
-_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3}
 
 
 def canonical_lead_name(name: str) -> str:
@@ -141,9 +140,9 @@ def _one_line(err: BaseException) -> str:
 
 
 def _unit_factor(units: str, lead: str, header: Path) -> float:
-    factor = _TO_MV.get(units.strip().lower())
+    factor = mv_factor(units)
     if factor is None:
-        raise DataError(f"signal {lead!r} has units {units!r}; expected mV, uV or V", header)
+        raise DataError(f"signal {lead!r} has units {units!r}; expected V, mV, uV or nV", header)
     return factor
 
 

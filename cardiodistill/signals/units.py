@@ -8,8 +8,8 @@ error in ECG pipelines: a model sees a flat line or a clipped one and still outp
 Guessing the unit of a CSV without a header (:func:`guess_unit`) uses the physiology: the
 robust peak-to-peak amplitude of a surface ECG lead (its 1st to 99th percentile range, which
 ignores rare spikes) lies between about 0.2 mV (a low-voltage limb lead) and 5 mV (a tall
-precordial R wave). The median of that range over leads is therefore about 0.5-10 in a file
-stored in mV and about 500-10,000 in one stored in uV. Anything else (a flat or empty file, volts,
+precordial R wave). The median of that range over leads is read as mV between 0.2 and 20 and as
+uV between 200 and 20,000 (the two bands are a factor of ten apart, so they cannot both fit). Anything else (a flat or empty file, volts,
 counts of an ADC without gain) is reported as unknown (``None``) rather than guessed.
 """
 
@@ -31,9 +31,9 @@ _SPELLINGS = {
 }
 
 #: Median-over-leads robust range (p99 - p1) that :func:`guess_unit` reads as millivolts ...
-MV_RANGE = (0.5, 10.0)
+MV_RANGE = (0.2, 20.0)
 #: ... and as microvolts.
-UV_RANGE = (500.0, 10_000.0)
+UV_RANGE = (200.0, 20_000.0)
 
 
 def unit_factor(unit: str, source: str | None = None) -> float:
