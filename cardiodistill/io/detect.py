@@ -41,7 +41,7 @@ from ..records import EcgRecord
 from ..signals.leads import LEADS_12, normalize_lead_name
 from ..signals.units import unit_factor
 
-__all__ = ["FORMATS", "detect_format", "read_ecg", "is_ecg_channel", "build_record", "mv_factor", "parse_xml_file"]
+__all__ = ["FORMATS", "detect_format", "read_ecg", "is_ecg_channel", "build_record", "mv_factor", "parse_number", "parse_xml_file"]
 
 FORMATS = ("dicom", "edf", "npy", "muse", "hl7aecg", "wfdb", "csv")
 
@@ -125,6 +125,17 @@ def build_record(
         "dropped_channels": [n for n, k in zip(names, keep) if not k],
     }
     return EcgRecord(signal=out, fs=fs, leads=leads, source=str(source), meta=meta)
+
+
+def parse_number(text: str, what: str, where: Path) -> float:
+    """A finite float from a header or XML field, or a one-line :class:`DataError` naming ``what``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{what} is {text!r}, not a number", where) from None
+    if not np.isfinite(value):
+        raise DataError(f"{what} is {text!r}", where)
+    return value
 
 
 def parse_xml_file(path: Path, root_name: str, kind: str) -> ET.Element:

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import DataError, SamplingRateError
 from ..records import EcgRecord
-from .detect import build_record, mv_factor, parse_xml_file
+from .detect import build_record, mv_factor, parse_number, parse_xml_file
 
 __all__ = ["read_hl7_aecg", "HL7_NS"]
 
@@ -40,14 +40,7 @@ def _attr_number(node: ET.Element | None, default: float, what: str, where: Path
     """(value, unit) of an element such as ``<scale value="5" unit="uV"/>``."""
     if node is None:
         return default, ""
-    text = node.get("value", "")
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{what} value is {text!r}, not a number", where) from None
-    if not np.isfinite(value):
-        raise DataError(f"{what} value is {text!r}", where)
-    return value, node.get("unit", "").strip()
+    return parse_number(node.get("value", ""), f"{what} value", where), node.get("unit", "").strip()
 
 
 def _sequence_set(root: ET.Element, series: str, where: Path) -> tuple[ET.Element, int]:

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import DataError, SamplingRateError
 from ..records import EcgRecord
 from ..signals.leads import LEADS_12, LIMB_LEADS, derive_limb_leads
-from .detect import build_record, parse_xml_file
+from .detect import build_record, parse_number, parse_xml_file
 
 __all__ = ["read_muse_xml"]
 
@@ -38,14 +38,6 @@ def _text(node: ET.Element | None, tag: str) -> str:
     return (found.text or "").strip() if found is not None else ""
 
 
-def _number(text: str, what: str, where: Path) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{what} is {text!r}, not a number", where) from None
-    if not np.isfinite(value):
-        raise DataError(f"{what} is {text!r}", where)
-    return value
 
 
 def _pick_waveform(root: ET.Element, waveform: str, where: Path) -> ET.Element:
@@ -62,7 +54,7 @@ def _decode_lead(lead: ET.Element, where: Path) -> tuple[str, np.ndarray, str]:
     name = _text(lead, "LeadID")
     if not name:
         raise DataError("a <LeadData> has no <LeadID>", where)
-    per_bit = _number(_text(lead, "LeadAmplitudeUnitsPerBit") or "1", f"lead {name} LeadAmplitudeUnitsPerBit", where)
+    per_bit = parse_number(_text(lead, "LeadAmplitudeUnitsPerBit") or "1", f"lead {name} LeadAmplitudeUnitsPerBit", where)
     units = _text(lead, "LeadAmplitudeUnits") or "MICROVOLTS"
     try:
         raw = base64.b64decode("".join(_text(lead, "WaveFormData").split()), validate=True)
@@ -97,8 +89,8 @@ def read_muse_xml(
         raise DataError(f"waveform must be 'rhythm' or 'median', got {waveform!r}", path)
     root = parse_xml_file(path, "RestingECG", "GE MUSE XML")
     node = _pick_waveform(root, waveform, path)
-    base = _number(_text(node, "SampleBase"), "SampleBase", path)
-    exponent = _number(_text(node, "SampleExponent") or "0", "SampleExponent", path)
+    base = parse_number(_text(node, "SampleBase"), "SampleBase", path)
+    exponent = parse_number(_text(node, "SampleExponent") or "0", "SampleExponent", path)
     fs = base * 10.0**exponent
     if not (np.isfinite(fs) and fs > 0):
         raise SamplingRateError(f"SampleBase/SampleExponent give a sampling rate of {fs!r} Hz", path)
