@@ -11,6 +11,12 @@ from __future__ import annotations
 from os import PathLike
 
 
+def one_line(err: BaseException) -> str:
+    """A foreign exception's message on one line (its type name if it has none), for wrapping
+    library errors into a typed error: ``DataError(f"cannot read ...: {one_line(err)}", path)``."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 class CardiodistillError(Exception):
     """Base class of every user-facing error. ``str(err)`` is a single line."""
 

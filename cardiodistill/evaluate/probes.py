@@ -4,7 +4,7 @@ A deliberately simple, generic probe per modality, fitted with cross-validation 
 out-of-fold (no patient is scored by a model that saw it):
 
 * **ECG** (12-lead, six-lead handheld, single-lead handheld): the median beat of every lead
-  (-250 ms to +450 ms around the R-peaks found by neurokit2, at 100 Hz) plus RR-interval
+  (-250 ms to +450 ms around the R-peaks of :func:`~cardiodistill.signals.detect_r_peaks`, at 100 Hz) plus RR-interval
   statistics -> standardise -> PCA -> logistic regression.
 * **Echo**: per-pixel temporal mean, spread and range of the cine at 28 x 28, plus how much the
   dark (blood) area changes over the clip -> standardise -> PCA -> logistic regression.
@@ -25,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.signal import butter, resample, sosfiltfilt
+from scipy.signal import resample
 
 from ..config import ProbeConfig
 from ..errors import DataError
 from ..io.dicom import read_video_dicom
 from ..io.wfdb import read_wfdb
 from ..records import EcgRecord
+from ..signals import bandpass, detect_r_peaks, select_leads
 from .metrics import auroc_ci
 
 BEAT_WINDOW_S = (-0.25, 0.45)
@@ -51,25 +52,12 @@ MODALITY_NAMES = {
 # feature extraction
 
 
-def _r_peaks(signal: np.ndarray, fs: float) -> np.ndarray:
-    import neurokit2 as nk
-
-    try:
-        _, info = nk.ecg_peaks(nk.ecg_clean(signal, sampling_rate=int(round(fs))), sampling_rate=int(round(fs)))
-        peaks = np.asarray(info["ECG_R_Peaks"], dtype=int)
-    except Exception:  # neurokit2 raises on flat or very short signals: treat as no beats found
-        peaks = np.zeros(0, dtype=int)
-    return peaks
-
-
 def ecg_features(record: EcgRecord, leads: tuple[str, ...] | None = None) -> np.ndarray:
     """Median beat per lead plus RR statistics: a fixed-length vector for any lead set and rate."""
-    leads = leads or record.leads
-    x = np.stack([record.lead(name) for name in leads]).astype(np.float64)
-    sos = butter(2, [0.5, 40.0], btype="band", fs=record.fs, output="sos")
-    x = sosfiltfilt(sos, x, axis=1)
-    anchor = x[leads.index("II")] if "II" in leads else x[0]
-    peaks = _r_peaks(anchor, record.fs)
+    leads = tuple(leads or record.leads)
+    record = bandpass(select_leads(record, leads), 0.5, 40.0)
+    x = record.signal.astype(np.float64)
+    peaks = detect_r_peaks(record)
     pre, post = (int(round(abs(w) * record.fs)) for w in BEAT_WINDOW_S)
     peaks = peaks[(peaks >= pre) & (peaks + post < x.shape[1])]
     n_out = int(round((BEAT_WINDOW_S[1] - BEAT_WINDOW_S[0]) * BEAT_FS))

@@ -39,7 +39,7 @@ from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, UltrasoundMultiFrameImageStorage, generate_uid
 from pydicom.valuerep import DSfloat
 
-from ..errors import DataError, SamplingRateError
+from ..errors import DataError, SamplingRateError, one_line
 from ..records import VideoClip
 from .atomic import atomic_path
 
@@ -203,9 +203,6 @@ def write_echo_dicom(
 # ----------------------------------------------------------------------------------- reading
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
 
 def _number(ds: Dataset, keyword: str) -> float:
     """A numeric attribute as float; 0 when absent, empty or unparseable."""
@@ -297,7 +294,7 @@ def _decode_gray(path: Path, ds: Dataset, photometric: str, n_frames: int) -> np
             gray[decoded] = luma
             decoded += 1
     except Exception as err:  # truncated or corrupt pixel data, a decoder failing on it, ...
-        raise DataError(f"cannot decode pixel data, truncated or corrupt? ({_one_line(err)})", path) from None
+        raise DataError(f"cannot decode pixel data, truncated or corrupt? ({one_line(err)})", path) from None
     if gray is None or decoded < n_frames:
         raise DataError(f"pixel data holds {decoded} of {n_frames} frames", path)
     return gray
@@ -321,7 +318,7 @@ def read_video_dicom(
     except InvalidDicomError:
         raise DataError("not a DICOM file (no DICM marker after the 128-byte preamble)", path) from None
     except Exception as err:
-        raise DataError(f"cannot parse DICOM file: {_one_line(err)}", path) from None
+        raise DataError(f"cannot parse DICOM file: {one_line(err)}", path) from None
 
     if "Rows" not in ds or "Columns" not in ds:
         sop = getattr(ds.get("SOPClassUID"), "name", "unknown SOP class")

@@ -25,7 +25,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from ..errors import DataError, SamplingRateError
+from ..errors import DataError, SamplingRateError, one_line
 from ..records import EcgRecord
 from .detect import build_record
 
@@ -33,9 +33,6 @@ __all__ = ["read_dicom_ecg"]
 
 _PARENTHESIS = re.compile(r"\(.*?\)")
 
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _group_label(item: Dataset) -> str:
@@ -123,7 +120,7 @@ def read_dicom_ecg(
     except InvalidDicomError:
         raise DataError("not a DICOM file (no DICM marker after the 128-byte preamble)", path) from None
     except Exception as err:  # pydicom raises many types for corrupt elements
-        raise DataError(f"cannot parse DICOM file: {_one_line(err)}", path) from None
+        raise DataError(f"cannot parse DICOM file: {one_line(err)}", path) from None
     if not groups:
         raise DataError(f"no waveform data in this DICOM file ({ds.get('SOPClassUID', 'unknown class')})", path)
     try:  # pydicom converts values lazily, so a corrupt element can raise on first access
@@ -139,7 +136,7 @@ def read_dicom_ecg(
         raise
     except Exception as err:  # missing attributes, truncated WaveformData, bad VRs or value strings
         raise DataError(
-            f"cannot decode the {group} waveform group, truncated or corrupt? ({_one_line(err)})", path
+            f"cannot decode the {group} waveform group, truncated or corrupt? ({one_line(err)})", path
         ) from None
     if samples.ndim != 2 or samples.shape[1] != len(channels) or samples.shape[0] == 0:
         raise DataError(f"waveform group {index} has {samples.shape} samples for {len(channels)} channels", path)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import wfdb
 
-from ..errors import DataError
+from ..errors import DataError, one_line
 from ..records import EcgRecord
 from ..signals.leads import normalize_lead_name
 from .atomic import atomic_paths
@@ -135,9 +135,6 @@ def _format16_header(name: str, record: EcgRecord, adc: np.ndarray, gain: float,
     return "\n".join(lines) + "\n"
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
 
 def _unit_factor(units: str, lead: str, header: Path) -> float:
     factor = mv_factor(units)
@@ -167,7 +164,7 @@ def read_wfdb(path: str | PathLike[str], *, ecg_only: bool = False) -> EcgRecord
     try:
         head = wfdb.rdheader(str(stem))
     except Exception as err:  # wfdb raises HeaderSyntaxError, IndexError, ValueError, ...
-        raise DataError(f"cannot parse WFDB header: {_one_line(err)}", header) from None
+        raise DataError(f"cannot parse WFDB header: {one_line(err)}", header) from None
     if isinstance(head, wfdb.Record):
         if head.n_sig != len(head.file_name or []):
             # checked before reading: wfdb would first build per-signal lists of the claimed length
@@ -182,7 +179,7 @@ def read_wfdb(path: str | PathLike[str], *, ecg_only: bool = False) -> EcgRecord
         missing = [f for f in signal_files if not Path(f).is_file()]
         raise DataError("WFDB signal file not found", ", ".join(missing) or where) from None
     except Exception as err:  # a truncated or corrupt signal file: ValueError, IndexError, ...
-        raise DataError(f"cannot read WFDB samples, truncated or corrupt? ({_one_line(err)})", where) from None
+        raise DataError(f"cannot read WFDB samples, truncated or corrupt? ({one_line(err)})", where) from None
     if rec.p_signal is None or rec.p_signal.size == 0:
         raise DataError("WFDB record has no samples", header)
 
