@@ -1,0 +1,545 @@
+"""A lead-agnostic ECG transformer (ViT over per-lead patch tokens) and its masked autoencoder.
+
+Tokens
+    Every lead's signal ``[S]`` is cut into ``P = S / patch_size`` non-overlapping patches (at
+    250 Hz a 50-sample patch is 0.2 s, about one QRS complex). Each patch becomes one token:
+
+        token(l, p) = W_patch @ patch(l, p)  +  lead_embedding[lead id of l]  +  time_embedding[p]
+
+    The patch projection is shared by all leads. Which lead a token comes from is told *only* by
+    the learned lead embedding (a vocabulary of the 12 standard leads plus a padding id), and when
+    it happened only by the time embedding (fixed 1-D sin-cos over the patch index by default,
+    optionally learned). The leads are recorded simultaneously, so the tokens of different leads
+    at the same ``p`` share a time embedding. Tokens are laid out lead-major: index ``l * P + p``.
+
+Why any lead subset works
+    Self-attention is permutation-equivariant and the pooling is a masked mean over present
+    tokens (or a CLS token), so the model is a function of the *set* of (lead, time, waveform)
+    tokens: the same weights take 12 leads, the 6 limb leads, I + II or lead I alone, in any
+    order. Absent leads (padding id, or ``lead_mask`` False) are zeroed before embedding and
+    removed from every attention's keys and from the pooling, so their values cannot leak in.
+    This follows ST-MEM (Na et al., ICLR 2024), which pre-trains the same way.
+
+Masked autoencoder (:class:`EcgMAE`, He et al. 2022)
+    Per sample, a random ``mask_ratio`` of the present tokens is hidden (argsort of uniform noise,
+    as in the MAE paper) and optionally whole leads are dropped first (``lead_mask_prob``), which
+    teaches the encoder to work from lead subsets. The encoder runs on the visible tokens only
+    (dropping tokens *is* the masking); a light decoder sees encoded tokens plus a shared mask
+    token at every hidden position, each with its own lead and time embedding, and predicts the
+    samples of every patch. The loss is the MSE over hidden, present patches.
+
+Input units: the presets expect per-lead z-scored signals (see ``normalisation`` in the config).
+
+Shapes: ``x`` ``[B, L, S]`` float; ``leads`` a sequence of ``L`` names, or lead ids ``[L]`` or
+``[B, L]`` (``LongTensor`` into :data:`~cardiodistill.signals.leads.LEADS_12`, :data:`PAD_LEAD_ID`
+for padding); ``lead_mask`` ``[B, L]`` bool, True where the lead is present.
+
+Parameter counts (measured in ``tests/test_models.py``): ``ecg_vit_tiny`` 1.79 M,
+``ecg_vit_base`` 85.1 M (ViT-B: dim 768, depth 12, 12 heads), ``ecg_mae_tiny`` 2.22 M,
+``ecg_mae_base`` 88.5 M.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ..errors import ConfigError
+from ..objectives.mae import masked_patch_loss
+from ..signals.leads import LEADS_12, normalize_lead_name
+from .registry import register_model
+
+PAD_LEAD_ID = len(LEADS_12)  # lead id of a padded (absent) lead
+N_LEAD_IDS = len(LEADS_12) + 1
+
+LeadsArg = Sequence[str] | Tensor
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def lead_ids(leads: Sequence[str]) -> Tensor:
+    """``[L]`` long tensor of ids into ``LEADS_12`` for lead names in any common spelling."""
+    return torch.tensor([LEADS_12.index(normalize_lead_name(name)) for name in leads], dtype=torch.long)
+
+
+def sincos_embedding(n_positions: int, dim: int) -> Tensor:
+    """Fixed 1-D sin-cos embedding ``[n_positions, dim]`` (Vaswani et al.): half sines, half cosines."""
+    if dim % 2:
+        raise ConfigError(f"sin-cos time embedding needs an even dim, got {dim}")
+    position = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    angle = position * freq
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1).float()
+
+
+class TokenLayout(NamedTuple):
+    """Where each token of a ``[B, N = L * P]`` sequence comes from."""
+
+    patches: Tensor  # [B, N, patch_size] raw samples (zero for absent leads): the MAE target
+    lead_ids: Tensor  # [B, N] long, PAD_LEAD_ID for absent leads
+    time_ids: Tensor  # [N] long, patch index within its lead
+    present: Tensor  # [B, N] bool
+    n_leads: int
+    n_patches: int
+
+
+def _resolve_leads(
+    leads: LeadsArg, lead_mask: Tensor | None, batch: int, n_leads: int, device
+) -> tuple[Tensor, Tensor]:
+    """Lead ids ``[B, L]`` and presence ``[B, L]`` from names or ids plus an optional mask."""
+    ids = leads.to(device=device, dtype=torch.long) if isinstance(leads, Tensor) else lead_ids(leads).to(device)
+    if ids.ndim == 1:
+        ids = ids.expand(batch, -1)
+    if ids.shape != (batch, n_leads):
+        raise ValueError(f"leads give {tuple(ids.shape)} lead ids for a signal of {batch} x {n_leads} leads")
+    present = ids != PAD_LEAD_ID
+    if lead_mask is not None:
+        if lead_mask.shape != (batch, n_leads):
+            raise ValueError(f"lead_mask has shape {tuple(lead_mask.shape)}, expected {(batch, n_leads)}")
+        present = present & lead_mask.to(device=device, dtype=torch.bool)
+    ids = ids.masked_fill(~present, PAD_LEAD_ID)
+    if not bool(present.any(dim=1).all()):
+        raise ValueError("every sample needs at least one present lead")
+    return ids, present
+
+
+def _masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``tokens [B, N, D]`` over positions where ``mask [B, N]`` is set."""
+    weights = mask.to(tokens.dtype)[..., None]
+    return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+
+
+# ----------------------------------------------------------------------------- transformer blocks
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention`` with a key padding mask."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise ConfigError(f"transformer dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_mask[:, None, None, :], dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x), key_mask)
+        return x + self.mlp(self.norm2(x))
+
+
+def _run_blocks(blocks: nn.ModuleList, x: Tensor, key_mask: Tensor, grad_checkpointing: bool) -> Tensor:
+    use_checkpoint = grad_checkpointing and torch.is_grad_enabled()
+    for block in blocks:
+        x = checkpoint(block, x, key_mask, use_reentrant=False) if use_checkpoint else block(x, key_mask)
+    return x
+
+
+# ----------------------------------------------------------------------------- encoder
+
+
+class EcgTransformer(nn.Module):
+    """Lead-agnostic ViT encoder over per-lead patch tokens (see the module docstring).
+
+    ``pool``: ``"mean"`` (masked mean over present tokens) or ``"cls"`` (a learned CLS token).
+    ``time_embedding``: ``"sincos"`` (fixed) or ``"learned"``; either covers up to ``max_patches``
+    patches per lead. ``grad_checkpointing`` recomputes each block in the backward pass.
+    """
+
+    def __init__(
+        self,
+        *,
+        patch_size: int = 50,
+        max_patches: int = 50,
+        dim: int = 192,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        pool: str = "mean",
+        time_embedding: str = "sincos",
+        grad_checkpointing: bool = False,
+    ):
+        super().__init__()
+        if pool not in ("mean", "cls"):
+            raise ConfigError(f"pool must be 'mean' or 'cls', got {pool!r}")
+        if time_embedding not in ("sincos", "learned"):
+            raise ConfigError(f"time_embedding must be 'sincos' or 'learned', got {time_embedding!r}")
+        self.patch_size = patch_size
+        self.max_patches = max_patches
+        self.embed_dim = dim
+        self.pool = pool
+        self.grad_checkpointing = grad_checkpointing
+
+        self.patch_embed = nn.Linear(patch_size, dim)
+        self.lead_embed = nn.Embedding(N_LEAD_IDS, dim, padding_idx=PAD_LEAD_ID)
+        if time_embedding == "sincos":
+            self.register_buffer("time_embed", sincos_embedding(max_patches, dim), persistent=False)
+        else:
+            self.time_embed = nn.Parameter(torch.zeros(max_patches, dim))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+
+        self.apply(_init_weights)
+        if isinstance(self.time_embed, nn.Parameter):
+            nn.init.trunc_normal_(self.time_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def embed(self, x: Tensor, leads: LeadsArg, lead_mask: Tensor | None = None) -> tuple[Tensor, TokenLayout]:
+        """Patch tokens ``[B, L * P, D]`` with lead and time embeddings, and their layout."""
+        if x.ndim != 3:
+            raise ValueError(f"expected a signal [batch, leads, samples], got shape {tuple(x.shape)}")
+        b, n_leads, n_samples = x.shape
+        if n_samples % self.patch_size:
+            raise ValueError(f"signal length {n_samples} is not a multiple of patch_size {self.patch_size}")
+        n_patches = n_samples // self.patch_size
+        if n_patches > self.max_patches:
+            raise ValueError(f"{n_patches} patches per lead exceed the model's max_patches {self.max_patches}")
+        ids, lead_present = _resolve_leads(leads, lead_mask, b, n_leads, x.device)
+
+        x = torch.where(lead_present[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+        patches = x.reshape(b, n_leads * n_patches, self.patch_size)
+        token_leads = ids.repeat_interleave(n_patches, dim=1)
+        time_ids = torch.arange(n_patches, device=x.device).repeat(n_leads)
+        present = lead_present.repeat_interleave(n_patches, dim=1)
+
+        tokens = self.patch_embed(patches) + self.lead_embed(token_leads) + self.time_embed[time_ids]
+        return tokens, TokenLayout(patches, token_leads, time_ids, present, n_leads, n_patches)
+
+    def encode(self, tokens: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Run the blocks on ``tokens [B, K, D]`` (``key_mask`` True = real token); returns the
+        normalised tokens ``[B, K, D]`` and the CLS output ``[B, D]`` (None with mean pooling)."""
+        if self.cls_token is not None:
+            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+            key_mask = F.pad(key_mask, (1, 0), value=True)
+        tokens = self.norm(_run_blocks(self.blocks, tokens, key_mask, self.grad_checkpointing))
+        if self.cls_token is not None:
+            return tokens[:, 1:], tokens[:, 0]
+        return tokens, None
+
+    def forward_tokens(self, x: Tensor, leads: LeadsArg, lead_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Encoded patch tokens ``[B, L * P, D]`` (lead-major) and their presence mask ``[B, L * P]``."""
+        tokens, layout = self.embed(x, leads, lead_mask)
+        tokens, _ = self.encode(tokens, layout.present)
+        return tokens, layout.present
+
+    def forward_features(self, x: Tensor, leads: LeadsArg, lead_mask: Tensor | None = None) -> Tensor:
+        """Pooled embedding ``[B, D]``: the CLS output, or the mean over present tokens."""
+        tokens, layout = self.embed(x, leads, lead_mask)
+        tokens, cls = self.encode(tokens, layout.present)
+        return cls if cls is not None else _masked_mean(tokens, layout.present)
+
+    def forward(self, x: Tensor, leads: LeadsArg, lead_mask: Tensor | None = None) -> Tensor:
+        return self.forward_features(x, leads, lead_mask)
+
+
+# ----------------------------------------------------------------------------- masked autoencoder
+
+
+class EcgMAE(nn.Module):
+    """Masked autoencoder around an :class:`EcgTransformer` (see the module docstring).
+
+    ``mask_ratio`` is the fraction of the candidate tokens hidden per sample, where the candidates
+    are the present tokens of the leads *not* dropped whole; ``lead_mask_prob`` is the chance that
+    each present lead is dropped whole (at least one present lead always survives). With
+    ``lead_mask_prob > 0`` the hidden fraction of all present tokens is therefore above ``mask_ratio``.
+    """
+
+    def __init__(
+        self,
+        encoder: EcgTransformer,
+        *,
+        decoder_dim: int = 128,
+        decoder_depth: int = 2,
+        decoder_heads: int = 4,
+        mask_ratio: float = 0.75,
+        lead_mask_prob: float = 0.0,
+        norm_pix: bool = False,
+    ):
+        super().__init__()
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ConfigError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        if not 0.0 <= lead_mask_prob <= 1.0:
+            raise ConfigError(f"lead_mask_prob must be in [0, 1], got {lead_mask_prob}")
+        self.encoder = encoder
+        self.mask_ratio = mask_ratio
+        self.lead_mask_prob = lead_mask_prob
+        self.norm_pix = norm_pix
+
+        self.decoder_embed = nn.Linear(encoder.embed_dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.decoder_lead_embed = nn.Embedding(N_LEAD_IDS, decoder_dim, padding_idx=PAD_LEAD_ID)
+        self.register_buffer("decoder_time_embed", sincos_embedding(encoder.max_patches, decoder_dim), persistent=False)
+        self.decoder_blocks = nn.ModuleList(Block(decoder_dim, decoder_heads) for _ in range(decoder_depth))
+        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.decoder_head = nn.Linear(decoder_dim, encoder.patch_size)
+
+        for module in (
+            self.decoder_embed,
+            self.decoder_lead_embed,
+            self.decoder_blocks,
+            self.decoder_norm,
+            self.decoder_head,
+        ):
+            module.apply(_init_weights)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    def drop_leads(self, lead_present: Tensor) -> Tensor:
+        """``[B, L]`` bool: leads hidden whole, each present lead with ``lead_mask_prob``, never all of them."""
+        b, n_leads = lead_present.shape
+        drop = (torch.rand(b, n_leads, device=lead_present.device) < self.lead_mask_prob) & lead_present
+        all_dropped = (lead_present & ~drop).sum(1) == 0
+        score = torch.rand(b, n_leads, device=lead_present.device).masked_fill(~lead_present, -1.0)
+        rescued = F.one_hot(score.argmax(1), n_leads).bool() & all_dropped[:, None]
+        return drop & ~rescued
+
+    def random_masking(self, layout: TokenLayout) -> tuple[Tensor, Tensor, Tensor]:
+        """Choose the visible tokens per sample.
+
+        Returns ``ids_keep [B, K]`` (token indices, K = the largest visible count in the batch),
+        ``keep_valid [B, K]`` (False for the filler beyond a sample's own count) and
+        ``mask [B, N]`` (True = hidden and present: the tokens the loss scores).
+        """
+        b, n = layout.present.shape
+        device = layout.present.device
+        candidate = layout.present
+        if self.lead_mask_prob > 0:
+            lead_present = layout.present.view(b, layout.n_leads, layout.n_patches)[..., 0]
+            dropped = self.drop_leads(lead_present).repeat_interleave(layout.n_patches, dim=1)
+            candidate = candidate & ~dropped
+        # Candidates sort first in random order, then dropped-lead tokens, then absent ones.
+        noise = torch.rand(b, n, device=device)
+        noise = torch.where(candidate, noise, torch.where(layout.present, 2.0, 3.0))
+        ids_shuffle = noise.argsort(dim=1)
+        n_keep = torch.round(candidate.sum(1) * (1.0 - self.mask_ratio)).long().clamp_min(1)
+        k = int(n_keep.max())
+        ids_keep = ids_shuffle[:, :k]
+        keep_valid = torch.arange(k, device=device)[None, :] < n_keep[:, None]
+        kept = torch.zeros(b, n, dtype=torch.bool, device=device).scatter(1, ids_keep, keep_valid)
+        return ids_keep, keep_valid, layout.present & ~kept
+
+    def forward(self, x: Tensor, leads: LeadsArg, lead_mask: Tensor | None = None) -> dict[str, Tensor]:
+        """``pred`` and ``target`` ``[B, N, patch_size]``, ``mask`` ``[B, N]`` (1 = hidden and
+        present), ``loss`` (MSE over hidden patches; per-patch normalised target if ``norm_pix``)."""
+        tokens, layout = self.encoder.embed(x, leads, lead_mask)
+        ids_keep, keep_valid, mask = self.random_masking(layout)
+
+        visible = tokens.gather(1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
+        latent, cls = self.encoder.encode(visible, keep_valid)
+        pred = self._decode(latent, cls, ids_keep, keep_valid, layout)
+
+        target = layout.patches
+        loss = masked_patch_loss(pred, target, mask, norm_pix=self.norm_pix)
+        return {"pred": pred, "target": target, "mask": mask.to(pred.dtype), "loss": loss}
+
+    def _decode(
+        self, latent: Tensor, cls: Tensor | None, ids_keep: Tensor, keep_valid: Tensor, layout: TokenLayout
+    ) -> Tensor:
+        b, n = layout.present.shape
+        visible = self.decoder_embed(latent)
+        mask_token = self.mask_token.to(visible.dtype)
+        visible = torch.where(keep_valid[..., None], visible, mask_token)  # filler slots stay mask tokens
+        tokens = mask_token.expand(b, n, -1).scatter(1, ids_keep[..., None].expand(-1, -1, visible.shape[-1]), visible)
+        tokens = tokens + self.decoder_lead_embed(layout.lead_ids) + self.decoder_time_embed[layout.time_ids]
+        key_mask = layout.present
+        if cls is not None:
+            tokens = torch.cat([self.decoder_embed(cls)[:, None], tokens], dim=1)
+            key_mask = F.pad(key_mask, (1, 0), value=True)
+        tokens = _run_blocks(self.decoder_blocks, tokens, key_mask, self.encoder.grad_checkpointing)
+        pred = self.decoder_head(self.decoder_norm(tokens))
+        return pred[:, 1:] if cls is not None else pred
+
+
+# ----------------------------------------------------------------------------- registered presets
+
+
+def _max_patches(fs: float, seconds: float, patch_size: int) -> int:
+    return math.ceil(round(fs * seconds, 6) / patch_size)
+
+
+def _encoder(
+    fs, seconds, leads, patch_size, dim, depth, heads, mlp_ratio, dropout, pool, time_embedding, grad_checkpointing
+) -> EcgTransformer:
+    lead_ids(leads)  # validates the names (LeadError on an unknown one)
+    return EcgTransformer(
+        patch_size=patch_size,
+        max_patches=_max_patches(fs, seconds, patch_size),
+        dim=dim,
+        depth=depth,
+        heads=heads,
+        mlp_ratio=mlp_ratio,
+        dropout=dropout,
+        pool=pool,
+        time_embedding=time_embedding,
+        grad_checkpointing=grad_checkpointing,
+    )
+
+
+# ``leads`` is the lead set a model was built/trained for; any subset of LEADS_12 is accepted as input.
+@register_model("ecg_vit_tiny")
+def ecg_vit_tiny(
+    *,
+    fs: float = 250.0,
+    seconds: float = 10.0,
+    leads: Sequence[str] = LEADS_12,
+    patch_size: int = 50,
+    normalisation: str = "per-lead z-score",
+    dim: int = 192,
+    depth: int = 4,
+    heads: int = 4,
+    mlp_ratio: float = 4.0,
+    dropout: float = 0.0,
+    pool: str = "mean",
+    time_embedding: str = "sincos",
+    grad_checkpointing: bool = False,
+) -> EcgTransformer:
+    """CPU-sized encoder: dim 192, depth 4, 4 heads, 0.2 s patches at 250 Hz (1.79 M parameters)."""
+    return _encoder(
+        fs, seconds, leads, patch_size, dim, depth, heads, mlp_ratio, dropout, pool, time_embedding, grad_checkpointing
+    )
+
+
+@register_model("ecg_vit_base")
+def ecg_vit_base(
+    *,
+    fs: float = 250.0,
+    seconds: float = 10.0,
+    leads: Sequence[str] = LEADS_12,
+    patch_size: int = 50,
+    normalisation: str = "per-lead z-score",
+    dim: int = 768,
+    depth: int = 12,
+    heads: int = 12,
+    mlp_ratio: float = 4.0,
+    dropout: float = 0.0,
+    pool: str = "mean",
+    time_embedding: str = "sincos",
+    grad_checkpointing: bool = False,
+) -> EcgTransformer:
+    """ViT-B-class encoder: dim 768, depth 12, 12 heads (85.1 M parameters)."""
+    return _encoder(
+        fs, seconds, leads, patch_size, dim, depth, heads, mlp_ratio, dropout, pool, time_embedding, grad_checkpointing
+    )
+
+
+@register_model("ecg_mae_tiny")
+def ecg_mae_tiny(
+    *,
+    fs: float = 250.0,
+    seconds: float = 10.0,
+    leads: Sequence[str] = LEADS_12,
+    patch_size: int = 50,
+    normalisation: str = "per-lead z-score",
+    dim: int = 192,
+    depth: int = 4,
+    heads: int = 4,
+    mlp_ratio: float = 4.0,
+    dropout: float = 0.0,
+    pool: str = "mean",
+    time_embedding: str = "sincos",
+    grad_checkpointing: bool = False,
+    decoder_dim: int = 128,
+    decoder_depth: int = 2,
+    decoder_heads: int = 4,
+    mask_ratio: float = 0.75,
+    lead_mask_prob: float = 0.25,
+    norm_pix: bool = False,
+) -> EcgMAE:
+    """MAE pre-training wrapper of ``ecg_vit_tiny`` with a 2-block, 128-wide decoder."""
+    encoder = _encoder(
+        fs, seconds, leads, patch_size, dim, depth, heads, mlp_ratio, dropout, pool, time_embedding, grad_checkpointing
+    )
+    return EcgMAE(
+        encoder,
+        decoder_dim=decoder_dim,
+        decoder_depth=decoder_depth,
+        decoder_heads=decoder_heads,
+        mask_ratio=mask_ratio,
+        lead_mask_prob=lead_mask_prob,
+        norm_pix=norm_pix,
+    )
+
+
+@register_model("ecg_mae_base")
+def ecg_mae_base(
+    *,
+    fs: float = 250.0,
+    seconds: float = 10.0,
+    leads: Sequence[str] = LEADS_12,
+    patch_size: int = 50,
+    normalisation: str = "per-lead z-score",
+    dim: int = 768,
+    depth: int = 12,
+    heads: int = 12,
+    mlp_ratio: float = 4.0,
+    dropout: float = 0.0,
+    pool: str = "mean",
+    time_embedding: str = "sincos",
+    grad_checkpointing: bool = False,
+    decoder_dim: int = 256,
+    decoder_depth: int = 4,
+    decoder_heads: int = 8,
+    mask_ratio: float = 0.75,
+    lead_mask_prob: float = 0.25,
+    norm_pix: bool = False,
+) -> EcgMAE:
+    """MAE pre-training wrapper of ``ecg_vit_base`` with a 4-block, 256-wide decoder (as in ST-MEM)."""
+    encoder = _encoder(
+        fs, seconds, leads, patch_size, dim, depth, heads, mlp_ratio, dropout, pool, time_embedding, grad_checkpointing
+    )
+    return EcgMAE(
+        encoder,
+        decoder_dim=decoder_dim,
+        decoder_depth=decoder_depth,
+        decoder_heads=decoder_heads,
+        mask_ratio=mask_ratio,
+        lead_mask_prob=lead_mask_prob,
+        norm_pix=norm_pix,
+    )
