@@ -404,27 +404,11 @@ def _max_patches(fs: float, seconds: float, patch_size: int) -> int:
     return math.ceil(round(fs * seconds, 6) / patch_size)
 
 
-def _encoder(
-    fs, seconds, leads, patch_size, dim, depth, heads, mlp_ratio, dropout, pool, time_embedding, grad_checkpointing
-) -> EcgTransformer:
-    lead_ids(leads)  # validates the names (LeadError on an unknown one)
-    return EcgTransformer(
-        patch_size=patch_size,
-        max_patches=_max_patches(fs, seconds, patch_size),
-        dim=dim,
-        depth=depth,
-        heads=heads,
-        mlp_ratio=mlp_ratio,
-        dropout=dropout,
-        pool=pool,
-        time_embedding=time_embedding,
-        grad_checkpointing=grad_checkpointing,
-    )
-
-
-# ``leads`` is the lead set a model was built/trained for; any subset of LEADS_12 is accepted as input.
+# ``leads`` is the lead set a model was built/trained for; any subset of LEADS_12 is accepted as
+# input. ``normalisation`` is metadata for whoever prepares the input (see the registry).
 @register_model("ecg_vit_tiny")
-def ecg_vit_tiny(
+@register_model("ecg_vit_base", dim=768, depth=12, heads=12)
+def ecg_vit(
     *,
     fs: float = 250.0,
     seconds: float = 10.0,
@@ -440,37 +424,27 @@ def ecg_vit_tiny(
     time_embedding: str = "sincos",
     grad_checkpointing: bool = False,
 ) -> EcgTransformer:
-    """CPU-sized encoder: dim 192, depth 4, 4 heads, 0.2 s patches at 250 Hz (1.79 M parameters)."""
-    return _encoder(
-        fs, seconds, leads, patch_size, dim, depth, heads, mlp_ratio, dropout, pool, time_embedding, grad_checkpointing
-    )
-
-
-@register_model("ecg_vit_base")
-def ecg_vit_base(
-    *,
-    fs: float = 250.0,
-    seconds: float = 10.0,
-    leads: Sequence[str] = LEADS_12,
-    patch_size: int = 50,
-    normalisation: str = "per-lead z-score",
-    dim: int = 768,
-    depth: int = 12,
-    heads: int = 12,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    pool: str = "mean",
-    time_embedding: str = "sincos",
-    grad_checkpointing: bool = False,
-) -> EcgTransformer:
-    """ViT-B-class encoder: dim 768, depth 12, 12 heads (85.1 M parameters)."""
-    return _encoder(
-        fs, seconds, leads, patch_size, dim, depth, heads, mlp_ratio, dropout, pool, time_embedding, grad_checkpointing
+    """The lead-agnostic encoder. ``ecg_vit_tiny``: CPU-sized, dim 192, depth 4, 4 heads, 0.2 s
+    patches at 250 Hz (1.79 M parameters); ``ecg_vit_base``: ViT-B class, dim 768, depth 12,
+    12 heads (85.1 M)."""
+    lead_ids(leads)  # validates the names (LeadError on an unknown one)
+    return EcgTransformer(
+        patch_size=patch_size,
+        max_patches=_max_patches(fs, seconds, patch_size),
+        dim=dim,
+        depth=depth,
+        heads=heads,
+        mlp_ratio=mlp_ratio,
+        dropout=dropout,
+        pool=pool,
+        time_embedding=time_embedding,
+        grad_checkpointing=grad_checkpointing,
     )
 
 
 @register_model("ecg_mae_tiny")
-def ecg_mae_tiny(
+@register_model("ecg_mae_base", dim=768, depth=12, heads=12, decoder_dim=256, decoder_depth=4, decoder_heads=8)
+def ecg_mae(
     *,
     fs: float = 250.0,
     seconds: float = 10.0,
@@ -492,47 +466,12 @@ def ecg_mae_tiny(
     lead_mask_prob: float = 0.25,
     norm_pix: bool = False,
 ) -> EcgMAE:
-    """MAE pre-training wrapper of ``ecg_vit_tiny`` with a 2-block, 128-wide decoder."""
-    encoder = _encoder(
-        fs, seconds, leads, patch_size, dim, depth, heads, mlp_ratio, dropout, pool, time_embedding, grad_checkpointing
-    )
-    return EcgMAE(
-        encoder,
-        decoder_dim=decoder_dim,
-        decoder_depth=decoder_depth,
-        decoder_heads=decoder_heads,
-        mask_ratio=mask_ratio,
-        lead_mask_prob=lead_mask_prob,
-        norm_pix=norm_pix,
-    )
-
-
-@register_model("ecg_mae_base")
-def ecg_mae_base(
-    *,
-    fs: float = 250.0,
-    seconds: float = 10.0,
-    leads: Sequence[str] = LEADS_12,
-    patch_size: int = 50,
-    normalisation: str = "per-lead z-score",
-    dim: int = 768,
-    depth: int = 12,
-    heads: int = 12,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    pool: str = "mean",
-    time_embedding: str = "sincos",
-    grad_checkpointing: bool = False,
-    decoder_dim: int = 256,
-    decoder_depth: int = 4,
-    decoder_heads: int = 8,
-    mask_ratio: float = 0.75,
-    lead_mask_prob: float = 0.25,
-    norm_pix: bool = False,
-) -> EcgMAE:
-    """MAE pre-training wrapper of ``ecg_vit_base`` with a 4-block, 256-wide decoder (as in ST-MEM)."""
-    encoder = _encoder(
-        fs, seconds, leads, patch_size, dim, depth, heads, mlp_ratio, dropout, pool, time_embedding, grad_checkpointing
+    """MAE pre-training of :func:`ecg_vit`. ``ecg_mae_tiny``: the tiny encoder with a 2-block,
+    128-wide decoder; ``ecg_mae_base``: the base encoder with a 4-block, 256-wide decoder (as in ST-MEM)."""
+    encoder = ecg_vit(
+        fs=fs, seconds=seconds, leads=leads, patch_size=patch_size, normalisation=normalisation, dim=dim,
+        depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, pool=pool, time_embedding=time_embedding,
+        grad_checkpointing=grad_checkpointing,
     )
     return EcgMAE(
         encoder,

@@ -13,7 +13,8 @@ model expects of its input, so a checkpoint carries it and inference can prepare
 
 ::
 
-    @register_model("my_net")
+    @register_model("my_net")                           # the factory's own defaults
+    @register_model("my_net_large", dim=256)           # a preset: the same factory, other defaults
     def my_net(*, dim: int = 64, fs: float = 250.0, leads: tuple[str, ...] = LEADS_12) -> nn.Module: ...
 
     model = create_model("my_net", dim=128)
@@ -36,19 +37,28 @@ from ..errors import ConfigError
 
 ModelFactory = Callable[..., nn.Module]
 
-_FACTORIES: dict[str, ModelFactory] = {}
+# name -> (factory, the defaults this name overrides)
+_REGISTRY: dict[str, tuple[ModelFactory, dict[str, Any]]] = {}
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: register ``factory`` under ``name``. Every parameter must be keyword-only with a default."""
+def register_model(name: str, **preset: Any) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator: register ``factory`` under ``name``, with ``preset`` replacing some of its defaults.
+
+    Every parameter of the factory must be keyword-only with a default. One factory can be
+    registered under several names (sizes of one architecture) by stacking decorators.
+    """
 
     def decorator(factory: ModelFactory) -> ModelFactory:
-        if name in _FACTORIES:
+        if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        for param in inspect.signature(factory).parameters.values():
+        params = inspect.signature(factory).parameters
+        for param in params.values():
             if param.kind is not param.KEYWORD_ONLY or param.default is param.empty:
                 raise TypeError(f"model factory {name!r}: parameter {param.name!r} must be keyword-only with a default")
-        _FACTORIES[name] = factory
+        unknown = sorted(set(preset) - set(params))
+        if unknown:
+            raise TypeError(f"model preset {name!r} sets {unknown}, which {factory.__name__} does not take")
+        _REGISTRY[name] = (factory, dict(preset))
         return factory
 
     return decorator
@@ -56,13 +66,14 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
 
 def list_models() -> list[str]:
     """Names of the registered models, sorted."""
-    return sorted(_FACTORIES)
+    return sorted(_REGISTRY)
 
 
 def model_defaults(name: str) -> dict[str, Any]:
-    """The default config of model ``name`` (JSON types)."""
-    factory = _factory(name)
-    return {k: _jsonable(p.default) for k, p in inspect.signature(factory).parameters.items()}
+    """The default config of model ``name`` (JSON types): the factory's defaults plus its preset."""
+    factory, preset = _entry(name)
+    defaults = {k: p.default for k, p in inspect.signature(factory).parameters.items()}
+    return {k: _jsonable(v) for k, v in {**defaults, **preset}.items()}
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
@@ -78,7 +89,7 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
             f"model {name!r} has no option {', '.join(map(repr, unknown))}; valid options: {', '.join(config)}"
         )
     config.update({k: _jsonable(v) for k, v in overrides.items()})
-    model = _FACTORIES[name](**config)
+    model = _REGISTRY[name][0](**config)
     model.model_config = {"name": name, **config}
     return model
 
@@ -91,10 +102,10 @@ def model_from_config(config: Mapping[str, Any]) -> nn.Module:
     return create_model(rest.pop("name"), **rest)
 
 
-def _factory(name: str) -> ModelFactory:
-    if name not in _FACTORIES:
+def _entry(name: str) -> tuple[ModelFactory, dict[str, Any]]:
+    if name not in _REGISTRY:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
-    return _FACTORIES[name]
+    return _REGISTRY[name]
 
 
 def _jsonable(value: Any) -> Any:

@@ -141,14 +141,10 @@ class XResNet1d(nn.Module):
         return self.head(self.forward_features(x))
 
 
-def _xresnet(leads: Sequence[str], **kwargs) -> XResNet1d:
-    lead_ids(leads)  # validates the names (LeadError on an unknown one)
-    return XResNet1d(in_leads=len(leads), **kwargs)
-
-
 # ``leads``: the ordered input leads (channel i of the input is leads[i]); ``in_leads = len(leads)``.
 @register_model("xresnet1d50")
-def xresnet1d50(
+@register_model("xresnet1d_small", layers=(1, 1, 1, 1), expansion=1, base_width=32, dropout=0.2)
+def xresnet1d(
     *,
     fs: float = 100.0,
     seconds: float = 10.0,
@@ -161,39 +157,10 @@ def xresnet1d50(
     kernel_size: int = 5,
     dropout: float = 0.5,
 ) -> XResNet1d:
-    """xresnet1d50: bottleneck blocks 3-4-6-3, widths 64-512 (x4), kernel 5, at 100 Hz as in PTB-XL."""
-    return _xresnet(
-        leads,
-        num_classes=num_classes,
-        layers=layers,
-        expansion=expansion,
-        base_width=base_width,
-        kernel_size=kernel_size,
-        dropout=dropout,
-    )
-
-
-@register_model("xresnet1d_small")
-def xresnet1d_small(
-    *,
-    fs: float = 100.0,
-    seconds: float = 10.0,
-    leads: Sequence[str] = LEADS_12,
-    normalisation: str = "per-lead z-score",
-    num_classes: int = 5,
-    layers: Sequence[int] = (1, 1, 1, 1),
-    expansion: int = 1,
-    base_width: int = 32,
-    kernel_size: int = 5,
-    dropout: float = 0.2,
-) -> XResNet1d:
-    """CPU-sized xresnet1d: basic blocks 1-1-1-1, widths 32-256, kernel 5."""
-    return _xresnet(
-        leads,
-        num_classes=num_classes,
-        layers=layers,
-        expansion=expansion,
-        base_width=base_width,
-        kernel_size=kernel_size,
-        dropout=dropout,
+    """``xresnet1d50``: bottleneck blocks 3-4-6-3, widths 64-512 (x4), kernel 5, at 100 Hz as in
+    PTB-XL; ``xresnet1d_small``: CPU-sized, basic blocks 1-1-1-1, widths 32-256."""
+    lead_ids(leads)  # validates the names (LeadError on an unknown one)
+    return XResNet1d(
+        in_leads=len(leads), num_classes=num_classes, layers=layers, expansion=expansion,
+        base_width=base_width, kernel_size=kernel_size, dropout=dropout,
     )
