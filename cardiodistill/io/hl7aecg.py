@@ -86,23 +86,20 @@ def _lead_samples(code: str, value: ET.Element, where: Path) -> tuple[np.ndarray
     return origin + scale * digits, scale_unit
 
 
+def _attribute(node: ET.Element | None, path: str, name: str) -> str | None:
+    found = None if node is None else node.find(path)
+    return (found.get(name) or None) if found is not None else None
+
+
 def _subject_meta(root: ET.Element) -> dict:
-    meta = {}
     subject = root.find(f".//{_N}trialSubject")
-    if subject is not None:
-        ident = subject.find(f"{_N}id")
-        if ident is not None and ident.get("extension"):
-            meta["patient_id"] = ident.get("extension")
-        sex = subject.find(f".//{_N}administrativeGenderCode")
-        if sex is not None and sex.get("code"):
-            meta["patient_sex"] = sex.get("code")
-        birth = subject.find(f".//{_N}birthTime")
-        if birth is not None and birth.get("value"):
-            meta["birth_time"] = birth.get("value")
-    start = root.find(f"{_N}effectiveTime/{_N}low")
-    if start is not None and start.get("value"):
-        meta["acquisition_time"] = start.get("value")
-    return meta
+    fields = {
+        "patient_id": _attribute(subject, f"{_N}id", "extension"),
+        "patient_sex": _attribute(subject, f".//{_N}administrativeGenderCode", "code"),
+        "birth_time": _attribute(subject, f".//{_N}birthTime", "value"),
+        "acquisition_time": _attribute(root, f"{_N}effectiveTime/{_N}low", "value"),
+    }
+    return {key: value for key, value in fields.items() if value}
 
 
 def read_hl7_aecg(
