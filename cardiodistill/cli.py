@@ -89,7 +89,7 @@ def demo(
 ) -> None:
     """Run the main job on the built-in simulated cohort.
 
-    Simulates a cohort (quick preset: 300 patients, a few minutes on a laptop), then measures what
+    Simulates a cohort (quick preset: 300 patients, about a minute on 2 cores), then measures what
     each modality carries about each label with simple per-modality probes (cross-validated AUROC
     with bootstrap confidence intervals) and writes the table to OUT/modality_table.md.
     """
