@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..records import EcgRecord
+from .units import robust_range
 
 #: Length of the segments for the flat, lead-off and wander checks (s).
 SEGMENT_S = 1.0
@@ -142,8 +143,7 @@ def lead_quality(record: EcgRecord) -> dict[str, LeadQuality]:
         empty = LeadQuality(True, True, False, False, False, np.nan, np.nan, np.nan, 0.0, False, ["nan", "flat"])
         return {lead: empty for lead in record.leads}
     has_nan = ~finite.all(axis=-1)
-    lo, hi = np.percentile(sig, [1.0, 99.0], axis=-1)
-    amplitude = hi - lo
+    amplitude = robust_range(sig)
 
     segs = _segments(sig, record.fs)
     seg_range = np.ptp(segs, axis=-1)  # [L, K]
