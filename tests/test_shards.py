@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import cardiodistill.data.shards as shards
+import cardiodistill.data.stream as stream
 from cardiodistill.data import ShardDataset, ShardWriter, iter_shards, read_shard_index
 from cardiodistill.errors import DataError
 
@@ -98,7 +99,7 @@ def test_distributed_ranks_split_shards_disjointly(tmp_path, monkeypatch):
     _write(tmp_path, 10, shard_size=2)  # 5 shards over 2 ranks: 3 + 2
     per_rank = []
     for rank in range(2):
-        monkeypatch.setattr(shards, "_distributed_rank_and_size", lambda rank=rank: (rank, 2))
+        monkeypatch.setattr(stream, "_distributed_rank_and_size", lambda rank=rank: (rank, 2))
         per_rank.append([s["patient_id"] for s in ShardDataset(tmp_path, keys=["patient_id"])])
     assert [len(ids) for ids in per_rank] == [6, 4]
     assert not set(per_rank[0]) & set(per_rank[1])
