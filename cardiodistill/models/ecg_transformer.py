@@ -331,17 +331,20 @@ class EcgMAE(nn.Module):
             module.apply(_init_weights)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
-    def drop_leads(self, lead_present: Tensor) -> Tensor:
+    def drop_leads(self, lead_present: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``[B, L]`` bool: leads hidden whole, each present lead with ``lead_mask_prob``, never all of them."""
         b, n_leads = lead_present.shape
-        drop = (torch.rand(b, n_leads, device=lead_present.device) < self.lead_mask_prob) & lead_present
+        device = lead_present.device
+        drop = (torch.rand(b, n_leads, device=device, generator=generator) < self.lead_mask_prob) & lead_present
         all_dropped = (lead_present & ~drop).sum(1) == 0
-        score = torch.rand(b, n_leads, device=lead_present.device).masked_fill(~lead_present, -1.0)
+        score = torch.rand(b, n_leads, device=device, generator=generator).masked_fill(~lead_present, -1.0)
         rescued = F.one_hot(score.argmax(1), n_leads).bool() & all_dropped[:, None]
         return drop & ~rescued
 
-    def random_masking(self, layout: TokenLayout) -> tuple[Tensor, Tensor, Tensor]:
-        """Choose the visible tokens per sample.
+    def random_masking(
+        self, layout: TokenLayout, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Choose the visible tokens per sample (from ``generator``, or torch's global RNG).
 
         Returns ``ids_keep [B, K]`` (token indices, K = the largest visible count in the batch),
         ``keep_valid [B, K]`` (False for the filler beyond a sample's own count) and
@@ -352,10 +355,10 @@ class EcgMAE(nn.Module):
         candidate = layout.present
         if self.lead_mask_prob > 0:
             lead_present = layout.present.view(b, layout.n_leads, layout.n_patches)[..., 0]
-            dropped = self.drop_leads(lead_present).repeat_interleave(layout.n_patches, dim=1)
+            dropped = self.drop_leads(lead_present, generator).repeat_interleave(layout.n_patches, dim=1)
             candidate = candidate & ~dropped
         # Candidates sort first in random order, then dropped-lead tokens, then absent ones.
-        noise = torch.rand(b, n, device=device)
+        noise = torch.rand(b, n, device=device, generator=generator)
         noise = torch.where(candidate, noise, torch.where(layout.present, 2.0, 3.0))
         ids_shuffle = noise.argsort(dim=1)
         n_keep = torch.round(candidate.sum(1) * (1.0 - self.mask_ratio)).long().clamp_min(1)
@@ -365,11 +368,21 @@ class EcgMAE(nn.Module):
         kept = torch.zeros(b, n, dtype=torch.bool, device=device).scatter(1, ids_keep, keep_valid)
         return ids_keep, keep_valid, layout.present & ~kept
 
-    def forward(self, x: Tensor, leads: LeadsArg, lead_mask: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(
+        self,
+        x: Tensor,
+        leads: LeadsArg,
+        lead_mask: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
         """``pred`` and ``target`` ``[B, N, patch_size]``, ``mask`` ``[B, N]`` (1 = hidden and
-        present), ``loss`` (MSE over hidden patches; per-patch normalised target if ``norm_pix``)."""
+        present), ``loss`` (MSE over hidden patches; per-patch normalised target if ``norm_pix``).
+
+        ``generator`` (on ``x``'s device) draws the masks, so a training step can be replayed
+        exactly (the trainer seeds one per step); without it torch's global RNG is used."""
         tokens, layout = self.encoder.embed(x, leads, lead_mask)
-        ids_keep, keep_valid, mask = self.random_masking(layout)
+        ids_keep, keep_valid, mask = self.random_masking(layout, generator)
 
         visible = tokens.gather(1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
         latent, cls = self.encoder.encode(visible, keep_valid)
