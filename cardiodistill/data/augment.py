@@ -1,0 +1,165 @@
+"""Batched, reproducible ECG augmentations for contrastive pretraining (two random views per study).
+
+Signals are ``x [B, L, S]``: ``B`` studies, ``L`` lead slots (12 for :data:`LEADS_12`), ``S``
+samples of per-lead z-scored ECG (so amplitudes are in units of the lead's standard deviation).
+``present [B, L]`` is True where a lead was recorded; absent leads are zeros and every function
+keeps them exactly zero. Every sample must have at least one present lead and keeps at least one.
+
+Every random draw comes from the explicit ``generator`` (``None``: torch's global generator), which
+must live on ``x``'s device; the same seed gives the same output. Outputs keep ``x``'s shape, dtype
+and device; random values are drawn in float32 and cast, so the draws do not depend on the dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError
+
+__all__ = ["EcgAugment", "baseline_wander", "gaussian_noise", "random_lead_drop", "random_scale", "time_shift"]
+
+
+def _rand(shape: tuple[int, ...], x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Uniform [0, 1) float32 draws on ``x``'s device."""
+    return torch.rand(shape, generator=generator, device=x.device)
+
+
+def random_scale(x: Tensor, generator: torch.Generator | None, low: float = 0.8, high: float = 1.2) -> Tensor:
+    """Multiply every (sample, lead) by its own gain drawn uniformly from ``[low, high]``."""
+    gain = low + (high - low) * _rand(x.shape[:2], x, generator)
+    return x * gain[..., None].to(x.dtype)
+
+
+def gaussian_noise(x: Tensor, present: Tensor, generator: torch.Generator | None, std: float = 0.05) -> Tensor:
+    """Add white Gaussian noise of standard deviation ``std`` to the present leads."""
+    noise = std * torch.randn(x.shape, generator=generator, device=x.device)
+    return x + (noise * present[..., None]).to(x.dtype)
+
+
+def baseline_wander(
+    x: Tensor,
+    present: Tensor,
+    fs: float,
+    generator: torch.Generator | None,
+    max_amplitude: float = 0.2,
+    max_hz: float = 0.5,
+) -> Tensor:
+    """Add a slow sinusoid ``A sin(2 pi f t + phi)`` to each present lead, independently per lead.
+
+    Per (sample, lead): amplitude ``A ~ U[0, max_amplitude]``, frequency ``f ~ U[0, max_hz]`` Hz,
+    phase ``phi ~ U[0, 2 pi)``; ``t`` is the sample index divided by ``fs`` (Hz).
+    """
+    amp, freq, phase = (_rand(x.shape[:2], x, generator)[..., None] for _ in range(3))
+    t = torch.arange(x.shape[-1], device=x.device) / fs
+    wander = max_amplitude * amp * torch.sin(2 * math.pi * max_hz * freq * t + 2 * math.pi * phase)
+    return x + (wander * present[..., None]).to(x.dtype)
+
+
+def time_shift(x: Tensor, generator: torch.Generator | None, max_shift: int) -> Tensor:
+    """Circularly shift each sample in time by its own integer ``s ~ U{-max_shift, ..., max_shift}``.
+
+    All leads of a sample shift together (``out[b, :, i] = x[b, :, (i - s) % S]``, as
+    ``torch.roll``). Circular, not zero-padded: the record stays full length with no flat edge,
+    at the cost of one seam where the end meets the start. ``max_shift`` is in samples.
+    """
+    batch, n_leads, n_samples = x.shape
+    shift = torch.randint(-max_shift, max_shift + 1, (batch, 1), generator=generator, device=x.device)
+    index = (torch.arange(n_samples, device=x.device) - shift) % n_samples
+    return x.gather(2, index[:, None, :].expand(batch, n_leads, n_samples))
+
+
+def random_lead_drop(present: Tensor, generator: torch.Generator | None, p: float = 0.3) -> Tensor:
+    """Mark each present lead absent with probability ``p``; a sample that would lose all its
+    leads keeps one of them, chosen uniformly. Returns the new ``present [B, L]`` (a subset).
+
+    Callers zero the dropped leads of the signal (``x * new_present[..., None]``).
+    """
+    present = present.bool()
+    if not bool(present.any(dim=1).all()):
+        raise ValueError("every sample needs at least one present lead")
+    draw = torch.rand(present.shape, generator=generator, device=present.device)
+    keep = present & (draw >= p)
+    # the survivor of an emptied sample: its present lead with the largest draw (uniform among them)
+    survivor = torch.where(present, draw, -1.0).argmax(dim=1)
+    rescue = torch.zeros_like(keep)
+    rescue[torch.arange(present.shape[0], device=present.device), survivor] = True
+    return keep | (rescue & ~keep.any(dim=1, keepdim=True))
+
+
+def _per_sample(p: float, old: Tensor, new: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Take each sample (first axis) from ``new`` with probability ``p``, otherwise from ``old``."""
+    chosen = _rand(old.shape[:1], old, generator) < p
+    return torch.where(chosen.view(-1, *([1] * (old.ndim - 1))), new, old)
+
+
+def _check(name: str, value: float, low: float, high: float = math.inf) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"augmentation {name} must be in [{low}, {high}], got {value}")
+
+
+class EcgAugment:
+    """A random ECG view: lead drop, time shift, gain, baseline wander and noise, in that order.
+
+    Each ``p_*`` is the probability that a sample receives that augmentation (drawn per sample);
+    the other arguments are the strengths passed to the functions above (``max_shift_s`` in
+    seconds, ``fs`` in Hz). ``aug(x, present, generator)`` returns ``(x_aug, present_aug)`` with the
+    dropped and absent leads exactly zero; two calls give SimCLR's two views.
+    """
+
+    def __init__(
+        self,
+        fs: float,
+        *,
+        p_lead_drop: float = 0.5,
+        lead_drop: float = 0.3,
+        p_shift: float = 0.5,
+        max_shift_s: float = 0.5,
+        p_scale: float = 0.8,
+        scale: tuple[float, float] = (0.8, 1.2),
+        p_wander: float = 0.5,
+        wander_amplitude: float = 0.2,
+        wander_hz: float = 0.5,
+        p_noise: float = 0.5,
+        noise_std: float = 0.05,
+    ) -> None:
+        probabilities = {
+            "p_lead_drop": p_lead_drop,
+            "lead_drop": lead_drop,
+            "p_shift": p_shift,
+            "p_scale": p_scale,
+            "p_wander": p_wander,
+            "p_noise": p_noise,
+        }
+        strengths = {
+            "max_shift_s": max_shift_s,
+            "wander_amplitude": wander_amplitude,
+            "wander_hz": wander_hz,
+            "noise_std": noise_std,
+        }
+        for name, value in probabilities.items():
+            _check(name, value, 0.0, 1.0)
+        for name, value in strengths.items():
+            _check(name, value, 0.0)
+        _check("fs", fs, 1e-9)
+        _check("scale low", scale[0], 0.0, scale[1])
+        self.fs = float(fs)
+        self.p_lead_drop, self.lead_drop = p_lead_drop, lead_drop
+        self.p_shift, self.max_shift = p_shift, round(max_shift_s * fs)
+        self.p_scale, self.scale = p_scale, (float(scale[0]), float(scale[1]))
+        self.p_wander, self.wander_amplitude, self.wander_hz = p_wander, wander_amplitude, wander_hz
+        self.p_noise, self.noise_std = p_noise, noise_std
+
+    def __call__(self, x: Tensor, present: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        if x.ndim != 3 or present.shape != x.shape[:2]:
+            raise ValueError(f"expected x [B, L, S] and present [B, L], got {tuple(x.shape)}, {tuple(present.shape)}")
+        g, present = generator, present.bool()
+        keep = _per_sample(self.p_lead_drop, present, random_lead_drop(present, g, self.lead_drop), g)
+        x = _per_sample(self.p_shift, x, time_shift(x, g, self.max_shift), g)
+        x = _per_sample(self.p_scale, x, random_scale(x, g, *self.scale), g)
+        wander = baseline_wander(x, keep, self.fs, g, self.wander_amplitude, self.wander_hz)
+        x = _per_sample(self.p_wander, x, wander, g)
+        x = _per_sample(self.p_noise, x, gaussian_noise(x, keep, g, self.noise_std), g)
+        return torch.where(keep[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device)), keep
