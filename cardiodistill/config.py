@@ -118,10 +118,108 @@ class ProbeConfig(_Strict):
     bootstrap: int = Field(200, ge=0, description="bootstrap resamples for AUROC confidence intervals")
 
 
+class TrainerConfig(_Strict):
+    """How a stage trains: hardware, parallelism, precision, logging, checkpoints (Lightning)."""
+
+    accelerator: str = Field("auto", description="cpu, gpu, mps or auto")
+    devices: int | str = Field("auto", description="devices per node, or 'auto'")
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = Field("auto", description="auto, ddp, ddp_spawn, fsdp, ...")
+    precision: str = Field("32-true", description="32-true, bf16-mixed, 16-mixed")
+    threads: int | None = Field(None, ge=1, description="CPU intra-op threads (None: torch's default)")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    accumulate: int = Field(1, ge=1, description="batches per optimizer step")
+    gradient_clip: float = Field(0.0, ge=0, description="clip the gradient norm to this (0: off)")
+    deterministic: bool = False
+    log_every: int = Field(20, ge=1, description="optimizer steps between logged metrics")
+    checkpoint_every: int = Field(200, ge=1, description="optimizer steps between checkpoints (last.ckpt)")
+    seed: int = 0
+
+
+class OptimConfig(_Strict):
+    """AdamW with a linear warm-up into a cosine decay, per optimizer step."""
+
+    lr: float = Field(1e-3, gt=0, description="peak learning rate at the reference batch size")
+    weight_decay: float = Field(0.05, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    batch_size: int = Field(64, ge=1, description="per process")
+    warmup_steps: int = Field(100, ge=0)
+    max_steps: int = Field(2000, ge=1)
+
+
+class EcgSourceConfig(_Strict):
+    """One source of unlabelled ECGs for pretraining (see :mod:`cardiodistill.data.ecg_windows`)."""
+
+    kind: Literal["ptbxl", "cinc2017", "synth", "cohort", "files"]
+    path: str | None = None
+    name: str | None = None
+    folds: list[int] | None = Field(None, description="ptbxl: strat_folds to read (default: all)")
+    patients: int = Field(200, ge=1, description="synth: patients to simulate")
+    seed: int = Field(0, description="synth: cohort seed")
+    pattern: str = Field("**/*.hea", description="files: glob under path")
+    max_records: int | None = Field(None, ge=1)
+    max_windows: int = Field(3, ge=1, description="windows taken per record, spread over it")
+
+
+class EcgPretrainConfig(_Strict):
+    """Stage 1 for ECG: the encoder, the objective, the sources and the schedule."""
+
+    model: dict[str, Any] = Field(
+        default_factory=lambda: {"name": "ecg_mae_tiny", "fs": 100.0, "patch_size": 50},
+        description="registered model name plus overrides of its config (cardiodistill.models)",
+    )
+    objective: Literal["mae", "contrastive"] = "mae"
+    sources: list[EcgSourceConfig] = Field(
+        default_factory=lambda: [EcgSourceConfig(kind="synth", patients=300)], min_length=1
+    )
+    band: tuple[float, float] | None = (0.5, 40.0)
+    val_fraction: float = Field(0.02, ge=0, lt=1, description="records held out for reconstruction metrics")
+    cache_dir: str | None = Field(None, description="window cache folder (default: <run>/windows)")
+    temperature: float = Field(0.1, gt=0, description="contrastive: InfoNCE temperature")
+    projection_dim: int = Field(128, ge=8, description="contrastive: projection head output")
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1.5e-3, max_steps=300, warmup_steps=30))
+
+
+class EcgEvalConfig(_Strict):
+    """Downstream evaluation of an ECG encoder on a labelled PTB-XL-style folder."""
+
+    data: str | None = Field(None, description="a PTB-XL folder (either layout); --data on the command line")
+    task: str = "superdiagnostic"
+    train_folds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8])
+    eval_folds: list[int] = Field(default_factory=lambda: [9])
+    lead_sets: list[str] = Field(default_factory=lambda: ["12", "limb6", "I+II", "I"])
+    label_fractions: list[float] = Field(default_factory=lambda: [0.1, 1.0])
+    methods: list[Literal["linear", "finetune", "scratch", "supervised"]] = Field(
+        default_factory=lambda: ["linear", "finetune", "scratch", "supervised"]
+    )
+    supervised_model: str = Field("xresnet1d_small", description="the supervised CNN baseline (registry name)")
+    epochs: int = Field(20, ge=1, description="fine-tune / scratch / supervised training epochs")
+    min_steps: int = Field(100, ge=1, description="trained runs take at least this many steps, however few the labels")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate of the trained runs (AdamW, cosine)")
+    weight_decay: float = Field(0.05, ge=0)
+    batch_size: int = Field(32, ge=1)
+    warmup_epochs: float = Field(1.0, ge=0)
+    linear_c: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0],
+                                  description="linear probe: inverse L2 strengths tried by inner CV on the training set")
+    bootstrap: int = Field(1000, ge=0)
+    seed: int = 0
+
+
+class PretrainSection(_Strict):
+    ecg: EcgPretrainConfig = Field(default_factory=EcgPretrainConfig)
+
+
+class EvaluateSection(_Strict):
+    ecg: EcgEvalConfig = Field(default_factory=EcgEvalConfig)
+
+
 class Config(_Strict):
     preset: str = "default"
     synth: SynthConfig = Field(default_factory=SynthConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    pretrain: PretrainSection = Field(default_factory=PretrainSection)
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
 
 
 # --------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import ConfigError
 from ..objectives.mae import masked_patch_loss
 from ..signals.leads import LEADS_12, normalize_lead_name
-from .registry import register_model
+from .registry import create_model, register_model
 
 PAD_LEAD_ID = len(LEADS_12)  # lead id of a padded (absent) lead
 N_LEAD_IDS = len(LEADS_12) + 1
@@ -419,6 +419,7 @@ def _max_patches(fs: float, seconds: float, patch_size: int) -> int:
 
 # ``leads`` is the lead set a model was built/trained for; any subset of LEADS_12 is accepted as
 # input. ``normalisation`` is metadata for whoever prepares the input (see the registry).
+@register_model("ecg_vit")
 @register_model("ecg_vit_tiny")
 @register_model("ecg_vit_base", dim=768, depth=12, heads=12)
 def ecg_vit(
@@ -455,6 +456,7 @@ def ecg_vit(
     )
 
 
+@register_model("ecg_mae")
 @register_model("ecg_mae_tiny")
 @register_model("ecg_mae_base", dim=768, depth=12, heads=12, decoder_dim=256, decoder_depth=4, decoder_heads=8)
 def ecg_mae(
@@ -481,11 +483,11 @@ def ecg_mae(
 ) -> EcgMAE:
     """MAE pre-training of :func:`ecg_vit`. ``ecg_mae_tiny``: the tiny encoder with a 2-block,
     128-wide decoder; ``ecg_mae_base``: the base encoder with a 4-block, 256-wide decoder (as in ST-MEM)."""
-    encoder = ecg_vit(
-        fs=fs, seconds=seconds, leads=leads, patch_size=patch_size, normalisation=normalisation, dim=dim,
+    encoder = create_model(
+        "ecg_vit", fs=fs, seconds=seconds, leads=leads, patch_size=patch_size, normalisation=normalisation, dim=dim,
         depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, pool=pool, time_embedding=time_embedding,
         grad_checkpointing=grad_checkpointing,
-    )
+    )  # through the registry, so ``mae.encoder.model_config`` rebuilds the encoder on its own
     return EcgMAE(
         encoder,
         decoder_dim=decoder_dim,
