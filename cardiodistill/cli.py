@@ -6,7 +6,13 @@ exit with status 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Idle OpenMP threads sleep instead of spinning. On a busy or small machine spinning threads
+# made each small op of a training step wait ~2 ms: 3.4x slower pretraining on 2 shared cores
+# (benchmarks/bench_pretrain.py). Must be set before torch is imported; a user's value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -135,6 +141,86 @@ def inspect(
     if png is not None:
         plot_summary(record, summary, png)
     print(json.dumps(summary, indent=2) if json_out else format_summary(summary))
+
+
+pretrain_app = typer.Typer(help="Stage 1: self-supervised pretraining of a modality encoder.", no_args_is_help=True)
+app.add_typer(pretrain_app, name="pretrain")
+
+
+@pretrain_app.command("ecg")
+def pretrain_ecg_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/pretrain-ecg"),
+    config: Annotated[str, typer.Option("--config", "-c", help="Preset name (quick, full) or a YAML file.")] = "quick",
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Pretrain the lead-agnostic ECG encoder on unlabelled ECGs (masked autoencoder or contrastive).
+
+    Sources (pretrain.ecg.sources) may be PTB-XL, CinC 2017, a simulated cohort or any folder of
+    ECG files, with any leads and rates: each is resampled to the model's rate and cut into
+    z-scored windows once (a cache in OUT/windows). An interrupted run continues exactly where its
+    last checkpoint left it when run again with the same arguments. Writes OUT/mae.pt (or
+    model.pt), OUT/encoder.pt, the training log and, for the masked autoencoder, reconstruction
+    metrics and a figure on the held-out windows.
+    """
+    from .runs import finish_run, prepare_run_folder
+    from .train.ecg import pretrain_ecg
+
+    cfg = load_config(config, list(set_ or []))
+    prepare_run_folder(out, cfg, overwrite=overwrite, kind="pretrain-ecg")
+    with _progress() as bar:
+        tasks: dict[str, int] = {}
+
+        def advance(source: str, done: int) -> None:
+            if source not in tasks:
+                tasks[source] = bar.add_task(f"windows from {source}", total=None)
+            bar.update(tasks[source], completed=done)
+
+        summary = pretrain_ecg(cfg, out, progress=advance)
+    finish_run(out, "pretrain-ecg", **summary)
+    console.print(f"[green]pretraining finished after {summary['steps']} steps:[/] {out}")
+
+
+evaluate_app = typer.Typer(help="Evaluate a trained model on labelled data.", no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")
+
+
+@evaluate_app.command("ecg")
+def evaluate_ecg_cmd(
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        "--checkpoint", help="A pretrained encoder: encoder.pt, mae.pt or a training checkpoint.")] = None,
+    data: Annotated[Optional[str], typer.Option(
+        "--data", help="A labelled PTB-XL folder (PhysioNet layout, or signals.npy + meta.csv).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/evaluate-ecg"),
+    config: Annotated[str, typer.Option("--config", "-c", help="Preset name (quick, full) or a YAML file.")] = "quick",
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Linear probe, fine-tuning, the same encoder from scratch and a supervised CNN, per lead set
+    (12, limb6, I+II, I) and label fraction: macro AUROC with bootstrap 95 % CIs, plus the masked
+    autoencoder's reconstruction quality (MSE, NCC, figure) on the evaluation records.
+
+    Writes OUT/results.md, OUT/metrics.json and, for a masked autoencoder, OUT/reconstruction.json
+    and OUT/reconstruction.png. Finished cells are kept, so an interrupted run continues.
+    """
+    from .evaluate.ecg_downstream import evaluate_ecg_encoder, results_table
+    from .io.atomic import write_json_atomic, write_text_atomic
+    from .runs import finish_run, prepare_run_folder
+    from .train.engine import set_threads
+
+    overrides = list(set_ or []) + ([f"evaluate.ecg.data={data}"] if data else [])
+    cfg = load_config(config, overrides)
+    prepare_run_folder(out, cfg, overwrite=overwrite, kind="evaluate-ecg")
+    set_threads(cfg.trainer.threads)
+    with console.status("evaluating") as status:
+        results = evaluate_ecg_encoder(checkpoint, cfg.evaluate.ecg, cfg.trainer, out,
+                                       progress=lambda text: status.update(text))
+    write_json_atomic(out / "metrics.json", results)
+    table = results_table(results)
+    write_text_atomic(out / "results.md", table)
+    finish_run(out, "evaluate-ecg", cells=len(results["cells"]))
+    print(table)
+    console.print(f"[green]evaluation finished:[/] {out}")
 
 
 config_app = typer.Typer(help="Inspect configs and presets.", no_args_is_help=True)

@@ -49,3 +49,31 @@ def auroc_ci(
     boot = boot[np.isfinite(boot)]
     lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
     return point, float(lo), float(hi)
+
+
+def macro_auroc_ci(
+    y_true, scores, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float, list[float]]:
+    """Macro-averaged AUROC of a multi-label task with a percentile bootstrap interval.
+
+    ``y_true`` and ``scores`` are ``[n, C]``. Records are resampled (all classes of a record
+    together, so the correlation between labels is kept) and each resample's macro average is
+    the mean over the classes scorable in it. Returns ``(macro, lo, hi, per_class)``; classes
+    with one label value only are NaN in ``per_class`` and left out of the macro average.
+    """
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(scores, dtype=float)
+    if y.ndim != 2 or y.shape != s.shape:
+        raise ValueError(f"y_true {y.shape} and scores {s.shape} must both be [n, classes]")
+    per_class = [auroc(y[:, c], s[:, c]) for c in range(y.shape[1])]
+    point = float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
+    if n_boot <= 0 or np.isnan(point):
+        return point, float("nan"), float("nan"), per_class
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y), size=(n_boot, len(y)))
+    boot = np.stack([_auroc_rows(y[idx, c], s[idx, c]) for c in range(y.shape[1])], axis=1)  # [n_boot, C]
+    with np.errstate(invalid="ignore"):
+        macro = np.nanmean(boot, axis=1)
+    macro = macro[np.isfinite(macro)]
+    lo, hi = np.quantile(macro, [alpha / 2, 1 - alpha / 2])
+    return point, float(lo), float(hi), per_class

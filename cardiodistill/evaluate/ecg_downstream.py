@@ -1,0 +1,297 @@
+"""What a pretrained ECG encoder is worth on labelled data, per lead subset and label budget.
+
+For a labelled PTB-XL-style folder (either layout: the PhysioNet one, or ``signals.npy`` +
+``meta.csv`` like ``../shared/data/ptbxl/subset100``), training records are the folds
+``train_folds`` (default 1-8) and scored records the folds ``eval_folds`` (default 9). Every
+record becomes one window the way the encoder was pretrained (same rate, band, z-score;
+:func:`~cardiodistill.data.ecg_windows.record_windows`). For each lead set (``12``, ``limb6``,
+``I+II``, ``I`` or any ``+``-joined leads) and each fraction of the training labels, the methods:
+
+* ``linear`` - the frozen pretrained encoder's pooled embedding, standardised, then one L2
+  logistic regression per class, the strength chosen by 3-fold CV on the training records only;
+* ``finetune`` - the pretrained encoder plus a linear head, all weights trained;
+* ``scratch`` - the same encoder architecture from random weights, trained the same way;
+* ``supervised`` - a fixed-lead 1-D CNN (xresnet1d family) trained on the same labels.
+
+Trained runs use a fixed schedule (``epochs``, at least ``min_steps`` steps, AdamW with a
+cosine decay) and are scored once at the end: the evaluation folds never choose anything. Scores
+are macro AUROC over the task's classes with a record-level bootstrap 95 % CI
+(:func:`~cardiodistill.evaluate.metrics.macro_auroc_ci`). The label subsets are nested (the
+10 % subset is inside the 100 % set) and seeded. Each cell is written to
+``cells/<method>__<leads>__<fraction>.json`` as soon as it is done, so an interrupted
+evaluation continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import EcgEvalConfig, TrainerConfig
+from ..data.ecg_windows import WindowSpec, record_windows
+from ..errors import ConfigError, DataError
+from ..io.atomic import write_json_atomic
+from ..signals.leads import LEADS_12, LIMB_LEADS, normalize_lead_name
+from .metrics import macro_auroc_ci
+
+__all__ = ["LEAD_SETS", "evaluate_ecg_encoder", "label_subset", "load_labelled", "parse_lead_set"]
+
+LEAD_SETS: dict[str, tuple[str, ...]] = {"12": LEADS_12, "limb6": LIMB_LEADS, "I+II": ("I", "II"), "I": ("I",)}
+
+
+def parse_lead_set(name: str) -> tuple[str, ...]:
+    """A named lead set, or leads joined by ``+`` (``"I+II+V2"``), in canonical order."""
+    if name in LEAD_SETS:
+        return LEAD_SETS[name]
+    leads = {normalize_lead_name(part.strip()) for part in name.split("+")}
+    return tuple(lead for lead in LEADS_12 if lead in leads)
+
+
+def load_labelled(cfg: EcgEvalConfig, spec: WindowSpec) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
+    """``(train, eval, classes)``; each split is ``{"x" [n, 12, S] float32, "present" [n, 12],
+    "y" [n, C] float32, "ecg_id" [n]}``, one window per record."""
+    from ..data.datasets.ptbxl import PTBXL
+
+    if not cfg.data:
+        raise ConfigError("no labelled data: give --data (a PTB-XL folder) or set evaluate.ecg.data")
+    data = PTBXL(cfg.data, task=cfg.task, folds=sorted({*cfg.train_folds, *cfg.eval_folds}))
+    folds = data.frame["strat_fold"].to_numpy()
+    splits = {}
+    for name, wanted in (("train", cfg.train_folds), ("eval", cfg.eval_folds)):
+        rows = np.flatnonzero(np.isin(folds, wanted))
+        if not len(rows):
+            raise DataError(f"no labelled records in folds {wanted} for the {name} split", cfg.data)
+        xs, present, kept = [], [], []
+        for i in rows:
+            record, _ = data[int(i)]
+            windows, mask, _ = record_windows(record, spec, max_windows=1)
+            if len(windows):
+                xs.append(windows[0])
+                present.append(mask[0])
+                kept.append(int(i))
+        splits[name] = {"x": np.stack(xs), "present": np.stack(present), "y": data.targets[kept].astype(np.float32),
+                        "ecg_id": data.frame["ecg_id"].to_numpy()[kept]}
+    return splits["train"], splits["eval"], list(data.labels)
+
+
+def label_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of ``fraction`` of the records: a seeded prefix of one permutation, plus,
+    for a class the prefix has no positive (or no negative) of, the first such record in the same
+    permutation. Smaller subsets are therefore nested in larger ones, and every class is scorable."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"label fractions must be in (0, 1], got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(y))
+    chosen = list(order[: max(1, math.ceil(fraction * len(y)))])
+    for c in range(y.shape[1]):
+        for value in (1, 0):
+            if not (y[chosen, c] == value).any():
+                first = next((i for i in order if y[i, c] == value), None)
+                if first is not None:
+                    chosen.append(first)
+    return np.sort(np.asarray(chosen))
+
+
+# ----------------------------------------------------------------------------------- the methods
+
+
+@torch.no_grad()
+def embed(encoder, x: np.ndarray, present: np.ndarray, leads: Sequence[str], batch_size: int = 128) -> np.ndarray:
+    """Pooled embeddings ``[n, D]`` of windows restricted to ``leads``."""
+    encoder.eval()
+    subset = torch.zeros(len(LEADS_12), dtype=torch.bool)
+    subset[[LEADS_12.index(lead) for lead in leads]] = True
+    ids = torch.arange(len(LEADS_12))
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = torch.from_numpy(x[start : start + batch_size])
+        mask = torch.from_numpy(present[start : start + batch_size]) & subset
+        out.append(encoder(xb, ids, mask).float().numpy())
+    return np.concatenate(out)
+
+
+def linear_probe(
+    train_features: np.ndarray, y: np.ndarray, eval_features: np.ndarray, cs: Sequence[float], seed: int
+) -> np.ndarray:
+    """Per-class L2 logistic regression on standardised features; ``C`` by 3-fold CV on the training set."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    scores = np.zeros((len(eval_features), y.shape[1]))
+    for c in range(y.shape[1]):
+        folds = int(min(3, y[:, c].sum(), (1 - y[:, c]).sum()))
+        model = make_pipeline(StandardScaler(), LogisticRegressionCV(
+            Cs=list(cs), cv=max(folds, 2), scoring="roc_auc", max_iter=2000, random_state=seed))
+        model.fit(train_features, y[:, c])
+        scores[:, c] = model.predict_proba(eval_features)[:, 1]
+    return scores
+
+
+def train_classifier(
+    backbone_config: dict[str, Any],
+    backbone_state: dict[str, torch.Tensor] | None,
+    train: dict[str, np.ndarray],
+    evaluation: dict[str, np.ndarray],
+    leads: Sequence[str],
+    cfg: EcgEvalConfig,
+    trainer_cfg: TrainerConfig,
+    *,
+    seed: int,
+) -> np.ndarray:
+    """Train :class:`~cardiodistill.train.ecg.EcgClassifierModule` on ``train``; eval-set probabilities."""
+    import lightning as L
+
+    from ..data.sampling import ArrayDataset
+    from ..train.ecg import EcgClassifierModule
+    from ..train.engine import WindowDataModule, make_trainer
+    from torch.utils.data import DataLoader
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    batch = min(cfg.batch_size, len(train["y"]))
+    steps_per_epoch = len(train["y"]) // batch
+    max_steps = max(cfg.epochs * steps_per_epoch, cfg.min_steps)
+    module = EcgClassifierModule(
+        backbone_config, train["y"].shape[1], leads, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        warmup_steps=round(cfg.warmup_epochs * steps_per_epoch), max_steps=max_steps,
+    )
+    if backbone_state is not None:
+        module.backbone.load_state_dict(backbone_state)
+    data = WindowDataModule(ArrayDataset(x=train["x"], present=train["present"], y=train["y"]), None,
+                            batch_size=batch, num_workers=0, seed=seed)
+    trainer = make_trainer(trainer_cfg, None, max_steps=max_steps, progress=False)
+    trainer.fit(module, datamodule=data)
+    module.eval()
+    loader = DataLoader(ArrayDataset(x=evaluation["x"], present=evaluation["present"]), batch_size=256)
+    with torch.no_grad():
+        probs = [module.predict_step(b, i) for i, b in enumerate(loader)]
+    return torch.cat(probs).numpy()
+
+
+# ----------------------------------------------------------------------------------- the grid
+
+
+def _cell_name(method: str, lead_set: str, fraction: float) -> str:
+    return f"{method}__{lead_set.replace('+', '-')}__{fraction:g}"
+
+
+def evaluate_ecg_encoder(
+    model_file: str | Path | None,
+    cfg: EcgEvalConfig,
+    trainer_cfg: TrainerConfig,
+    out: str | Path,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the grid of the module doc; returns ``{"classes", "n_train", "n_eval", "cells": [...]}``.
+
+    ``model_file`` is a pretrained encoder (``encoder.pt``, ``mae.pt`` or a training checkpoint);
+    without one only ``supervised`` can run.
+    """
+    from ..train.checkpoints import load_model
+    from ..train.ecg import window_spec
+
+    out = Path(out)
+    methods = list(cfg.methods)
+    encoder = None
+    if model_file is not None:
+        encoder = load_model(model_file, part="encoder") if _is_wrapper(model_file) else load_model(model_file)
+        encoder_config = encoder.model_config
+    elif set(methods) - {"supervised"}:
+        raise ConfigError(f"methods {sorted(set(methods) - {'supervised'})} need a pretrained encoder (--checkpoint)")
+    else:
+        encoder_config = None
+    spec = window_spec(encoder_config or _supervised_input(cfg), (0.5, 40.0))
+    train, evaluation, classes = load_labelled(cfg, spec)
+    cells = []
+    for fraction in cfg.label_fractions:
+        subset = label_subset(train["y"], fraction, cfg.seed)
+        part = {k: v[subset] for k, v in train.items()}
+        for lead_set in cfg.lead_sets:
+            leads = parse_lead_set(lead_set)
+            for method in methods:
+                path = out / "cells" / f"{_cell_name(method, lead_set, fraction)}.json"
+                if path.is_file():
+                    import json
+
+                    cells.append(json.loads(path.read_text()))
+                    continue
+                if progress is not None:
+                    progress(f"{method} on {lead_set} leads, {fraction:.0%} of labels")
+                scores = _run_method(method, encoder, encoder_config, part, evaluation, leads, cfg, trainer_cfg)
+                macro, lo, hi, per_class = macro_auroc_ci(evaluation["y"], scores, n_boot=cfg.bootstrap, seed=cfg.seed)
+                cell = {"method": method, "leads": lead_set, "label_fraction": fraction, "n_train": len(subset),
+                        "macro_auroc": macro, "ci_low": lo, "ci_high": hi,
+                        "per_class": dict(zip(classes, per_class))}
+                write_json_atomic(path, cell)
+                cells.append(cell)
+    results = {"classes": classes, "n_train": len(train["y"]), "n_eval": len(evaluation["y"]),
+               "train_folds": cfg.train_folds, "eval_folds": cfg.eval_folds, "spec": spec.__dict__, "cells": cells,
+               "encoder": encoder_config}
+    if model_file is not None and _is_wrapper(model_file):
+        if progress is not None:
+            progress("reconstruction of the evaluation records")
+        results["reconstruction"] = reconstruction_report(load_model(model_file), evaluation, spec, out, cfg.seed)
+    return results
+
+
+def reconstruction_report(mae, evaluation: dict[str, np.ndarray], spec: WindowSpec, out: Path, seed: int) -> dict:
+    """Masked-patch MSE / NCC of ``mae`` on the evaluation windows (vs linear interpolation), and
+    ``out/reconstruction.png``: the first evaluation record, original vs reconstruction."""
+    from .reconstruction import plot_reconstruction, reconstruction_metrics
+
+    metrics = reconstruction_metrics(mae, evaluation["x"], evaluation["present"], seed=seed)
+    first = int(np.argmax(evaluation["present"].sum(1)))
+    figure = plot_reconstruction(
+        mae, evaluation["x"][first], evaluation["present"][first], out / "reconstruction.png", fs=spec.fs, seed=seed,
+        title=f"ECG {int(evaluation['ecg_id'][first])}: masked patches (grey) reconstructed (red)",
+    )
+    return {**metrics, "figure": figure.name}
+
+
+def _is_wrapper(model_file) -> bool:
+    from ..train.checkpoints import read_model_file
+
+    return read_model_file(model_file)["model_config"]["name"].startswith("ecg_mae")
+
+
+def _supervised_input(cfg: EcgEvalConfig) -> dict[str, Any]:
+    from ..models import model_defaults
+
+    return model_defaults(cfg.supervised_model)
+
+
+def _run_method(method, encoder, encoder_config, train, evaluation, leads, cfg, trainer_cfg) -> np.ndarray:
+    if method == "linear":
+        features = embed(encoder, train["x"], train["present"], leads)
+        eval_features = embed(encoder, evaluation["x"], evaluation["present"], leads)
+        return linear_probe(features, train["y"], eval_features, cfg.linear_c, cfg.seed)
+    if method in ("finetune", "scratch"):
+        state = encoder.state_dict() if method == "finetune" else None
+        return train_classifier(encoder_config, state, train, evaluation, leads, cfg, trainer_cfg, seed=cfg.seed)
+    if method == "supervised":
+        config = {"name": cfg.supervised_model}
+        return train_classifier(config, None, train, evaluation, leads, cfg, trainer_cfg, seed=cfg.seed)
+    raise ConfigError(f"unknown evaluation method {method!r}")
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """Markdown: one row per method and label fraction, one column per lead set."""
+    cells = results["cells"]
+    lead_sets = list(dict.fromkeys(c["leads"] for c in cells))
+    lines = ["| method | labels | " + " | ".join(f"{s} leads" for s in lead_sets) + " |",
+             "|---|---|" + "---|" * len(lead_sets)]
+    for fraction in dict.fromkeys(c["label_fraction"] for c in cells):
+        for method in dict.fromkeys(c["method"] for c in cells):
+            row = {c["leads"]: c for c in cells if c["method"] == method and c["label_fraction"] == fraction}
+            if not row:
+                continue
+            n = next(iter(row.values()))["n_train"]
+            values = [f"{row[s]['macro_auroc']:.3f} ({row[s]['ci_low']:.3f}-{row[s]['ci_high']:.3f})" if s in row
+                      else "" for s in lead_sets]
+            lines.append(f"| {method} | {fraction:.0%} ({n}) | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"

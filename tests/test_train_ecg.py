@@ -1,0 +1,284 @@
+"""Stage 1 for ECG: training windows, the resumable sampler, pretraining, checkpoints, evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cardiodistill.cli import main
+from cardiodistill.config import load_config
+from cardiodistill.data.ecg_windows import EcgSource, WindowCache, WindowSpec, build_window_cache, record_windows
+from cardiodistill.data.sampling import ResumableSampler
+from cardiodistill.errors import DataError
+from cardiodistill.evaluate.ecg_downstream import evaluate_ecg_encoder, label_subset, parse_lead_set
+from cardiodistill.evaluate.metrics import auroc, macro_auroc_ci
+from cardiodistill.io.wfdb import write_wfdb
+from cardiodistill.records import EcgRecord
+from cardiodistill.signals.leads import LEADS_12, LIMB_LEADS
+from cardiodistill.train import load_model
+from cardiodistill.train.ecg import pretrain_ecg
+
+TINY_MAE = "{name: ecg_mae_tiny, fs: 100.0, patch_size: 50, dim: 32, depth: 1, heads: 2, decoder_dim: 32, decoder_depth: 1}"
+
+
+def _beats(fs: float, seconds: float, rate_bpm: float, leads: int, seed: int = 0) -> np.ndarray:
+    """Narrow Gaussian 'QRS' spikes at a fixed rate plus a little noise, mV, ``[leads, S]``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(fs * seconds)) / fs
+    beats = np.arange(0.3, seconds, 60.0 / rate_bpm)
+    wave = np.exp(-0.5 * ((t[None, :] - beats[:, None]) / 0.02) ** 2).sum(0)
+    gains = rng.uniform(0.5, 1.5, size=(leads, 1))
+    return (gains * wave + 0.02 * rng.standard_normal((leads, len(t)))).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------- windows
+
+
+def test_record_windows_resample_pad_zscore_and_lead_slots():
+    record = EcgRecord(_beats(300.0, 25.0, 70, 1), 300.0, ("I",), "mem")
+    windows, present, starts = record_windows(record, WindowSpec(100.0, 10.0))
+    assert windows.shape == (3, 12, 1000) and windows.dtype == np.float32
+    assert present[:, 0].all() and not present[:, 1:].any()  # lead I goes to slot 0, nothing else
+    np.testing.assert_allclose(starts, [0.0, 10.0, 20.0])
+    assert not windows[:, 1:].any()
+    # the 5-s tail is padded: zero after its 500 real samples, z-scored over those samples only
+    assert not windows[2, 0, 500:].any()
+    np.testing.assert_allclose(windows[2, 0, :500].mean(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(windows[2, 0, :500].std(), 1.0, atol=1e-4)
+    np.testing.assert_allclose(windows[0, 0].std(), 1.0, atol=1e-4)
+    # at most max_windows, spread over the record (first and last kept)
+    _, _, picked = record_windows(record, WindowSpec(100.0, 10.0), max_windows=2)
+    np.testing.assert_allclose(picked, [0.0, 20.0])
+
+
+def test_record_windows_flat_lead_is_absent_and_leads_are_canonical():
+    signal = _beats(500.0, 10.0, 60, 3)
+    signal[1] = 0.25  # a flat (disconnected) lead
+    record = EcgRecord(signal, 500.0, ("V2", "MLII", "I"), "mem")
+    windows, present, _ = record_windows(record, WindowSpec(100.0, 10.0))
+    assert windows.shape == (1, 12, 1000)
+    assert [LEADS_12[i] for i in np.flatnonzero(present[0])] == ["I", "V2"]
+    assert not windows[0, LEADS_12.index("II")].any()
+    # a 3-s record is shorter than half a window: no window at all
+    assert len(record_windows(EcgRecord(signal[:, :1500], 500.0, ("V2", "II", "I")), WindowSpec(100.0, 10.0))[0]) == 0
+
+
+def _ecg_folder(root: Path, n: int = 6) -> Path:
+    for i in range(n):
+        write_wfdb(EcgRecord(_beats(500.0, 10.0, 60 + 10 * i, 12, seed=i), 500.0, LEADS_12), root / f"r{i}")
+    (root / "broken.hea").write_text("this is not a WFDB header\n")
+    return root
+
+
+def test_window_cache_mixes_sources_skips_bad_files_and_is_reused(tmp_path):
+    folder = _ecg_folder(tmp_path / "ecgs")
+    sources = [EcgSource("files", str(folder)), EcgSource("synth", patients=3, seed=2)]
+    spec = WindowSpec(100.0, 10.0)
+    seen = []
+    cache = build_window_cache(tmp_path / "cache", sources, spec, val_fraction=0.3,
+                               progress=lambda source, done: seen.append(source))
+    counts = cache.meta["counts"]
+    assert counts["files:ecgs"] == {"records": 6, "windows": 6, "skipped": 1}
+    assert counts["synth"]["records"] == 6  # 3 patients: a 12-lead and a handheld ECG each
+    assert any("broken" in reason for reason in cache.meta["skipped"])
+    assert len(cache) == 12 and set(seen) == {"files:ecgs", "synth"}
+    x, present = cache[0]
+    assert x.shape == (12, 1000) and x.dtype == np.float32 and present.all()
+    # handheld records fill only their six limb-lead slots
+    mobile = cache.index["record"].str.endswith("/mobile").to_numpy()
+    assert (cache.present[mobile][:, :6].all()) and not cache.present[mobile][:, 6:].any()
+    # the split is by record: no record on both sides
+    splits = cache.index.groupby("record")["split"].nunique()
+    assert (splits == 1).all() and set(cache.index["split"]) <= {"train", "val"}
+    # reused when asked the same; refused when something else is in the way
+    assert len(build_window_cache(tmp_path / "cache", sources, spec, val_fraction=0.3)) == 12
+    with pytest.raises(DataError, match="other sources or another spec"):
+        build_window_cache(tmp_path / "cache", sources[:1], spec, val_fraction=0.3)
+    assert len(WindowCache(tmp_path / "cache")) == 12
+
+
+def test_resumable_sampler_orders_shards_and_skips():
+    a = list(ResumableSampler(103, 8, seed=1))
+    assert sorted(a) == list(range(103)) and a == list(ResumableSampler(103, 8, seed=1))
+    epoch1 = ResumableSampler(103, 8, seed=1)
+    epoch1.set_epoch(1)
+    assert list(epoch1) != a
+    ranks = [list(ResumableSampler(103, 8, seed=1, rank=r, world=2)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 51 and not set(ranks[0]) & set(ranks[1])
+    # 12 samples per epoch in batches of 4 = 3 steps per epoch; after step 5 the run is 2 batches into epoch 1
+    sampler = ResumableSampler(12, 4, seed=3)
+    sampler.set_epoch(1)
+    full = list(sampler)
+    sampler.resume_at(5)
+    assert list(sampler) == full[8:]
+    assert list(sampler) == full  # the skip applies once
+
+
+# ----------------------------------------------------------------------------------- pretraining
+
+
+def _pretrain_config(*extra: str):
+    return load_config("quick", [
+        "pretrain.ecg.sources=[{kind: synth, patients: 30}]", f"pretrain.ecg.model={TINY_MAE}",
+        "pretrain.ecg.optim.batch_size=16", "pretrain.ecg.optim.max_steps=6", "pretrain.ecg.optim.warmup_steps=2",
+        "pretrain.ecg.val_fraction=0.2", "trainer.checkpoint_every=1", "trainer.threads=1", *extra,
+    ])
+
+
+class _Crash(L.Callback):
+    """A job killed at ``at_step`` (a crash; Lightning turns Ctrl-C into ``sys.exit``)."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.at_step:
+            raise RuntimeError("node lost")
+
+
+def test_pretraining_resumes_exactly_and_exports_self_describing_models(tmp_path):
+    config = _pretrain_config()
+    summary = pretrain_ecg(config, tmp_path / "straight", show_bar=False)
+    assert summary["steps"] == 6 and summary["n_val_windows"] > 0
+    assert np.isfinite(summary["metrics"]["val/loss"])
+    reference = load_model(tmp_path / "straight" / "mae.pt").state_dict()
+
+    # interrupted mid-epoch (3 steps per epoch here), then run again: the same weights, bit for bit
+    with pytest.raises(RuntimeError, match="node lost"):
+        pretrain_ecg(config, tmp_path / "resumed", show_bar=False, callbacks=[_Crash(4)])
+    assert (tmp_path / "resumed" / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / "resumed" / "mae.pt").exists()
+    pretrain_ecg(config, tmp_path / "resumed", show_bar=False)
+    resumed = load_model(tmp_path / "resumed" / "mae.pt").state_dict()
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+
+    # one call rebuilds the encoder, and its config says how to prepare the input
+    encoder = load_model(tmp_path / "straight" / "encoder.pt")
+    assert encoder.model_config["fs"] == 100.0 and encoder.model_config["patch_size"] == 50
+    assert encoder.model_config["leads"] == list(LEADS_12)
+    assert encoder.model_config["normalisation"] == "per-lead z-score"
+    from_mae = load_model(tmp_path / "straight" / "mae.pt", part="encoder")
+    from_ckpt = load_model(tmp_path / "straight" / "checkpoints" / "last.ckpt", part="encoder")
+    x = torch.randn(2, 12, 1000)
+    out = encoder(x, LEADS_12)
+    assert torch.equal(out, from_mae(x, LEADS_12)) and torch.equal(out, from_ckpt(x, LEADS_12))
+
+
+def test_contrastive_pretraining_runs(tmp_path):
+    config = _pretrain_config(
+        "pretrain.ecg.objective=contrastive", "pretrain.ecg.optim.max_steps=3",
+        "pretrain.ecg.model={name: ecg_vit_tiny, fs: 100.0, patch_size: 50, dim: 32, depth: 1, heads: 2}",
+    )
+    summary = pretrain_ecg(config, tmp_path / "simclr", show_bar=False)
+    assert summary["steps"] == 3 and np.isfinite(summary["metrics"]["train/loss"])
+    assert load_model(tmp_path / "simclr" / "encoder.pt").model_config["dim"] == 32
+
+
+def test_load_model_rejects_other_files(tmp_path):
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(DataError, match="other.pt.*not a cardiodistill model"):
+        load_model(tmp_path / "other.pt")
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(DataError, match="not a readable torch file"):
+        load_model(tmp_path / "text.pt")
+
+
+# ----------------------------------------------------------------------------------- evaluation
+
+
+def test_label_subsets_are_nested_and_cover_every_class():
+    y = np.zeros((200, 3), np.float32)
+    y[:100, 0] = 1
+    y[100:, 1] = 1
+    y[7, 2] = 1  # one rare positive
+    small, large = label_subset(y, 0.05, seed=0), label_subset(y, 0.5, seed=0)
+    assert set(small) <= set(large)
+    assert len(small) == 11 and len(large) == 101 and 7 in small  # 10 and 100, plus the rare positive
+    assert (y[small].sum(0) > 0).all() and (y[small].sum(0) < len(small)).all()
+    assert parse_lead_set("limb6") == LIMB_LEADS and parse_lead_set("V2+I+MLII") == ("I", "II", "V2")
+
+
+def test_macro_auroc_ci_averages_per_class_aurocs():
+    rng = np.random.default_rng(0)
+    y = rng.random((300, 3)) < 0.3
+    scores = y + rng.normal(0, [[0.5, 1.0, 3.0]], size=(300, 3))
+    macro, lo, hi, per_class = macro_auroc_ci(y, scores, n_boot=300)
+    assert per_class == [auroc(y[:, c], scores[:, c]) for c in range(3)]
+    assert macro == pytest.approx(np.mean(per_class)) and lo < macro < hi
+    assert per_class[0] > per_class[1] > per_class[2]
+
+
+def _labelled_folder(root: Path, n: int = 160) -> Path:
+    """A PTB-XL subset-layout folder whose two classes differ in heart rate (60 vs 120 bpm)."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    mi = rng.random(n) < 0.4
+    signals = np.stack([_beats(100.0, 10.0, 120 if m else 60, 12, seed=i) for i, m in enumerate(mi)])
+    np.save(root / "signals.npy", signals.astype(np.float16))
+    pd.DataFrame({
+        "ecg_id": np.arange(1, n + 1), "patient_id": np.arange(n),
+        "scp_codes": ["{'IMI': 100.0}" if m else "{'NORM': 100.0}" for m in mi],
+        "strat_fold": np.where(np.arange(n) < 3 * n // 4, 1 + np.arange(n) % 8, 9),
+    }).to_csv(root / "meta.csv", index=False)
+    pd.DataFrame({"code": ["NORM", "IMI"], "diagnostic": [1, 1], "form": [0, 0], "rhythm": [0, 0],
+                  "diagnostic_class": ["NORM", "MI"], "diagnostic_subclass": ["NORM", "IMI"]}).to_csv(
+        root / "scp_statements.csv", index=False)
+    return root
+
+
+def test_evaluation_grid_scores_learnable_labels_and_resumes(tmp_path, monkeypatch):
+    data = _labelled_folder(tmp_path / "ptbxl")
+    pretrain_ecg(_pretrain_config("pretrain.ecg.optim.max_steps=2"), tmp_path / "pre", show_bar=False)
+    cfg = load_config("quick", [
+        f"evaluate.ecg.data={data}", "evaluate.ecg.lead_sets=[I, limb6]", "evaluate.ecg.label_fractions=[0.5, 1.0]",
+        "evaluate.ecg.methods=[linear, finetune, supervised]", "evaluate.ecg.epochs=2", "evaluate.ecg.min_steps=20",
+        "evaluate.ecg.bootstrap=50", "trainer.threads=1",
+    ])
+    results = evaluate_ecg_encoder(tmp_path / "pre" / "mae.pt", cfg.evaluate.ecg, cfg.trainer, tmp_path / "eval")
+    assert results["classes"] == ["MI", "NORM"] and results["n_train"] == 120 and results["n_eval"] == 40
+    assert len(results["cells"]) == 2 * 2 * 3
+    by_key = {(c["method"], c["leads"], c["label_fraction"]): c for c in results["cells"]}
+    # heart rate is in every lead: the supervised CNN must find it
+    assert by_key[("supervised", "I", 1.0)]["macro_auroc"] > 0.9
+    assert all(0 <= c["ci_low"] <= c["macro_auroc"] <= c["ci_high"] <= 1 for c in results["cells"])
+    assert by_key[("linear", "I", 0.5)]["n_train"] == 60
+    recon = results["reconstruction"]
+    assert recon["n_patches"] > 0 and "baseline_interp_mse" in recon
+    assert (tmp_path / "eval" / "reconstruction.png").stat().st_size > 0
+
+    # finished cells are read back, not retrained
+    monkeypatch.setattr("cardiodistill.evaluate.ecg_downstream._run_method",
+                        lambda *a, **k: pytest.fail("a finished cell was run again"))
+    again = evaluate_ecg_encoder(tmp_path / "pre" / "mae.pt", cfg.evaluate.ecg, cfg.trainer, tmp_path / "eval")
+    assert [c["macro_auroc"] for c in again["cells"]] == [c["macro_auroc"] for c in results["cells"]]
+
+
+def _cli(*args: str) -> int:
+    try:
+        main(list(args))
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    return 0
+
+
+def test_cli_pretrain_and_evaluate(tmp_path, capsys):
+    data = _labelled_folder(tmp_path / "ptbxl", n=80)
+    sets = ["--set", "pretrain.ecg.sources=[{kind: synth, patients: 20}]", "--set", f"pretrain.ecg.model={TINY_MAE}",
+            "--set", "pretrain.ecg.optim.max_steps=2", "--set", "pretrain.ecg.optim.batch_size=8",
+            "--set", "trainer.threads=1"]
+    assert _cli("pretrain", "ecg", "--out", str(tmp_path / "pre"), *sets) == 0
+    assert (tmp_path / "pre" / "run.json").is_file() and (tmp_path / "pre" / "encoder.pt").is_file()
+    assert _cli("evaluate", "ecg", "--checkpoint", str(tmp_path / "pre" / "encoder.pt"), "--data", str(data),
+                "--out", str(tmp_path / "eval"), "--set", "evaluate.ecg.methods=[linear]",
+                "--set", "evaluate.ecg.lead_sets=[I]", "--set", "evaluate.ecg.label_fractions=[1.0]",
+                "--set", "evaluate.ecg.bootstrap=20") == 0
+    assert "| linear | 100% (60) |" in capsys.readouterr().out
+    assert (tmp_path / "eval" / "results.md").is_file() and (tmp_path / "eval" / "metrics.json").is_file()
+    assert _cli("evaluate", "ecg", "--checkpoint", str(tmp_path / "missing.pt"), "--data", str(data),
+                "--out", str(tmp_path / "eval2")) == 2
+    assert "missing.pt: no such model file" in capsys.readouterr().err
