@@ -282,3 +282,12 @@ def test_cli_pretrain_and_evaluate(tmp_path, capsys):
     assert _cli("evaluate", "ecg", "--checkpoint", str(tmp_path / "missing.pt"), "--data", str(data),
                 "--out", str(tmp_path / "eval2")) == 2
     assert "missing.pt: no such model file" in capsys.readouterr().err
+
+
+def test_pretraining_under_ddp_with_two_cpu_processes(tmp_path):
+    """Lightning DDP over gloo, two processes: each rank reads its own share of the windows."""
+    config = _pretrain_config("pretrain.ecg.optim.max_steps=3", "pretrain.ecg.optim.batch_size=8",
+                              "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn")
+    summary = pretrain_ecg(config, tmp_path / "ddp", show_bar=False)
+    assert summary["steps"] == 3 and np.isfinite(summary["metrics"]["val/loss"])
+    assert load_model(tmp_path / "ddp" / "encoder.pt").model_config["dim"] == 32

@@ -85,6 +85,11 @@ class EcgPretrainModule(L.LightningModule):
         else:
             raise ConfigError(f"unknown pretraining objective {objective!r}; expected mae or contrastive")
         self.register_buffer("lead_ids", _all_lead_ids(), persistent=False)
+        # Saved with the weights, so the step count survives ddp_spawn's copy back to the main process.
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.steps_done.fill_(self.global_step)
 
     @property
     def encoder(self) -> EcgTransformer:
@@ -236,14 +241,14 @@ def pretrain_ecg(
     trainer = make_trainer(tcfg, out, max_steps=cfg.optim.max_steps, checkpoint_every=tcfg.checkpoint_every,
                            progress=show_bar, callbacks=callbacks, val_every=_val_every(tcfg.checkpoint_every, len(val_idx)))
     trainer.fit(module, datamodule=data, ckpt_path=last_checkpoint(out))
-    files = {}
+    files, steps = {}, int(module.steps_done)
     if trainer.is_global_zero:
-        info = {"objective": cfg.objective, "steps": int(trainer.global_step), "windows": cache.meta["counts"]}
+        info = {"objective": cfg.objective, "steps": steps, "windows": cache.meta["counts"]}
         files["model"] = str(save_model(module.model, out / ("mae.pt" if cfg.objective == "mae" else "model.pt"),
                                         **info))
         files["encoder"] = str(save_model(module.encoder, out / "encoder.pt", **info))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    return {"steps": int(trainer.global_step), "windows": cache.meta["counts"], "n_train_windows": len(train_idx),
+    return {"steps": steps, "windows": cache.meta["counts"], "n_train_windows": len(train_idx),
             "n_val_windows": len(val_idx), "metrics": metrics, "files": files}
 
 
