@@ -24,6 +24,7 @@ evaluation continues where it stopped.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -141,22 +142,23 @@ def train_classifier(
     cfg: EcgEvalConfig,
     trainer_cfg: TrainerConfig,
     *,
+    lr: float,
     seed: int,
 ) -> np.ndarray:
     """Train :class:`~cardiodistill.train.ecg.EcgClassifierModule` on ``train``; eval-set probabilities."""
     import lightning as L
+    from torch.utils.data import DataLoader
 
     from ..data.sampling import ArrayDataset
     from ..train.ecg import EcgClassifierModule
     from ..train.engine import WindowDataModule, make_trainer
-    from torch.utils.data import DataLoader
 
     L.seed_everything(seed, workers=True, verbose=False)
     batch = min(cfg.batch_size, len(train["y"]))
     steps_per_epoch = len(train["y"]) // batch
     max_steps = max(cfg.epochs * steps_per_epoch, cfg.min_steps)
     module = EcgClassifierModule(
-        backbone_config, train["y"].shape[1], leads, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        backbone_config, train["y"].shape[1], leads, lr=lr, weight_decay=cfg.weight_decay,
         warmup_steps=round(cfg.warmup_epochs * steps_per_epoch), max_steps=max_steps,
     )
     if backbone_state is not None:
@@ -192,14 +194,15 @@ def evaluate_ecg_encoder(
     ``model_file`` is a pretrained encoder (``encoder.pt``, ``mae.pt`` or a training checkpoint);
     without one only ``supervised`` can run.
     """
-    from ..train.checkpoints import load_model
+    from ..train.checkpoints import load_model, read_model_file
     from ..train.ecg import window_spec
 
     out = Path(out)
     methods = list(cfg.methods)
-    encoder = None
+    encoder, is_mae = None, False
     if model_file is not None:
-        encoder = load_model(model_file, part="encoder") if _is_wrapper(model_file) else load_model(model_file)
+        is_mae = read_model_file(model_file)["model_config"]["name"].startswith("ecg_mae")
+        encoder = load_model(model_file, part="encoder" if is_mae else None)
         encoder_config = encoder.model_config
     elif set(methods) - {"supervised"}:
         raise ConfigError(f"methods {sorted(set(methods) - {'supervised'})} need a pretrained encoder (--checkpoint)")
@@ -216,8 +219,6 @@ def evaluate_ecg_encoder(
             for method in methods:
                 path = out / "cells" / f"{_cell_name(method, lead_set, fraction)}.json"
                 if path.is_file():
-                    import json
-
                     cells.append(json.loads(path.read_text()))
                     continue
                 if progress is not None:
@@ -232,7 +233,7 @@ def evaluate_ecg_encoder(
     results = {"classes": classes, "n_train": len(train["y"]), "n_eval": len(evaluation["y"]),
                "train_folds": cfg.train_folds, "eval_folds": cfg.eval_folds, "spec": spec.__dict__, "cells": cells,
                "encoder": encoder_config}
-    if model_file is not None and _is_wrapper(model_file):
+    if is_mae:
         if progress is not None:
             progress("reconstruction of the evaluation records")
         results["reconstruction"] = reconstruction_report(load_model(model_file), evaluation, spec, out, cfg.seed)
@@ -253,12 +254,6 @@ def reconstruction_report(mae, evaluation: dict[str, np.ndarray], spec: WindowSp
     return {**metrics, "figure": figure.name}
 
 
-def _is_wrapper(model_file) -> bool:
-    from ..train.checkpoints import read_model_file
-
-    return read_model_file(model_file)["model_config"]["name"].startswith("ecg_mae")
-
-
 def _supervised_input(cfg: EcgEvalConfig) -> dict[str, Any]:
     from ..models import model_defaults
 
@@ -272,10 +267,12 @@ def _run_method(method, encoder, encoder_config, train, evaluation, leads, cfg, 
         return linear_probe(features, train["y"], eval_features, cfg.linear_c, cfg.seed)
     if method in ("finetune", "scratch"):
         state = encoder.state_dict() if method == "finetune" else None
-        return train_classifier(encoder_config, state, train, evaluation, leads, cfg, trainer_cfg, seed=cfg.seed)
+        return train_classifier(encoder_config, state, train, evaluation, leads, cfg, trainer_cfg, lr=cfg.lr,
+                                seed=cfg.seed)
     if method == "supervised":
         config = {"name": cfg.supervised_model}
-        return train_classifier(config, None, train, evaluation, leads, cfg, trainer_cfg, seed=cfg.seed)
+        return train_classifier(config, None, train, evaluation, leads, cfg, trainer_cfg, lr=cfg.supervised_lr,
+                                seed=cfg.seed)
     raise ConfigError(f"unknown evaluation method {method!r}")
 
 

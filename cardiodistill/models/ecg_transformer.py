@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ..data.augment import random_lead_drop
 from ..errors import ConfigError
 from ..objectives.mae import masked_patch_loss
 from ..signals.leads import LEADS_12, normalize_lead_name
@@ -333,13 +334,7 @@ class EcgMAE(nn.Module):
 
     def drop_leads(self, lead_present: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``[B, L]`` bool: leads hidden whole, each present lead with ``lead_mask_prob``, never all of them."""
-        b, n_leads = lead_present.shape
-        device = lead_present.device
-        drop = (torch.rand(b, n_leads, device=device, generator=generator) < self.lead_mask_prob) & lead_present
-        all_dropped = (lead_present & ~drop).sum(1) == 0
-        score = torch.rand(b, n_leads, device=device, generator=generator).masked_fill(~lead_present, -1.0)
-        rescued = F.one_hot(score.argmax(1), n_leads).bool() & all_dropped[:, None]
-        return drop & ~rescued
+        return lead_present & ~random_lead_drop(lead_present, generator, self.lead_mask_prob)
 
     def random_masking(
         self, layout: TokenLayout, generator: torch.Generator | None = None

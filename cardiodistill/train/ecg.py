@@ -41,7 +41,15 @@ from ..objectives.contrastive import ProjectionHead, nt_xent
 from ..objectives.mae import normalised_cross_correlation
 from ..signals.leads import LEADS_12
 from .checkpoints import save_model
-from .engine import WindowDataModule, last_checkpoint, make_trainer, param_groups, set_threads, step_generator, warmup_cosine
+from .engine import (
+    WindowDataModule,
+    last_checkpoint,
+    make_trainer,
+    param_groups,
+    set_threads,
+    step_generator,
+    warmup_cosine,
+)
 
 __all__ = ["EcgClassifierModule", "EcgPretrainModule", "pretrain_ecg", "window_spec"]
 
