@@ -42,6 +42,7 @@ from .metrics import macro_auroc_ci
 
 __all__ = ["LEAD_SETS", "evaluate_ecg_encoder", "label_subset", "load_labelled", "parse_lead_set"]
 
+DEFAULT_BAND = (0.5, 40.0)  # Hz, when the model file does not say
 LEAD_SETS: dict[str, tuple[str, ...]] = {"12": LEADS_12, "limb6": LIMB_LEADS, "I+II": ("I", "II"), "I": ("I",)}
 
 
@@ -199,16 +200,18 @@ def evaluate_ecg_encoder(
 
     out = Path(out)
     methods = list(cfg.methods)
-    encoder, is_mae = None, False
+    encoder, is_mae, band = None, False, DEFAULT_BAND
     if model_file is not None:
-        is_mae = read_model_file(model_file)["model_config"]["name"].startswith("ecg_mae")
+        saved = read_model_file(model_file)
+        is_mae = saved["model_config"]["name"].startswith("ecg_mae")
+        band = saved.get("band", DEFAULT_BAND)  # the band the encoder was pretrained on
         encoder = load_model(model_file, part="encoder" if is_mae else None)
         encoder_config = encoder.model_config
     elif set(methods) - {"supervised"}:
         raise ConfigError(f"methods {sorted(set(methods) - {'supervised'})} need a pretrained encoder (--checkpoint)")
     else:
         encoder_config = None
-    spec = window_spec(encoder_config or _supervised_input(cfg), (0.5, 40.0))
+    spec = window_spec(encoder_config or _supervised_input(cfg), band)
     train, evaluation, classes = load_labelled(cfg, spec)
     cells = []
     for fraction in cfg.label_fractions:

@@ -251,7 +251,8 @@ def pretrain_ecg(
     trainer.fit(module, datamodule=data, ckpt_path=last_checkpoint(out))
     files, steps = {}, int(module.steps_done)
     if trainer.is_global_zero:
-        info = {"objective": cfg.objective, "steps": steps, "windows": cache.meta["counts"]}
+        info = {"objective": cfg.objective, "steps": steps, "windows": cache.meta["counts"],
+                "band": list(spec.band) if spec.band else None}
         files["model"] = str(save_model(module.model, out / ("mae.pt" if cfg.objective == "mae" else "model.pt"),
                                         **info))
         files["encoder"] = str(save_model(module.encoder, out / "encoder.pt", **info))
