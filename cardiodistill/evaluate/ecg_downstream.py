@@ -195,7 +195,7 @@ def evaluate_ecg_encoder(
     ``model_file`` is a pretrained encoder (``encoder.pt``, ``mae.pt`` or a training checkpoint);
     without one only ``supervised`` can run.
     """
-    from ..train.checkpoints import load_model, read_model_file
+    from ..train.checkpoints import build_model, read_model_file
     from ..train.ecg import window_spec
 
     out = Path(out)
@@ -205,7 +205,7 @@ def evaluate_ecg_encoder(
         saved = read_model_file(model_file)
         is_mae = saved["model_config"]["name"].startswith("ecg_mae")
         band = saved.get("band", DEFAULT_BAND)  # the band the encoder was pretrained on
-        encoder = load_model(model_file, part="encoder" if is_mae else None)
+        encoder = build_model(saved, part="encoder" if is_mae else None, source=model_file)
         encoder_config = encoder.model_config
     elif set(methods) - {"supervised"}:
         raise ConfigError(f"methods {sorted(set(methods) - {'supervised'})} need a pretrained encoder (--checkpoint)")
@@ -239,7 +239,8 @@ def evaluate_ecg_encoder(
     if is_mae:
         if progress is not None:
             progress("reconstruction of the evaluation records")
-        results["reconstruction"] = reconstruction_report(load_model(model_file), evaluation, spec, out, cfg.seed)
+        mae = build_model(saved, source=model_file)
+        results["reconstruction"] = reconstruction_report(mae, evaluation, spec, out, cfg.seed)
     return results
 
 

@@ -28,7 +28,7 @@ from ..errors import DataError
 from ..io.atomic import atomic_path
 from ..models import model_from_config
 
-__all__ = ["MODEL_FORMAT", "load_model", "read_model_file", "save_model"]
+__all__ = ["MODEL_FORMAT", "build_model", "load_model", "read_model_file", "save_model"]
 
 MODEL_FORMAT = "cardiodistill-model"
 
@@ -73,14 +73,18 @@ def load_model(path: str | PathLike[str], *, part: str | None = None) -> nn.Modu
     ``part="encoder"`` returns the encoder of a wrapper (the ``.encoder`` of a masked autoencoder),
     so ``load_model("mae.pt", part="encoder")`` and ``load_model("encoder.pt")`` agree.
     """
-    data = read_model_file(path)
+    return build_model(read_model_file(path), part=part, source=path)
+
+
+def build_model(data: dict[str, Any], *, part: str | None = None, source: str | PathLike[str] | None = None) -> nn.Module:
+    """:func:`load_model` for a file already read with :func:`read_model_file` (``source`` names it in errors)."""
     model = model_from_config(data["model_config"])
     try:
         model.load_state_dict(data["state_dict"])
     except RuntimeError as err:
-        raise DataError(f"weights do not fit the model config inside: {str(err).splitlines()[0]}", path) from None
+        raise DataError(f"weights do not fit the model config inside: {str(err).splitlines()[0]}", source) from None
     if part is not None:
         if not hasattr(model, part):
-            raise DataError(f"model {data['model_config']['name']!r} has no part {part!r}", path)
+            raise DataError(f"model {data['model_config']['name']!r} has no part {part!r}", source)
         model = getattr(model, part)
     return model.eval()
