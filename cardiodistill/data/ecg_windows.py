@@ -204,19 +204,9 @@ def _ptbxl(source: EcgSource) -> Iterator[tuple[str, Loader]]:
 def _cinc2017(source: EcgSource) -> Iterator[tuple[str, Loader]]:
     from .datasets.cinc2017 import CinC2017
 
-    data = CinC2017(source.path)
-    for name in data.frame.sort_values("number")["record"]:
-        yield f"cinc2017/{name}", lambda name=name: _single_lead(Path(source.path) / name)
-
-
-def _single_lead(path: Path) -> EcgRecord:
-    """A handheld recording between the two hands: lead I, whatever the header calls it."""
-    from ..io.wfdb import read_wfdb
-
-    record = read_wfdb(path)
-    if record.signal.shape[0] != 1:
-        raise DataError(f"expected one channel, found {record.signal.shape[0]}", record.source)
-    return EcgRecord(record.signal, record.fs, ("I",), record.source)
+    data = CinC2017(source.path)  # items are lead I in mV, whatever the header calls the channel
+    for i in np.argsort(data.frame["number"].to_numpy(), kind="stable"):
+        yield f"cinc2017/{data.frame['record'].iloc[i]}", lambda i=int(i): data[i][0]
 
 
 def _synth(source: EcgSource) -> Iterator[tuple[str, Loader]]:
