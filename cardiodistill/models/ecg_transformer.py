@@ -46,15 +46,14 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from ..data.augment import random_lead_drop
 from ..errors import ConfigError
 from ..objectives.mae import masked_patch_loss
 from ..signals.leads import LEADS_12, normalize_lead_name
 from .registry import create_model, register_model
+from .transformer import MaskedDecoder, TokenEncoder, init_weights, sincos_embedding
 
 PAD_LEAD_ID = len(LEADS_12)  # lead id of a padded (absent) lead
 N_LEAD_IDS = len(LEADS_12) + 1
@@ -68,16 +67,6 @@ LeadsArg = Sequence[str] | Tensor
 def lead_ids(leads: Sequence[str]) -> Tensor:
     """``[L]`` long tensor of ids into ``LEADS_12`` for lead names in any common spelling."""
     return torch.tensor([LEADS_12.index(normalize_lead_name(name)) for name in leads], dtype=torch.long)
-
-
-def sincos_embedding(n_positions: int, dim: int) -> Tensor:
-    """Fixed 1-D sin-cos embedding ``[n_positions, dim]`` (Vaswani et al.): half sines, half cosines."""
-    if dim % 2:
-        raise ConfigError(f"sin-cos time embedding needs an even dim, got {dim}")
-    position = torch.arange(n_positions, dtype=torch.float64)[:, None]
-    freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-    angle = position * freq
-    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1).float()
 
 
 class TokenLayout(NamedTuple):
@@ -111,80 +100,10 @@ def _resolve_leads(
     return ids, present
 
 
-def _masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``tokens [B, N, D]`` over positions where ``mask [B, N]`` is set."""
-    weights = mask.to(tokens.dtype)[..., None]
-    return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
-
-
-# ----------------------------------------------------------------------------- transformer blocks
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention through ``scaled_dot_product_attention`` with a key padding mask."""
-
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
-        super().__init__()
-        if dim % heads:
-            raise ConfigError(f"transformer dim {dim} is not divisible by heads {heads}")
-        self.heads = heads
-        self.dropout = dropout
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_mask[:, None, None, :], dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
-        super().__init__()
-        hidden = int(dim * mlp_ratio)
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, dropout)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(
-            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
-        )
-
-    def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x), key_mask)
-        return x + self.mlp(self.norm2(x))
-
-
-def _run_blocks(blocks: nn.ModuleList, x: Tensor, key_mask: Tensor, grad_checkpointing: bool) -> Tensor:
-    use_checkpoint = grad_checkpointing and torch.is_grad_enabled()
-    for block in blocks:
-        x = checkpoint(block, x, key_mask, use_reentrant=False) if use_checkpoint else block(x, key_mask)
-    return x
-
-
 # ----------------------------------------------------------------------------- encoder
 
 
-class EcgTransformer(nn.Module):
+class EcgTransformer(TokenEncoder):
     """Lead-agnostic ViT encoder over per-lead patch tokens (see the module docstring).
 
     ``pool``: ``"mean"`` (masked mean over present tokens) or ``"cls"`` (a learned CLS token).
@@ -207,15 +126,10 @@ class EcgTransformer(nn.Module):
         grad_checkpointing: bool = False,
     ):
         super().__init__()
-        if pool not in ("mean", "cls"):
-            raise ConfigError(f"pool must be 'mean' or 'cls', got {pool!r}")
         if time_embedding not in ("sincos", "learned"):
             raise ConfigError(f"time_embedding must be 'sincos' or 'learned', got {time_embedding!r}")
         self.patch_size = patch_size
         self.max_patches = max_patches
-        self.embed_dim = dim
-        self.pool = pool
-        self.grad_checkpointing = grad_checkpointing
 
         self.patch_embed = nn.Linear(patch_size, dim)
         self.lead_embed = nn.Embedding(N_LEAD_IDS, dim, padding_idx=PAD_LEAD_ID)
@@ -223,11 +137,9 @@ class EcgTransformer(nn.Module):
             self.register_buffer("time_embed", sincos_embedding(max_patches, dim), persistent=False)
         else:
             self.time_embed = nn.Parameter(torch.zeros(max_patches, dim))
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim)
+        self._init_trunk(dim, depth, heads, mlp_ratio, dropout, pool, grad_checkpointing)
 
-        self.apply(_init_weights)
+        self.apply(init_weights)
         if isinstance(self.time_embed, nn.Parameter):
             nn.init.trunc_normal_(self.time_embed, std=0.02)
         if self.cls_token is not None:
@@ -254,17 +166,6 @@ class EcgTransformer(nn.Module):
         tokens = self.patch_embed(patches) + self.lead_embed(token_leads) + self.time_embed[time_ids]
         return tokens, TokenLayout(patches, token_leads, time_ids, present, n_leads, n_patches)
 
-    def encode(self, tokens: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Run the blocks on ``tokens [B, K, D]`` (``key_mask`` True = real token); returns the
-        normalised tokens ``[B, K, D]`` and the CLS output ``[B, D]`` (None with mean pooling)."""
-        if self.cls_token is not None:
-            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-            key_mask = F.pad(key_mask, (1, 0), value=True)
-        tokens = self.norm(_run_blocks(self.blocks, tokens, key_mask, self.grad_checkpointing))
-        if self.cls_token is not None:
-            return tokens[:, 1:], tokens[:, 0]
-        return tokens, None
-
     def forward_tokens(self, x: Tensor, leads: LeadsArg, lead_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Encoded patch tokens ``[B, L * P, D]`` (lead-major) and their presence mask ``[B, L * P]``."""
         tokens, layout = self.embed(x, leads, lead_mask)
@@ -275,7 +176,7 @@ class EcgTransformer(nn.Module):
         """Pooled embedding ``[B, D]``: the CLS output, or the mean over present tokens."""
         tokens, layout = self.embed(x, leads, lead_mask)
         tokens, cls = self.encode(tokens, layout.present)
-        return cls if cls is not None else _masked_mean(tokens, layout.present)
+        return self.pool_tokens(tokens, layout.present, cls)
 
     def forward(self, x: Tensor, leads: LeadsArg, lead_mask: Tensor | None = None) -> Tensor:
         return self.forward_features(x, leads, lead_mask)
@@ -284,7 +185,7 @@ class EcgTransformer(nn.Module):
 # ----------------------------------------------------------------------------- masked autoencoder
 
 
-class EcgMAE(nn.Module):
+class EcgMAE(MaskedDecoder):
     """Masked autoencoder around an :class:`EcgTransformer` (see the module docstring).
 
     ``mask_ratio`` is the fraction of the candidate tokens hidden per sample, where the candidates
@@ -304,33 +205,18 @@ class EcgMAE(nn.Module):
         lead_mask_prob: float = 0.0,
         norm_pix: bool = False,
     ):
-        super().__init__()
         if not 0.0 <= mask_ratio < 1.0:
             raise ConfigError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         if not 0.0 <= lead_mask_prob <= 1.0:
             raise ConfigError(f"lead_mask_prob must be in [0, 1], got {lead_mask_prob}")
+        super().__init__(encoder.embed_dim, decoder_dim, decoder_depth, decoder_heads, encoder.patch_size)
         self.encoder = encoder
         self.mask_ratio = mask_ratio
         self.lead_mask_prob = lead_mask_prob
         self.norm_pix = norm_pix
-
-        self.decoder_embed = nn.Linear(encoder.embed_dim, decoder_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.decoder_lead_embed = nn.Embedding(N_LEAD_IDS, decoder_dim, padding_idx=PAD_LEAD_ID)
+        self.decoder_lead_embed.apply(init_weights)
         self.register_buffer("decoder_time_embed", sincos_embedding(encoder.max_patches, decoder_dim), persistent=False)
-        self.decoder_blocks = nn.ModuleList(Block(decoder_dim, decoder_heads) for _ in range(decoder_depth))
-        self.decoder_norm = nn.LayerNorm(decoder_dim)
-        self.decoder_head = nn.Linear(decoder_dim, encoder.patch_size)
-
-        for module in (
-            self.decoder_embed,
-            self.decoder_lead_embed,
-            self.decoder_blocks,
-            self.decoder_norm,
-            self.decoder_head,
-        ):
-            module.apply(_init_weights)
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def drop_leads(self, lead_present: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``[B, L]`` bool: leads hidden whole, each present lead with ``lead_mask_prob``, never all of them."""
@@ -390,19 +276,9 @@ class EcgMAE(nn.Module):
     def _decode(
         self, latent: Tensor, cls: Tensor | None, ids_keep: Tensor, keep_valid: Tensor, layout: TokenLayout
     ) -> Tensor:
-        b, n = layout.present.shape
-        visible = self.decoder_embed(latent)
-        mask_token = self.mask_token.to(visible.dtype)
-        visible = torch.where(keep_valid[..., None], visible, mask_token)  # filler slots stay mask tokens
-        tokens = mask_token.expand(b, n, -1).scatter(1, ids_keep[..., None].expand(-1, -1, visible.shape[-1]), visible)
-        tokens = tokens + self.decoder_lead_embed(layout.lead_ids) + self.decoder_time_embed[layout.time_ids]
-        key_mask = layout.present
-        if cls is not None:
-            tokens = torch.cat([self.decoder_embed(cls)[:, None], tokens], dim=1)
-            key_mask = F.pad(key_mask, (1, 0), value=True)
-        tokens = _run_blocks(self.decoder_blocks, tokens, key_mask, self.encoder.grad_checkpointing)
-        pred = self.decoder_head(self.decoder_norm(tokens))
-        return pred[:, 1:] if cls is not None else pred
+        position = self.decoder_lead_embed(layout.lead_ids) + self.decoder_time_embed[layout.time_ids]
+        return self.decode(latent, cls, ids_keep, keep_valid, position, layout.present,
+                           grad_checkpointing=self.encoder.grad_checkpointing)
 
 
 # ----------------------------------------------------------------------------- registered presets
