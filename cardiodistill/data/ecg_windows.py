@@ -22,12 +22,11 @@ as its ``lead_mask``.
 
 The window cache
     Reading and filtering thousands of files is done once. :func:`build_window_cache` writes the
-    windows of all sources to a folder: ``windows-NNNNN.npy`` (float16 ``[n, 12, S]``) and
-    ``present-NNNNN.npy`` (bool ``[n, 12]``) in chunks, ``windows.csv`` (source, record, start
-    second, split) and, last, ``cache.json`` (the spec, the sources and the counts). The folder is
-    built under a temporary name and renamed when complete, so a cache either exists whole or not
-    at all; a cache whose ``cache.json`` matches the requested spec and sources is reused.
-    :class:`WindowCache` reads it back memory-mapped, so its size is bounded by disk, not RAM.
+    windows of all sources to a folder in the layout of :mod:`~cardiodistill.data.cache`:
+    ``windows-NNNNN.npy`` (float16 ``[n, 12, S]``) and ``present-NNNNN.npy`` (bool ``[n, 12]``) in
+    chunks, ``items.csv`` (source, record, start second, split) and, last, ``cache.json`` (the
+    spec, the sources and the counts). It is built atomically and reused when ``cache.json``
+    matches the requested spec and sources. :class:`WindowCache` reads it back memory-mapped.
 
 Validation windows are chosen by record (a hash of the record id), so no record has windows on
 both sides.
@@ -35,12 +34,8 @@ both sides.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -49,12 +44,12 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CardiodistillError, DataError
-from ..io.atomic import write_json_atomic, write_text_atomic
 from ..records import EcgRecord
 from ..signals.filters import bandpass
 from ..signals.leads import LEADS_12
 from ..signals.preprocess import canonicalize, fill_gaps
 from ..signals.resample import resample
+from .cache import ArrayCache, CacheBuilder, is_val_record, reuse_cache
 
 __all__ = [
     "SOURCE_KINDS",
@@ -68,7 +63,7 @@ __all__ = [
 ]
 
 CACHE_FORMAT = "cardiodistill-ecg-windows"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 FLAT_STD = 1e-6  # a lead whose standard deviation in a window is below this is treated as absent
 SOURCE_KINDS = ("ptbxl", "cinc2017", "synth", "cohort", "files")
 
@@ -253,43 +248,14 @@ def _files(source: EcgSource) -> Iterator[tuple[str, Loader]]:
 # ----------------------------------------------------------------------------------- the cache
 
 
-@dataclass
-class _CacheWriter:
-    folder: Path
-    chunk: int
-    windows: list[np.ndarray] = field(default_factory=list)
-    present: list[np.ndarray] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    buffered: int = 0
-
-    def add(self, windows: np.ndarray, present: np.ndarray) -> None:
-        self.windows.append(windows.astype(np.float16))
-        self.present.append(present)
-        self.buffered += len(windows)
-        if self.buffered >= self.chunk:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.buffered:
-            return
-        k = len(self.sizes)
-        np.save(self.folder / f"windows-{k:05d}.npy", np.concatenate(self.windows))
-        np.save(self.folder / f"present-{k:05d}.npy", np.concatenate(self.present))
-        self.sizes.append(self.buffered)
-        self.windows, self.present, self.buffered = [], [], 0
-
-
 def _fingerprint(spec: WindowSpec, sources: Sequence[EcgSource], val_fraction: float) -> dict[str, Any]:
     return {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
         "spec": {**asdict(spec), "band": list(spec.band) if spec.band else None},
         "sources": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()} for s in sources],
         "val_fraction": val_fraction,
     }
-
-
-def is_val_record(record_id: str, val_fraction: float) -> bool:
-    """Deterministic, platform-independent validation assignment of a record by its id."""
-    return zlib.crc32(record_id.encode()) % 100_000 < val_fraction * 100_000
 
 
 def build_window_cache(
@@ -310,97 +276,44 @@ def build_window_cache(
     """
     folder = Path(folder)
     wanted = _fingerprint(spec, sources, val_fraction)
-    if (folder / "cache.json").is_file():
-        meta = json.loads((folder / "cache.json").read_text())
-        if {k: meta.get(k) for k in wanted} == wanted:
-            return WindowCache(folder)
-        raise DataError("a window cache built from other sources or another spec is in the way; "
-                        "delete it or choose another cache folder", folder)
+    if reuse_cache(folder, wanted):
+        return WindowCache(folder)
     if not sources:
         raise DataError("no ECG sources to build a window cache from", folder)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    writer = _CacheWriter(tmp, chunk_windows)
-    rows: list[tuple[str, str, float, str]] = []
     counts: dict[str, dict[str, int]] = {}
     skipped: list[str] = []
-    for source in sources:
-        count = counts.setdefault(source.label, {"records": 0, "windows": 0, "skipped": 0})
-        for done, (record_id, load) in enumerate(source_loaders(source), 1):
-            try:
-                windows, present, starts = record_windows(load(), spec, max_windows=source.max_windows)
-            except CardiodistillError as err:
-                count["skipped"] += 1
-                skipped.append(f"{record_id}: {err}")
-                continue
-            split = "val" if is_val_record(record_id, val_fraction) else "train"
-            writer.add(windows, present)
-            rows.extend((source.label, record_id, float(s), split) for s in starts)
-            count["records"] += 1
-            count["windows"] += len(windows)
-            if progress is not None:
-                progress(source.label, done)
-    writer.flush()
-    if not rows:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError("the sources gave no usable ECG window", folder)
-    write_text_atomic(tmp / "windows.csv", pd.DataFrame(rows, columns=["source", "record", "start_s", "split"])
-                      .to_csv(index=False))
-    write_json_atomic(tmp / "cache.json", {
-        "format": CACHE_FORMAT, "version": CACHE_VERSION, **wanted, "leads": list(LEADS_12),
-        "n_windows": len(rows), "chunks": writer.sizes, "counts": counts, "skipped": skipped[:20],
-    })
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(folder)
+    with CacheBuilder(folder, {"windows": np.float16, "present": bool}, chunk=chunk_windows) as builder:
+        for source in sources:
+            count = counts.setdefault(source.label, {"records": 0, "windows": 0, "skipped": 0})
+            for done, (record_id, load) in enumerate(source_loaders(source), 1):
+                try:
+                    windows, present, starts = record_windows(load(), spec, max_windows=source.max_windows)
+                except CardiodistillError as err:
+                    count["skipped"] += 1
+                    skipped.append(f"{record_id}: {err}")
+                    continue
+                split = "val" if is_val_record(record_id, val_fraction) else "train"
+                rows = [{"source": source.label, "record": record_id, "start_s": float(s), "split": split}
+                        for s in starts]
+                builder.add(rows, windows=windows, present=present)
+                count["records"] += 1
+                count["windows"] += len(windows)
+                if progress is not None:
+                    progress(source.label, done)
+        if not len(builder):
+            raise DataError("the sources gave no usable ECG window", folder)
+        builder.commit({**wanted, "leads": list(LEADS_12), "counts": counts, "skipped": skipped[:20]})
     return WindowCache(folder)
 
 
-class WindowCache:
+class WindowCache(ArrayCache):
     """A window cache folder read back memory-mapped: ``cache[i] -> (x float32 [12, S], present [12])``."""
 
     def __init__(self, folder: str | PathLike[str]):
-        self.folder = Path(folder)
-        meta_path = self.folder / "cache.json"
-        if not meta_path.is_file():
-            raise DataError("not a window cache (no cache.json)", self.folder)
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("format") != CACHE_FORMAT:
-            raise DataError(f"cache.json is not a {CACHE_FORMAT} index", meta_path)
-        self.index = pd.read_csv(self.folder / "windows.csv")
-        self.offsets = np.concatenate([[0], np.cumsum(self.meta["chunks"])])
+        super().__init__(folder, CACHE_FORMAT)
         spec = self.meta["spec"]
         self.spec = WindowSpec(spec["fs"], spec["seconds"], tuple(spec["band"]) if spec["band"] else None)
-        self._windows: list[np.ndarray] | None = None
-        self._present = np.concatenate([np.load(self.folder / f"present-{k:05d}.npy")
-                                        for k in range(len(self.meta["chunks"]))])
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def split_indices(self, split: str) -> np.ndarray:
-        """Window indices of ``split`` (``"train"`` or ``"val"``)."""
-        return np.flatnonzero(self.index["split"].to_numpy() == split)
-
-    @property
-    def present(self) -> np.ndarray:
-        """``[N, 12]`` bool, in memory."""
-        return self._present
-
-    def _chunks(self) -> list[np.ndarray]:
-        # Opened lazily, so a cache handed to DataLoader workers maps its files in each worker.
-        if self._windows is None:
-            self._windows = [np.load(self.folder / f"windows-{k:05d}.npy", mmap_mode="r")
-                             for k in range(len(self.meta["chunks"]))]
-        return self._windows
+        self.present = self.load("present")  # [N, 12] bool, in memory
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
-        return np.asarray(self._chunks()[k][i - self.offsets[k]], dtype=np.float32), self._present[i]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_windows": None}
+        return np.asarray(self.item("windows", i), dtype=np.float32), self.present[i]
