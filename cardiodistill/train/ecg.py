@@ -30,38 +30,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import __version__
 from ..config import Config, EcgPretrainConfig
 from ..data.augment import EcgAugment
 from ..data.ecg_windows import EcgSource, WindowSpec, build_window_cache
 from ..data.sampling import CachedWindowDataset
 from ..errors import ConfigError
-from ..models import EcgMAE, EcgTransformer, XResNet1d, model_defaults, model_from_config
+from ..models import EcgMAE, EcgTransformer, XResNet1d, model_from_config
 from ..objectives.contrastive import ProjectionHead, nt_xent
 from ..objectives.mae import normalised_cross_correlation
 from ..signals.leads import LEADS_12
-from .checkpoints import save_model
-from .engine import (
-    WindowDataModule,
-    last_checkpoint,
-    make_trainer,
-    param_groups,
-    set_threads,
-    step_generator,
-    warmup_cosine,
-)
+from .engine import param_groups, set_threads, warmup_cosine
+from .pretrain import SelfSupervisedModule, fit_pretraining, resolve_model_config
 
 __all__ = ["EcgClassifierModule", "EcgPretrainModule", "pretrain_ecg", "window_spec"]
-
-VAL_SEED_OFFSET = 1_000_003  # validation masks: a fixed stream, the same at every validation
 
 
 def _all_lead_ids() -> Tensor:
     return torch.arange(len(LEADS_12))
 
 
-class EcgPretrainModule(L.LightningModule):
+class EcgPretrainModule(SelfSupervisedModule):
     """Self-supervised pretraining of an ECG encoder (module doc)."""
+
+    kind = "ecg_pretrain"
 
     def __init__(
         self,
@@ -93,11 +84,6 @@ class EcgPretrainModule(L.LightningModule):
         else:
             raise ConfigError(f"unknown pretraining objective {objective!r}; expected mae or contrastive")
         self.register_buffer("lead_ids", _all_lead_ids(), persistent=False)
-        # Saved with the weights, so the step count survives ddp_spawn's copy back to the main process.
-        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self.steps_done.fill_(self.global_step)
 
     @property
     def encoder(self) -> EcgTransformer:
@@ -113,30 +99,6 @@ class EcgPretrainModule(L.LightningModule):
         views = [self.augment(x, present, generator=generator) for _ in range(2)]
         z1, z2 = (self.head(self.encoder(v, self.lead_ids, p)) for v, p in views)
         return {"loss": nt_xent(z1, z2, self.hparams.temperature)}
-
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        generator = step_generator(self.hparams.seed, self.global_rank, self.global_step, self.device)
-        losses = self._losses(batch, generator)
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(batch["x"]))
-        return losses["loss"]
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        generator = step_generator(self.hparams.seed, VAL_SEED_OFFSET, batch_idx, self.device)
-        losses = self._losses(batch, generator)
-        self.log_dict({f"val/{k}": v for k, v in losses.items()}, prog_bar=True, sync_dist=True,
-                      batch_size=len(batch["x"]))
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = torch.optim.AdamW(param_groups(self, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas))
-        scheduler = warmup_cosine(optimizer, hp.warmup_steps, hp.max_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["cardiodistill"] = {
-            "version": __version__, "kind": f"ecg_pretrain/{self.hparams.objective}",
-            "model_config": self.model.model_config, "state_prefix": "model.",
-        }
 
 
 class EcgClassifierModule(L.LightningModule):
@@ -228,12 +190,8 @@ def pretrain_ecg(
     out = Path(out)
     set_threads(tcfg.threads)
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
-    model_config = dict(cfg.model)
-    name = model_config.pop("name", None)
-    if name is None:
-        raise ConfigError("pretrain.ecg.model needs a 'name' (a registered model, e.g. ecg_mae_tiny)")
     module = EcgPretrainModule(
-        {"name": name, **_resolved(name, model_config)}, objective=cfg.objective, lr=cfg.optim.lr,
+        resolve_model_config(cfg.model, "pretrain.ecg.model"), objective=cfg.objective, lr=cfg.optim.lr,
         weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas, warmup_steps=cfg.optim.warmup_steps,
         max_steps=cfg.optim.max_steps, seed=tcfg.seed, temperature=cfg.temperature,
         projection_dim=cfg.projection_dim,
@@ -242,30 +200,10 @@ def pretrain_ecg(
     cache = build_window_cache(Path(cfg.cache_dir) if cfg.cache_dir else out / "windows", _sources(cfg), spec,
                                val_fraction=cfg.val_fraction, progress=progress)
     train_idx, val_idx = cache.split_indices("train"), cache.split_indices("val")
-    data = WindowDataModule(
-        CachedWindowDataset(cache, train_idx), CachedWindowDataset(cache, val_idx) if len(val_idx) else None,
-        batch_size=cfg.optim.batch_size, num_workers=tcfg.num_workers, seed=tcfg.seed, accumulate=tcfg.accumulate,
+    result = fit_pretraining(
+        module, CachedWindowDataset(cache, train_idx), CachedWindowDataset(cache, val_idx), cfg.optim, tcfg, out,
+        model_file="mae.pt" if cfg.objective == "mae" else "model.pt", show_bar=show_bar, callbacks=callbacks,
+        info={"windows": cache.meta["counts"], "band": list(spec.band) if spec.band else None},
     )
-    trainer = make_trainer(tcfg, out, max_steps=cfg.optim.max_steps, checkpoint_every=tcfg.checkpoint_every,
-                           progress=show_bar, callbacks=callbacks, val_every=_val_every(tcfg.checkpoint_every, len(val_idx)))
-    trainer.fit(module, datamodule=data, ckpt_path=last_checkpoint(out))
-    files, steps = {}, int(module.steps_done)
-    if trainer.is_global_zero:
-        info = {"objective": cfg.objective, "steps": steps, "windows": cache.meta["counts"],
-                "band": list(spec.band) if spec.band else None}
-        files["model"] = str(save_model(module.model, out / ("mae.pt" if cfg.objective == "mae" else "model.pt"),
-                                        **info))
-        files["encoder"] = str(save_model(module.encoder, out / "encoder.pt", **info))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    return {"steps": steps, "windows": cache.meta["counts"], "n_train_windows": len(train_idx),
-            "n_val_windows": len(val_idx), "metrics": metrics, "files": files}
-
-
-def _resolved(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The model's full config (defaults plus overrides), so the run records every value it used."""
-    return {**model_defaults(name), **overrides}
-
-
-def _val_every(checkpoint_every: int, n_val: int) -> int | None:
-    """Validate as often as a checkpoint is written (step-based), or never without val windows."""
-    return checkpoint_every if n_val else None
+    return {**result, "windows": cache.meta["counts"], "n_train_windows": len(train_idx),
+            "n_val_windows": len(val_idx)}
