@@ -2,6 +2,7 @@
 
 * :mod:`.wfdb`: PhysioNet WFDB ECG records (``.hea`` + ``.dat``), read and write.
 * :mod:`.dicom`: DICOM cine loops: write simulated echo, read echo / cardiac MR as grayscale.
+* :mod:`.video`: one ``read_video`` for DICOM, AVI/MP4/MKV (PyAV) and NIfTI cines (nibabel), told by content.
 * :mod:`.atomic`: write-to-temporary-then-rename helpers, so no reader sees a half-written file.
 
 Readers return the :mod:`cardiodistill.records` types and raise one-line
@@ -37,6 +38,11 @@ _LAZY = {
     "read_csv_ecg": "tabular",
     "read_npy_ecg": "tabular",
     "write_csv_ecg": "tabular",
+    "read_video": "video",
+    "write_video": "video",
+    "write_nifti_cine": "video",
+    "is_video_file": "video",
+    "VIDEO_SUFFIXES": "video",
     "detect_format": "detect",
     "read_ecg": "detect",
 }
