@@ -1,4 +1,5 @@
-"""Models: a lead-agnostic ECG transformer (+ masked autoencoder) and an xresnet1d baseline.
+"""Models: a lead-agnostic ECG transformer, a tubelet video transformer (each with a masked
+autoencoder), an xresnet1d baseline and an attention multiple-instance head for multi-view studies.
 
 Build by name through the registry; every model carries ``.model_config`` for its checkpoint::
 
@@ -10,14 +11,21 @@ Models never read files; checkpoints are the trainer's business.
 """
 
 from .ecg_transformer import PAD_LEAD_ID, EcgMAE, EcgTransformer, TokenLayout, lead_ids
+from .mil import AttentionMIL, MultiViewEncoder
 from .registry import create_model, list_models, model_defaults, model_from_config, register_model
 from .resnet1d import XResNet1d
+from .video_transformer import VideoLayout, VideoMAE, VideoTransformer
 
 __all__ = [
     "PAD_LEAD_ID",
+    "AttentionMIL",
     "EcgMAE",
     "EcgTransformer",
+    "MultiViewEncoder",
     "TokenLayout",
+    "VideoLayout",
+    "VideoMAE",
+    "VideoTransformer",
     "XResNet1d",
     "create_model",
     "lead_ids",
