@@ -48,6 +48,18 @@ def _progress() -> Progress:
     )
 
 
+def _per_source(bar: Progress, what: str):
+    """A ``progress(source, done)`` callback that keeps one counting bar per source."""
+    tasks: dict[str, int] = {}
+
+    def advance(source: str, done: int) -> None:
+        if source not in tasks:
+            tasks[source] = bar.add_task(f"{what} {source}", total=None)
+        bar.update(tasks[source], completed=done)
+
+    return advance
+
+
 def _synthesize(config: Config, out: Path, overwrite: bool) -> Path:
     from .runs import finish_run, prepare_run_folder
     from .synth.cohort import write_cohort
@@ -120,18 +132,27 @@ def demo(
 
 @app.command()
 def inspect(
-    path: Annotated[Path, typer.Argument(help="An ECG file: WFDB, DICOM waveform, MUSE XML, HL7 aECG, EDF, CSV or NPY.")],
+    path: Annotated[Path, typer.Argument(
+        help="An ECG file (WFDB, DICOM waveform, MUSE XML, HL7 aECG, EDF, CSV, NPY) or a cine (DICOM, AVI/MP4, NIfTI).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (R-peak samples included).")] = False,
-    png: Annotated[Optional[Path], typer.Option("--png", help="Also draw the record on ECG paper to this PNG.")] = None,
-    fs: Annotated[Optional[float], typer.Option(help="Sampling rate, for CSV/NPY files that do not carry one.")] = None,
+    png: Annotated[Optional[Path], typer.Option(
+        "--png", help="Also draw the record on ECG paper (a cine: its preprocessing) to this PNG.")] = None,
+    fs: Annotated[Optional[float], typer.Option(
+        help="Sampling rate for CSV/NPY ECGs, or frame rate for a cine, when the file does not carry one.")] = None,
     leads: Annotated[Optional[str], typer.Option(help="Comma-separated lead names, for CSV/NPY without a header.")] = None,
     units: Annotated[Optional[str], typer.Option(help="Amplitude units (mV, uV), for CSV/NPY.")] = None,
 ) -> None:
-    """Show what was read from an ECG file: leads, rate, duration, units, quality per lead, R-peaks."""
+    """Show what was read from an ECG file (leads, rate, duration, units, quality per lead, R-peaks)
+    or from a cine (frames, rate, field of view, cardiac cycle, the prepared model input)."""
     import json
 
-    from .inspection import format_summary, plot_summary, summarize_ecg
-    from .io import read_ecg
+    from .inspection import format_summary, format_video_summary, plot_summary, summarize_ecg, summarize_video
+    from .io import is_video_file, read_ecg
+
+    if is_video_file(path):
+        summary = summarize_video(path, png=png, fps=fs)
+        print(json.dumps(summary, indent=2) if json_out else format_video_summary(summary))
+        return
 
     kwargs = {k: v for k, v in (("fs", fs), ("units", units)) if v is not None}
     if leads:
@@ -169,15 +190,34 @@ def pretrain_ecg_cmd(
     cfg = load_config(config, list(set_ or []))
     prepare_run_folder(out, cfg, overwrite=overwrite, kind="pretrain-ecg")
     with _progress() as bar:
-        tasks: dict[str, int] = {}
-
-        def advance(source: str, done: int) -> None:
-            if source not in tasks:
-                tasks[source] = bar.add_task(f"windows from {source}", total=None)
-            bar.update(tasks[source], completed=done)
-
-        summary = pretrain_ecg(cfg, out, progress=advance)
+        summary = pretrain_ecg(cfg, out, progress=_per_source(bar, "windows from"))
     finish_run(out, "pretrain-ecg", **summary)
+    console.print(f"[green]pretraining finished after {summary['steps']} steps:[/] {out}")
+
+
+@pretrain_app.command("video")
+def pretrain_video_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/pretrain-video"),
+    config: Annotated[str, typer.Option("--config", "-c", help="Preset name (quick, full) or a YAML file.")] = "quick",
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Pretrain a video encoder on unlabelled echo / cine-MR clips (masked video modelling or SimCLR).
+
+    Sources (pretrain.video.sources) may be the simulator, a simulated cohort or any folder of
+    DICOM, AVI/MP4 or NIfTI cines. Each video is decoded once into clips of whole cardiac cycles
+    (field of view found, burned-in text and traces blanked, resized, resampled; a cache in
+    OUT/clips that holds no patient identifiers). An interrupted run continues exactly where its
+    last checkpoint left it. Writes OUT/mae.pt (or model.pt), OUT/encoder.pt and the training log.
+    """
+    from .runs import finish_run, prepare_run_folder
+    from .train.video import pretrain_video
+
+    cfg = load_config(config, list(set_ or []))
+    prepare_run_folder(out, cfg, overwrite=overwrite, kind="pretrain-video")
+    with _progress() as bar:
+        summary = pretrain_video(cfg, out, progress=_per_source(bar, "videos from"))
+    finish_run(out, "pretrain-video", **summary)
     console.print(f"[green]pretraining finished after {summary['steps']} steps:[/] {out}")
 
 
@@ -219,6 +259,38 @@ def evaluate_ecg_cmd(
     table = results_table(results)
     write_text_atomic(out / "results.md", table)
     finish_run(out, "evaluate-ecg", cells=len(results["cells"]))
+    print(table)
+    console.print(f"[green]evaluation finished:[/] {out}")
+
+
+@evaluate_app.command("video")
+def evaluate_video_cmd(
+    checkpoint: Annotated[Path, typer.Option(
+        "--checkpoint", help="A pretrained video encoder: encoder.pt, mae.pt or a training checkpoint.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/evaluate-video"),
+    config: Annotated[str, typer.Option("--config", "-c", help="Preset name (quick, full) or a YAML file.")] = "quick",
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Frozen-encoder probes on a labelled simulated echo cohort: LVEF (MAE, Bland-Altman limits)
+    and conditions (AUROC), at several label fractions, against the same architecture untrained.
+
+    Writes OUT/results.md, OUT/metrics.json, OUT/agreement.png (LVEF) and OUT/embedding_map.png
+    (test clips in 2-D, coloured by condition). Finished cells are kept, so a rerun continues.
+    """
+    from .evaluate.video_downstream import evaluate_video_encoder, video_results_table
+    from .io.atomic import write_json_atomic, write_text_atomic
+    from .runs import finish_run, prepare_run_folder
+
+    cfg = load_config(config, list(set_ or []))
+    prepare_run_folder(out, cfg, overwrite=overwrite, kind="evaluate-video")
+    with console.status("evaluating") as status:
+        results = evaluate_video_encoder(checkpoint, cfg.evaluate.video, cfg.trainer, out,
+                                         progress=lambda text: status.update(text))
+    write_json_atomic(out / "metrics.json", results)
+    table = video_results_table(results)
+    write_text_atomic(out / "results.md", table)
+    finish_run(out, "evaluate-video", cells=len(results["cells"]))
     print(table)
     console.print(f"[green]evaluation finished:[/] {out}")
 

@@ -206,12 +206,78 @@ class EcgEvalConfig(_Strict):
     seed: int = 0
 
 
+class VideoSourceConfig(_Strict):
+    """Where echo / cine-MR clips come from (see :func:`cardiodistill.data.video_clips.source_videos`)."""
+
+    kind: Literal["synth", "cohort", "files"]
+    path: str | None = None
+    name: str | None = None
+    patients: int = Field(200, ge=1, description="synth: patients to simulate")
+    seed: int = Field(0, description="synth: cohort seed")
+    pattern: str = Field("**/*", description="files: glob under path (only video files are read)")
+    max_videos: int | None = Field(None, ge=1)
+    clips_per_video: int = Field(1, ge=1, description="windows of whole cycles taken per video, spread over it")
+
+
+class VideoPretrainConfig(_Strict):
+    """Stage 1 for echo / cine MR: self-supervised pretraining of a video encoder."""
+
+    model: dict[str, Any] = Field(
+        default_factory=lambda: {"name": "video_mae_tiny"},
+        description="registered model name plus overrides (size, frames, cycles, tubelet, ...)",
+    )
+    objective: Literal["mae", "contrastive"] = "mae"
+    sources: list[VideoSourceConfig] = Field(default_factory=lambda: [VideoSourceConfig(kind="synth")])
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="videos held out for validation loss")
+    cache_dir: str | None = Field(None, description="clip cache folder (default: <run>/clips)")
+    temperature: float = Field(0.1, gt=0, description="contrastive: InfoNCE temperature")
+    projection_dim: int = Field(128, ge=8, description="contrastive: projection head output")
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1.5e-3, batch_size=32, max_steps=300,
+                                                                   warmup_steps=30))
+
+
+class VideoEvalConfig(_Strict):
+    """Frozen-encoder evaluation of a video encoder on a labelled (simulated) cohort."""
+
+    data: VideoSourceConfig = Field(
+        default_factory=lambda: VideoSourceConfig(kind="synth", patients=400, seed=101),
+        description="labelled videos: a simulated cohort (in memory, or a folder written by synth)",
+    )
+    conditions: list[str] = Field(
+        default_factory=lambda: ["reduced_ef", "mi", "valve_disease", "lvh", "af"],
+        description="binary labels probed (manifest dx_* columns, without the prefix)",
+    )
+    test_fraction: float = Field(0.3, gt=0, lt=1, description="patients held out for testing (by a hash of the id)")
+    label_fractions: list[float] = Field(default_factory=lambda: [0.1, 0.3, 1.0],
+                                         description="nested fractions of the training patients given labels")
+    linear_c: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0],
+                                  description="logistic probe: C values tried by CV on the training labels")
+    methods: list[Literal["probe", "finetune", "scratch"]] = Field(
+        default_factory=lambda: ["probe"],
+        description="probe: linear / ridge probes on frozen embeddings (fast); finetune: encoder + head trained "
+                    "end to end from the pretrained weights; scratch: the same from random weights",
+    )
+    baselines: list[Literal["random_init"]] = Field(
+        default_factory=lambda: ["random_init"],
+        description="probe: also probe these frozen encoders (random_init: the same architecture, untrained)",
+    )
+    epochs: int = Field(15, ge=1, description="finetune / scratch: training epochs")
+    min_steps: int = Field(60, ge=1, description="finetune / scratch: at least this many steps, however few labels")
+    lr: float = Field(3e-4, gt=0, description="finetune / scratch: peak learning rate (AdamW, cosine)")
+    embedding_map: Literal["pca", "tsne"] = "tsne"
+    batch_size: int = Field(32, ge=1)
+    bootstrap: int = Field(1000, ge=0)
+    seed: int = 0
+
+
 class PretrainSection(_Strict):
     ecg: EcgPretrainConfig = Field(default_factory=EcgPretrainConfig)
+    video: VideoPretrainConfig = Field(default_factory=VideoPretrainConfig)
 
 
 class EvaluateSection(_Strict):
     ecg: EcgEvalConfig = Field(default_factory=EcgEvalConfig)
+    video: VideoEvalConfig = Field(default_factory=VideoEvalConfig)
 
 
 class Config(_Strict):

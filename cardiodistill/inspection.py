@@ -1,4 +1,4 @@
-"""What was read from an ECG file: the summary behind ``cardiodistill inspect``.
+"""What was read from an ECG file or a cine: the summaries behind ``cardiodistill inspect``.
 
 One function builds a JSON-ready dict (format, leads, rate, duration, units, per-lead quality,
 R-peaks per lead set) and one renders it for a terminal, so the human and the machine-readable
@@ -106,3 +106,53 @@ def plot_summary(record: EcgRecord, summary: dict, path: str | Path) -> Path:
         fig.savefig(tmp, dpi=150, bbox_inches="tight", format="png")
     plt.close(fig)
     return path
+
+
+def summarize_video(path: str | Path, *, png: str | Path | None = None, fps: float | None = None) -> dict:
+    """A JSON-ready summary of a cine (no patient attribute in it): frames, rate, field of view,
+    cardiac cycle, and what :func:`~cardiodistill.video.prepare_clip` makes of it with the default
+    :class:`~cardiodistill.video.ClipSpec`. With ``png``, the preprocessing figure is written there."""
+    from .io.video import read_video
+    from .video import ClipSpec, field_of_view_and_overlay, prepare_clip, save_preprocessing_figure
+
+    clip = read_video(path, fps=fps)
+    fov, overlay = field_of_view_and_overlay(clip)
+    spec = ClipSpec()
+    prepared = prepare_clip(clip, spec)
+    if png is not None:
+        save_preprocessing_figure(clip, prepared, png)
+    spacing = clip.meta.get("pixel_spacing_mm")
+    return {
+        "source": clip.source,
+        "format": clip.meta.get("transfer_syntax") or clip.meta.get("format"),
+        "modality": clip.modality,
+        "view": clip.view,
+        "n_frames": clip.n_frames,
+        "fps": round(clip.fps, 3),
+        "duration_s": round(clip.n_frames / clip.fps, 3),
+        "frame_size": list(clip.frames.shape[1:]),
+        "pixel_spacing_mm": list(spacing) if spacing else None,
+        "field_of_view_fraction": round(float(fov.mean()), 3),
+        "overlay_pixels": int(overlay.sum()),
+        "cycle_period_s": round(prepared.period_s, 3),
+        "cycle_period_source": prepared.period_source,
+        "heart_rate_bpm": round(60.0 / prepared.period_s, 1),
+        "prepared": {**spec.to_dict(), "window_s": [round(t, 3) for t in prepared.window_s]},
+    }
+
+
+def format_video_summary(summary: dict) -> str:
+    """The cine summary as a few readable lines."""
+    prepared = summary["prepared"]
+    height, width = summary["frame_size"]
+    return "\n".join([
+        f"{summary['source']}",
+        f"  {summary['modality']} cine, view {summary['view']}, format {summary['format'] or 'unknown'}",
+        f"  {summary['n_frames']} frames of {height}x{width} px at {summary['fps']:g} fps ({summary['duration_s']:g} s)",
+        f"  field of view {summary['field_of_view_fraction']:.0%} of the frame, {summary['overlay_pixels']} overlay "
+        "pixels blanked",
+        f"  cardiac cycle {summary['cycle_period_s']:g} s ({summary['heart_rate_bpm']:g} bpm, from "
+        f"{summary['cycle_period_source']})",
+        f"  model input: {prepared['frames']} frames of {prepared['size']}x{prepared['size']} over "
+        f"{prepared['window_s'][0]:g}-{prepared['window_s'][1]:g} s",
+    ])

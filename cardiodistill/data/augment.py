@@ -1,6 +1,6 @@
-"""Batched, reproducible ECG augmentations for contrastive pretraining (two random views per study).
+"""Batched, reproducible augmentations for contrastive pretraining (two random views per study): ECG and video.
 
-Signals are ``x [B, L, S]``: ``B`` studies, ``L`` lead slots (12 for :data:`LEADS_12`), ``S``
+ECG signals are ``x [B, L, S]``: ``B`` studies, ``L`` lead slots (12 for :data:`LEADS_12`), ``S``
 samples of per-lead z-scored ECG (so amplitudes are in units of the lead's standard deviation).
 ``present [B, L]`` is True where a lead was recorded; absent leads are zeros and every function
 keeps them exactly zero. Every sample must have at least one present lead and keeps at least one.
@@ -8,6 +8,9 @@ keeps them exactly zero. Every sample must have at least one present lead and ke
 Every random draw comes from the explicit ``generator`` (``None``: torch's global generator), which
 must live on ``x``'s device; the same seed gives the same output. Outputs keep ``x``'s shape, dtype
 and device; random values are drawn in float32 and cast, so the draws do not depend on the dtype.
+
+Video clips are ``x [B, T, H, W]``, z-scored inside the field of view and exactly 0 outside it;
+:class:`VideoAugment` keeps the outside at 0 (see its docstring).
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ from torch import Tensor
 
 from ..errors import ConfigError
 
-__all__ = ["EcgAugment", "baseline_wander", "gaussian_noise", "random_lead_drop", "random_scale", "time_shift"]
+__all__ = [
+    "EcgAugment",
+    "VideoAugment",
+    "baseline_wander",
+    "gaussian_noise",
+    "random_affine",
+    "random_lead_drop",
+    "random_scale",
+    "time_shift",
+]
 
 
 def _rand(shape: tuple[int, ...], x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -163,3 +175,92 @@ class EcgAugment:
         x = _per_sample(self.p_wander, x, wander, g)
         x = _per_sample(self.p_noise, x, gaussian_noise(x, keep, g, self.noise_std), g)
         return torch.where(keep[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device)), keep
+
+
+# ----------------------------------------------------------------------------------- video
+
+
+def random_affine(
+    x: Tensor,
+    generator: torch.Generator | None,
+    *,
+    scale: tuple[float, float] = (0.75, 1.0),
+    max_rotation_deg: float = 10.0,
+    max_translate: float = 0.1,
+    p_flip: float = 0.5,
+) -> Tensor:
+    """One random zoom-in (random resized crop), rotation, translation and left-right flip per
+    clip, the same for all its frames: ``x [B, T, H, W]`` resampled bilinearly, zeros outside.
+
+    ``scale``: side of the crop as a fraction of the frame; ``max_translate`` in fractions of the
+    frame (the crop's centre moves at most this far); the flip mirrors the view (both echo screen
+    conventions exist, with the ventricles on either side).
+    """
+    b = x.shape[0]
+    side = scale[0] + (scale[1] - scale[0]) * _rand((b,), x, generator)
+    angle = math.radians(max_rotation_deg) * (2 * _rand((b,), x, generator) - 1)
+    shift = max_translate * (2 * _rand((b, 2), x, generator) - 1)
+    flip = torch.where(_rand((b,), x, generator) < p_flip, -1.0, 1.0)
+    cos, sin = torch.cos(angle) * side, torch.sin(angle) * side
+    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
+                         torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)  # [B, 2, 3], output -> input
+    grid = torch.nn.functional.affine_grid(theta, [b, x.shape[1], *x.shape[2:]], align_corners=False)
+    return torch.nn.functional.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros",
+                                           align_corners=False).to(x.dtype)
+
+
+class VideoAugment:
+    """A random view of a batch of clips ``x [B, T, H, W]`` (z-scored inside the field of view,
+    0 outside), for SimCLR on echo / cine MR.
+
+    In order: a circular time shift (clips span whole cardiac cycles, so rolling the frames starts
+    the cycle at another phase), a random resized crop with rotation and left-right flip, contrast
+    ``x * a`` and brightness ``+ b`` inside the image, Gaussian noise (speckle-like, inside the
+    image). Each ``p_*`` is the chance per clip; draws come from ``generator`` (reproducible).
+    """
+
+    def __init__(
+        self,
+        *,
+        p_time_shift: float = 0.8,
+        p_affine: float = 0.8,
+        scale: tuple[float, float] = (0.75, 1.0),
+        max_rotation_deg: float = 10.0,
+        p_flip: float = 0.5,
+        p_intensity: float = 0.8,
+        contrast: tuple[float, float] = (0.7, 1.3),
+        brightness: float = 0.3,
+        p_noise: float = 0.5,
+        noise_std: float = 0.2,
+    ) -> None:
+        for name, value in {"p_time_shift": p_time_shift, "p_affine": p_affine, "p_flip": p_flip,
+                            "p_intensity": p_intensity, "p_noise": p_noise}.items():
+            _check(name, value, 0.0, 1.0)
+        _check("scale low", scale[0], 0.05, scale[1])
+        _check("contrast low", contrast[0], 0.0, contrast[1])
+        for name, value in {"max_rotation_deg": max_rotation_deg, "brightness": brightness,
+                            "noise_std": noise_std}.items():
+            _check(name, value, 0.0)
+        self.p_time_shift, self.p_affine, self.p_intensity, self.p_noise = p_time_shift, p_affine, p_intensity, p_noise
+        self.affine = {"scale": (float(scale[0]), float(scale[1])), "max_rotation_deg": max_rotation_deg,
+                       "p_flip": p_flip}
+        self.contrast, self.brightness, self.noise_std = contrast, brightness, noise_std
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"expected clips x [B, T, H, W], got {tuple(x.shape)}")
+        g = generator
+        b, t, h, w = x.shape
+        inside = x != 0  # the field of view (exact zeros outside it), before any resampling
+        rolled = time_shift(x.reshape(b, t, h * w).transpose(1, 2), g, t // 2).transpose(1, 2).reshape(x.shape)
+        x = _per_sample(self.p_time_shift, x, rolled, g)
+        both = torch.cat([x, inside.to(x.dtype)], dim=1)
+        warped = random_affine(both, g, **self.affine)
+        x, inside = _per_sample(self.p_affine, both, warped, g).split(t, dim=1)
+        inside = inside > 0.5
+        gain = self.contrast[0] + (self.contrast[1] - self.contrast[0]) * _rand((b, 1, 1, 1), x, g)
+        offset = self.brightness * (2 * _rand((b, 1, 1, 1), x, g) - 1)
+        x = _per_sample(self.p_intensity, x, x * gain.to(x.dtype) + offset.to(x.dtype), g)
+        noise = (self.noise_std * torch.randn(x.shape, generator=g, device=x.device)).to(x.dtype)
+        x = _per_sample(self.p_noise, x, x + noise, g)
+        return torch.where(inside, x, torch.zeros((), dtype=x.dtype, device=x.device))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,9 @@ def linear_probe(
         folds = int(min(3, y[:, c].sum(), (1 - y[:, c]).sum()))
         model = make_pipeline(StandardScaler(), LogisticRegressionCV(
             Cs=list(cs), cv=max(folds, 2), scoring="roc_auc", max_iter=2000, random_state=seed))
-        model.fit(train_features, y[:, c])
+        with warnings.catch_warnings():  # scikit-learn >= 1.8 announces a change of its fitted attributes
+            warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
+            model.fit(train_features, y[:, c])
         scores[:, c] = model.predict_proba(eval_features)[:, 1]
     return scores
 
