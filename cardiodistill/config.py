@@ -257,9 +257,14 @@ class VideoEvalConfig(_Strict):
         description="probe: linear / ridge probes on frozen embeddings (fast); finetune: encoder + head trained "
                     "end to end from the pretrained weights; scratch: the same from random weights",
     )
-    baselines: list[Literal["random_init"]] = Field(
-        default_factory=lambda: ["random_init"],
-        description="probe: also probe these frozen encoders (random_init: the same architecture, untrained)",
+    baselines: list[Literal["random_init", "pixels"]] = Field(
+        default_factory=lambda: ["random_init", "pixels"],
+        description="probe: also probe these (random_init: the same architecture, untrained; pixels: the prepared "
+                    "clip's brightness and motion maps, no model)",
+    )
+    readout: Literal["mean", "mean+temporal_std"] = Field(
+        "mean+temporal_std",
+        description="probe features of an encoder: the pooled embedding, or it and the tokens' SD over time",
     )
     epochs: int = Field(15, ge=1, description="finetune / scratch: training epochs")
     min_steps: int = Field(60, ge=1, description="finetune / scratch: at least this many steps, however few labels")

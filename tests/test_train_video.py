@@ -194,7 +194,7 @@ def test_cli_pretrain_then_evaluate_video(tmp_path, capsys):
                "--set", "evaluate.video.methods=[probe, finetune, scratch]", "--set", "evaluate.video.epochs=1",
                "--set", "evaluate.video.min_steps=2", "--set", "evaluate.video.batch_size=8") == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["cells"]) == 8  # {pretrained, random_init probes, finetune, scratch} x 2 fractions
+    assert len(metrics["cells"]) == 10  # {pretrained, random_init, pixels probes, finetune, scratch} x 2 fractions
     assert {c["method"] for c in metrics["cells"]} == {"probe", "finetune", "scratch"}
     cell = next(c for c in metrics["cells"] if c["encoder"] == "pretrained" and c["label_fraction"] == 1.0)
     assert cell["lvef"]["n"] == metrics["n_test"] and cell["lvef"]["mae"]["value"] > 0
@@ -253,3 +253,19 @@ def test_pretrain_video_under_ddp_with_two_cpu_processes(tmp_path):
     summary = pretrain_video(cfg, tmp_path / "ddp", show_bar=False)
     assert summary["steps"] == 2 and np.isfinite(summary["metrics"]["val/loss"])
     assert load_model(tmp_path / "ddp" / "encoder.pt").model_config["dim"] == 32
+
+
+def test_probe_readouts_and_the_pixels_baseline(synth_cache):
+    from cardiodistill.evaluate.video_downstream import embed_clips, pixel_features
+    from cardiodistill.models import create_model
+
+    torch.manual_seed(0)
+    encoder = create_model("video_vit_tiny", size=32, frames=8, dim=32, depth=1, heads=2)
+    data = ClipDataset(synth_cache, np.arange(5))
+    mean = embed_clips(encoder, data, batch_size=2)
+    both = embed_clips(encoder, data, batch_size=2, readout="mean+temporal_std")
+    assert mean.shape == (5, 32) and both.shape == (5, 64)
+    assert np.allclose(both[:, :32], mean, atol=1e-5)  # the pooled embedding, then the temporal SD
+    assert (both[:, 32:] > 0).all()
+    pixels = pixel_features(data, batch_size=2)
+    assert pixels.shape == (5, 2 * 16 * 16) and np.isfinite(pixels).all()

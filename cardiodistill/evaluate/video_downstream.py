@@ -4,12 +4,14 @@ Each clip has an LVEF and binary conditions (reduced EF, prior MI, valve disease
 Test patients are chosen by a hash of their id (``test_fraction``) and never trained on; on the
 training patients, at several nested label fractions, each method predicts both targets:
 
-* ``probe`` (the default, fast): the encoder is frozen and each clip becomes one embedding; LVEF
-  by ridge regression (alpha by CV on the training labels) and each condition by an L2 logistic
-  regression (C by CV on the training labels). The same probes are fitted on the embeddings of
-  the **baselines**: ``random_init`` is the same architecture with random weights, so the
-  difference is what pretraining taught the encoder (the standard floor for self-supervised
-  representations);
+* ``probe`` (the default, fast): the encoder is frozen and each clip becomes one feature vector
+  (``readout``: the pooled embedding, by default with the temporal SD of the tokens beside it, see
+  :func:`embed_clips`); LVEF by ridge regression (alpha by CV on the training labels) and each
+  condition by an L2 logistic regression (C by CV on the training labels). The same probes are
+  fitted on the features of the **baselines**: ``random_init`` is the same architecture with random
+  weights, so the difference is what pretraining taught the encoder (the standard floor for
+  self-supervised representations), and ``pixels`` is no model at all, the prepared clip's
+  brightness and motion maps (:func:`pixel_features`): what a probe can read from the input itself;
 * ``finetune``: the pretrained encoder plus a linear head trained end to end on the labels
   (:class:`~cardiodistill.train.video.VideoSupervisedModule`);
 * ``scratch``: the same model and schedule from random weights: what the labels alone give.
@@ -44,17 +46,49 @@ from .embedding import embedding_map, knn_label_agreement, plot_embedding_map
 from .metrics import auroc_ci, macro_auroc_ci
 from .regression import plot_agreement, regression_metrics, ridge_probe
 
-__all__ = ["embed_clips", "evaluate_video_encoder", "video_results_table"]
+__all__ = ["READOUTS", "embed_clips", "evaluate_video_encoder", "pixel_features", "video_results_table"]
 
 PRETRAINED = "pretrained"
 
 
+READOUTS = ("mean", "mean+temporal_std")
+PIXEL_GRID = 16  # the pixels baseline: prepared frames averaged to 16 x 16 blocks
+
+
+def _batches(dataset: ClipDataset, batch_size: int):
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+
+
 @torch.no_grad()
-def embed_clips(encoder: torch.nn.Module, dataset: ClipDataset, batch_size: int = 32) -> np.ndarray:
-    """Pooled embeddings ``[n, D]`` of every clip of ``dataset`` (encoder in eval mode)."""
+def embed_clips(encoder: torch.nn.Module, dataset: ClipDataset, batch_size: int = 32,
+                readout: str = "mean") -> np.ndarray:
+    """Frozen-encoder features ``[n, D]`` (``readout="mean"``: the pooled embedding) or ``[n, 2 D]``
+    (``"mean+temporal_std"``: the pooled embedding and, per feature, the SD over time of each spatial
+    position's token, averaged over positions: how much the image moves there, which mean pooling
+    averages away)."""
+    if readout not in READOUTS:
+        raise ConfigError(f"readout must be one of {', '.join(READOUTS)}, got {readout!r}")
     encoder.eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    return np.concatenate([encoder(batch["x"]).float().numpy() for batch in loader])
+    out = []
+    for batch in _batches(dataset, batch_size):
+        if readout == "mean":
+            out.append(encoder(batch["x"]).float().numpy())
+            continue
+        tokens, _ = encoder.forward_tokens(batch["x"])  # [B, n_t * n_s, D], time-major
+        grid = tokens.view(len(tokens), -1, encoder.grid[0] * encoder.grid[1], tokens.shape[-1]).float()
+        out.append(torch.cat([grid.mean((1, 2)), grid.std(1).mean(1)], dim=1).numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def pixel_features(dataset: ClipDataset, batch_size: int = 32) -> np.ndarray:
+    """The no-model baseline ``[n, 2 * 16 * 16]``: each prepared clip averaged to 16 x 16 blocks, then
+    the mean and the SD over time of every block (a map of brightness and one of motion)."""
+    out = []
+    for batch in _batches(dataset, batch_size):
+        blocks = torch.nn.functional.adaptive_avg_pool2d(batch["x"], PIXEL_GRID)  # [B, T, 16, 16]
+        out.append(torch.cat([blocks.mean(1).flatten(1), blocks.std(1).flatten(1)], dim=1).numpy())
+    return np.concatenate(out)
 
 
 def _labels(cache: ClipCache, conditions: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -160,15 +194,16 @@ def evaluate_video_encoder(
 
     targets = {"lvef": lvef, "y": y}
     encoders = {PRETRAINED: encoder}
-    if "probe" in cfg.methods:
-        for baseline in cfg.baselines:  # only random_init so far
-            torch.manual_seed(cfg.seed)
-            encoders[baseline] = model_from_config(encoder.model_config)
+    if "probe" in cfg.methods and "random_init" in cfg.baselines:
+        torch.manual_seed(cfg.seed)
+        encoders["random_init"] = model_from_config(encoder.model_config)
     dataset = ClipDataset(cache)
     features = {}
     for key, model in encoders.items():
         say(f"embedding {len(dataset)} clips with the {key} encoder")
-        features[key] = embed_clips(model, dataset, cfg.batch_size)
+        features[key] = embed_clips(model, dataset, cfg.batch_size, cfg.readout)
+    if "probe" in cfg.methods and "pixels" in cfg.baselines:
+        features["pixels"] = pixel_features(dataset, cfg.batch_size)
 
     cells, lvef_pred = [], None
     for fraction in cfg.label_fractions:
