@@ -130,8 +130,11 @@ def linear_probe(
         folds = int(min(3, y[:, c].sum(), (1 - y[:, c]).sum()))
         model = make_pipeline(StandardScaler(), LogisticRegressionCV(
             Cs=list(cs), cv=max(folds, 2), scoring="roc_auc", max_iter=2000, random_state=seed))
-        with warnings.catch_warnings():  # scikit-learn >= 1.8 announces a change of its fitted attributes
+        with warnings.catch_warnings():
+            # With few positives some CV folds hold one class (their AUROC is skipped, as intended), and
+            # scikit-learn >= 1.8 announces a change of its fitted attributes: neither is the user's concern.
             warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
+            warnings.filterwarnings("ignore", message=".*(Only one class is present|least populated class).*")
             model.fit(train_features, y[:, c])
         scores[:, c] = model.predict_proba(eval_features)[:, 1]
     return scores
