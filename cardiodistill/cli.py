@@ -225,6 +225,18 @@ evaluate_app = typer.Typer(help="Evaluate a trained model on labelled data.", no
 app.add_typer(evaluate_app, name="evaluate")
 
 
+def _finish_evaluation(out: Path, kind: str, results: dict, table: str) -> None:
+    """Write OUT/metrics.json and OUT/results.md, mark the run finished, print the table."""
+    from .io.atomic import write_json_atomic, write_text_atomic
+    from .runs import finish_run
+
+    write_json_atomic(out / "metrics.json", results)
+    write_text_atomic(out / "results.md", table)
+    finish_run(out, kind, cells=len(results["cells"]))
+    print(table)
+    console.print(f"[green]evaluation finished:[/] {out}")
+
+
 @evaluate_app.command("ecg")
 def evaluate_ecg_cmd(
     checkpoint: Annotated[Optional[Path], typer.Option(
@@ -244,8 +256,7 @@ def evaluate_ecg_cmd(
     and OUT/reconstruction.png. Finished cells are kept, so an interrupted run continues.
     """
     from .evaluate.ecg_downstream import evaluate_ecg_encoder, results_table
-    from .io.atomic import write_json_atomic, write_text_atomic
-    from .runs import finish_run, prepare_run_folder
+    from .runs import prepare_run_folder
     from .train.engine import set_threads
 
     overrides = list(set_ or []) + ([f"evaluate.ecg.data={data}"] if data else [])
@@ -255,12 +266,7 @@ def evaluate_ecg_cmd(
     with console.status("evaluating") as status:
         results = evaluate_ecg_encoder(checkpoint, cfg.evaluate.ecg, cfg.trainer, out,
                                        progress=lambda text: status.update(text))
-    write_json_atomic(out / "metrics.json", results)
-    table = results_table(results)
-    write_text_atomic(out / "results.md", table)
-    finish_run(out, "evaluate-ecg", cells=len(results["cells"]))
-    print(table)
-    console.print(f"[green]evaluation finished:[/] {out}")
+    _finish_evaluation(out, "evaluate-ecg", results, results_table(results))
 
 
 @evaluate_app.command("video")
@@ -279,20 +285,14 @@ def evaluate_video_cmd(
     (test clips in 2-D, coloured by condition). Finished cells are kept, so a rerun continues.
     """
     from .evaluate.video_downstream import evaluate_video_encoder, video_results_table
-    from .io.atomic import write_json_atomic, write_text_atomic
-    from .runs import finish_run, prepare_run_folder
+    from .runs import prepare_run_folder
 
     cfg = load_config(config, list(set_ or []))
     prepare_run_folder(out, cfg, overwrite=overwrite, kind="evaluate-video")
     with console.status("evaluating") as status:
         results = evaluate_video_encoder(checkpoint, cfg.evaluate.video, cfg.trainer, out,
                                          progress=lambda text: status.update(text))
-    write_json_atomic(out / "metrics.json", results)
-    table = video_results_table(results)
-    write_text_atomic(out / "results.md", table)
-    finish_run(out, "evaluate-video", cells=len(results["cells"]))
-    print(table)
-    console.print(f"[green]evaluation finished:[/] {out}")
+    _finish_evaluation(out, "evaluate-video", results, video_results_table(results))
 
 
 config_app = typer.Typer(help="Inspect configs and presets.", no_args_is_help=True)
