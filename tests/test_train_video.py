@@ -269,3 +269,18 @@ def test_probe_readouts_and_the_pixels_baseline(synth_cache):
     assert (both[:, 32:] > 0).all()
     pixels = pixel_features(data, batch_size=2)
     assert pixels.shape == (5, 2 * 16 * 16) and np.isfinite(pixels).all()
+
+
+def test_video_mae_trains_under_bf16_autocast():
+    """The ``full`` preset's bf16-mixed precision: masking, decoding and the loss work in bf16."""
+    from cardiodistill.models import create_model
+
+    torch.manual_seed(0)
+    mae = create_model("video_mae", size=32, frames=8, dim=32, depth=1, heads=2, decoder_dim=32, decoder_depth=1,
+                       decoder_heads=2)
+    x = torch.randn(2, 8, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mae(x, generator=torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    assert out["pred"].dtype == torch.bfloat16 and torch.isfinite(out["loss"])
+    assert all(torch.isfinite(p.grad).all() for p in mae.parameters() if p.grad is not None)
