@@ -27,6 +27,7 @@ from cardiodistill.video import (
     normalise_frames,
     overlay_mask,
     prepare_clip,
+    prepare_windows,
     save_preprocessing_figure,
 )
 
@@ -139,6 +140,22 @@ def test_fixed_frame_rate_path_and_start(sim):
     np.testing.assert_array_equal(short.frames[-1], short.frames[-2])
     with pytest.raises(ConfigError, match="start_s"):
         prepare_clip(clip, spec, start_s=float("nan"))
+
+
+def test_windows_spread_over_the_clip_and_the_first_is_prepare_clip(sim):
+    clip = _clip(sim, 2)
+    spec = ClipSpec(size=32, frames=8, cycles=1.0)
+    windows = prepare_windows(clip, spec, 3)
+    first = prepare_clip(clip, spec)
+    np.testing.assert_array_equal(windows[0].frames, first.frames)
+    starts = [w.window_s[0] for w in windows]
+    last = (clip.n_frames - 1) / clip.fps
+    assert starts[0] == 0.0 and starts[1] == pytest.approx(starts[2] / 2)
+    assert windows[2].window_s[1] == pytest.approx(last)  # the last window ends at the last frame
+    for w in windows[1:]:
+        np.testing.assert_array_equal(w.frames, prepare_clip(clip, spec, start_s=w.window_s[0]).frames)
+    with pytest.raises(ConfigError, match="at least 1"):
+        prepare_windows(clip, spec, 0)
 
 
 def test_cycle_window_clamps_to_the_clip():

@@ -2,7 +2,7 @@
 
 A cohort's echo is terabytes of DICOM; decoding a JPEG cine costs far more than a training step
 on it. :func:`build_clip_cache` therefore reads every video of its sources once, prepares
-``clips_per_video`` windows of whole cardiac cycles from it (:func:`cardiodistill.video.prepare_clip`:
+``clips_per_video`` windows of whole cardiac cycles from it (:func:`cardiodistill.video.prepare_windows`:
 field of view found and burned-in overlays blanked, cropped, resized, resampled in time) and
 stores them as uint8 ``[T, S, S]`` frames with their field-of-view mask ``[S, S]``, in the layout
 of :mod:`~cardiodistill.data.cache`. Training reads them back memory-mapped and z-scores each clip
@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 
 from ..errors import CardiodistillError, DataError
 from ..records import VideoClip
-from ..video import ClipSpec, normalise_frames, prepare_clip
+from ..video import ClipSpec, normalise_frames, prepare_windows
 from .cache import ArrayCache, CacheBuilder, is_val_record, reuse_cache
 
 __all__ = [
@@ -172,16 +172,6 @@ def _fingerprint(spec: ClipSpec, sources: Sequence[VideoSource], val_fraction: f
     }
 
 
-def _windows(clip: VideoClip, spec: ClipSpec, n: int) -> list:
-    """``n`` prepared windows of ``clip``, evenly spread from its start to its end."""
-    first = prepare_clip(clip, spec)
-    if n == 1:
-        return [first]
-    start, end = first.window_s
-    slack = max(0.0, clip.n_frames / clip.fps - (end - start))
-    return [first] + [prepare_clip(clip, spec, start_s=slack * k / (n - 1)) for k in range(1, n)]
-
-
 def build_clip_cache(
     folder: str | PathLike[str],
     sources: Sequence[VideoSource],
@@ -211,7 +201,7 @@ def build_clip_cache(
             for done, item in enumerate(source_videos(source), 1):
                 try:
                     clip = item.load()
-                    windows = _windows(clip, spec, source.clips_per_video)
+                    windows = prepare_windows(clip, spec, source.clips_per_video)
                 except CardiodistillError as err:  # the reason without the file's path (names can identify)
                     count["skipped"] += 1
                     skipped.append(f"{item.record}: {getattr(err, 'problem', err)}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from os import PathLike
 from pathlib import Path
@@ -46,6 +47,7 @@ __all__ = [
     "PreparedClip",
     "normalise_frames",
     "prepare_clip",
+    "prepare_windows",
     "save_preprocessing_figure",
 ]
 
@@ -217,16 +219,33 @@ def prepare_clip(clip: VideoClip, spec: ClipSpec, *, start_s: float | None = Non
     result is deterministic (training may pass random starts). A window that would run past the
     end is moved back to fit; a clip shorter than the window is used whole.
     """
-    if not isinstance(spec, ClipSpec):
-        raise ConfigError(f"spec must be a ClipSpec, got {type(spec).__name__}")
     if start_s is not None and not math.isfinite(start_s):
         raise ConfigError(f"start_s must be a finite number of seconds, got {start_s!r}")
+    return _prepare(clip, spec, [start_s])[0]
+
+
+def prepare_windows(clip: VideoClip, spec: ClipSpec, n: int) -> list[PreparedClip]:
+    """``n`` windows of ``clip`` with their starts evenly spread from its start to its end (the
+    first is ``prepare_clip(clip, spec)``); the field of view, overlays and cycle length are found
+    once for all of them."""
+    if n < 1:
+        raise ConfigError(f"the number of windows must be at least 1, got {n}")
+    return _prepare(clip, spec, n)
+
+
+def _prepare(clip: VideoClip, spec: ClipSpec, starts_s: Sequence[float | None] | int) -> list[PreparedClip]:
+    """The windows at ``starts_s`` (seconds), or that many evenly spread ones."""
+    if not isinstance(spec, ClipSpec):
+        raise ConfigError(f"spec must be a ClipSpec, got {type(spec).__name__}")
     fov, overlay = field_of_view_and_overlay(clip)
     image = fov & ~overlay
     if not image.any():
         raise DataError("no image pixels: the whole field of view is burned-in overlay", clip.source)
     period_s, source = _cycle_period(clip, image, spec)
-    times = _sample_times(clip, spec, period_s, start_s)
+    if isinstance(starts_s, int):
+        length = spec.cycles * period_s if spec.cycles is not None else (spec.frames - 1) / spec.fps
+        slack = max(0.0, (clip.n_frames - 1) / clip.fps - length)
+        starts_s = [slack * k / max(1, starts_s - 1) for k in range(starts_s)]
 
     rows, cols = np.flatnonzero(fov.any(axis=1)), np.flatnonzero(fov.any(axis=0))
     box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
@@ -235,19 +254,23 @@ def prepare_clip(clip: VideoClip, spec: ClipSpec, *, start_s: float | None = Non
     fit = _Fit.of(*keep.shape, spec.size, _pixel_spacing(clip))
     # normalised convolution: the zeros outside the field of view and on overlays do not darken their neighbours
     support = fit.blur(keep)
-    stack = fit.blur(_interpolate_frames(crop, clip.fps, times) * keep) / np.maximum(support, 1e-6)
-    frames = fit.place(stack * (support > 1e-6))
     mask = fit.place(fov[box[0]:box[1], box[2]:box[3]].astype(np.float32)) >= 0.5
-    frames *= mask & (fit.place(keep) >= 0.5)  # outside the field of view and on overlays: 0
-    return PreparedClip(
-        frames=np.clip(np.rint(frames), 0, 255).astype(np.uint8),
-        mask=mask,
-        times_s=times,
-        period_s=float(period_s),
-        period_source=source,
-        window_s=(float(times[0]), float(times[-1])),
-        crop_box=box,
-    )
+    shown = mask & (fit.place(keep) >= 0.5)  # outside the field of view and on overlays: 0
+    prepared = []
+    for start_s in starts_s:
+        times = _sample_times(clip, spec, period_s, start_s)
+        stack = fit.blur(_interpolate_frames(crop, clip.fps, times) * keep) / np.maximum(support, 1e-6)
+        frames = fit.place(stack * (support > 1e-6)) * shown
+        prepared.append(PreparedClip(
+            frames=np.clip(np.rint(frames), 0, 255).astype(np.uint8),
+            mask=mask,
+            times_s=times,
+            period_s=float(period_s),
+            period_source=source,
+            window_s=(float(times[0]), float(times[-1])),
+            crop_box=box,
+        ))
+    return prepared
 
 
 def normalise_frames(frames: Any, mask: Any) -> Any:
