@@ -39,6 +39,7 @@ SetOpt = Annotated[
     typer.Option("--set", "-s", help="Override a config value, e.g. --set synth.prevalence.af=0.2 (repeatable)."),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in the output folder.")]
+ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Preset name (quick, full) or a YAML file.")]
 
 
 def _progress() -> Progress:
@@ -164,6 +165,18 @@ def inspect(
     print(json.dumps(summary, indent=2) if json_out else format_summary(summary))
 
 
+def _pretrain(kind: str, job, what: str, config: str, set_: list[str] | None, out: Path, overwrite: bool) -> None:
+    """Run a stage-1 ``job(cfg, out, progress=...)`` in a run folder, one progress bar per source."""
+    from .runs import finish_run, prepare_run_folder
+
+    cfg = load_config(config, list(set_ or []))
+    prepare_run_folder(out, cfg, overwrite=overwrite, kind=kind)
+    with _progress() as bar:
+        summary = job(cfg, out, progress=_per_source(bar, what))
+    finish_run(out, kind, **summary)
+    console.print(f"[green]pretraining finished after {summary['steps']} steps:[/] {out}")
+
+
 pretrain_app = typer.Typer(help="Stage 1: self-supervised pretraining of a modality encoder.", no_args_is_help=True)
 app.add_typer(pretrain_app, name="pretrain")
 
@@ -171,7 +184,7 @@ app.add_typer(pretrain_app, name="pretrain")
 @pretrain_app.command("ecg")
 def pretrain_ecg_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/pretrain-ecg"),
-    config: Annotated[str, typer.Option("--config", "-c", help="Preset name (quick, full) or a YAML file.")] = "quick",
+    config: ConfigOpt = "quick",
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -184,21 +197,15 @@ def pretrain_ecg_cmd(
     model.pt), OUT/encoder.pt, the training log and, for the masked autoencoder, reconstruction
     metrics and a figure on the held-out windows.
     """
-    from .runs import finish_run, prepare_run_folder
     from .train.ecg import pretrain_ecg
 
-    cfg = load_config(config, list(set_ or []))
-    prepare_run_folder(out, cfg, overwrite=overwrite, kind="pretrain-ecg")
-    with _progress() as bar:
-        summary = pretrain_ecg(cfg, out, progress=_per_source(bar, "windows from"))
-    finish_run(out, "pretrain-ecg", **summary)
-    console.print(f"[green]pretraining finished after {summary['steps']} steps:[/] {out}")
+    _pretrain("pretrain-ecg", pretrain_ecg, "windows from", config, set_, out, overwrite)
 
 
 @pretrain_app.command("video")
 def pretrain_video_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/pretrain-video"),
-    config: Annotated[str, typer.Option("--config", "-c", help="Preset name (quick, full) or a YAML file.")] = "quick",
+    config: ConfigOpt = "quick",
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -210,15 +217,9 @@ def pretrain_video_cmd(
     OUT/clips that holds no patient identifiers). An interrupted run continues exactly where its
     last checkpoint left it. Writes OUT/mae.pt (or model.pt), OUT/encoder.pt and the training log.
     """
-    from .runs import finish_run, prepare_run_folder
     from .train.video import pretrain_video
 
-    cfg = load_config(config, list(set_ or []))
-    prepare_run_folder(out, cfg, overwrite=overwrite, kind="pretrain-video")
-    with _progress() as bar:
-        summary = pretrain_video(cfg, out, progress=_per_source(bar, "videos from"))
-    finish_run(out, "pretrain-video", **summary)
-    console.print(f"[green]pretraining finished after {summary['steps']} steps:[/] {out}")
+    _pretrain("pretrain-video", pretrain_video, "videos from", config, set_, out, overwrite)
 
 
 evaluate_app = typer.Typer(help="Evaluate a trained model on labelled data.", no_args_is_help=True)
@@ -244,7 +245,7 @@ def evaluate_ecg_cmd(
     data: Annotated[Optional[str], typer.Option(
         "--data", help="A labelled PTB-XL folder (PhysioNet layout, or signals.npy + meta.csv).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/evaluate-ecg"),
-    config: Annotated[str, typer.Option("--config", "-c", help="Preset name (quick, full) or a YAML file.")] = "quick",
+    config: ConfigOpt = "quick",
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -274,7 +275,7 @@ def evaluate_video_cmd(
     checkpoint: Annotated[Path, typer.Option(
         "--checkpoint", help="A pretrained video encoder: encoder.pt, mae.pt or a training checkpoint.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/evaluate-video"),
-    config: Annotated[str, typer.Option("--config", "-c", help="Preset name (quick, full) or a YAML file.")] = "quick",
+    config: ConfigOpt = "quick",
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
