@@ -1,0 +1,259 @@
+"""The mobile-ECG student: a small depthwise-separable 1-D CNN for 1-6 limb leads, and its heads.
+
+The student is what runs on the edge device (a phone paired with a 1-, 2- or 6-lead recorder), so it
+is built for batch-1 CPU latency well under 50 ms rather than for capacity:
+
+* input ``x [B, L, T]`` float32: ``L`` limb leads in the order I, II, III, aVR, aVL, aVF (1 lead = I,
+  2 leads = I, II), each z-scored over its window, at 100 Hz; ``T = 1000`` (10 s) in training, but
+  any ``T >= 250`` (2.5 s) works because the head pools globally over time;
+* stem: a strided conv (``kernel_size``, stride 2) -> BN -> activation;
+* stages: ``depth_per_stage`` residual depthwise-separable blocks per width (MobileNet style:
+  depthwise ``kernel_size`` conv -> BN -> act -> pointwise 1x1 conv -> BN -> squeeze-excitation),
+  the first block of each stage with stride 2; the shortcut is average-pool /2 then a 1x1 conv + BN
+  where the width changes (as in xresnet), and the last BN of each block starts at zero so every
+  block begins as the identity;
+* head: global average and max pooling concatenated -> dropout -> linear -> ``dim`` embedding.
+
+The time axis shrinks ``2 ** (1 + len(widths))``-fold: 32x, so 1000 samples end as 32 steps and
+250 samples as 8. Only ONNX-friendly ops are used (Conv1d, BatchNorm, ReLU/SiLU, AvgPool, mean,
+amax, Linear), so :func:`cardiodistill.deploy.export_onnx` exports it with a dynamic batch axis.
+
+:class:`StudentModel` puts the distillation heads on a backbone: multi-label logits (triage first,
+then the diagnoses), LVEF in standardised units and an optional projection of the embedding into
+the teacher's embedding space for embedding matching. Its :meth:`~StudentModel.predict` is the one
+tensor the exported graph returns.
+
+Backbone parameters: ``student_cnn`` 145 k with 6 leads (144 k with 1), ``student_cnn_tiny`` 39 k (ranges
+checked in ``tests/test_student_analysis.py``). Exported to ONNX, ``student_cnn`` runs a 10 s, 6-lead
+window in about 1 ms on one CPU thread of a desktop (onnxruntime, batch 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..signals.leads import LIMB_LEADS
+from .registry import register_model
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in _ACTIVATIONS:
+        raise ConfigError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
+    return _ACTIVATIONS[name](inplace=True)
+
+
+class SqueezeExcite(nn.Module):
+    """Channel gating from the time-averaged features (Hu et al. 2018): ``x * sigmoid(W2 act(W1 mean_t(x)))``."""
+
+    def __init__(self, channels: int, reduction: int = 4, act: str = "relu"):
+        super().__init__()
+        hidden = max(8, channels // reduction)
+        # Linear rather than 1x1 convs on [B, C, 1]: same weights, but a CPU training step is ~3x faster
+        self.gate = nn.Sequential(
+            nn.Linear(channels, hidden), _activation(act), nn.Linear(hidden, channels), nn.Sigmoid()
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gate(x.mean(dim=-1))[..., None]
+
+
+class SeparableBlock(nn.Module):
+    """Residual depthwise-separable block ``[B, c_in, T] -> [B, c_out, ceil(T / stride)]``."""
+
+    def __init__(self, c_in: int, c_out: int, *, kernel_size: int, stride: int, se: bool, act: str):
+        super().__init__()
+        last_bn = nn.BatchNorm1d(c_out)
+        nn.init.zeros_(last_bn.weight)
+        self.convs = nn.Sequential(
+            nn.Conv1d(c_in, c_in, kernel_size, stride=stride, padding=kernel_size // 2, groups=c_in, bias=False),
+            nn.BatchNorm1d(c_in),
+            _activation(act),
+            nn.Conv1d(c_in, c_out, 1, bias=False),
+            last_bn,
+            SqueezeExcite(c_out, act=act) if se else nn.Identity(),
+        )
+        shortcut: list[nn.Module] = []
+        if stride != 1:
+            shortcut.append(nn.AvgPool1d(stride, ceil_mode=True))
+        if c_in != c_out:
+            shortcut += [nn.Conv1d(c_in, c_out, 1, bias=False), nn.BatchNorm1d(c_out)]
+        self.shortcut = nn.Sequential(*shortcut)
+        self.act = _activation(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.convs(x) + self.shortcut(x))
+
+
+class StudentCNN(nn.Module):
+    """Mobile-ECG backbone: ``x [B, in_leads, T]`` (z-scored, 100 Hz, ``T >= 250``) -> embedding ``[B, dim]``.
+
+    See the module docstring for the architecture. ``se`` switches the squeeze-excitation gates, ``act``
+    picks ``"relu"`` (fastest on edge runtimes) or ``"silu"``.
+    """
+
+    def __init__(
+        self,
+        in_leads: int,
+        widths: Sequence[int] = (32, 64, 96, 128),
+        depth_per_stage: int = 2,
+        kernel_size: int = 7,
+        dim: int = 128,
+        dropout: float = 0.1,
+        *,
+        se: bool = True,
+        act: str = "relu",
+    ):
+        super().__init__()
+        if in_leads < 1:
+            raise ConfigError(f"in_leads must be at least 1, got {in_leads}")
+        if not widths or depth_per_stage < 1:
+            raise ConfigError(f"need at least one stage of one block, got widths={list(widths)}, "
+                              f"depth_per_stage={depth_per_stage}")
+        if kernel_size % 2 == 0:
+            raise ConfigError(f"kernel_size must be odd, got {kernel_size}")
+        self.in_leads = in_leads
+        self.dim = dim
+        self.stem = nn.Sequential(
+            nn.Conv1d(in_leads, widths[0], kernel_size, stride=2, padding=kernel_size // 2, bias=False),
+            nn.BatchNorm1d(widths[0]),
+            _activation(act),
+        )
+        stages, c_in = [], widths[0]
+        for width in widths:
+            blocks = []
+            for j in range(depth_per_stage):
+                blocks.append(SeparableBlock(c_in, width, kernel_size=kernel_size, stride=2 if j == 0 else 1,
+                                             se=se, act=act))
+                c_in = width
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * widths[-1], dim))
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Embedding ``[B, dim]`` of ``x [B, in_leads, T]``."""
+        if x.ndim != 3 or x.shape[1] != self.in_leads:
+            raise ValueError(f"expected a signal [batch, {self.in_leads} leads, samples], got shape {tuple(x.shape)}")
+        x = self.stages(self.stem(x))
+        return self.head(torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_features(x)
+
+
+class StudentModel(nn.Module):
+    """A backbone (anything with ``.dim`` and ``forward_features(x) -> [B, dim]``) with the distillation heads.
+
+    * ``logits = Linear(dim, n_outputs)``: the multi-label outputs, triage first, then the diagnoses;
+    * ``lvef = Linear(dim, 1)``: LVEF in standardised units (the training set's z-score);
+    * ``project = Linear(dim, embed_dim)``: maps the embedding into the teacher's space for embedding
+      matching; ``embed_dim=None``: no projection, the backbone embedding is matched as it is.
+    """
+
+    def __init__(self, backbone: nn.Module, n_outputs: int, embed_dim: int | None = None):
+        super().__init__()
+        if n_outputs < 1:
+            raise ConfigError(f"n_outputs must be at least 1, got {n_outputs}")
+        self.backbone = backbone
+        self.dim = int(backbone.dim)
+        self.n_outputs = n_outputs
+        self.logits = nn.Linear(self.dim, n_outputs)
+        self.lvef = nn.Linear(self.dim, 1)
+        self.project = None if embed_dim is None else nn.Linear(self.dim, embed_dim)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Training outputs: ``logits [B, n_outputs]``, ``lvef [B]`` and ``embedding [B, embed_dim]``
+        (the projected embedding; ``[B, dim]``, the backbone's own, when ``embed_dim`` is None)."""
+        features = self.backbone.forward_features(x)
+        embedding = features if self.project is None else self.project(features)
+        return {"logits": self.logits(features), "lvef": self.lvef(features)[:, 0], "embedding": embedding}
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Deployed output ``[B, n_outputs + 1]``: the sigmoid probabilities, then LVEF (standardised units)."""
+        features = self.backbone.forward_features(x)
+        return torch.cat([torch.sigmoid(self.logits(features)), self.lvef(features)], dim=1)
+
+
+# ``in_leads`` is required: 1-6 limb leads, in the order of ``LIMB_LEADS`` (1 = I, 2 = I + II, 6 = all).
+@register_model("student_cnn")
+@register_model("student_cnn_tiny", widths=(16, 32, 48, 64), dim=64)
+def student_cnn(
+    *,
+    in_leads: int | None = None,
+    fs: float = 100.0,
+    seconds: float = 10.0,
+    normalisation: str = "per-lead z-score",
+    widths: Sequence[int] = (32, 64, 96, 128),
+    depth_per_stage: int = 2,
+    kernel_size: int = 7,
+    dim: int = 128,
+    dropout: float = 0.1,
+    se: bool = True,
+    act: str = "relu",
+) -> StudentCNN:
+    """``student_cnn``: widths 32-128, dim 128 (~0.15 M); ``student_cnn_tiny``: widths 16-64, dim 64.
+
+    The model gets ``.leads``, the ordered limb leads it reads (``LIMB_LEADS[:in_leads]``).
+    """
+    if in_leads is None or not 1 <= in_leads <= len(LIMB_LEADS):
+        raise ConfigError(f"student_cnn needs in_leads, the number of limb leads (1-6), got {in_leads}")
+    model = StudentCNN(in_leads, tuple(widths), depth_per_stage, kernel_size, dim, dropout, se=se, act=act)
+    model.leads = LIMB_LEADS[:in_leads]
+    return model
+
+
+class EncoderBackbone(nn.Module):
+    """The lead-agnostic ECG transformer (stage 1 / 2) as a student backbone on fixed limb leads."""
+
+    def __init__(self, encoder: nn.Module, leads: Sequence[str]):
+        super().__init__()
+        self.encoder = encoder
+        self.leads = tuple(leads)
+        self.in_leads = len(self.leads)
+        self.dim = int(encoder.embed_dim)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.encoder.forward_features(x, list(self.leads))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_features(x)
+
+
+@register_model("ecg_encoder_backbone")
+def ecg_encoder_backbone(*, encoder: dict | None = None, in_leads: int | None = None, fs: float = 100.0,
+                         seconds: float = 10.0) -> EncoderBackbone:
+    """A student backbone from an ECG encoder config (``encoder``: an ``ecg_vit`` model_config),
+    reading the first ``in_leads`` limb leads. Its weights come from the aligned model."""
+    if encoder is None or in_leads is None or not 1 <= in_leads <= len(LIMB_LEADS):
+        raise ConfigError("ecg_encoder_backbone needs the encoder's config and in_leads (1-6)")
+    from .registry import model_from_config
+
+    return EncoderBackbone(model_from_config(encoder), LIMB_LEADS[:in_leads])
+
+
+@register_model("ecg_student")
+def ecg_student(*, backbone: dict | None = None, outputs: Sequence[str] = (), embed_dim: int = 0,
+                lvef_mean: float = 55.0, lvef_std: float = 10.0) -> StudentModel:
+    """The whole student: a ``backbone`` config (``student_cnn`` or ``ecg_encoder_backbone``) with
+    one logit per name in ``outputs`` (triage first), LVEF, and a projection to the teacher's
+    ``embed_dim`` (0: none). The model knows its ``leads``, ``outputs`` and how to turn its
+    standardised LVEF back into % (``lvef_mean``, ``lvef_std``)."""
+    if backbone is None or not outputs:
+        raise ConfigError("ecg_student needs a backbone config and at least one output")
+    from .registry import model_from_config
+
+    net = model_from_config(backbone)
+    model = StudentModel(net, len(outputs), embed_dim or None)
+    model.leads = tuple(net.leads)
+    model.outputs = list(outputs)
+    model.lvef_mean, model.lvef_std = float(lvef_mean), float(lvef_std)
+    model.backbone_config = dict(backbone)
+    return model
