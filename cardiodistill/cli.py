@@ -106,14 +106,16 @@ def demo(
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Run the main job on the built-in simulated cohort.
+    """Run the whole pipeline on the built-in simulated cohort and write a clinical report.
 
-    Simulates a cohort (quick preset: 300 patients, about a minute on 2 cores), then measures what
-    each modality carries about each label with simple per-modality probes (cross-validated AUROC
-    with bootstrap confidence intervals) and writes the table to OUT/modality_table.md.
+    Simulates a paired cohort, then stage 1 (ECG and echo encoders pretrained without labels),
+    stage 2 (cross-modal alignment), stage 3 (the multimodal teacher on a quarter of the training
+    labels, then 1-, 2- and 6-lead handheld-ECG students distilled from it), evaluates everything
+    on held-out test patients and writes OUT/report.html, OUT/evaluation/metrics.json and
+    OUT/student.onnx. The quick preset takes about 10 minutes on 2 CPU cores; an interrupted demo
+    continues from its last finished stage when run again.
     """
-    from .evaluate.probes import modality_table_markdown, run_modality_probes
-    from .io.atomic import write_json_atomic, write_text_atomic
+    from .pipeline import run_pipeline
     from .runs import finish_run, prepare_run_folder, read_run
 
     config = load_config(preset, list(set_ or []))
@@ -121,14 +123,30 @@ def demo(
     cohort = out / "cohort"
     if read_run(cohort) is None:
         _synthesize(config, cohort, overwrite=False)
-    with console.status("probing what each modality carries about each label"):
-        results = run_modality_probes(cohort, config.probe)
-    write_json_atomic(out / "metrics.json", results)
-    table = modality_table_markdown(results)
-    write_text_atomic(out / "modality_table.md", table)
+    with _progress() as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(task: str, advance: int, total: int | None) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(task, total=total)
+            bar.advance(tasks[task], advance)
+
+        result = run_pipeline(config, out, progress=progress, show_bar=True,
+                              steps=lambda name: console.print(f"[bold cyan]{name}[/]"))
     finish_run(out, "demo", patients=config.synth.patients)
-    print(table)
-    console.print(f"[green]demo finished:[/] {out}")
+    print(_headline(result["results"]))
+    console.print(f"[green]demo finished:[/] report {out / 'report.html'}")
+
+
+def _headline(results: dict) -> str:
+    """The report's headline table as markdown, for the terminal."""
+    from .evaluate.pipeline_report import headline_rows
+
+    rows = headline_rows(results)
+    keys = ["model", "urgent referral AUROC", "diagnoses macro AUROC", "LVEF MAE (%)"]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 @app.command()
@@ -222,6 +240,137 @@ def pretrain_video_cmd(
     _pretrain("pretrain-video", pretrain_video, "videos from", config, set_, out, overwrite)
 
 
+CohortOpt = Annotated[Path, typer.Option("--cohort", help="Cohort folder: manifest.csv plus the files it names.")]
+
+
+def _open(cfg, cohort: Path, fusion: dict):
+    from .pipeline import open_cohort, spec_of
+
+    with _progress() as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(task: str, advance: int, total: int | None) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(task, total=total)
+            bar.advance(tasks[task], advance)
+
+        return open_cohort(cfg, cohort, spec_of(fusion), progress)
+
+
+def _stage(kind: str, config: str, set_, out: Path, overwrite: bool):
+    from .runs import prepare_run_folder
+
+    cfg = load_config(config, list(set_ or []))
+    prepare_run_folder(out, cfg, overwrite=overwrite, kind=kind)
+    return cfg
+
+
+@app.command()
+def align(
+    cohort: CohortOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/align"),
+    ecg_encoder: Annotated[Optional[Path], typer.Option(help="Stage-1 ECG encoder.pt (default: a fresh encoder).")] = None,
+    video_encoder: Annotated[Optional[Path], typer.Option(help="Stage-1 video encoder.pt (default: fresh).")] = None,
+    config: ConfigOpt = "quick",
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Stage 2: align the ECG, echo, labs and note encoders on paired studies, without labels.
+
+    Objectives (align.objectives): clip, clip_loo, temporal (ECG R-peak / T end vs echo
+    end-diastole / end-systole), multimae (joint masked modelling with modality dropout). Trains
+    on the training split; writes OUT/aligned.pt. An interrupted run continues from its checkpoint.
+    """
+    from .pipeline import encoder_config, run_align
+    from .runs import finish_run
+
+    cfg = _stage("align", config, set_, out, overwrite)
+    ecg = encoder_config(ecg_encoder, cfg.align.ecg_model, "align.ecg_model")
+    video = encoder_config(video_encoder, cfg.align.video_model, "align.video_model")
+    data = _open(cfg, cohort, {"ecg": ecg[0], "echo": video[0]})
+    summary = run_align(cfg, data, out, ecg=ecg, video=video)
+    finish_run(out, "align", steps=summary["steps"])
+    console.print(f"[green]alignment finished after {summary['steps']} steps:[/] {out / 'aligned.pt'}")
+
+
+@app.command()
+def finetune(
+    cohort: CohortOpt,
+    aligned: Annotated[Optional[Path], typer.Option(
+        help="The stage-2 model (aligned.pt). Without it the teacher starts from the stage-1 encoders.")] = None,
+    ecg_encoder: Annotated[Optional[Path], typer.Option(help="Without --aligned: a stage-1 ECG encoder.pt.")] = None,
+    video_encoder: Annotated[Optional[Path], typer.Option(help="Without --aligned: a stage-1 video encoder.pt.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/teacher"),
+    config: ConfigOpt = "quick",
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Stage 3a: the multimodal teacher (triage, diagnoses, LVEF) on the labelled training studies.
+
+    finetune.labelled sets the share of training studies with labels, finetune.mode probe or
+    finetune, finetune.modalities what the teacher reads. Writes OUT/teacher.pt and
+    OUT/teacher_outputs.npz (its outputs on every study, what distillation reads).
+    """
+    from .pipeline import encoder_config, fusion_of, run_finetune, unaligned_fusion
+    from .runs import finish_run
+
+    cfg = _stage("finetune", config, set_, out, overwrite)
+    if aligned is not None:
+        data = _open(cfg, cohort, fusion_of(aligned))
+        summary = run_finetune(cfg, data, out, aligned=aligned)
+    else:
+        ecg = encoder_config(ecg_encoder, cfg.align.ecg_model, "align.ecg_model")
+        video = encoder_config(video_encoder, cfg.align.video_model, "align.video_model")
+        data = _open(cfg, cohort, {"ecg": ecg[0], "echo": video[0]})
+        summary = run_finetune(cfg, data, out, base=unaligned_fusion(cfg, data, ecg, video))
+    finish_run(out, "finetune", steps=summary["steps"], labelled=summary["n_labelled"])
+    console.print(f"[green]teacher trained on {summary['n_labelled']} labelled studies:[/] {out / 'teacher.pt'}")
+
+
+@app.command()
+def distill(
+    cohort: CohortOpt,
+    teacher: Annotated[Path, typer.Option(help="The teacher's run folder (teacher.pt, teacher_outputs.npz).")],
+    leads: Annotated[int, typer.Option(help="Handheld leads the student reads: 1 (I), 2 (I, II) or 6 (limb).")] = 1,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/student"),
+    no_teacher: Annotated[bool, typer.Option("--no-teacher", help="Train the same student on labels alone.")] = False,
+    config: ConfigOpt = "quick",
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Stage 3b: distil the teacher into a 1-6 lead handheld-ECG student; writes OUT/student.pt.
+
+    The student learns the labels where known and the teacher's soft targets, embedding and LVEF on
+    every training study (distill.* weights); --no-teacher trains it on the labelled studies alone.
+    """
+    from .pipeline import fusion_of, run_distill
+    from .runs import finish_run
+
+    cfg = _stage("distill", config, set_, out, overwrite)
+    data = _open(cfg, cohort, fusion_of(teacher / "teacher.pt"))
+    summary = run_distill(cfg, data, teacher, out, n_leads=leads, distil=not no_teacher)
+    finish_run(out, "distill", steps=summary["steps"], leads=leads)
+    console.print(f"[green]{leads}-lead student trained on {summary['n_train']} studies:[/] {out / 'student.pt'}")
+
+
+@app.command()
+def report(
+    evaluation: Annotated[Path, typer.Argument(help="An evaluation folder (metrics.json, figures/).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file (default: EVALUATION/report.html).")] = None,
+) -> None:
+    """Write the clinician-readable HTML report of an evaluation (plots embedded, one file)."""
+    import json
+
+    from .errors import DataError
+    from .evaluate.pipeline_report import write_report
+
+    metrics = evaluation / "metrics.json"
+    if not metrics.is_file():
+        raise DataError("no metrics.json: run `cardiodistill evaluate pipeline` first", evaluation)
+    path = write_report(json.loads(metrics.read_text()), evaluation / "figures", out or evaluation / "report.html")
+    console.print(f"[green]report written:[/] {path}")
+
+
 evaluate_app = typer.Typer(help="Evaluate a trained model on labelled data.", no_args_is_help=True)
 app.add_typer(evaluate_app, name="evaluate")
 
@@ -294,6 +443,39 @@ def evaluate_video_cmd(
         results = evaluate_video_encoder(checkpoint, cfg.evaluate.video, cfg.trainer, out,
                                          progress=lambda text: status.update(text))
     _finish_evaluation(out, "evaluate-video", results, video_results_table(results))
+
+
+@evaluate_app.command("pipeline")
+def evaluate_pipeline_cmd(
+    cohort: CohortOpt,
+    teacher: Annotated[Path, typer.Option(help="The teacher (teacher.pt).")],
+    student: Annotated[Optional[list[Path]], typer.Option(help="A student.pt (repeatable).")] = None,
+    aligned: Annotated[Optional[Path], typer.Option(help="The stage-2 model, for retrieval and probes.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/evaluate-pipeline"),
+    config: ConfigOpt = "quick",
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Teacher and students on the held-out test studies: AUROC, AUPRC, balanced accuracy, F1,
+    sensitivity and specificity with bootstrap 95 % CIs, LVEF agreement, calibration, subgroups,
+    retrieval, phase accuracy, attention rollout and source variance. Writes OUT/metrics.json,
+    OUT/figures and OUT/report.html."""
+    from .evaluate.pipeline_report import write_report
+    from .evaluate.triage import evaluate_pipeline
+    from .pipeline import fusion_of
+    from .runs import finish_run
+
+    cfg = _stage("evaluate-pipeline", config, set_, out, overwrite)
+    data = _open(cfg, cohort, fusion_of(teacher))
+    students = {f"student {i + 1} ({p.parent.name})": p for i, p in enumerate(student or [])}
+    with console.status("evaluating on the test studies"):
+        results = evaluate_pipeline(data, out, teacher=teacher, students=students, aligned=aligned,
+                                    label_fractions=cfg.finetune.label_fractions, n_boot=cfg.pipeline.bootstrap,
+                                    rule=cfg.pipeline.threshold, failures=cfg.pipeline.failures, seed=cfg.pipeline.seed)
+    write_report(results, out / "figures", out / "report.html", config=cfg)
+    finish_run(out, "evaluate-pipeline", models=len(results["models"]))
+    print(_headline(results))
+    console.print(f"[green]evaluation finished:[/] {out / 'report.html'}")
 
 
 config_app = typer.Typer(help="Inspect configs and presets.", no_args_is_help=True)

@@ -275,6 +275,103 @@ class VideoEvalConfig(_Strict):
     seed: int = 0
 
 
+class MaskingConfig(_Strict):
+    """Joint masked modelling: what the fusion encoder is not shown, per modality."""
+
+    ecg_ratio: float = Field(0.7, ge=0, lt=1, description="share of ECG lead-patches hidden")
+    ecg_lead_prob: float = Field(0.25, ge=0, lt=1, description="chance each present lead is hidden whole")
+    echo_frame_ratio: float = Field(0.5, ge=0, lt=1, description="share of echo time slices (frames) hidden whole")
+    echo_ratio: float = Field(0.5, ge=0, lt=1, description="share of the remaining echo tubelets hidden")
+    labs_ratio: float = Field(0.3, ge=0, lt=1, description="share of measured labs hidden")
+
+
+class AlignConfig(_Strict):
+    """Stage 2: cross-modal alignment on paired, unlabelled studies."""
+
+    objectives: list[Literal["clip", "clip_loo", "temporal", "multimae"]] = Field(
+        default_factory=lambda: ["clip", "temporal", "multimae"], min_length=1,
+        description="clip: pairwise CLIP between modality encoders; clip_loo: each modality against the mean of the "
+                    "others; temporal: ECG at R-peak / T end vs echo at end-diastole / end-systole; multimae: joint "
+                    "masked modelling with per-modality cross-attention decoders",
+    )
+    weights: dict[str, float] = Field(default_factory=dict, description="loss weight per objective (default 1)")
+    modalities: list[Literal["ecg", "echo", "labs", "note"]] = Field(
+        default_factory=lambda: ["ecg", "echo", "labs", "note"], min_length=1)
+    ecg_encoder: str | None = Field(None, description="stage-1 ECG encoder.pt (None: a fresh ecg_model)")
+    video_encoder: str | None = Field(None, description="stage-1 video encoder.pt (None: a fresh video_model)")
+    ecg_model: dict[str, Any] = Field(default_factory=lambda: {"name": "ecg_vit_tiny", "fs": 100.0, "patch_size": 50})
+    video_model: dict[str, Any] = Field(default_factory=lambda: {"name": "video_vit_tiny"})
+    labs_model: dict[str, Any] = Field(default_factory=lambda: {"name": "labs_encoder"})
+    note_model: dict[str, Any] = Field(default_factory=lambda: {"name": "note_encoder"})
+    fusion: dict[str, Any] = Field(default_factory=lambda: {"dim": 192, "depth": 2, "heads": 4, "proj_dim": 128},
+                                   description="fusion transformer sizes (cardio_fusion options)")
+    decoder_dim: int = Field(128, ge=8, description="multimae: width of the cross-attention decoders")
+    decoder_depth: int = Field(1, ge=1)
+    temperature: float = Field(0.1, gt=0, description="contrastive temperature (initial value if learned)")
+    learn_temperature: bool = True
+    masking: MaskingConfig = Field(default_factory=MaskingConfig)
+    modality_dropout: float = Field(0.25, ge=0, lt=1, description="multimae: chance each modality is hidden whole")
+    encoder_lr_scale: float = Field(0.3, gt=0, le=1, description="learning-rate factor of pretrained encoders")
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="training studies held out to watch the losses")
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=5e-4, batch_size=32, max_steps=2000,
+                                                                   warmup_steps=100))
+
+
+class FinetuneConfig(_Strict):
+    """Stage 3a: the multimodal teacher on the labelled studies."""
+
+    mode: Literal["finetune", "probe"] = Field(
+        "finetune", description="finetune: encoders and heads train; probe: the aligned model is frozen, heads train")
+    labelled: float = Field(0.25, gt=0, le=1,
+                            description="share of the training split that has labels (the first user: 5k of 20k)")
+    outputs: list[str] = Field(
+        default_factory=lambda: ["triage", "reduced_ef", "mi", "af", "lvh", "valve_disease", "ischaemia",
+                                 "hyperkalaemia", "lbbb", "rbbb"],
+        description="binary outputs: triage, then manifest dx_* columns without the prefix",
+    )
+    modalities: list[Literal["ecg", "echo", "labs", "note"]] = Field(
+        default_factory=lambda: ["ecg", "echo", "labs", "note"], min_length=1)
+    modality_dropout: float = Field(0.25, ge=0, lt=1, description="robustness to missing modalities")
+    lvef_weight: float = Field(1.0, ge=0)
+    encoder_lr_scale: float = Field(0.3, gt=0, le=1)
+    epochs: int = Field(20, ge=1)
+    min_steps: int = Field(100, ge=1)
+    label_fractions: list[float] = Field(default_factory=lambda: [0.1, 0.3, 1.0],
+                                         description="evaluate: the label-fraction curve (probe mode, nested subsets)")
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-3, batch_size=32, warmup_steps=20))
+
+
+class DistillConfig(_Strict):
+    """Stage 3b: the 1-6 lead mobile-ECG student."""
+
+    leads: list[Literal[1, 2, 6]] = Field(default_factory=lambda: [1, 2, 6], min_length=1,
+                                          description="students to train: lead I; I and II; the six limb leads")
+    backbone: dict[str, Any] = Field(default_factory=lambda: {"name": "student_cnn"},
+                                     description="student_cnn (compact 1-D CNN) or ecg_encoder (the stage-2 ECG encoder)")
+    label: float = Field(1.0, ge=0, description="weight of the hard labels (labelled studies)")
+    soft: float = Field(1.0, ge=0, description="weight of the teacher's soft targets (all training studies)")
+    embedding: float = Field(0.5, ge=0, description="weight of matching the teacher's embedding")
+    lvef: float = Field(1.0, ge=0, description="weight of LVEF (label where known, teacher's everywhere)")
+    temperature: float = Field(2.0, gt=0, description="soft-target temperature")
+    unlabelled: bool = Field(True, description="train on unlabelled studies too, with the teacher's targets")
+    epochs: int = Field(30, ge=1)
+    min_steps: int = Field(200, ge=1)
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=2e-3, batch_size=64, warmup_steps=20,
+                                                                   weight_decay=0.01))
+
+
+class PipelineConfig(_Strict):
+    """The paired cohort all of stages 2 and 3 read, and the evidence they report."""
+
+    cohort: str | None = Field(None, description="a cohort folder (manifest.csv + files); demo: the simulated one")
+    cache_dir: str | None = Field(None, description="paired cache folder (default: <cohort>/cache)")
+    workers: int = Field(1, ge=1, description="processes reading files into the paired cache")
+    bootstrap: int = Field(1000, ge=0)
+    threshold: Literal["youden", "f1", "sensitivity"] = Field("youden", description="operating point, chosen on val")
+    failures: int = Field(6, ge=0, description="failure examples shown in the report")
+    seed: int = 0
+
+
 class PretrainSection(_Strict):
     ecg: EcgPretrainConfig = Field(default_factory=EcgPretrainConfig)
     video: VideoPretrainConfig = Field(default_factory=VideoPretrainConfig)
@@ -292,6 +389,10 @@ class Config(_Strict):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     pretrain: PretrainSection = Field(default_factory=PretrainSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    align: AlignConfig = Field(default_factory=AlignConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
 
 # --------------------------------------------------------------------------------------------

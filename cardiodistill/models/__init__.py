@@ -1,5 +1,7 @@
 """Models: a lead-agnostic ECG transformer, a tubelet video transformer (each with a masked
-autoencoder), an xresnet1d baseline and an attention multiple-instance head for multi-view studies.
+autoencoder), labs and note encoders, the multimodal fusion model and teacher of stages 2-3, the
+mobile-ECG student, an xresnet1d baseline and an attention multiple-instance head for multi-view
+studies.
 
 Build by name through the registry; every model carries ``.model_config`` for its checkpoint::
 
@@ -11,17 +13,31 @@ Models never read files; checkpoints are the trainer's business.
 """
 
 from .ecg_transformer import PAD_LEAD_ID, EcgMAE, EcgTransformer, TokenLayout, lead_ids
+from .fusion import CardioFusion, CardioTeacher
+from .labs import LabNormaliser, LabsEncoder
 from .mil import AttentionMIL, MultiViewEncoder
 from .registry import create_model, list_models, model_defaults, model_from_config, register_model
 from .resnet1d import XResNet1d
+from .student import EncoderBackbone, StudentCNN, StudentModel
+from .text import HashingTokenizer, HuggingFaceNoteEncoder, NoteEncoder
 from .video_transformer import VideoLayout, VideoMAE, VideoTransformer
 
 __all__ = [
     "PAD_LEAD_ID",
+    "EncoderBackbone",
     "AttentionMIL",
+    "CardioFusion",
+    "CardioTeacher",
     "EcgMAE",
     "EcgTransformer",
+    "HashingTokenizer",
+    "HuggingFaceNoteEncoder",
+    "LabNormaliser",
+    "LabsEncoder",
     "MultiViewEncoder",
+    "NoteEncoder",
+    "StudentCNN",
+    "StudentModel",
     "TokenLayout",
     "VideoLayout",
     "VideoMAE",

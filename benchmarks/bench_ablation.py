@@ -1,0 +1,176 @@
+"""What each stage adds: the ablation table of stages 1-3 on one simulated cohort.
+
+The cohort has the first user's shape: a quarter of the training split labelled (5k of 20k),
+validation and test labelled, test held out from every stage. Every variant is trained with the
+same preset and seed and scored on the same test studies (triage AUROC and the diagnoses' macro
+AUROC, bootstrap 95 % CIs; thresholds and temperatures from validation):
+
+* ``full``: stage 1 encoders -> stage 2 (the preset's objectives) -> teacher -> distilled students
+* ``no stage 1``: stage 2 from untrained encoders;  ``no stage 2``: the teacher straight on stage 1
+* each stage-2 objective alone: ``clip``, ``clip_loo``, ``temporal``, ``multimae``, and
+  ``multimae without modality dropout``
+* ``student without distillation``: the same student on the labelled studies alone
+* the ``12-lead ECG only`` and ``echo only`` teachers (from the full stage 2)
+
+    python benchmarks/bench_ablation.py --out runs/ablation --patients 600 --preset quick
+
+Each finished run is kept, so an interrupted benchmark continues. Results go to
+``benchmarks/results/ablation.json`` and a markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cardiodistill.config import load_config
+from cardiodistill.evaluate.pipeline_report import headline_rows
+from cardiodistill.evaluate.triage import _predict, _student_forward, _TeacherView, model_metrics
+from cardiodistill.io.atomic import write_json_atomic
+from cardiodistill.pipeline import (
+    encoder_config,
+    open_cohort,
+    paired_spec,
+    run_align,
+    run_distill,
+    run_finetune,
+    unaligned_fusion,
+)
+from cardiodistill.synth.cohort import write_cohort
+from cardiodistill.train.checkpoints import load_model
+from cardiodistill.train.ecg import pretrain_ecg
+from cardiodistill.train.video import pretrain_video
+
+ALIGN_VARIANTS = {
+    "full": {},
+    "no stage 1": {"fresh": True},
+    "clip only": {"objectives": ["clip"]},
+    "clip_loo only": {"objectives": ["clip_loo"]},
+    "temporal only": {"objectives": ["temporal"]},
+    "multimae only": {"objectives": ["multimae"]},
+    "multimae, no modality dropout": {"objectives": ["multimae"], "modality_dropout": 0.0},
+}
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    ap.add_argument("--patients", type=int, default=600)
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--variants", nargs="*", default=list(ALIGN_VARIANTS), help="stage-2 variants to run")
+    ap.add_argument("--result", type=Path, default=Path("benchmarks/results/ablation.json"))
+    args = ap.parse_args()
+    out: Path = args.out
+    cfg = load_config(args.preset, [f"synth.patients={args.patients}", *args.overrides])
+    started = time.time()
+
+    if not (out / "cohort" / "manifest.csv").is_file():
+        _log(f"simulating {args.patients} patients")
+        write_cohort(cfg, out / "cohort")
+    encoders = {}
+    for kind, job in (("ecg", pretrain_ecg), ("video", pretrain_video)):
+        folder = out / f"stage1-{kind}"
+        if not (folder / "encoder.pt").is_file():
+            _log(f"stage 1 {kind}")
+            job(cfg, folder, show_bar=False)
+        encoders[kind] = encoder_config(folder / "encoder.pt", {}, kind)
+    fresh = {"ecg": encoder_config(None, cfg.align.ecg_model, "ecg"),
+             "video": encoder_config(None, cfg.align.video_model, "video")}
+    cohort = open_cohort(cfg, out / "cohort", paired_spec(encoders["ecg"][0], encoders["video"][0]))
+    _log(f"cohort: { {k: len(v) for k, v in cohort.splits.items()} }")
+
+    teachers: dict[str, Path] = {}
+    for name in args.variants:
+        v = ALIGN_VARIANTS[name]
+        a_cfg = cfg.model_copy(deep=True)
+        if "objectives" in v:
+            a_cfg.align.objectives = v["objectives"]
+        if "modality_dropout" in v:
+            a_cfg.align.modality_dropout = v["modality_dropout"]
+        folder = out / f"align-{name.replace(' ', '_').replace(',', '')}"
+        if not (folder / "aligned.pt").is_file():
+            _log(f"stage 2: {name}")
+            src = fresh if v.get("fresh") else encoders
+            run_align(a_cfg, cohort, folder, ecg=src["ecg"], video=src["video"], show_bar=False)
+        t_folder = out / f"teacher-{folder.name.removeprefix('align-')}"
+        if not (t_folder / "teacher_outputs.npz").is_file():
+            _log(f"teacher after {name}")
+            run_finetune(cfg, cohort, t_folder, aligned=folder / "aligned.pt", show_bar=False)
+        teachers[name] = t_folder
+
+    extra = {"no stage 2": (None, None), "12-lead ECG only": (["ecg"], "full"), "echo only": (["echo"], "full")}
+    for name, (modalities, source) in extra.items():
+        t_folder = out / f"teacher-{name.replace(' ', '_')}"
+        if not (t_folder / "teacher_outputs.npz").is_file():
+            _log(f"teacher: {name}")
+            t_cfg = cfg.model_copy(deep=True)
+            if modalities is None:  # no stage 2: the stage-1 encoders under an untrained fusion
+                base = unaligned_fusion(cfg, cohort, encoders["ecg"], encoders["video"])
+                run_finetune(t_cfg, cohort, t_folder, base=base, show_bar=False)
+            else:
+                if source not in teachers:
+                    continue
+                t_cfg.finetune.modalities = modalities
+                aligned = out / "align-full" / "aligned.pt"
+                run_finetune(t_cfg, cohort, t_folder, aligned=aligned, show_bar=False)
+        teachers[name] = t_folder
+
+    students: dict[str, Path] = {}
+    if "full" in teachers:
+        for n in cfg.distill.leads:
+            folder = out / f"student-{n}-lead"
+            if not (folder / "student.pt").is_file():
+                _log(f"student {n} leads")
+                run_distill(cfg, cohort, teachers["full"], folder, n_leads=n, show_bar=False)
+            students[f"student {n} lead, distilled"] = folder / "student.pt"
+        n = cfg.distill.leads[0]
+        folder = out / f"student-{n}-lead-no-distillation"
+        if not (folder / "student.pt").is_file():
+            _log("student without distillation")
+            run_distill(cfg, cohort, None, folder, n_leads=n, distil=False, show_bar=False)
+        students[f"student {n} lead, labels only"] = folder / "student.pt"
+    if "no stage 2" in teachers:
+        n = cfg.distill.leads[0]
+        folder = out / f"student-{n}-lead-no-stage2"
+        if not (folder / "student.pt").is_file():
+            _log("student from the no-stage-2 teacher")
+            run_distill(cfg, cohort, teachers["no stage 2"], folder, n_leads=n, show_bar=False)
+        students[f"student {n} lead, distilled from the no-stage-2 teacher"] = folder / "student.pt"
+
+    val, test = cohort.splits["val"], cohort.splits["test"]
+    results = {"models": {}, "cohort": {k: int(len(v)) for k, v in cohort.splits.items()},
+               "preset": args.preset, "patients": args.patients, "overrides": args.overrides}
+    for name, folder in teachers.items():
+        teacher = load_model(folder / "teacher.pt")
+        view = _TeacherView(teacher, teacher.fusion.modalities)
+        m = model_metrics(_predict(view, cohort, val), _predict(view, cohort, test), cohort,
+                          n_boot=cfg.pipeline.bootstrap, rule=cfg.pipeline.threshold)
+        results["models"][f"teacher: {name}"] = {"kind": "teacher", "modalities_used": list(teacher.fusion.modalities),
+                                                 **{k: v for k, v in m.items() if not k.startswith("_")}}
+    for name, path in students.items():
+        student = load_model(path)
+        fwd = _student_forward(student)
+        m = model_metrics(_predict(fwd, cohort, val, ("mobile",)), _predict(fwd, cohort, test, ("mobile",)), cohort,
+                          n_boot=cfg.pipeline.bootstrap, rule=cfg.pipeline.threshold)
+        results["models"][name] = {"kind": "student", "leads": list(student.leads),
+                                   **{k: v for k, v in m.items() if not k.startswith("_")}}
+    results["seconds"] = round(time.time() - started, 1)
+    write_json_atomic(args.result, json.loads(json.dumps(results, default=float).replace("NaN", "null")))
+    keys = ["model", "urgent referral AUROC", "diagnoses macro AUROC", "LVEF MAE (%)"]
+    print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
+    for row in headline_rows(results):
+        print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+    _log(f"done in {results['seconds']:.0f} s; {np.sum([1 for _ in results['models']])} models")
+
+
+if __name__ == "__main__":
+    main()

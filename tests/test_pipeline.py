@@ -1,0 +1,223 @@
+"""Stages 2 and 3 end to end on a tiny simulated cohort: align -> finetune -> distill -> evaluate -> report.
+
+The models are shrunk to a few thousand parameters and trained for a handful of steps: these tests
+check the plumbing (files, resumption, missing modalities, DDP, the report), not the accuracy,
+which benchmarks/bench_ablation.py measures.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cardiodistill.cli import main
+from cardiodistill.config import load_config
+from cardiodistill.models import create_model
+from cardiodistill.models.fusion import drop_modalities
+from cardiodistill.pipeline import encoder_config, open_cohort, paired_spec, run_align
+from cardiodistill.synth.cohort import write_cohort
+from cardiodistill.train.checkpoints import load_model, read_model_file
+
+TINY = [
+    'align.ecg_model={"name": "ecg_vit_tiny", "fs": 100.0, "patch_size": 50, "dim": 32, "depth": 1, "heads": 2}',
+    'align.video_model={"name": "video_vit_tiny", "size": 32, "frames": 8, "tubelet": [2, 8, 8], "dim": 32, '
+    '"depth": 1, "heads": 2}',
+    'align.labs_model={"name": "labs_encoder", "dim": 32, "depth": 1, "heads": 2}',
+    'align.note_model={"name": "note_encoder", "dim": 32, "depth": 1, "heads": 2, "max_tokens": 64}',
+    'align.fusion={"dim": 32, "depth": 1, "heads": 2, "proj_dim": 16}',
+    "align.decoder_dim=32",
+    "align.optim.batch_size=8", "align.optim.max_steps=3", "align.optim.warmup_steps=1",
+    "finetune.optim.batch_size=8", "finetune.min_steps=3", "finetune.epochs=1", "finetune.labelled=0.5",
+    "distill.optim.batch_size=8", "distill.min_steps=3", "distill.epochs=1",
+    'distill.backbone={"name": "student_cnn_tiny"}',
+    "finetune.label_fractions=[0.5, 1.0]",
+    "pipeline.bootstrap=20", "pipeline.failures=2",
+    "trainer.checkpoint_every=2", "trainer.threads=2",
+]
+
+
+def cli(*args: str) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    return exit_info.value.code
+
+
+def tiny_config(**extra):
+    return load_config("quick", TINY + [f"{k}={v}" for k, v in extra.items()])
+
+
+@pytest.fixture(scope="module")
+def cohort_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cohort")
+    cfg = load_config("quick", ["synth.patients=40", "synth.chunk_size=40", "synth.echo.size=48",
+                                "synth.splits.train=0.5", "synth.splits.val=0.25", "synth.splits.test=0.25"])
+    write_cohort(cfg, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cohort(cohort_dir):
+    cfg = tiny_config()
+    ecg = encoder_config(None, cfg.align.ecg_model, "e")
+    video = encoder_config(None, cfg.align.video_model, "v")
+    return open_cohort(cfg, cohort_dir, paired_spec(ecg[0], video[0]))
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(cohort_dir, tmp_path_factory):
+    """The command-line chain, once: align, finetune, two students, evaluate (with the report)."""
+    root = tmp_path_factory.mktemp("run")
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    assert cli("align", "--cohort", str(cohort_dir), "-o", str(root / "align"), *sets) == 0
+    assert cli("finetune", "--cohort", str(cohort_dir), "--aligned", str(root / "align" / "aligned.pt"),
+               "-o", str(root / "teacher"), *sets) == 0
+    assert cli("distill", "--cohort", str(cohort_dir), "--teacher", str(root / "teacher"), "--leads", "1",
+               "-o", str(root / "s1"), *sets) == 0
+    assert cli("distill", "--cohort", str(cohort_dir), "--teacher", str(root / "teacher"), "--leads", "6",
+               "--no-teacher", "-o", str(root / "s6"), *sets) == 0
+    assert cli("evaluate", "pipeline", "--cohort", str(cohort_dir), "--teacher", str(root / "teacher" / "teacher.pt"),
+               "--student", str(root / "s1" / "student.pt"), "--student", str(root / "s6" / "student.pt"),
+               "--aligned", str(root / "align" / "aligned.pt"), "-o", str(root / "eval"), *sets) == 0
+    return root
+
+
+def test_cohort_splits_hide_labels_of_unlabelled_training_studies(cohort):
+    s = cohort.splits
+    assert set(s["labelled"]) <= set(s["train"]) and 0 < len(s["labelled"]) < len(s["train"])
+    unlabelled = np.setdiff1d(s["train"], s["labelled"])
+    assert np.isnan(cohort.targets[unlabelled]).all() and np.isnan(cohort.lvef[unlabelled]).all()
+    assert np.isfinite(cohort.targets[s["test"], 0]).all()  # test keeps its labels, for evaluation only
+    assert cohort.outputs[0] == "triage" and cohort.labels.shape == (len(cohort.cache), len(cohort.outputs))
+
+
+def test_modality_dropout_never_drops_everything():
+    g = torch.Generator().manual_seed(0)
+    present = {m: torch.rand(200, generator=g) > 0.3 for m in ("ecg", "echo", "labs")}
+    present["ecg"][:50] = True
+    drop = drop_modalities(present, 0.9, g)
+    kept = sum((present[m] & ~drop[m]).int() for m in present)
+    has_any = sum(present[m].int() for m in present) > 0
+    assert (kept[has_any] >= 1).all()
+    assert all(not (drop[m] & ~present[m]).any() for m in present)  # only present modalities are dropped
+
+
+def test_alignment_objectives_train_and_export_an_aligned_model(cohort, tmp_path):
+    cfg = tiny_config(**{"align.objectives": "[clip, clip_loo, temporal, multimae]"})
+    ecg = encoder_config(None, cfg.align.ecg_model, "e")
+    video = encoder_config(None, cfg.align.video_model, "v")
+    summary = run_align(cfg, cohort, tmp_path / "a", ecg=ecg, video=video, show_bar=False)
+    metrics = summary["metrics"]
+    for key in ("train/clip", "train/clip_loo", "train/temporal", "train/mm_ecg", "train/mm_echo", "train/mm_labs"):
+        assert np.isfinite(metrics[key]), key
+    model = load_model(tmp_path / "a" / "aligned.pt")
+    assert model.modalities == ("ecg", "echo", "labs", "note")
+    # resuming a finished run does no more steps; asking for more continues from the checkpoint
+    cfg2 = tiny_config(**{"align.objectives": "[clip, clip_loo, temporal, multimae]", "align.optim.max_steps": 5})
+    again = run_align(cfg2, cohort, tmp_path / "a", ecg=ecg, video=video, show_bar=False)
+    assert again["steps"] == 5
+
+
+def test_teacher_works_with_any_modality_missing(pipeline_run, cohort):
+    teacher = load_model(pipeline_run / "teacher" / "teacher.pt")
+    batch = next(iter(torch.utils.data.DataLoader(cohort.dataset("test"), batch_size=6)))
+    with torch.no_grad():
+        full = teacher(batch)["logits"]
+        for m in ("ecg", "echo", "labs", "note"):
+            drop = {m: torch.ones(6, dtype=torch.bool)}
+            out = teacher(batch, drop=drop)["logits"]
+            assert torch.isfinite(out).all() and not torch.allclose(out, full), m
+        no_echo = dict(batch, has_echo=torch.zeros(6, dtype=torch.bool))
+        assert torch.allclose(teacher(no_echo)["logits"], teacher(batch, drop={"echo": torch.ones(6, dtype=torch.bool)})
+                              ["logits"], atol=1e-5)
+
+
+def test_teacher_outputs_are_cached_for_every_study(pipeline_run, cohort):
+    with np.load(pipeline_run / "teacher" / "teacher_outputs.npz") as saved:
+        assert sorted(saved["index"].tolist()) == list(range(len(cohort.cache)))
+        assert saved["logits"].shape == (len(cohort.cache), len(cohort.outputs))
+        assert np.isfinite(saved["embedding"]).all()
+
+
+def test_students_read_their_leads_and_record_how_they_were_trained(pipeline_run):
+    one = load_model(pipeline_run / "s1" / "student.pt")
+    six = load_model(pipeline_run / "s6" / "student.pt")
+    assert list(one.leads) == ["I"] and len(six.leads) == 6
+    assert read_model_file(pipeline_run / "s1" / "student.pt")["distilled"] is True
+    assert read_model_file(pipeline_run / "s6" / "student.pt")["distilled"] is False
+    with torch.no_grad():
+        out = one.predict(torch.randn(2, 1, 1000))
+    assert out.shape == (2, len(one.outputs) + 1) and ((out[:, :-1] >= 0) & (out[:, :-1] <= 1)).all()
+
+
+def test_evaluation_reports_every_model_with_intervals(pipeline_run):
+    results = json.loads((pipeline_run / "eval" / "metrics.json").read_text())
+    models = results["models"]
+    assert "teacher (all modalities)" in models and "teacher (12-lead ECG only)" in models
+    assert sum(m["kind"] == "student" for m in models.values()) == 2
+    auroc = models["teacher (all modalities)"]["triage"]["auroc"]
+    assert set(auroc) == {"value", "lo", "hi"}
+    for key in ("auprc", "balanced_accuracy", "f1", "sensitivity", "specificity"):
+        assert key in models["teacher (all modalities)"]["triage"]
+    assert {"before", "after", "temperature"} <= set(models["teacher (all modalities)"]["calibration"])
+    assert "mae" in models["teacher (all modalities)"]["lvef"]
+    assert {r["subgroup"] for rows in results["subgroups"].values() for r in rows} == {"sex", "age"}
+    assert "recall@1" in results["stage2"]["retrieval_ecg_to_echo"]
+    assert {"R-peak", "T end", "end-diastole", "end-systole"} <= set(results["phases"])
+    assert set(results["fusion_analysis"]["rsv_mean"]) == {"ecg", "echo", "labs", "note"}
+    for name in ("roc_triage", "reliability", "label_fraction", "attention_rollout", "rsv"):
+        assert (pipeline_run / "eval" / "figures" / f"{name}.png").stat().st_size > 0
+
+
+def test_report_is_one_self_contained_html_file(pipeline_run, tmp_path):
+    html = (pipeline_run / "eval" / "report.html").read_text()
+    for heading in ("Results at a glance", "Cohort", "Calibration", "Subgroups", "Stage 2", "Methods"):
+        assert heading in html
+    assert "data:image/png;base64," in html and "http://" not in html
+    assert cli("report", str(pipeline_run / "eval"), "-o", str(tmp_path / "r.html")) == 0
+    assert (tmp_path / "r.html").read_text().count("<h2") == html.count("<h2")
+
+
+def test_commands_refuse_bad_input_in_one_line(cohort_dir, tmp_path, capsys):
+    assert cli("finetune", "--cohort", str(tmp_path), "--aligned", str(tmp_path / "none.pt"), "-o",
+               str(tmp_path / "t")) == 2
+    assert "no such model file" in capsys.readouterr().err
+    assert cli("report", str(tmp_path)) == 2
+    assert "metrics.json" in capsys.readouterr().err
+
+
+def test_stage1_must_not_share_the_cohort_seed():
+    from cardiodistill.errors import ConfigError
+    from cardiodistill.pipeline import stage1_sources_differ
+
+    stage1_sources_differ(load_config("quick"))
+    with pytest.raises(ConfigError, match="test patients"):
+        stage1_sources_differ(load_config("quick", ['pretrain.ecg.sources=[{"kind": "synth", "seed": 0}]']))
+
+
+def test_alignment_under_ddp_with_two_cpu_processes(cohort, tmp_path):
+    cfg = tiny_config(**{"align.optim.max_steps": 2, "trainer.accelerator": "cpu", "trainer.devices": 2,
+                         "trainer.strategy": "ddp_spawn", "trainer.threads": 1, "align.optim.batch_size": 4})
+    ecg = encoder_config(None, cfg.align.ecg_model, "e")
+    video = encoder_config(None, cfg.align.video_model, "v")
+    summary = run_align(cfg, cohort, tmp_path / "ddp", ecg=ecg, video=video, show_bar=False)
+    assert summary["steps"] == 2
+    assert (tmp_path / "ddp" / "aligned.pt").is_file()
+
+
+def test_fusion_trains_under_bf16_autocast_with_gradient_checkpointing(cohort):
+    cfg = tiny_config()
+    fusion = create_model("cardio_fusion", ecg=encoder_config(None, cfg.align.ecg_model, "e")[0],
+                          echo=encoder_config(None, cfg.align.video_model, "v")[0],
+                          labs={"name": "labs_encoder", "dim": 32, "depth": 1, "heads": 2,
+                                "n_labs": len(cohort.cache.lab_names)},
+                          note={"name": "note_encoder", "dim": 32, "depth": 1, "heads": 2, "max_tokens": 64},
+                          lab_stats=cohort.lab_stats, dim=32, depth=2, heads=2, grad_checkpointing=True)
+    batch = next(iter(torch.utils.data.DataLoader(cohort.dataset("train"), batch_size=4)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fusion(batch)
+    out.pooled.float().sum().backward()
+    assert all(p.grad is not None for p in fusion.blocks.parameters())
