@@ -331,7 +331,7 @@ class FinetuneConfig(_Strict):
     )
     modalities: list[Literal["ecg", "echo", "labs", "note"]] = Field(
         default_factory=lambda: ["ecg", "echo", "labs", "note"], min_length=1)
-    modality_dropout: float = Field(0.25, ge=0, lt=1, description="robustness to missing modalities")
+    modality_dropout: float = Field(0.4, ge=0, lt=1, description="robustness to missing modalities")
     lvef_weight: float = Field(1.0, ge=0)
     encoder_lr_scale: float = Field(0.3, gt=0, le=1)
     epochs: int = Field(20, ge=1)

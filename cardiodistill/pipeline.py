@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,18 +157,18 @@ def encoder_config(path: str | Path | None, fallback: Mapping[str, Any], section
         return resolve_model_config(dict(fallback), section), None
     data = read_model_file(path)
     config = dict(data["model_config"])
-    if "encoder" in config.get("name", "") or config.get("name", "").endswith("_mae") or "_mae" in config.get("name", ""):
+    if "mae" in str(config.get("name", "")):
         raise ConfigError(f"{path}: give the stage-1 encoder.pt, not the whole masked autoencoder")
     return config, data["state_dict"]
 
 
-def fusion_config(cfg: Config, cohort: Cohort, ecg: Mapping, video: Mapping, modalities=None) -> dict[str, Any]:
+def fusion_config(cfg: Config, cohort: Cohort, ecg: Mapping, video: Mapping) -> dict[str, Any]:
     """The ``cardio_fusion`` model config for this cohort (encoders, lab statistics, sizes)."""
     a = cfg.align
     labs = {**resolve_model_config(dict(a.labs_model), "align.labs_model"), "n_labs": len(cohort.cache.lab_names)}
     note = resolve_model_config(dict(a.note_model), "align.note_model")
     model = create_model("cardio_fusion", ecg=dict(ecg), echo=dict(video), labs=labs, note=note,
-                         lab_stats=cohort.lab_stats, modalities=list(modalities or a.modalities), **a.fusion)
+                         lab_stats=cohort.lab_stats, modalities=list(a.modalities), **a.fusion)
     return model.model_config
 
 
@@ -210,12 +210,14 @@ def run_align(cfg: Config, cohort: Cohort, out: str | Path, *, ecg: tuple[dict, 
 # ----------------------------------------------------------------------------------- stage 3a
 
 
-def _subset_state(state: Mapping[str, torch.Tensor], modalities) -> dict[str, torch.Tensor]:
-    """A fusion state dict without the parts of modalities the new model does not have."""
-    dropped = [m for m in ("ecg", "echo", "labs", "note") if m not in modalities]
+def _subset_state(state: Mapping[str, torch.Tensor], old: Sequence[str], new: Sequence[str]) -> dict[str, torch.Tensor]:
+    """A fusion state dict for the modalities ``new`` (a subset of ``old``): the parts of dropped
+    modalities go, and the modality embedding keeps the rows of the kept ones."""
+    dropped = [m for m in old if m not in new]
     parts = ("encoders.", "to_fusion.", "clip_heads.", "phase_heads.")
-    return {k: v for k, v in state.items()
-            if not any(k.startswith(p + m + ".") for p in parts for m in dropped) and k != "modality_embed"}
+    kept = {k: v for k, v in state.items() if not any(k.startswith(p + m + ".") for p in parts for m in dropped)}
+    kept["modality_embed"] = state["modality_embed"][[list(old).index(m) for m in new]]
+    return kept
 
 
 def run_finetune(cfg: Config, cohort: Cohort, out: str | Path, *, aligned: str | Path | None = None,
@@ -237,11 +239,9 @@ def run_finetune(cfg: Config, cohort: Cohort, out: str | Path, *, aligned: str |
     if not modalities:
         raise ConfigError(f"finetune.modalities {f.modalities} share nothing with the model's {fusion['modalities']}")
     if modalities != list(fusion["modalities"]):
-        fusion = {**fusion, "modalities": modalities}
         if state is not None:
-            state = _subset_state(state, modalities)
-            fresh = model_from_config(fusion).state_dict()
-            state = {**fresh, **{k: v for k, v in state.items() if k in fresh}}
+            state = _subset_state(state, fusion["modalities"], modalities)
+        fusion = {**fusion, "modalities": modalities}
     mean, std = cohort.lvef_stats()
     config = create_model("cardio_teacher", fusion=fusion, outputs=cohort.outputs, lvef_mean=mean,
                           lvef_std=std).model_config
@@ -280,12 +280,29 @@ def student_leads(n: int) -> tuple[str, ...]:
     return LIMB_ORDER[:n]
 
 
-def student_config(cfg: Config, n_leads: int, n_outputs: int, embed_dim: int, cohort: Cohort) -> dict[str, Any]:
-    backbone = resolve_model_config({**cfg.distill.backbone, "in_leads": n_leads}, "distill.backbone")
-    backbone["fs"], backbone["seconds"] = cohort.cache.spec.ecg.fs, cohort.cache.spec.ecg.seconds
+def student_config(cfg: Config, n_leads: int, embed_dim: int, cohort: Cohort,
+                   ecg_encoder: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``ecg_student`` config: ``distill.backbone`` for ``n_leads`` handheld leads (the name
+    ``ecg_encoder`` means the teacher's ECG transformer, whose config is ``ecg_encoder``)."""
+    spec = cohort.cache.spec.ecg
+    if cfg.distill.backbone.get("name") == "ecg_encoder":
+        if ecg_encoder is None:
+            raise ConfigError("distill.backbone ecg_encoder needs a teacher with an ECG encoder")
+        backbone = {"name": "ecg_encoder_backbone", "encoder": dict(ecg_encoder), "in_leads": n_leads}
+    else:
+        backbone = resolve_model_config({**cfg.distill.backbone, "in_leads": n_leads}, "distill.backbone")
+    backbone["fs"], backbone["seconds"] = spec.fs, spec.seconds
     mean, std = cohort.lvef_stats()
     return create_model("ecg_student", backbone=backbone, outputs=cohort.outputs, embed_dim=embed_dim,
                         lvef_mean=mean, lvef_std=std).model_config
+
+
+def _teacher_ecg_encoder(teacher_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The (fine-tuned) ECG encoder of a teacher: its config and weights."""
+    data = read_model_file(teacher_dir / "teacher.pt")
+    prefix = "fusion.encoders.ecg."
+    state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
+    return data["model_config"]["fusion"]["ecg"], state
 
 
 def run_distill(cfg: Config, cohort: Cohort, teacher_dir: str | Path | None, out: str | Path, *, n_leads: int,
@@ -305,18 +322,28 @@ def run_distill(cfg: Config, cohort: Cohort, teacher_dir: str | Path | None, out
             raise DataError("no teacher_outputs.npz: run finetune first", teacher_dir)
         with np.load(path) as saved:
             order = np.argsort(saved["index"])
-            extra = {"t_logits": saved["logits"][order], "t_lvef": saved["lvef"][order],
-                     "t_embedding": saved["embedding"][order]}
+            embedding = saved["embedding"][order]
+            extra = {"t_logits": saved["logits"][order], "t_lvef": saved["lvef"][order]}
         if len(order) != len(cohort.cache):
             raise DataError("teacher_outputs.npz was made for another cohort", path)
+        # Matched after centring on the training mean: the raw fused embeddings share a large common
+        # direction, so their cosine is near 1 for any pair and matching them teaches nothing.
+        extra["t_embedding"] = embedding - embedding[cohort.splits["train"]].mean(0)
         embed_dim = extra["t_embedding"].shape[1]
-    config = student_config(cfg, n_leads, len(cohort.outputs), embed_dim or 0, cohort)
+    encoder, backbone_state = None, None
+    if d.backbone.get("name") == "ecg_encoder":
+        if teacher_dir is None:
+            raise ConfigError("distill.backbone ecg_encoder starts from the teacher's ECG encoder: give --teacher")
+        encoder, state = _teacher_ecg_encoder(Path(teacher_dir))
+        backbone_state = {f"encoder.{k}": v for k, v in state.items()}
+    config = student_config(cfg, n_leads, embed_dim, cohort, encoder)
     weights = dict(label=d.label, soft=d.soft, embedding=d.embedding, lvef=d.lvef) if distil else \
         dict(label=d.label, soft=0.0, embedding=0.0, lvef=d.lvef)
     rows = cohort.splits["train"] if (distil and d.unlabelled) else cohort.splits["labelled"]
     steps = steps_for_epochs(len(rows), o.batch_size, d.epochs, d.min_steps)
     module = StudentModule(config, **weights, temperature=d.temperature, lr=o.lr, weight_decay=o.weight_decay,
-                           betas=o.betas, warmup_steps=o.warmup_steps, max_steps=steps, seed=cfg.trainer.seed)
+                           betas=o.betas, warmup_steps=o.warmup_steps, max_steps=steps, seed=cfg.trainer.seed,
+                           backbone_state=backbone_state, encoder_lr_scale=cfg.finetune.encoder_lr_scale)
     train = cohort.with_targets(cohort.dataset(rows, modalities=("mobile",)), extra)
     val = cohort.with_targets(cohort.dataset("val", modalities=("mobile",)), extra)
     result = fit_stage(module, train, val, o, cfg.trainer, out, max_steps=steps, show_bar=show_bar)

@@ -221,3 +221,60 @@ def test_fusion_trains_under_bf16_autocast_with_gradient_checkpointing(cohort):
         out = fusion(batch)
     out.pooled.float().sum().backward()
     assert all(p.grad is not None for p in fusion.blocks.parameters())
+
+
+def test_student_can_start_from_the_teachers_ecg_encoder(pipeline_run, cohort, tmp_path):
+    from cardiodistill.models import EncoderBackbone
+    from cardiodistill.pipeline import run_distill
+
+    cfg = tiny_config(**{"distill.backbone": '{"name": "ecg_encoder"}', "distill.min_steps": 1})
+    summary = run_distill(cfg, cohort, pipeline_run / "teacher", tmp_path / "s", n_leads=2, show_bar=False)
+    student = load_model(tmp_path / "s" / "student.pt")
+    assert summary["steps"] > 0 and tuple(student.leads) == ("I", "II")
+    assert isinstance(student.backbone, EncoderBackbone)
+    with torch.no_grad():
+        assert torch.isfinite(student.predict(torch.randn(2, 2, 1000))).all()
+
+
+STAGE1_TINY = [
+    'pretrain.ecg.model={"name": "ecg_mae_tiny", "fs": 100.0, "patch_size": 50, "dim": 32, "depth": 1, "heads": 2, '
+    '"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}',
+    'pretrain.ecg.sources=[{"kind": "synth", "patients": 8, "seed": 1}]',
+    "pretrain.ecg.optim.max_steps=2", "pretrain.ecg.optim.batch_size=8", "pretrain.ecg.optim.warmup_steps=1",
+    'pretrain.video.model={"name": "video_mae_tiny", "size": 32, "frames": 8, "tubelet": [2, 8, 8], "dim": 32, '
+    '"depth": 1, "heads": 2, "decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}',
+    'pretrain.video.sources=[{"kind": "synth", "patients": 8, "seed": 1}]',
+    "pretrain.video.optim.max_steps=2", "pretrain.video.optim.batch_size=4", "pretrain.video.optim.warmup_steps=1",
+    "synth.patients=48", "synth.echo.size=48", "synth.splits.train=0.5", "synth.splits.val=0.25",
+    "synth.splits.test=0.25", "distill.leads=[1, 6]",
+]
+
+
+def test_demo_runs_all_stages_and_writes_the_report_and_the_exported_student(tmp_path):
+    out = tmp_path / "demo"
+    sets = [arg for item in TINY + STAGE1_TINY for arg in ("--set", item)]
+    assert cli("demo", "--out", str(out), *sets) == 0
+    for path in ("stage1-ecg/encoder.pt", "stage1-video/encoder.pt", "align/aligned.pt", "teacher/teacher.pt",
+                 "student-1-lead/student.pt", "student-6-lead/student.pt", "evaluation/metrics.json", "report.html",
+                 "run.json"):
+        assert (out / path).is_file(), path
+    assert (out / "student.onnx").stat().st_size > 0
+    results = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert {"student, 1 lead", "student, 6 leads", "teacher (all modalities)"} <= set(results["models"])
+    # an interrupted demo (no run.json yet) continues: every finished stage is kept, nothing retrains
+    mtime = (out / "align" / "aligned.pt").stat().st_mtime_ns
+    (out / "run.json").unlink()
+    assert cli("demo", "--out", str(out), *sets) == 0
+    assert (out / "align" / "aligned.pt").stat().st_mtime_ns == mtime
+
+
+def test_probe_mode_trains_the_heads_only(pipeline_run, cohort, tmp_path):
+    from cardiodistill.pipeline import run_finetune
+
+    cfg = tiny_config(**{"finetune.mode": "probe", "finetune.modalities": "[ecg, labs]"})
+    run_finetune(cfg, cohort, tmp_path / "t", aligned=pipeline_run / "align" / "aligned.pt", show_bar=False)
+    teacher = load_model(tmp_path / "t" / "teacher.pt")
+    aligned = load_model(pipeline_run / "align" / "aligned.pt")
+    assert teacher.fusion.modalities == ("ecg", "labs")
+    for name, value in teacher.fusion.encoders["ecg"].state_dict().items():
+        assert torch.equal(value, aligned.encoders["ecg"].state_dict()[name]), name

@@ -127,21 +127,6 @@ def test_cli_synth_and_refusal_to_overwrite(tmp_path):
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
-def test_demo_end_to_end(tmp_path):
-    out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "cardiodistill.cli", "demo", "--out", str(out),
-           "--set", "synth.patients=60", "--set", "probe.folds=3", "--set", "probe.bootstrap=20"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    metrics = json.loads((out / "metrics.json").read_text())
-    triage = metrics["labels"]["triage"]["auroc"]
-    assert set(triage) == {"ecg12", "mobile6", "mobile1", "echo", "labs", "notes"}
-    for v in triage.values():
-        assert 0 <= v["ci_low"] <= v["auc"] <= v["ci_high"] <= 1
-    assert "| triage |" in (out / "modality_table.md").read_text()
-    assert (out / "run.json").is_file()
-
-
 def test_gallery_examples_have_their_condition_and_nothing_else():
     from cardiodistill.synth.gallery import CONDITIONS, pick_examples
 

@@ -21,6 +21,10 @@ def _cell(metric: Mapping[str, Any] | None, fmt: str = "{:.3f}") -> str:
     return "n/a" if metric is None else Report.metric_cell(metric, fmt)
 
 
+def _num(value: float | None, fmt: str = "{:.3f}") -> str:
+    return "n/a" if value is None else fmt.format(value)
+
+
 def headline_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per model: triage AUROC / AUPRC / sensitivity / specificity, macro diagnosis AUROC,
     LVEF MAE and calibration error, each with its interval."""
@@ -37,7 +41,7 @@ def headline_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             "specificity": _cell(t["specificity"], "{:.2f}"),
             "diagnoses macro AUROC": _cell(m.get("diagnoses", {}).get("macro", {}).get("auroc")),
             "LVEF MAE (%)": _cell(lvef, "{:.1f}"),
-            "ECE after scaling": f"{m['calibration']['after']['ece']:.3f}",
+            "ECE after scaling": _num(m["calibration"]["after"]["ece"]),
         })
     return rows
 
@@ -84,10 +88,10 @@ def write_report(results: Mapping[str, Any], figures: str | Path, path: str | Pa
     _figure(report, figures, "roc_triage.png", "ROC curves for urgent referral")
     teacher = results["models"].get("teacher (all modalities)")
     students = {k: v for k, v in results["models"].items() if v["kind"] == "student"}
-    if teacher and students:
-        t_auc = teacher["triage"]["auroc"]["value"]
-        lines = [f"{name}: AUROC {m['triage']['auroc']['value']:.3f} ({m['triage']['auroc']['value'] - t_auc:+.3f} "
-                 f"vs the teacher)" for name, m in students.items()]
+    t_auc = teacher["triage"]["auroc"]["value"] if teacher else None
+    if t_auc is not None and students:
+        lines = [f"{name}: AUROC {auc:.3f} ({auc - t_auc:+.3f} vs the teacher)" for name, m in students.items()
+                 if (auc := m["triage"]["auroc"]["value"]) is not None]
         report.paragraph("What distillation costs: " + "; ".join(lines) + ".")
 
     report.section("Cohort", "Who the figures describe.")
@@ -108,17 +112,18 @@ def write_report(results: Mapping[str, Any], figures: str | Path, path: str | Pa
 
     report.section("Calibration", "Does a predicted 30 % mean 30 %? Probabilities after temperature scaling "
                                   "(one temperature per model, fitted on validation).")
-    report.table([{"model": k, "temperature": f"{m['temperature']:.2f}",
-                   "ECE before": f"{m['calibration']['before']['ece']:.3f}",
-                   "ECE after": f"{m['calibration']['after']['ece']:.3f}",
-                   "Brier after": f"{m['calibration']['after']['brier']:.3f}"} for k, m in results["models"].items()])
+    report.table([{"model": k, "temperature": _num(m["temperature"], "{:.2f}"),
+                   "ECE before": _num(m["calibration"]["before"]["ece"]),
+                   "ECE after": _num(m["calibration"]["after"]["ece"]),
+                   "Brier after": _num(m["calibration"]["after"]["brier"])} for k, m in results["models"].items()])
     _figure(report, figures, "reliability.png", "Reliability diagram for urgent referral, test studies")
 
     lvef_models = {k: m["lvef"] for k, m in results["models"].items() if "lvef" in m}
     if lvef_models:
         report.section("Ejection fraction", "LVEF estimated by each model against the recorded value, in % points.")
         report.table([{"model": k, "MAE": _cell(v["mae"], "{:.1f}"), "bias": _cell(v["bias"], "{:.1f}"),
-                       "limits of agreement": f"{v['loa_low']['value']:.1f} to {v['loa_high']['value']:.1f}",
+                       "limits of agreement": f"{_num(v['loa_low']['value'], '{:.1f}')} to "
+                                              f"{_num(v['loa_high']['value'], '{:.1f}')}",
                        "r": _cell(v["pearson_r"], "{:.2f}")} for k, v in lvef_models.items()])
 
     report.section("Subgroups", "Urgent referral by sex and age band; small groups are marked, not hidden.")
@@ -138,13 +143,14 @@ def write_report(results: Mapping[str, Any], figures: str | Path, path: str | Pa
     if "retrieval_ecg_to_echo" in stage2:
         r = stage2["retrieval_ecg_to_echo"]
         report.paragraph("Finding a patient's echo from their ECG among all test patients: " + ", ".join(
-            f"recall@{k} {r[f'recall@{k}']:.2f} (chance {r[f'chance@{k}']:.2f})" for k in (1, 5, 10)) + ".")
+            f"recall@{k} {_num(r[f'recall@{k}'], '{:.2f}')} (chance {_num(r[f'chance@{k}'], '{:.2f}')})"
+            for k in (1, 5, 10)) + ".")
     _figure(report, figures, "label_fraction.png",
             "Frozen-embedding probes vs the share of labelled training studies (macro AUROC, triage + diagnoses)")
     fusion = results.get("fusion_analysis", {})
     if fusion:
         report.paragraph("How much each modality drives the teacher's embedding (mean relative source variance): "
-                         + ", ".join(f"{m} {v:.2f}" for m, v in fusion["rsv_mean"].items()) + ".")
+                         + ", ".join(f"{m} {_num(v, '{:.2f}')}" for m, v in fusion["rsv_mean"].items()) + ".")
     _figure(report, figures, "attention_rollout.png", "Attention rollout: share of attention from each modality "
                                                       "(rows) to each modality (columns) in the teacher's fusion")
     _figure(report, figures, "rsv.png", "Relative source variance of the teacher's embedding units")

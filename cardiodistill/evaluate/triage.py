@@ -186,8 +186,13 @@ def _probe_curve(emb_train: np.ndarray, emb_test: np.ndarray, y_train: np.ndarra
 
 def _fusion_analysis(teacher: CardioTeacher, cohort: Cohort, rows: np.ndarray, figures: Path, seed: int) -> dict:
     """Attention rollout (modality x modality share) and relative source variance of the teacher's fusion."""
-    from .analysis import modality_attention_share, plot_modality_attention, plot_rsv, relative_source_variance
-    from .analysis import attention_rollout
+    from .analysis import (
+        attention_rollout,
+        modality_attention_share,
+        plot_modality_attention,
+        plot_rsv,
+        relative_source_variance,
+    )
 
     fusion = teacher.fusion
     take = rows[: min(64, len(rows))]
@@ -324,8 +329,22 @@ def evaluate_pipeline(
     if aligned is not None:
         results["stage2"] = _stage2(load_model(aligned), cohort, figures, label_fractions, n_boot, seed)
     results["fusion_analysis"] = _fusion_analysis(main_teacher, cohort, test_rows, figures, seed)
+    results = _json_ready(results)
     write_json_atomic(out / "metrics.json", results)
     return results
+
+
+def _json_ready(value: Any) -> Any:
+    """NaN / inf -> None and numpy scalars -> Python, recursively: metrics.json is strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def _stage2(aligned, cohort: Cohort, figures: Path, fractions: Sequence[float], n_boot: int, seed: int) -> dict:
