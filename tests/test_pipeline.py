@@ -278,3 +278,16 @@ def test_probe_mode_trains_the_heads_only(pipeline_run, cohort, tmp_path):
     assert teacher.fusion.modalities == ("ecg", "labs")
     for name, value in teacher.fusion.encoders["ecg"].state_dict().items():
         assert torch.equal(value, aligned.encoders["ecg"].state_dict()[name]), name
+
+
+def test_attention_maps_are_recorded_from_one_forward_pass(pipeline_run, cohort):
+    fusion = load_model(pipeline_run / "align" / "aligned.pt")
+    batch = next(iter(torch.utils.data.DataLoader(cohort.dataset("test"), batch_size=3)))
+    batch["has_echo"][0] = False  # one study without its echo: its echo tokens get no attention
+    maps, out = fusion.attention_maps(batch)
+    assert len(maps) == len(fusion.blocks) and maps[0].shape[-1] == out.tokens.shape[1]
+    torch.testing.assert_close(maps[0].sum(-1), torch.ones_like(maps[0].sum(-1)))
+    echo = out.token_modality == fusion.modalities.index("echo")
+    assert (maps[0][0][..., echo] == 0).all()
+    with torch.no_grad():
+        torch.testing.assert_close(fusion(batch).pooled, out.pooled)

@@ -265,15 +265,14 @@ def evaluate_pipeline(
     teacher: str | Path,
     students: Mapping[str, str | Path],
     aligned: str | Path | None = None,
-    extra_teachers: Mapping[str, str | Path] | None = None,
     label_fractions: Sequence[float] = (0.1, 0.3, 1.0),
     n_boot: int = 1000,
     rule: str = "youden",
     failures: int = 6,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Score the teacher (with every modality set of :data:`MODALITY_SETS` it can take), the
-    ``students`` (name -> ``student.pt``) and any ``extra_teachers`` on the test split; write
+    """Score the teacher (with every modality set of :data:`MODALITY_SETS` it can take) and the
+    ``students`` (name -> ``student.pt``) on the test split; write
     ``out/metrics.json`` and ``out/figures/*.png``; return the metrics (module doc)."""
     out = Path(out)
     figures = out / "figures"
@@ -295,9 +294,6 @@ def evaluate_pipeline(
         if set(modalities) <= set(main_teacher.fusion.modalities):
             score(f"teacher ({label})", _TeacherView(main_teacher, modalities), modalities=modalities,
                   modalities_used=list(modalities))
-    for name, path in (extra_teachers or {}).items():
-        model = load_model(path)
-        score(name, _TeacherView(model, model.fusion.modalities), kind="teacher", modalities_used=model.fusion.modalities)
     student_models = {}
     for name, path in students.items():
         student = load_model(path)

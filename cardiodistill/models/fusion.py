@@ -298,33 +298,26 @@ class CardioFusion(nn.Module):
 
     @torch.no_grad()
     def attention_maps(self, batch: Mapping[str, Any]) -> tuple[list[Tensor], FusionOutput]:
-        """The fusion blocks' attention probabilities ``[B, heads, N, N]`` per block (for attention
-        rollout) and the forward output, for an eval-mode pass."""
-        out = self.forward(batch)
-        # Re-run the fusion on the same input tokens, recording each block's attention.
-        maps = []
-        x = self._fusion_input(batch)
-        key_mask = out.key_mask.clone()
-        key_mask[~key_mask.any(1), 0] = True
-        for block in self.blocks:
+        """The fusion blocks' attention probabilities ``[B, heads, N, N]``, one per block, recorded
+        during one forward pass (for attention rollout), and that pass's output."""
+        maps: list[Tensor] = []
+
+        def record(block: Block, args: tuple[Tensor, Tensor]) -> None:
+            x, key_mask = args
             h = block.norm1(x)
             b, n, d = h.shape
             heads = block.attn.heads
             q, k, _ = block.attn.qkv(h).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
             logits = (q @ k.transpose(-1, -2)) / math.sqrt(d // heads)
             maps.append(logits.masked_fill(~key_mask[:, None, None, :], float("-inf")).softmax(-1))
-            x = block(x, key_mask)
-        return maps, out
 
-    def _fusion_input(self, batch: Mapping[str, Any]) -> Tensor:
-        """The token sequence the fusion blocks receive (for :meth:`attention_maps`)."""
-        captured: list[Tensor] = []
-        hook = self.blocks[0].register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+        handles = [block.register_forward_pre_hook(record) for block in self.blocks]
         try:
-            self.forward(batch)
+            out = self.forward(batch)
         finally:
-            hook.remove()
-        return captured[0]
+            for handle in handles:
+                handle.remove()
+        return maps, out
 
 
 def _width(encoder: nn.Module) -> int:
