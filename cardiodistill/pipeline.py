@@ -163,12 +163,17 @@ def encoder_config(path: str | Path | None, fallback: Mapping[str, Any], section
 
 
 def fusion_config(cfg: Config, cohort: Cohort, ecg: Mapping, video: Mapping) -> dict[str, Any]:
-    """The ``cardio_fusion`` model config for this cohort (encoders, lab statistics, sizes)."""
+    """The ``cardio_fusion`` model config for this cohort (encoders, lab statistics, sizes): the
+    modalities of ``align.modalities`` that at least one study has."""
     a = cfg.align
     labs = {**resolve_model_config(dict(a.labs_model), "align.labs_model"), "n_labs": len(cohort.cache.lab_names)}
     note = resolve_model_config(dict(a.note_model), "align.note_model")
+    present = {m for m in ("ecg", "echo", "labs", "note") if cohort.cache.present[m].any()}
+    modalities = [m for m in a.modalities if m in present and (m != "labs" or cohort.cache.lab_names)]
+    if not modalities:
+        raise DataError(f"no study has any of the modalities {list(a.modalities)}", cohort.cache.folder)
     model = create_model("cardio_fusion", ecg=dict(ecg), echo=dict(video), labs=labs, note=note,
-                         lab_stats=cohort.lab_stats, modalities=list(a.modalities), **a.fusion)
+                         lab_stats=cohort.lab_stats, modalities=modalities, **a.fusion)
     return model.model_config
 
 

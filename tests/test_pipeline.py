@@ -291,3 +291,25 @@ def test_attention_maps_are_recorded_from_one_forward_pass(pipeline_run, cohort)
     assert (maps[0][0][..., echo] == 0).all()
     with torch.no_grad():
         torch.testing.assert_close(fusion(batch).pooled, out.pooled)
+
+
+def test_a_cohort_without_echo_or_labs_aligns_the_modalities_it_has(cohort_dir, tmp_path):
+    import pandas as pd
+
+    manifest = pd.read_csv(cohort_dir / "manifest.csv")
+    for column in ("ecg_path", "mobile_path", "note_path"):
+        manifest[column] = [str(cohort_dir / p) for p in manifest[column]]
+    manifest["echo_path"] = ""
+    (tmp_path / "c").mkdir()
+    manifest.to_csv(tmp_path / "c" / "manifest.csv", index=False)  # no labs.csv, no echo files
+    cfg = tiny_config(**{"align.optim.max_steps": 1})
+    ecg = encoder_config(None, cfg.align.ecg_model, "e")
+    video = encoder_config(None, cfg.align.video_model, "v")
+    data = open_cohort(cfg, tmp_path / "c", paired_spec(ecg[0], video[0]))
+    from cardiodistill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="temporal needs the ecg and echo"):
+        run_align(cfg, data, tmp_path / "a", ecg=ecg, video=video, show_bar=False)
+    cfg = tiny_config(**{"align.optim.max_steps": 1, "align.objectives": "[clip, multimae]"})
+    run_align(cfg, data, tmp_path / "a", ecg=ecg, video=video, show_bar=False)
+    assert load_model(tmp_path / "a" / "aligned.pt").modalities == ("ecg", "note")

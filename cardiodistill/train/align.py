@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from ..models import model_from_config
 from ..models.fusion import CardioFusion, drop_modalities
 from ..models.multimae import MultiModalDecoders, gather_tokens
@@ -117,9 +118,15 @@ class AlignModule(StageModule):
         super().__init__()
         unknown = set(objectives) - set(OBJECTIVES)
         if unknown:
-            raise ValueError(f"unknown alignment objectives {sorted(unknown)}; choose from {list(OBJECTIVES)}")
+            raise ConfigError(f"unknown alignment objectives {sorted(unknown)}; choose from {list(OBJECTIVES)}")
         self.save_hyperparameters(ignore=["encoder_states"])
         self.model: CardioFusion = model_from_config(model_config)
+        have = set(self.model.modalities)
+        if "temporal" in objectives and not {"ecg", "echo"} <= have:
+            raise ConfigError(f"align.objectives: temporal needs the ecg and echo modalities; this cohort gives "
+                              f"{sorted(have)} - choose other objectives")
+        if {"clip", "clip_loo"} & set(objectives) and len(have) < 2:
+            raise ConfigError(f"align.objectives: clip needs two modalities; this cohort gives {sorted(have)}")
         for modality, state in (encoder_states or {}).items():
             self.model.encoders[modality].load_state_dict(state)
         self.scaled_prefixes = tuple(f"model.encoders.{m}." for m in (encoder_states or {}))
