@@ -245,6 +245,12 @@ def test_masked_patch_loss_ignores_unmasked_positions_and_empty_masks():
     by_hand = ((pred - target) ** 2).mean(-1)[mask.bool()].mean()
     assert torch.allclose(loss, by_hand)
 
+    nan_target = target.clone()
+    nan_target[mask == 0] = float("nan")
+    leaf = pred.clone().requires_grad_(True)
+    masked_patch_loss(leaf, nan_target, mask).backward()
+    assert torch.isfinite(leaf.grad).all() and torch.equal(leaf.grad[mask == 0], torch.zeros_like(leaf.grad[mask == 0]))
+
     pred.requires_grad_(True)
     empty = masked_patch_loss(pred, target, torch.zeros(2, 5))
     empty.backward()

@@ -35,6 +35,9 @@ def masked_patch_loss(pred: Tensor, target: Tensor, mask: Tensor, *, norm_pix: b
     if norm_pix:
         target = normalise_patches(target)
     mask = mask.bool()
+    scored = mask[..., None]  # unscored patches are zeroed first, so a NaN there cannot reach the gradient either
+    pred = torch.where(scored, pred, torch.zeros((), dtype=pred.dtype, device=pred.device))
+    target = torch.where(scored, target, torch.zeros((), dtype=target.dtype, device=target.device))
     per_patch = (pred - target).pow(2).mean(dim=-1)
     per_patch = torch.where(mask, per_patch, torch.zeros_like(per_patch))
     return per_patch.sum() / mask.sum().clamp_min(1)
