@@ -60,6 +60,26 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def stage2_variant(name: str, cfg, cohort, out: Path, encoders: dict, fresh: dict) -> Path:
+    """Align with variant ``name`` and fine-tune its teacher; returns the teacher's folder."""
+    v = ALIGN_VARIANTS[name]
+    a_cfg = cfg.model_copy(deep=True)
+    if "objectives" in v:
+        a_cfg.align.objectives = v["objectives"]
+    if "modality_dropout" in v:
+        a_cfg.align.modality_dropout = v["modality_dropout"]
+    folder = out / f"align-{name.replace(' ', '_').replace(',', '')}"
+    if not (folder / "aligned.pt").is_file():
+        _log(f"stage 2: {name}")
+        src = fresh if v.get("fresh") else encoders
+        run_align(a_cfg, cohort, folder, ecg=src["ecg"], video=src["video"], show_bar=False)
+    t_folder = out / f"teacher-{folder.name.removeprefix('align-')}"
+    if not (t_folder / "teacher_outputs.npz").is_file():
+        _log(f"teacher after {name}")
+        run_finetune(cfg, cohort, t_folder, aligned=folder / "aligned.pt", show_bar=False)
+    return t_folder
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
@@ -89,23 +109,8 @@ def main() -> None:
     _log(f"cohort: { {k: len(v) for k, v in cohort.splits.items()} }")
 
     teachers: dict[str, Path] = {}
-    for name in args.variants:
-        v = ALIGN_VARIANTS[name]
-        a_cfg = cfg.model_copy(deep=True)
-        if "objectives" in v:
-            a_cfg.align.objectives = v["objectives"]
-        if "modality_dropout" in v:
-            a_cfg.align.modality_dropout = v["modality_dropout"]
-        folder = out / f"align-{name.replace(' ', '_').replace(',', '')}"
-        if not (folder / "aligned.pt").is_file():
-            _log(f"stage 2: {name}")
-            src = fresh if v.get("fresh") else encoders
-            run_align(a_cfg, cohort, folder, ecg=src["ecg"], video=src["video"], show_bar=False)
-        t_folder = out / f"teacher-{folder.name.removeprefix('align-')}"
-        if not (t_folder / "teacher_outputs.npz").is_file():
-            _log(f"teacher after {name}")
-            run_finetune(cfg, cohort, t_folder, aligned=folder / "aligned.pt", show_bar=False)
-        teachers[name] = t_folder
+    if "full" in args.variants:  # first: the extra teachers and the students start from it
+        teachers["full"] = stage2_variant("full", cfg, cohort, out, encoders, fresh)
 
     extra = {"no stage 2": (None, None), "12-lead ECG only": (["ecg"], "full"), "echo only": (["echo"], "full")}
     for name, (modalities, source) in extra.items():
@@ -145,6 +150,10 @@ def main() -> None:
             _log("student from the no-stage-2 teacher")
             run_distill(cfg, cohort, teachers["no stage 2"], folder, n_leads=n, show_bar=False)
         students[f"student {n} lead, distilled from the no-stage-2 teacher"] = folder / "student.pt"
+
+    for name in args.variants:  # then every other stage-2 variant
+        if name != "full":
+            teachers[name] = stage2_variant(name, cfg, cohort, out, encoders, fresh)
 
     val, test = cohort.splits["val"], cohort.splits["test"]
     results = {"models": {}, "cohort": {k: int(len(v)) for k, v in cohort.splits.items()},
