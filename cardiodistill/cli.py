@@ -112,7 +112,7 @@ def demo(
     stage 2 (cross-modal alignment), stage 3 (the multimodal teacher on a quarter of the training
     labels, then 1-, 2- and 6-lead handheld-ECG students distilled from it), evaluates everything
     on held-out test patients and writes OUT/report.html, OUT/evaluation/metrics.json and
-    OUT/student.onnx. The quick preset takes under 20 minutes on 2 CPU cores; an interrupted demo
+    OUT/student.onnx. The quick preset takes about 14 minutes on 2 CPU cores; an interrupted demo
     continues from its last finished stage when run again.
     """
     from .pipeline import run_pipeline
@@ -135,6 +135,8 @@ def demo(
                               steps=lambda name: console.print(f"[bold cyan]{name}[/]"))
     finish_run(out, "demo", patients=config.synth.patients)
     print(_headline(result["results"]))
+    if "error" in result["summary"]["onnx"]:
+        console.print(f"[yellow]the student was not exported to ONNX:[/] {result['summary']['onnx']['error']}")
     console.print(f"[green]demo finished:[/] report {out / 'report.html'}")
 
 

@@ -441,18 +441,17 @@ def run_pipeline(cfg: Config, out: str | Path, *, progress: Progress | None = No
     return {"results": results, "summary": summary}
 
 
-def export_student(path: str | Path, onnx_path: str | Path) -> str | None:
-    """Export a student to ONNX when the ``edge`` extra (onnx, onnxruntime) is installed; None otherwise."""
-    try:
-        from .deploy.export import export_onnx
-    except ImportError:
-        return None
+def export_student(path: str | Path, onnx_path: str | Path) -> dict[str, str]:
+    """Export a student to ONNX, checked against torch by onnxruntime: ``{"path": ...}``, or
+    ``{"error": ...}`` when its graph cannot be exported (the run's other outputs stand)."""
+    from .deploy.export import export_onnx
+    from .errors import one_line
     from .train.checkpoints import load_model
 
     student = load_model(path)
-    spec_len = int(round(student.backbone_config["fs"] * student.backbone_config["seconds"]))
-    example = torch.zeros(1, len(student.leads), spec_len)
+    n_samples = int(round(student.backbone_config["fs"] * student.backbone_config["seconds"]))
+    example = torch.zeros(1, len(student.leads), n_samples)
     try:
-        return str(export_onnx(student, example, onnx_path))
-    except ImportError:
-        return None
+        return {"path": str(export_onnx(student, example, onnx_path))}
+    except Exception as err:  # noqa: BLE001 - e.g. an operator the exporter lacks; reported, not fatal
+        return {"error": one_line(err)}
