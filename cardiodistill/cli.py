@@ -61,6 +61,18 @@ def _per_source(bar: Progress, what: str):
     return advance
 
 
+def _per_task(bar: Progress):
+    """A ``progress(task, advance, total)`` callback that keeps one bar per task."""
+    tasks: dict[str, int] = {}
+
+    def advance(task: str, n: int, total: int | None) -> None:
+        if task not in tasks:
+            tasks[task] = bar.add_task(task, total=total)
+        bar.advance(tasks[task], n)
+
+    return advance
+
+
 def _synthesize(config: Config, out: Path, overwrite: bool) -> Path:
     from .runs import finish_run, prepare_run_folder
     from .synth.cohort import write_cohort
@@ -124,14 +136,7 @@ def demo(
     if read_run(cohort) is None:
         _synthesize(config, cohort, overwrite=False)
     with _progress() as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(task: str, advance: int, total: int | None) -> None:
-            if task not in tasks:
-                tasks[task] = bar.add_task(task, total=total)
-            bar.advance(tasks[task], advance)
-
-        result = run_pipeline(config, out, progress=progress, show_bar=True,
+        result = run_pipeline(config, out, progress=_per_task(bar), show_bar=True,
                               steps=lambda name: console.print(f"[bold cyan]{name}[/]"))
     finish_run(out, "demo", patients=config.synth.patients)
     print(_headline(result["results"]))
@@ -249,14 +254,7 @@ def _open(cfg, cohort: Path, fusion: dict):
     from .pipeline import open_cohort, spec_of
 
     with _progress() as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(task: str, advance: int, total: int | None) -> None:
-            if task not in tasks:
-                tasks[task] = bar.add_task(task, total=total)
-            bar.advance(tasks[task], advance)
-
-        return open_cohort(cfg, cohort, spec_of(fusion), progress)
+        return open_cohort(cfg, cohort, spec_of(fusion), _per_task(bar))
 
 
 def _stage(kind: str, config: str, set_, out: Path, overwrite: bool):
