@@ -332,6 +332,9 @@ class FinetuneConfig(_Strict):
     modalities: list[Literal["ecg", "echo", "labs", "note"]] = Field(
         default_factory=lambda: ["ecg", "echo", "labs", "note"], min_length=1)
     modality_dropout: float = Field(0.4, ge=0, lt=1, description="robustness to missing modalities")
+    head_init: Literal["probe", "random"] = Field(
+        "probe", description="probe: fit the heads on the frozen embedding first, then train (LP-FT); random: SGD only")
+    probe_c: float = Field(0.1, gt=0, description="head_init probe: inverse L2 strength of the logistic heads")
     lvef_weight: float = Field(1.0, ge=0)
     encoder_lr_scale: float = Field(0.3, gt=0, le=1)
     epochs: int = Field(20, ge=1)

@@ -313,3 +313,35 @@ def test_a_cohort_without_echo_or_labs_aligns_the_modalities_it_has(cohort_dir, 
     cfg = tiny_config(**{"align.optim.max_steps": 1, "align.objectives": "[clip, multimae]"})
     run_align(cfg, data, tmp_path / "a", ecg=ecg, video=video, show_bar=False)
     assert load_model(tmp_path / "a" / "aligned.pt").modalities == ("ecg", "note")
+
+
+def test_heads_fitted_on_the_frozen_embedding_before_fine_tuning(pipeline_run, cohort):
+    """LP-FT: the probe heads reproduce a logistic regression on the standardised frozen embedding,
+    and training keeps that standardisation fixed."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from cardiodistill.train.teacher import TeacherModule, init_heads_from_probe, predict_studies
+
+    teacher = load_model(pipeline_run / "teacher" / "teacher.pt")
+    train = cohort.with_targets(cohort.dataset("train"))
+    # targets a linear function of the embedding can express: the probe must find them
+    teacher.eval()
+    seen = predict_studies(teacher, train, keys=("embedding",))
+    emb, rows = seen["embedding"], seen["index"]
+    score = (emb - emb.mean(0)) @ np.random.default_rng(0).normal(size=emb.shape[1])
+    targets = np.full((len(cohort.cache), len(teacher.outputs)), np.nan, np.float32)  # indexed by cache row
+    targets[rows, 0] = y = (score > np.median(score)).astype(np.float32)
+    train = cohort.with_targets(cohort.dataset("train"), {"targets": targets})
+    report = init_heads_from_probe(teacher, train, c=10.0)
+    assert report["n"] == len(emb) and report["fitted"][0] == teacher.outputs[0]
+    logits = predict_studies(teacher, train, keys=("logits",))["logits"][:, 0]
+    assert roc_auc_score(y, logits) > 0.95
+    z = (emb - emb.mean(0)) / np.sqrt(emb.var(0) + teacher.standardise.eps)
+    expected = LogisticRegression(C=10.0, max_iter=5000).fit(z, y).decision_function(z)
+    np.testing.assert_allclose(logits, expected, atol=1e-3)
+
+    cfg = read_model_file(pipeline_run / "teacher" / "teacher.pt")["model_config"]
+    module = TeacherModule(cfg, frozen_standardise=True).train()
+    assert module.model.fusion.training and not module.model.standardise.training
+    assert not any(p.requires_grad for p in module.model.standardise.parameters())
