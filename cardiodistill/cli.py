@@ -22,6 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import __version__
 from .config import Config, config_to_yaml, load_config, preset_names
+from .deploy.commands import bench_cmd, export_cmd
+from .edge.command import predict_cmd
 from .errors import CardiodistillError
 
 app = typer.Typer(
@@ -494,10 +496,19 @@ def config_presets() -> None:
     print("\n".join(preset_names()))
 
 
+app.command("predict")(predict_cmd)
+app.command("export")(export_cmd)
+app.command("bench")(bench_cmd)
+
+
 @app.command()
 def version() -> None:
     """Print the cardiodistill version."""
     print(__version__)
+
+
+# What the `train` extra adds to an `edge` install (pyproject.toml).
+_TRAIN_ONLY = frozenset({"torch", "lightning", "pandas", "sklearn", "matplotlib", "av", "nibabel", "neurokit2", "onnx"})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -509,6 +520,12 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv)
     except CardiodistillError as err:
         console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except ModuleNotFoundError as err:  # an `edge` install running a training command
+        if err.name not in _TRAIN_ONLY:
+            raise
+        console.print(f"[red]error:[/] this command needs {err.name}, part of the training install: "
+                      "pip install 'cardiodistill[train]'", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

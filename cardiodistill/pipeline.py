@@ -437,25 +437,38 @@ def run_pipeline(cfg: Config, out: str | Path, *, progress: Progress | None = No
     results = evaluate_pipeline(cohort, out / "evaluation", teacher=out / "teacher" / "teacher.pt", students=students,
                                 aligned=out / "align" / "aligned.pt", label_fractions=cfg.finetune.label_fractions,
                                 n_boot=p.bootstrap, rule=p.threshold, failures=p.failures, seed=p.seed)
-    first = next(iter(students.values()))
-    summary["onnx"] = export_student(first, out / "student.onnx")
+    name, first = next(iter(students.items()))
+    threshold = results["models"][name]["triage"]["threshold"]  # chosen on validation, as in the report
+    summary["onnx"] = export_student(first, out / "student.onnx", cohort, thresholds={cohort.outputs[0]: threshold})
     say("writing the report")
     write_report(results, out / "evaluation" / "figures", out / "report.html", config=cfg)
     write_json_atomic(out / "summary.json", summary)
     return {"results": results, "summary": summary}
 
 
-def export_student(path: str | Path, onnx_path: str | Path) -> dict[str, str]:
-    """Export a student to ONNX, checked against torch by onnxruntime: ``{"path": ...}``, or
-    ``{"error": ...}`` when its graph cannot be exported (the run's other outputs stand)."""
-    from .deploy.export import export_onnx
+def student_val_arrays(cohort: Cohort, leads: Sequence[str], split: str = "val") -> tuple[np.ndarray, np.ndarray]:
+    """``(x [N, len(leads), S] float32, y [N, C])`` of a split's handheld ECG windows (the student's
+    input, its leads in order) and binary labels (NaN = unknown): the accuracy gate's validation set."""
+    rows = cohort.splits[split]
+    order = [cohort.cache.spec.mobile_leads.index(lead) for lead in leads]
+    data = cohort.dataset(rows, modalities=("mobile",))
+    x = np.stack([np.asarray(data[i]["mobile"], np.float32)[order] for i in range(len(data))])
+    return x, cohort.labels[rows].astype(np.float32)
+
+
+def export_student(path: str | Path, onnx_path: str | Path, cohort: Cohort, *, precision: str = "int8",
+                   margin: float = 0.02, thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The student at ``path`` as one ONNX file with its :class:`~cardiodistill.edge.EdgeSpec`, at
+    ``precision`` behind the accuracy gate on the cohort's validation studies
+    (:func:`~cardiodistill.deploy.export_student_model`): the gate record with ``path``, or
+    ``{"error": ...}`` when the graph cannot be exported (the run's other outputs stand)."""
+    from .deploy.student import export_student_model
     from .errors import one_line
     from .train.checkpoints import load_model
 
-    student = load_model(path)
-    n_samples = int(round(student.backbone_config["fs"] * student.backbone_config["seconds"]))
-    example = torch.zeros(1, len(student.leads), n_samples)
+    x, y = student_val_arrays(cohort, load_model(path).leads)
     try:
-        return {"path": str(export_onnx(student, example, onnx_path))}
+        return export_student_model(path, onnx_path, val_x=x, val_y=y, precision=precision, margin=margin,
+                                    thresholds=thresholds, provenance={"cohort": str(cohort.cache.folder)})
     except Exception as err:  # noqa: BLE001 - e.g. an operator the exporter lacks; reported, not fatal
         return {"error": one_line(err)}

@@ -258,7 +258,15 @@ def test_demo_runs_all_stages_and_writes_the_report_and_the_exported_student(tmp
                  "student-1-lead/student.pt", "student-6-lead/student.pt", "evaluation/metrics.json", "report.html",
                  "run.json"):
         assert (out / path).is_file(), path
-    assert (out / "student.onnx").stat().st_size > 0
+    # the exported student carries its contract and reads the cohort's handheld files without torch's help
+    from cardiodistill.edge import EdgeModel
+    from cardiodistill.edge.predict import predict_file
+
+    edge = EdgeModel.load(out / "student.onnx")
+    assert edge.spec.leads == ("I",) and edge.spec.gate["precision"] == edge.spec.precision
+    assert edge.spec.triage == "triage" and 0 < edge.spec.thresholds["triage"] < 1
+    row = predict_file(edge, next((out / "cohort" / "mobile").glob("*.hea")))
+    assert row["error"] is None and 0 <= row["triage_probability"] <= 1
     results = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert {"student, 1 lead", "student, 6 leads", "teacher (all modalities)"} <= set(results["models"])
     # an interrupted demo (no run.json yet) continues: every finished stage is kept, nothing retrains

@@ -9,7 +9,7 @@ serves 2.5-30 s windows. Before the file is put in place, onnxruntime (when inst
 example and on a batch of twice its size and must match PyTorch within ``atol``.
 
 :func:`onnx_latency` times the exported graph on one CPU thread, as on a phone. Install both with
-``pip install 'cardiodistill[edge]'`` (onnx, onnxruntime).
+``pip install 'cardiodistill[train]'`` (onnx; onnxruntime comes with the ``edge`` part of it).
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError, DataError, one_line
+from ..edge.spec import open_session
+from ..errors import ConfigError
 from ..io.atomic import atomic_path
 
 __all__ = ["export_onnx", "onnx_latency"]
 
-_INSTALL = "pip install 'cardiodistill[edge]'"
+_INSTALL = "pip install 'cardiodistill[train]'"
 
 
 class _Predict(nn.Module):
@@ -44,21 +45,9 @@ class _Predict(nn.Module):
         return self.model.predict(x)
 
 
-def _ort_session(path: Path, threads: int = 0):
-    """An onnxruntime CPU session (``threads`` 0: onnxruntime's default thread pool)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = threads
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
 def _verify(path: Path, wrapper: nn.Module, example: Tensor, atol: float, destination: Path) -> None:
     """Run the ONNX file at ``path`` on ``example`` and on a batch twice its size; compare with PyTorch."""
-    session = _ort_session(path)
+    session = open_session(path, threads=0)
     name = session.get_inputs()[0].name
     for x in (example, torch.cat([example, example.flip(0)])):
         with torch.no_grad():
@@ -134,13 +123,7 @@ def onnx_latency(path: str | os.PathLike[str], example: Tensor | np.ndarray, n: 
         raise ConfigError(f"ONNX latency needs the 'onnxruntime' package: {_INSTALL}")
     if n < 1:
         raise ConfigError(f"n must be at least 1, got {n}")
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("no such ONNX file", path)
-    try:
-        session = _ort_session(path, threads=1)
-    except Exception as err:  # onnxruntime raises its own exception types for unreadable files
-        raise DataError(f"cannot load the ONNX model: {one_line(err)}", path) from err
+    session = open_session(path, threads=1)  # DataError for a missing or unreadable file
     x = example.detach().float().cpu().numpy() if isinstance(example, Tensor) else np.asarray(example, np.float32)
     feed = {session.get_inputs()[0].name: x}
     for _ in range(10):

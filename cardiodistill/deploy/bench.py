@@ -1,0 +1,234 @@
+"""How fast and how large the deployed student is: latency, file size and memory per backend.
+
+:func:`bench_student` times ONE recording (batch 1, ``[1, L, fs * seconds]``), as a phone paired with a
+handheld recorder would run it, on each backend: PyTorch eager (when given the ``student.pt``),
+onnxruntime float32 and onnxruntime int8 (quantised on the fly, see
+:func:`~cardiodistill.deploy.quantize.quantize_int8`), each on 1 and 2 threads by default. The input
+is a simulated handheld ECG (:func:`~cardiodistill.deploy.quantize.simulated_windows`); the int8
+graph is calibrated on the given windows or on 100 simulated ones.
+
+Peak memory is measured in a fresh Python process per backend (its peak resident set size: ``VmHWM``
+on Linux, ``ru_maxrss`` elsewhere): its baseline after importing the runtime (numpy + onnxruntime,
+or torch + cardiodistill), and its peak after loading the model and running it 20 times, so the
+model's own share is the difference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..edge.spec import open_session, read_spec
+from ..errors import ConfigError, DataError
+from .quantize import quantize_int8, require_onnx, simulated_windows
+
+__all__ = ["bench_rows", "bench_student"]
+
+N_CALIBRATION = 100  # simulated windows that calibrate the int8 graph when none are given
+_WARMUP = 10
+_MEMORY_RUNS = 20  # forward passes of the memory probe
+
+# The memory probe, run as `python -c _MEMORY_PROBE backend model leads samples`: prints one JSON line.
+# On Linux ru_maxrss survives fork + exec, so a child of a large process starts at its parent's peak;
+# the probe reads VmHWM, the peak of its own address space, and falls back to ru_maxrss elsewhere.
+_MEMORY_PROBE = """
+import json, resource, sys
+backend, path, leads, samples = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+import numpy as np
+if backend == "torch":
+    import torch
+    from cardiodistill.train.checkpoints import load_model
+    torch.set_num_threads(1)
+else:
+    import onnxruntime as ort
+
+def peak():
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(l.split()[1]) for l in fh if l.startswith("VmHWM:")) * 1024 / 1e6
+    except (OSError, StopIteration):
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6
+
+baseline = peak()
+x = np.zeros((1, leads, samples), np.float32)
+if backend == "torch":
+    model = load_model(path)
+    with torch.inference_mode():
+        for _ in range(RUNS):
+            model.predict(torch.from_numpy(x))
+else:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    for _ in range(RUNS):
+        session.run(None, {session.get_inputs()[0].name: x})
+print(json.dumps({"baseline_mb": baseline, "peak_mb": peak()}))
+""".replace("RUNS", str(_MEMORY_RUNS))
+
+
+def _timings(run: Callable[[], Any], n: int) -> dict[str, float]:
+    """Latency of ``run()`` in ms over ``n`` timed calls after the warm-up: p50, p95 and mean."""
+    for _ in range(_WARMUP):
+        run()
+    times = np.empty(n)
+    for i in range(n):
+        start = time.perf_counter()
+        run()
+        times[i] = time.perf_counter() - start
+    times *= 1e3
+    return {"p50": round(float(np.percentile(times, 50)), 4), "p95": round(float(np.percentile(times, 95)), 4),
+            "mean": round(float(times.mean()), 4)}
+
+
+def _torch_latency(model, x: np.ndarray, threads: int, n: int) -> dict[str, float]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        tensor = torch.from_numpy(x)
+        with torch.inference_mode():
+            return _timings(lambda: model.predict(tensor), n)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _onnx_latency(path: Path, x: np.ndarray, threads: int, n: int) -> dict[str, float]:
+    session = open_session(path, threads=threads)
+    feed = {session.get_inputs()[0].name: x}
+    return _timings(lambda: session.run(None, feed), n)
+
+
+def _memory(backend: str, path: Path, shape: tuple[int, int, int]) -> dict[str, float]:
+    """Baseline and peak RSS (MB) of a fresh process that loads and runs ``path`` (module doc)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    probe = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, "torch" if backend == "torch" else "onnx", str(path),
+         str(shape[1]), str(shape[2])], capture_output=True, text=True, env=env, check=False,
+    )
+    if probe.returncode != 0:
+        raise RuntimeError(f"memory probe of {path} ({backend}) failed: {probe.stderr.strip()[-500:]}")
+    result = json.loads(probe.stdout.strip().splitlines()[-1])
+    return {"baseline": round(result["baseline_mb"], 1), "peak": round(result["peak_mb"], 1),
+            "model": round(result["peak_mb"] - result["baseline_mb"], 1)}
+
+
+def _onnx_parameters(path: Path) -> int:
+    """Number of float weights in an ONNX graph (batch norms folded into the convs)."""
+    onnx = require_onnx()
+    return int(sum(np.prod(t.dims, dtype=np.int64) for t in onnx.load(str(path)).graph.initializer
+                   if t.data_type == onnx.TensorProto.FLOAT))
+
+
+def bench_student(
+    student_pt_or_onnx: str | os.PathLike[str],
+    *,
+    threads: Sequence[int] = (1, 2),
+    n: int = 200,
+    seconds: float | None = None,
+    calibration: np.ndarray | None = None,
+    seed: int = 0,
+    memory: bool = True,
+) -> dict[str, Any]:
+    """Latency, file size and peak memory of a student on each backend (module doc).
+
+    ``student_pt_or_onnx``: a ``student.pt`` (PyTorch eager, then its float32 ONNX export and an int8
+    version of it) or an exported ``.onnx`` carrying an EdgeSpec (float32: it and an int8 version;
+    fp16/int8: that file alone). ``n`` timed runs per backend and thread count after 10 warm-up runs.
+    ``seconds``: the recording's length (default: the model's window). ``calibration`` ``[N, L, T]``:
+    int8 calibration windows (default: 100 simulated ones, drawn with ``seed`` as is the input).
+    ``memory=False`` skips the memory probes (each a fresh process: ~1 s for onnxruntime, several
+    for PyTorch).
+
+    Returns ``{"model", "leads", "fs", "seconds", "input_shape", "input", "int8_calibration", "n",
+    "threads", "parameters", "backends": {name: {"file", "bytes", "mb", "latency_ms": {threads:
+    {"p50", "p95", "mean"}}, "memory_mb": {"baseline", "peak", "model"}}}, "versions", "cpu"}``
+    (``memory_mb`` only with ``memory``);
+    latencies in ms, sizes in MB (1e6 bytes), thread counts as strings.
+    """
+    import onnxruntime
+
+    if n < 1 or not threads or any(t < 1 for t in threads):
+        raise ConfigError(f"n and every thread count must be at least 1, got n={n}, threads={list(threads)}")
+    path = Path(student_pt_or_onnx)
+    if not path.is_file():
+        raise DataError("no such model file", path)
+    rng = np.random.default_rng(seed)
+    versions = {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__}
+    with tempfile.TemporaryDirectory(prefix="cardiodistill-bench-") as tmp_dir:
+        files: dict[str, Path] = {}
+        model = None
+        if path.suffix == ".onnx":
+            spec = read_spec(path)
+            leads, fs, window = spec.leads, spec.fs, spec.seconds
+            files[f"onnx_{spec.precision}"] = path
+            parameters = {"onnx": _onnx_parameters(path)} if spec.precision == "fp32" else {}
+        else:
+            import torch
+
+            from ..train.checkpoints import load_model
+            from .export import export_onnx
+
+            model = load_model(path)
+            if not all(hasattr(model, a) for a in ("leads", "backbone_config", "predict")):
+                raise DataError(f"not a student model ({type(model).__name__})", path)
+            leads, fs = tuple(model.leads), float(model.backbone_config["fs"])
+            window = float(model.backbone_config["seconds"])
+            files["torch"] = path
+            files["onnx_fp32"] = export_onnx(model, torch.zeros(1, len(leads), int(round(fs * window))),
+                                             Path(tmp_dir) / "fp32.onnx")
+            parameters = {"torch": sum(p.numel() for p in model.parameters()),
+                          "onnx": _onnx_parameters(files["onnx_fp32"])}
+            versions["torch"] = torch.__version__
+        seconds = window if seconds is None else float(seconds)
+        shape = (1, len(leads), int(round(fs * seconds)))
+        x = simulated_windows(1, leads, fs, seconds, rng)
+        calibrated_on = None
+        if "onnx_fp32" in files:
+            if calibration is None:
+                calibration = simulated_windows(N_CALIBRATION, leads, fs, window, rng)
+                calibrated_on = f"{N_CALIBRATION} simulated handheld ECG windows (cardiodistill.synth)"
+            else:
+                calibrated_on = f"{len(calibration)} given windows"
+            files["onnx_int8"] = quantize_int8(files["onnx_fp32"], Path(tmp_dir) / "int8.onnx", calibration)
+        backends: dict[str, dict[str, Any]] = {}
+        for name, file in files.items():
+            size = file.stat().st_size
+            latency = {str(t): _torch_latency(model, x, t, n) if name == "torch" else _onnx_latency(file, x, t, n)
+                       for t in threads}
+            backends[name] = {"file": str(file) if file == path else "built for the benchmark", "bytes": size,
+                              "mb": round(size / 1e6, 3), "latency_ms": latency}
+            if memory:
+                backends[name]["memory_mb"] = _memory(name, file, shape)
+    return {
+        "model": str(path), "leads": list(leads), "fs": fs, "seconds": seconds, "input_shape": list(shape),
+        "input": "one simulated handheld ECG (cardiodistill.synth), per-lead z-scored",
+        "int8_calibration": calibrated_on, "n": n, "threads": list(threads), "parameters": parameters,
+        "backends": backends, "versions": versions,
+        "cpu": {"machine": platform.machine(), "processor": platform.processor() or None, "cores": os.cpu_count()},
+    }
+
+
+def bench_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per backend and thread count of a :func:`bench_student` result, for tables."""
+    rows = []
+    for name, backend in result["backends"].items():
+        memory = backend.get("memory_mb")
+        for threads, latency in backend["latency_ms"].items():
+            row = {"backend": name, "threads": int(threads), "p50 (ms)": f"{latency['p50']:.3f}",
+                   "p95 (ms)": f"{latency['p95']:.3f}", "file (MB)": f"{backend['mb']:.3f}"}
+            if memory is not None:
+                row.update({"peak RSS (MB)": f"{memory['peak']:.1f}", "model's share (MB)": f"{memory['model']:.1f}"})
+            rows.append(row)
+    return rows

@@ -1,0 +1,229 @@
+"""Smaller ONNX graphs of an exported student: int8 static quantisation and float16 weights.
+
+:func:`quantize_int8` runs onnxruntime's static quantisation in QDQ format: int8 weights (one scale per
+output channel by default) and int8 activations whose ranges are calibrated (min/max) on ECG windows
+the caller passes, e.g. validation recordings or :func:`simulated_windows`. The graph is first
+pre-processed (:func:`onnxruntime.quantization.shape_inference.quant_pre_process`: shape inference and
+graph optimisation), which folds the conv biases into initializers.
+
+Measured on the 6-lead ``student_cnn`` (onnxruntime 1.31, one x86 core with AVX2 but no VNNI, batch 1):
+
+* activations are **int8** ("S8S8", onnxruntime's recommendation for QDQ). uint8 activations ran 2-3x
+  faster here but moved the probabilities of a 1-lead ``student_cnn_tiny`` trained on a toy task by
+  0.24 on average (up to 0.87): without VNNI the u8 x s8 products saturate 16-bit sums. On this CPU class the int8 graph (1.2 ms) is slower
+  than float32 (0.9 ms) and only smaller; cores with int8 dot products (VNNI, ARM dotprod) are where
+  it runs faster. Pre-processing made it ~15 % faster.
+* the **output head stays float**: the last linear layers, the sigmoid and the concatenation that
+  forms the output. Quantised, the probabilities and the LVEF share one 8-bit scale: 32 simulated
+  recordings got 19 distinct triage probabilities (32 with the head in float). The head is a few
+  hundred weights.
+
+:func:`convert_fp16` stores the weights as float16 and keeps float32 inputs and outputs. Both write
+atomically and keep the file's ``metadata_props``, with the :class:`~cardiodistill.edge.spec.EdgeSpec`
+re-tagged with the new precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from ..edge.spec import METADATA_KEY, EdgeSpec
+from ..errors import ConfigError, DataError
+from ..io.atomic import atomic_path
+
+__all__ = ["convert_fp16", "quantize_int8", "require_onnx", "retag_precision", "simulated_windows"]
+
+_INSTALL = "pip install 'cardiodistill[train]'"
+_CALIBRATION_BATCH = 16  # windows per calibration run: the per-run overhead dominates at batch 1
+_HEAD_STOP = ("Gemm", "MatMul")  # the head ends (walking back from the outputs) at the first linear layer
+
+
+def require_onnx():
+    """The ``onnx`` module, or a :class:`ConfigError` saying how to install it."""
+    try:
+        import onnx
+    except ImportError as err:
+        raise ConfigError(f"ONNX export and quantisation need the 'onnx' package: {_INSTALL}") from err
+    return onnx
+
+
+def retag_precision(proto, precision: str) -> None:
+    """Set ``precision`` in the EdgeSpec of an ``onnx.ModelProto``'s metadata, in place (no-op without one).
+
+    The other ``metadata_props`` are kept as they are.
+    """
+    props = {p.key: p.value for p in proto.metadata_props}
+    if METADATA_KEY not in props:
+        return
+    spec = dataclasses.replace(EdgeSpec.from_dict(json.loads(props[METADATA_KEY])), precision=precision)
+    props[METADATA_KEY] = spec.to_json()
+    require_onnx().helper.set_model_props(proto, props)
+
+
+def _input(proto, path: Path) -> tuple[str, int | None]:
+    """Name of the graph's (first) input and its lead count, None when that axis is dynamic."""
+    if len(proto.graph.input) != 1:
+        raise DataError(f"expected a graph with one input, found {len(proto.graph.input)}", path)
+    graph_input = proto.graph.input[0]
+    dims = graph_input.type.tensor_type.shape.dim
+    leads = dims[1].dim_value if len(dims) == 3 and dims[1].HasField("dim_value") else None
+    return graph_input.name, leads
+
+
+def _output_head(proto) -> list[str]:
+    """Names of the nodes between the graph outputs and the first linear layer before them (included)."""
+    producer = {out: node for node in proto.graph.node for out in node.output}
+    stack = [o.name for o in proto.graph.output]
+    head: dict[str, None] = {}
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in head:
+            continue
+        head[node.name] = None
+        if node.op_type not in _HEAD_STOP:
+            stack.extend(node.input)
+    return list(head)
+
+
+def _check_calibration(calibration: np.ndarray, leads: int | None, path: Path) -> np.ndarray:
+    x = np.asarray(calibration)
+    if x.ndim != 3 or len(x) == 0 or (leads is not None and x.shape[1] != leads):
+        want = f"[N, {leads if leads is not None else 'L'}, T]"
+        raise DataError(f"calibration windows must be a non-empty float array {want}, got shape {x.shape}", path)
+    if not np.all(np.isfinite(x)):
+        raise DataError("calibration windows contain NaN or infinite values", path)
+    return x.astype(np.float32, copy=False)
+
+
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantisation tools log advice to the root logger; keep it off the user's console."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_int8(
+    src_onnx: str | os.PathLike[str],
+    dst_onnx: str | os.PathLike[str],
+    calibration: np.ndarray,
+    *,
+    per_channel: bool = True,
+) -> Path:
+    """Write an int8 (QDQ) version of the float graph ``src_onnx`` to ``dst_onnx``, atomically; returns it.
+
+    ``calibration`` ``[N, L, T]`` float32: windows prepared as the model's inputs (per-lead z-scored);
+    activation ranges are their min/max. ``per_channel``: one weight scale per output channel (else
+    one per tensor). The EdgeSpec in the metadata is re-tagged ``precision="int8"``.
+    """
+    onnx = require_onnx()
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src, dst = Path(src_onnx), Path(dst_onnx)
+    if not src.is_file():
+        raise DataError("no such ONNX file", src)
+    proto = onnx.load(str(src))
+    name, leads = _input(proto, src)
+    x = _check_calibration(calibration, leads, src)
+
+    class _Windows(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(np.array_split(x, -(-len(x) // _CALIBRATION_BATCH)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self._batches, None)
+            return None if batch is None else {name: batch}
+
+    with tempfile.TemporaryDirectory(prefix="cardiodistill-quant-") as tmp_dir, _quiet_root_logger():
+        prepared = Path(tmp_dir) / "prepared.onnx"
+        # symbolic shape inference cannot resolve the dynamic samples axis (and leaves temp files in the
+        # working directory when it fails); onnx's own shape inference is enough here
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        with atomic_path(dst) as tmp:
+            quantize_static(
+                str(prepared), str(tmp), _Windows(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                nodes_to_exclude=_output_head(onnx.load(str(prepared))),
+            )
+            quantized = onnx.load(str(tmp))
+            onnx.helper.set_model_props(quantized, {p.key: p.value for p in proto.metadata_props})
+            retag_precision(quantized, "int8")
+            onnx.save(quantized, str(tmp))
+    return dst
+
+
+def _fp16_converter():
+    """``convert_float_to_float16`` from onnxruntime's transformer tools or onnxconverter-common; None if neither."""
+    for module in ("onnxruntime.transformers.float16", "onnxconverter_common.float16"):
+        try:
+            return importlib.import_module(module).convert_float_to_float16
+        except ImportError:
+            continue
+    return None
+
+
+def convert_fp16(src_onnx: str | os.PathLike[str], dst_onnx: str | os.PathLike[str]) -> Path:
+    """Write ``src_onnx`` with float16 weights and float32 inputs/outputs to ``dst_onnx``, atomically.
+
+    Uses ``convert_float_to_float16(keep_io_types=True)`` of onnxruntime's transformer tools or of
+    onnxconverter-common; raises :class:`ConfigError` when neither is installed. The EdgeSpec is
+    re-tagged ``precision="fp16"``.
+    """
+    onnx = require_onnx()
+    convert = _fp16_converter()
+    if convert is None:
+        raise ConfigError("fp16 conversion needs onnxruntime's transformer tools or onnxconverter-common; "
+                          "neither is installed")
+    src, dst = Path(src_onnx), Path(dst_onnx)
+    if not src.is_file():
+        raise DataError("no such ONNX file", src)
+    with _quiet_root_logger():
+        proto = convert(onnx.load(str(src)), keep_io_types=True)
+    retag_precision(proto, "fp16")
+    with atomic_path(dst) as tmp:
+        onnx.save(proto, str(tmp))
+    return dst
+
+
+def simulated_windows(n: int, leads: tuple[str, ...] | list[str], fs: float, seconds: float,
+                      rng: np.random.Generator) -> np.ndarray:
+    """``n`` simulated handheld ECG windows ``[n, len(leads), round(fs * seconds)]`` float32, per-lead z-scored.
+
+    Patients from :mod:`cardiodistill.synth` (the default population, every condition at its
+    prevalence), recorded by the six-lead handheld device at ``fs`` Hz; ``leads`` are limb lead
+    names in the order the model reads them. For calibration and benchmarks when no real
+    recordings are at hand.
+    """
+    from ..config import SynthConfig
+    from ..signals.leads import LIMB_LEADS
+    from ..synth.ecg import render_mobile, sample_ecg_params
+    from ..synth.population import sample_population
+    from ..synth.rhythm import sample_beats
+
+    unknown = [lead for lead in leads if lead not in LIMB_LEADS]
+    if unknown or not leads:
+        raise ConfigError(f"simulated windows have the limb leads {list(LIMB_LEADS)}, asked for {list(leads)}")
+    cfg = SynthConfig()
+    pop = sample_population(n, cfg.prevalence, rng)
+    beats = sample_beats(pop, seconds, rng)
+    params = sample_ecg_params(pop, rng)
+    ecg = render_mobile(pop, beats, params, fs, rng, device="six_lead", noise=cfg.mobile.noise,
+                        resolution_uv=cfg.mobile.resolution_uv)
+    x = ecg[:, [LIMB_LEADS.index(lead) for lead in leads], : int(round(fs * seconds))]
+    x = x - x.mean(axis=-1, keepdims=True)
+    return (x / np.maximum(x.std(axis=-1, keepdims=True), 1e-6)).astype(np.float32)

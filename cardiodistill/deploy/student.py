@@ -1,0 +1,262 @@
+"""The gated export of a trained student: one ONNX file, as small as its accuracy allows.
+
+:func:`export_student_model` exports the student (``student.pt``) to float32 ONNX, checked against
+PyTorch, then tries the requested smaller precision. Published int8 ECG models have lost most of
+their discrimination to quantisation (0.89 to 0.51 macro AUROC), so a smaller graph is kept only
+when it passes an **accuracy gate** on validation recordings, both graphs run by onnxruntime:
+
+* its macro AUROC (mean over the outputs whose validation labels hold both classes) is at most
+  ``margin`` below the float32 graph's, **and**
+* no single output's AUROC drops by more than ``2 * margin``.
+
+A failed gate falls back, int8 -> fp16 -> fp32, each smaller precision under the same gate (fp16
+only where a float16 converter is installed, see :func:`~cardiodistill.deploy.quantize.convert_fp16`);
+with ``fallback=False`` it refuses instead. The written file carries its
+:class:`~cardiodistill.edge.spec.EdgeSpec` with the chosen precision and, under ``gate``, what was
+measured for each precision tried and what was decided.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..edge.spec import METADATA_KEY, PRECISIONS, EdgeSpec, open_session
+from ..errors import ConfigError, DataError, one_line
+from ..evaluate.metrics import auroc
+from ..io.atomic import atomic_path
+from .export import export_onnx
+from .quantize import convert_fp16, quantize_int8, require_onnx
+
+__all__ = ["export_student_model", "student_arrays_npz", "student_spec"]
+
+N_CALIBRATION = 200  # validation windows used to calibrate int8 when no calibration set is given
+_FALLBACK = {"int8": ("int8", "fp16", "fp32"), "fp16": ("fp16", "fp32"), "fp32": ("fp32",)}
+_BATCH = 256  # windows per onnxruntime call when scoring the validation set
+
+
+def student_arrays_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(x [N, L, T] float32, y [N, C] float32)`` from an ``.npz`` with keys ``x`` and ``y``.
+
+    ``x``: prepared windows (per-lead z-scored, the model's leads in its order); ``y``: 0/1 labels
+    per output, NaN where unknown.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such file", path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not {"x", "y"} <= set(data.files):
+                raise DataError(f"expected arrays 'x' and 'y', found {sorted(data.files)}", path)
+            x, y = data["x"], data["y"]
+    except (OSError, ValueError) as err:
+        raise DataError(f"not a readable .npz archive ({one_line(err)})", path) from err
+    if x.ndim != 3 or y.ndim != 2 or len(x) != len(y) or len(x) == 0:
+        raise DataError(f"expected x [N, leads, samples] and y [N, outputs] with the same N > 0, "
+                        f"got {x.shape} and {y.shape}", path)
+    if not (np.issubdtype(x.dtype, np.floating) and np.issubdtype(y.dtype, np.number)):
+        raise DataError(f"x must be float and y numeric, got {x.dtype} and {y.dtype}", path)
+    return x.astype(np.float32, copy=False), y.astype(np.float32, copy=False)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def student_spec(
+    model: torch.nn.Module,
+    info: Mapping[str, Any],
+    source: str | os.PathLike[str],
+    *,
+    model_id: str | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> EdgeSpec:
+    """The float32 :class:`EdgeSpec` of a loaded student and the ``info`` stored with it (``read_model_file``).
+
+    ``task``, ``triage``, ``abstain_outputs`` and ``thresholds`` come from ``info`` when present
+    (defaults: multilabel, the first output is the triage output). ``model_id`` defaults to
+    ``student-<n>lead-<first 12 hex of the file's sha256>``; ``provenance`` adds to the recorded
+    source file, its hash and the training steps.
+    """
+    source = Path(source)
+    if not all(hasattr(model, a) for a in ("leads", "outputs", "backbone_config", "predict")):
+        raise DataError(f"not a student model ({type(model).__name__}): export takes a student.pt", source)
+    digest = _sha256(source)
+    outputs = tuple(model.outputs)
+    record = {"source": str(source), "sha256": digest, "trained_with": info.get("version"),
+              **{k: info[k] for k in ("steps", "n_train", "distilled") if k in info}, **(provenance or {})}
+    try:
+        return EdgeSpec(
+            model_id=model_id or f"student-{len(model.leads)}lead-{digest[:12]}",
+            version=__version__,
+            leads=tuple(model.leads),
+            fs=float(model.backbone_config["fs"]),
+            seconds=float(model.backbone_config["seconds"]),
+            outputs=outputs,
+            task=info.get("task", "multilabel"),
+            triage=info.get("triage", outputs[0]),
+            abstain_outputs=tuple(info.get("abstain_outputs", ())),
+            thresholds={k: float(v) for k, v in (thresholds or info.get("thresholds") or {}).items()},
+            lvef_mean=getattr(model, "lvef_mean", None),
+            lvef_std=getattr(model, "lvef_std", None),
+            provenance=record,
+        )
+    except ValueError as err:
+        raise ConfigError(f"{source}: cannot describe the student for export: {one_line(err)}") from err
+
+
+def _predict(path: Path, x: np.ndarray) -> np.ndarray:
+    """onnxruntime output ``[N, n_outputs + 1]`` of the graph at ``path`` on ``x [N, L, T]``."""
+    session = open_session(path, threads=0)
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + _BATCH]})[0] for i in range(0, len(x), _BATCH)])
+
+
+def _aurocs(y: np.ndarray, prob: np.ndarray, outputs: tuple[str, ...]) -> dict[str, float]:
+    """AUROC per output with both classes among its known (non-NaN) labels."""
+    scores = {}
+    for j, name in enumerate(outputs):
+        known = ~np.isnan(y[:, j])
+        value = auroc(y[known, j], prob[known, j])
+        if not np.isnan(value):
+            scores[name] = round(value, 6)
+    return scores
+
+
+def _measure(path: Path, x: np.ndarray, y: np.ndarray, spec: EdgeSpec,
+             reference: np.ndarray | None) -> tuple[dict[str, Any], np.ndarray]:
+    """The gate's record for one graph and its output ``[N, n_outputs + 1]``: AUROCs, and against the
+    float32 ``reference`` output the largest probability difference and the mean absolute LVEF
+    difference (in % when the spec has ``lvef_std``)."""
+    out = _predict(path, x)
+    n = len(spec.outputs)
+    per_output = _aurocs(y, out[:, :n], spec.outputs)
+    record: dict[str, Any] = {"macro_auroc": round(float(np.mean(list(per_output.values()))), 6),
+                              "auroc": per_output, "bytes": path.stat().st_size}
+    if reference is not None:
+        record["max_prob_diff"] = round(float(np.max(np.abs(out[:, :n] - reference[:, :n]))), 6)
+        lvef_diff = float(np.mean(np.abs(out[:, n] - reference[:, n])))
+        record["lvef_mean_abs_diff"] = round(lvef_diff * (spec.lvef_std or 1.0), 6)
+    return record, out
+
+
+def _judge(record: dict, base: dict, margin: float) -> None:
+    """Add ``macro_drop``, ``worst_output``, ``worst_drop`` and ``passed`` to a smaller precision's record."""
+    drops = {k: base["auroc"][k] - record["auroc"][k] for k in base["auroc"]}
+    worst = max(drops, key=drops.get)
+    record["macro_drop"] = round(base["macro_auroc"] - record["macro_auroc"], 6)
+    record["worst_output"], record["worst_drop"] = worst, round(drops[worst], 6)
+    record["passed"] = bool(record["macro_drop"] <= margin and drops[worst] <= 2 * margin)
+
+
+def _check_validation(x: np.ndarray, y: np.ndarray, spec: EdgeSpec) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+    want = (len(spec.leads), spec.samples)
+    if x.ndim != 3 or x.shape[1:] != want or y.shape != (len(x), len(spec.outputs)) or len(x) == 0:
+        raise DataError(f"validation arrays must be x [N, {want[0]}, {want[1]}] and y [N, {len(spec.outputs)}] "
+                        f"for this student (leads {', '.join(spec.leads)}), got {x.shape} and {y.shape}")
+    if not np.all(np.isfinite(x)):
+        raise DataError("validation windows x contain NaN or infinite values")
+    if not any(len(np.unique(column[~np.isnan(column)])) > 1 for column in y.T):
+        raise DataError(f"no output has both classes among the {len(x)} validation labels; the gate cannot "
+                        f"compare precisions")
+    return x, y
+
+
+def export_student_model(
+    student_pt: str | os.PathLike[str],
+    out_onnx: str | os.PathLike[str],
+    *,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    calibration_x: np.ndarray | None = None,
+    precision: str = "int8",
+    margin: float = 0.02,
+    fallback: bool = True,
+    model_id: str | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Export the student at ``student_pt`` to ``out_onnx`` at ``precision``, behind the accuracy gate (module doc).
+
+    ``val_x [N, L, T]`` float32: validation windows prepared as the model's inputs (per-lead
+    z-scored, its leads in order, ``fs * seconds`` samples); ``val_y [N, n_outputs]``: 0/1 labels,
+    NaN where unknown. ``calibration_x``: int8 calibration windows (default: the first
+    :data:`N_CALIBRATION` of ``val_x``). ``margin``: the largest macro-AUROC loss accepted, in AUROC
+    units (a negative margin fails every gate). Without ``fallback`` a failed gate raises
+    :class:`ConfigError` and writes nothing.
+
+    Returns the gate record stored in the file's EdgeSpec (``requested``, ``precision`` chosen,
+    ``margin``, ``n_validation``, one record per precision measured, ``decision``) with ``path`` and
+    ``bytes`` of the written file.
+    """
+    from ..train.checkpoints import build_model, read_model_file
+
+    onnx = require_onnx()
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if not np.isfinite(margin):
+        raise ConfigError(f"margin must be a finite AUROC difference, got {margin}")
+    student_pt, out_onnx = Path(student_pt), Path(out_onnx)
+    data = read_model_file(student_pt)
+    model = build_model(data, source=student_pt)
+    spec = student_spec(model, data, student_pt, model_id=model_id, thresholds=thresholds, provenance=provenance)
+    x, y = _check_validation(val_x, val_y, spec)
+    calibration = x[:N_CALIBRATION] if calibration_x is None else calibration_x
+
+    gate: dict[str, Any] = {"requested": precision, "margin": float(margin), "n_validation": len(x),
+                            "rule": "macro AUROC drop <= margin and every output's drop <= 2 * margin"}
+    with tempfile.TemporaryDirectory(prefix="cardiodistill-export-") as tmp_dir:
+        files = {p: Path(tmp_dir) / f"{p}.onnx" for p in PRECISIONS}
+        export_onnx(model, torch.from_numpy(x[:1]), files["fp32"], input_name=spec.input_name,
+                    metadata={METADATA_KEY: spec.to_json()})
+        gate["fp32"], reference = _measure(files["fp32"], x, y, spec, None)
+        notes, chosen = [], "fp32"
+        for candidate in _FALLBACK[precision][:-1]:
+            try:
+                if candidate == "int8":
+                    quantize_int8(files["fp32"], files["int8"], calibration)
+                else:
+                    convert_fp16(files["fp32"], files["fp16"])
+            except ConfigError as err:  # no fp16 converter installed
+                gate[candidate] = {"unavailable": str(err)}
+                notes.append(f"{candidate} unavailable")
+                if not fallback:
+                    raise ConfigError(f"{out_onnx}: {candidate} export unavailable: {err}") from err
+                continue
+            gate[candidate], _ = _measure(files[candidate], x, y, spec, reference)
+            _judge(gate[candidate], gate["fp32"], margin)
+            record = gate[candidate]
+            summary = (f"{candidate} macro AUROC drop {record['macro_drop']:.4f}, worst {record['worst_output']} "
+                       f"{record['worst_drop']:.4f}")
+            if record["passed"]:
+                chosen = candidate
+                notes.append(f"{summary}: passed")
+                break
+            notes.append(f"{summary}: failed")
+            if not fallback:
+                raise ConfigError(f"{out_onnx}: {summary} on {len(x)} validation recordings exceeds the margin "
+                                  f"{margin:g} (per output {2 * margin:g}); not written (strict)")
+        gate["precision"] = chosen
+        gate["decision"] = "; ".join([*notes, f"wrote {chosen}"])
+        final = dataclasses.replace(spec, precision=chosen, gate=gate)
+        proto = onnx.load(str(files[chosen]))
+        props = {p.key: p.value for p in proto.metadata_props}
+        onnx.helper.set_model_props(proto, {**props, METADATA_KEY: final.to_json()})
+        with atomic_path(out_onnx) as tmp:
+            onnx.save(proto, str(tmp))
+    return {**gate, "path": str(out_onnx), "bytes": out_onnx.stat().st_size}

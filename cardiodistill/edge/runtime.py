@@ -1,0 +1,255 @@
+"""Run an exported student on one ECG record with numpy, scipy and onnxruntime only (no PyTorch).
+
+:class:`EdgeModel` holds an onnxruntime session and the model's :class:`~.spec.EdgeSpec`, and turns an
+:class:`~cardiodistill.records.EcgRecord` into a prediction in three steps:
+
+1. :meth:`EdgeModel.prepare` - the steps of the training windows
+   (:func:`cardiodistill.data.ecg_windows.record_windows`), with :mod:`cardiodistill.signals`:
+
+   * canonical lead names; a single channel named only ``ECG``/``EKG`` (CinC 2017, handheld exports)
+     is the single-lead recording between the hands, lead I; a microvolt file is refused;
+   * the model's leads selected, a missing limb lead derived from two recorded ones (Einthoven /
+     Goldberger, e.g. I = II - III); a lead that cannot be had is a
+     :class:`~cardiodistill.errors.LeadError` naming the file;
+   * non-finite runs up to 40 ms interpolated, longer ones zero the lead;
+   * per-lead quality (:func:`~cardiodistill.signals.quality.lead_quality`) of the model's leads,
+     at the recording's own rate, before any filtering;
+   * resampled to ``spec.fs``, zero-phase band-pass ``spec.band_hz`` (no mains notch: training used
+     none, and for a 100 Hz model the resampling filter and the 40 Hz edge remove 50/60 Hz hum);
+   * non-overlapping windows of ``spec.seconds``; the last, partial window is kept (zero-padded) when
+     it holds at least :data:`MIN_WINDOW_FRACTION` of a window, and a recording shorter than one
+     window is padded;
+   * each lead of each window z-scored over its real samples (a flat lead and the padding stay 0).
+
+2. :meth:`EdgeModel.run` - onnxruntime on ``[W, len(leads), fs * seconds]`` float32, in batches of
+   at most :data:`MAX_BATCH` windows.
+3. :meth:`EdgeModel.interpret` - the **mean over windows** of each output's probability (and of
+   LVEF), the prediction, and the abstention.
+
+Abstention: a recording the model should not read is flagged ``abstain`` with the reasons, and its
+probabilities are still reported (the prediction is None). The rules, in this order:
+
+* a lead the model reads is unusable per :func:`~cardiodistill.signals.quality.lead_quality` (flat,
+  clipped, lead off, noisy, or a gap too long to interpolate);
+* the recording is shorter than ``min_seconds`` (default :data:`MIN_SECONDS`);
+* the model itself says it cannot read it: for a ``multiclass`` model the most probable output is
+  one of ``spec.abstain_outputs`` (CinC 2017's noisy class), for a ``multilabel`` model one of them
+  reaches its threshold (reason :data:`MODEL_ABSTAINS`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import DataError
+from ..records import EcgRecord
+from ..signals.filters import bandpass
+from ..signals.preprocess import canonicalize, check_millivolts, fill_gaps, select_leads
+from ..signals.quality import LeadQuality, lead_quality
+from ..signals.resample import resample
+from ..signals.windows import fixed_windows
+from .spec import EdgeSpec, open_session, spec_from_metadata
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+__all__ = [
+    "DEFAULT_MODEL", "MAX_BATCH", "MIN_SECONDS", "MIN_WINDOW_FRACTION", "MODEL_ABSTAINS", "EdgeModel",
+    "Prediction", "RecordInfo",
+]
+
+#: The model shipped with the package (``cardiodistill/weights``): CinC 2017 classes from lead I.
+DEFAULT_MODEL = "cinc2017_lead1.onnx"
+#: Shortest recording (s) that is read without abstaining.
+MIN_SECONDS = 5.0
+#: Smallest part of a window that the last, partial window must hold to be kept.
+MIN_WINDOW_FRACTION = 0.5
+#: A lead whose standard deviation in a window is at most this (mV) is left at zero, not z-scored.
+FLAT_STD = 1e-6
+#: Most windows given to onnxruntime in one call.
+MAX_BATCH = 64
+#: Abstain reason when the model's own output says the recording cannot be read.
+MODEL_ABSTAINS = "model: too noisy to read"
+DEFAULT_THRESHOLD = 0.5
+_GENERIC_ECG = re.compile(r"^\s*(ecg|ekg)[\s_\-]*\d*\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class RecordInfo:
+    """What :meth:`EdgeModel.prepare` found in a record (everything but the windows)."""
+
+    source: str | None
+    leads: tuple[str, ...]  #: the model's leads, in its input order
+    derived: dict[str, str]  #: derived lead -> how ("from II, III")
+    fs_in: float  #: the recording's sampling rate, Hz
+    duration_s: float  #: the recording's length, s
+    n_windows: int
+    quality: dict[str, LeadQuality]  #: per model lead, measured at ``fs_in`` before filtering
+    reasons: tuple[str, ...]  #: abstain reasons known before the model runs (quality, length)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's reading of one recording (window outputs averaged)."""
+
+    probabilities: dict[str, float]  #: per output, in ``spec.outputs`` order
+    triage_probability: float | None  #: ``probabilities[spec.triage]``, None without a triage output
+    prediction: str | list[str] | None  #: multiclass: the argmax; multilabel: outputs over threshold; None if abstained
+    lvef: float | None  #: %, None for a model trained without LVEF
+    abstain: bool
+    reasons: tuple[str, ...]  #: why it abstained (empty when it did not)
+
+
+def _standardise(windows: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``windows [W, L, S]`` with each lead of each window z-scored over its real samples
+    (``valid [W, S]``); padding and flat leads (std <= :data:`FLAT_STD`) are 0. float32."""
+    real = valid[:, None, :]
+    count = np.maximum(real.sum(axis=-1), 1)
+    x = windows.astype(np.float64)
+    mean = np.where(real, x, 0.0).sum(axis=-1) / count
+    dev = np.where(real, x - mean[..., None], 0.0)
+    std = np.sqrt((dev**2).sum(axis=-1) / count)
+    return (dev / np.where(std > FLAT_STD, std, np.inf)[..., None]).astype(np.float32)
+
+
+def _single_channel_as_lead_i(record: EcgRecord) -> tuple[EcgRecord, dict[str, str]]:
+    """A record of one channel with a generic name (``ECG``, ``EKG 1``: CinC 2017, most handheld
+    exports) is a single-lead handheld recording between the two hands, i.e. lead I; other records
+    are returned as they are. Also returns ``{"I": how}`` when it renamed the channel."""
+    if len(record.leads) != 1 or not _GENERIC_ECG.match(record.leads[0]):
+        return record, {}
+    how = f"channel {record.leads[0]!r} of a single-lead recording read as lead I"
+    return replace(record, leads=("I",)), {"I": how}
+
+
+class EdgeModel:
+    """An exported student and the steps that feed it (module doc). Build with :meth:`load`."""
+
+    def __init__(
+        self, session: onnxruntime.InferenceSession, spec: EdgeSpec, path: str | Path, *, min_seconds: float = MIN_SECONDS
+    ):
+        self.session = session
+        self.spec = spec
+        self.path = Path(path)
+        self.min_seconds = float(min_seconds)
+        graph_input = session.get_inputs()[0]
+        shape = list(graph_input.shape)  # ints for fixed axes, names (or None) for dynamic ones
+        want = (len(spec.leads), spec.samples)
+        fixed_ok = all(not isinstance(got, int) or got == w for got, w in zip(shape[1:], want))
+        if graph_input.name != spec.input_name or len(shape) != 3 or not fixed_ok:
+            raise DataError(f"graph input {graph_input.name!r} {shape} does not match the spec's "
+                            f"{spec.input_name!r} [batch, {len(spec.leads)}, {spec.samples}]", path)
+        self._dtype = np.float16 if graph_input.type == "tensor(float16)" else np.float32
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, threads: int = 1, *, min_seconds: float = MIN_SECONDS) -> EdgeModel:
+        """The model in the ONNX file at ``path`` (None: the bundled :data:`DEFAULT_MODEL`), run on
+        ``threads`` CPU threads (0: all)."""
+        if path is None:
+            bundled = resources.files("cardiodistill") / "weights" / DEFAULT_MODEL
+            if not bundled.is_file():
+                raise DataError(f"no bundled model weights/{DEFAULT_MODEL} in this install: pass --model")
+            with resources.as_file(bundled) as local:
+                return cls._open(local, threads, min_seconds)
+        return cls._open(Path(path), threads, min_seconds)
+
+    @classmethod
+    def _open(cls, path: Path, threads: int, min_seconds: float) -> EdgeModel:
+        session = open_session(path, threads)
+        spec = spec_from_metadata(session.get_modelmeta().custom_metadata_map, path)
+        return cls(session, spec, path, min_seconds=min_seconds)
+
+    def __repr__(self) -> str:
+        s = self.spec
+        return (f"EdgeModel({s.model_id} {s.version}, leads={','.join(s.leads)}, {s.fs:g} Hz x {s.seconds:g} s, "
+                f"{s.task}, {s.precision}, path={str(self.path)!r})")
+
+    def prepare(self, record: EcgRecord) -> tuple[np.ndarray, RecordInfo]:
+        """Model input ``[W, len(spec.leads), spec.samples]`` float32 from ``record`` (mV, any rate and
+        leads), and what was found on the way (module doc, step 1)."""
+        spec = self.spec
+        record, assumed = _single_channel_as_lead_i(record)
+        record = canonicalize(record)
+        check_millivolts(record)
+        selected = fill_gaps(select_leads(record, spec.leads, derive=True), missing="zero")
+        quality = lead_quality(selected)
+        for lead in selected.meta.get("missing_leads", []):  # a gap too long to interpolate: zeroed
+            q = quality[lead]
+            quality[lead] = replace(q, nan=True, usable=False, reasons=list(dict.fromkeys(["nan", *q.reasons])))
+        computed = selected.meta.get("derived_leads", {})
+        derived = {lead: how for lead, how in {**assumed, **computed}.items() if lead in spec.leads}
+
+        filtered = bandpass(resample(selected, spec.fs), *spec.band_hz)
+        cut = fixed_windows(filtered, spec.seconds, pad="zero", min_seconds=0.0)
+        keep = cut.valid.sum(axis=-1) >= MIN_WINDOW_FRACTION * spec.samples
+        keep[0] = True  # a recording shorter than one window: its one padded window
+        windows = _standardise(cut.signal[keep], cut.valid[keep])
+
+        reasons = []
+        for lead in spec.leads:
+            if not quality[lead].usable:
+                how = f" (derived {computed[lead]})" if lead in computed else ""
+                reasons.append(f"lead {lead}{how} unusable: {', '.join(quality[lead].reasons)}")
+        if record.duration_s < self.min_seconds:
+            reasons.append(f"recording is {record.duration_s:.3g} s, shorter than the {self.min_seconds:g} s minimum")
+        info = RecordInfo(
+            source=record.source, leads=tuple(spec.leads), derived=derived, fs_in=record.fs,
+            duration_s=record.duration_s, n_windows=len(windows), quality=quality, reasons=tuple(reasons),
+        )
+        return windows, info
+
+    def run(self, windows: np.ndarray) -> np.ndarray:
+        """The graph's output ``[W, len(spec.outputs) + 1]`` float32 (probabilities, then standardised
+        LVEF) for ``windows [W, len(spec.leads), spec.samples]``."""
+        spec = self.spec
+        windows = np.asarray(windows)
+        if windows.ndim != 3 or windows.shape[1:] != (len(spec.leads), spec.samples):
+            raise ValueError(f"windows must be [W, {len(spec.leads)}, {spec.samples}], got {windows.shape}")
+        parts = [
+            self.session.run(None, {spec.input_name: windows[i : i + MAX_BATCH].astype(self._dtype)})[0]
+            for i in range(0, len(windows), MAX_BATCH)
+        ]
+        out = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, len(spec.outputs) + 1), np.float32)
+        if out.shape != (len(windows), len(spec.outputs) + 1):
+            raise DataError(f"model returned {list(out.shape)} for {len(windows)} windows; its spec has "
+                            f"{len(spec.outputs)} outputs + LVEF", self.path)
+        return out
+
+    def interpret(self, outputs: np.ndarray, info: RecordInfo) -> Prediction:
+        """The prediction from one record's window outputs ``[W, len(spec.outputs) + 1]`` (module doc, step 3)."""
+        spec = self.spec
+        mean = np.asarray(outputs, dtype=np.float64).mean(axis=0)
+        probabilities = dict(zip(spec.outputs, map(float, mean[: len(spec.outputs)])))
+        lvef = None
+        if spec.lvef_mean is not None and spec.lvef_std is not None:
+            lvef = float(spec.lvef_mean + spec.lvef_std * mean[len(spec.outputs)])
+        if spec.task == "multiclass":
+            prediction: str | list[str] = max(probabilities, key=probabilities.get)
+            unreadable = prediction in spec.abstain_outputs
+        else:
+            prediction = [name for name, p in probabilities.items() if p >= self.threshold(name)]
+            unreadable = any(name in spec.abstain_outputs for name in prediction)
+        reasons = (*info.reasons, MODEL_ABSTAINS) if unreadable else info.reasons
+        return Prediction(
+            probabilities=probabilities,
+            triage_probability=None if spec.triage is None else probabilities[spec.triage],
+            prediction=None if reasons else prediction,
+            lvef=lvef,
+            abstain=bool(reasons),
+            reasons=tuple(reasons),
+        )
+
+    def threshold(self, output: str) -> float:
+        """Decision threshold of a multilabel ``output`` (``spec.thresholds``, else 0.5)."""
+        return float(self.spec.thresholds.get(output, DEFAULT_THRESHOLD))
+
+    def predict(self, record: EcgRecord) -> tuple[Prediction, RecordInfo]:
+        """:meth:`prepare`, :meth:`run` and :meth:`interpret` on one record."""
+        windows, info = self.prepare(record)
+        return self.interpret(self.run(windows), info), info
