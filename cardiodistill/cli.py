@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import __version__
@@ -143,7 +144,7 @@ def demo(
     finish_run(out, "demo", patients=config.synth.patients)
     print(_headline(result["results"]))
     if "error" in result["summary"]["onnx"]:
-        console.print(f"[yellow]the student was not exported to ONNX:[/] {result['summary']['onnx']['error']}")
+        console.print(f"[yellow]the student was not exported to ONNX:[/] {escape(result['summary']['onnx']['error'])}")
     console.print(f"[green]demo finished:[/] report {out / 'report.html'}")
 
 
@@ -519,13 +520,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv)
     except CardiodistillError as err:
-        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except ModuleNotFoundError as err:  # an `edge` install running a training command
         if err.name not in _TRAIN_ONLY:
             raise
         console.print(f"[red]error:[/] this command needs {err.name}, part of the training install: "
-                      "pip install 'cardiodistill[train]'", highlight=False, soft_wrap=True)
+                      + escape("pip install 'cardiodistill[train]'"), highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -15,11 +15,12 @@ def run(*args, check=False):
 
 def test_help_lists_the_commands():
     out = run("--help", check=True).stdout
-    for command in ("synth", "demo", "inspect", "config", "version"):
+    for command in ("synth", "demo", "inspect", "config", "version", "predict", "export", "bench"):
         assert command in out
 
 
-@pytest.mark.parametrize("command", [["synth"], ["demo"], ["inspect"], ["config"], ["config", "show"], ["config", "presets"], ["version"]])
+@pytest.mark.parametrize("command", [["synth"], ["demo"], ["inspect"], ["config"], ["config", "show"], ["config", "presets"],
+                                     ["version"], ["predict"], ["export"], ["bench"]])
 def test_every_command_has_help(command):
     proc = run(*command, "--help", check=True)
     assert "Usage" in proc.stdout
@@ -58,3 +59,20 @@ def test_non_run_folder_is_refused(tmp_path):
     proc = run("synth", "--out", str(tmp_path), "--patients", "2")
     assert proc.returncode == 2 and "not a cardiodistill run" in proc.stderr
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_a_training_command_on_an_edge_install_says_what_to_install(tmp_path):
+    """With torch absent (as on `pip install cardiodistill[edge]`), `predict` loads and a training
+    command fails in one line naming the extra, brackets and all."""
+    code = ("import sys, importlib.abc\n"
+            "class NoTorch(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'lightning'):\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, NoTorch())\n"
+            "from cardiodistill.cli import main\n"
+            "main(sys.argv[1:])\n")
+    proc = subprocess.run([sys.executable, "-c", code, "demo", "--out", str(tmp_path / "demo")], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "pip install 'cardiodistill[train]'" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
