@@ -1,0 +1,372 @@
+"""Students and 12-lead teachers trained on in-memory arrays (public data sets) with the stage-3 engine.
+
+The pipeline's stage 3 reads a paired cache; a public data set such as PTB-XL or CinC 2017 is just
+arrays. This module feeds arrays to the same machinery, so nothing of stage 3 is written twice:
+
+* :func:`records_to_arrays` - ECG records (any rate, mV) as one padded array at the model's rate;
+* :class:`ArrayDataset` - recordings ``x [N, L, T]`` as the dict items
+  :class:`~cardiodistill.train.distill.StudentModule` reads (``mobile``, ``targets``, ``lvef_z``,
+  ``index``, and the teacher's ``t_logits`` / ``t_embedding`` when given), with seeded random crops of
+  long recordings and each window's leads z-scored over its real samples, as at inference;
+* :func:`fit_array_student` - :class:`StudentModule` + :func:`~.stages.fit_stage`: labels alone, or
+  distilled when the dataset carries the teacher's arrays (:func:`teacher_targets`);
+* :func:`fit_array_teacher` - a fixed-lead ``xresnet1d`` classifier (e.g. all 12 leads) trained on the
+  labels by :class:`ArrayTeacherModule`, whose logits and pooled features are the distillation targets;
+* :func:`predict_arrays` - probabilities, logits and embeddings per recording, the mean over
+  non-overlapping windows covering the whole recording (the windows of
+  :mod:`cardiodistill.edge.runtime`, so an offline score is the score the exported model gets).
+
+Settings come from a :class:`~cardiodistill.config.Config` (default: the ``quick`` preset): the student
+uses ``distill`` (backbone, loss weights, temperature, epochs, ``optim``), the teacher ``finetune``
+(epochs, ``optim``), both ``trainer``. With a validation set, the weights kept are those of the best
+validation label loss (checked every ``trainer.checkpoint_every`` steps), not the last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ..config import Config, load_config
+from ..data.ecg_windows import _standardise
+from ..errors import ConfigError, DataError
+from ..models import XResNet1d, create_model, model_from_config
+from ..models.student import StudentModel
+from ..objectives.distill import multilabel_bce
+from ..records import EcgRecord
+from ..signals.filters import bandpass
+from ..signals.preprocess import fill_gaps, select_leads
+from ..signals.resample import resample
+from .checkpoints import read_model_file
+from .distill import StudentModule
+from .engine import set_threads
+from .stages import StageModule, fit_stage, steps_for_epochs
+
+__all__ = ["ArrayDataset", "ArrayTeacherModule", "fit_array_student", "fit_array_teacher", "predict_arrays",
+           "records_to_arrays", "teacher_targets", "window_starts"]
+
+#: Smallest part of a window the last, partial window of a recording must hold to be scored
+#: (as :data:`cardiodistill.edge.runtime.MIN_WINDOW_FRACTION`).
+MIN_WINDOW_FRACTION = 0.5
+
+
+def records_to_arrays(
+    records: Iterable[EcgRecord],
+    *,
+    leads: Sequence[str],
+    fs: float = 100.0,
+    seconds: float = 60.0,
+    band: tuple[float, float] | None = (0.5, 40.0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """ECG records (mV, any rate) as ``(x float16 [N, len(leads), fs * seconds], lengths int64 [N])``: the
+    steps of the training windows (:func:`~cardiodistill.data.ecg_windows.record_windows`) - ``leads``
+    selected (missing limb leads derived), gaps up to 40 ms interpolated (a longer one zeroes the lead),
+    resampled to ``fs``, zero-phase band-passed to ``band`` Hz - then the first ``seconds`` kept and the rest
+    zero-padded; ``lengths`` counts the real samples. Amplitudes stay in mV (windows are z-scored later)."""
+    n_max = round(fs * seconds)
+    rows, lengths = [], []
+    for record in records:
+        record = fill_gaps(select_leads(record, leads), missing="zero")
+        record = resample(record, fs) if record.fs != fs else record
+        if band is not None:
+            record = bandpass(record, *band)
+        row = np.zeros((len(leads), n_max), np.float16)
+        n = min(record.n_samples, n_max)
+        row[:, :n] = record.signal[:, :n]
+        rows.append(row)
+        lengths.append(n)
+    if not rows:
+        raise DataError("no records to convert")
+    return np.stack(rows), np.asarray(lengths, np.int64)
+
+
+def _windows(x: np.ndarray, starts: Sequence[int], size: int, length: int, normalise: bool) -> np.ndarray:
+    """``[W, L, size]`` float32 windows of one recording ``x [L, T]`` at ``starts``; samples at or after
+    ``length`` (padding) are 0, and with ``normalise`` each lead is z-scored over the window's real samples."""
+    out = np.zeros((len(starts), x.shape[0], size), np.float32)
+    valid = np.zeros(len(starts), np.int64)
+    for k, start in enumerate(starts):
+        valid[k] = min(start + size, length) - start
+        out[k, :, : valid[k]] = x[:, start : start + valid[k]]
+    if normalise:
+        _standardise(out, valid)
+    return out
+
+
+class ArrayDataset(Dataset):
+    """Recordings in memory as :class:`~cardiodistill.train.distill.StudentModule` batches.
+
+    * ``x [N, L, T]`` (any float dtype; float16 saves memory): ``L`` leads in the model's order (a student
+      reads the first ``n`` of them: I; I, II; the six limb leads), zero-padded after ``lengths[i]`` samples;
+    * ``targets [N, C]`` float32, NaN where unknown;
+    * ``extra``: per-recording arrays ``[N, ...]`` added to the items as they are (the teacher's
+      ``t_logits`` and ``t_embedding`` for distillation);
+    * ``crop``: samples per item (None: all ``T``); a recording shorter than ``crop`` is zero-padded.
+      ``random_crop=True`` (training) draws each item's window start from ``numpy.random.default_rng([seed, j])``
+      (``j`` the item number), ``random_crop=False`` takes the middle window;
+    * ``repeats``: items per recording, one number or one per recording (oversampling). Every item has its
+      own crop, so a dataset with ``repeats=r`` gives ``r`` epochs' worth of fresh crops per pass while each
+      item stays a function of ``(seed, j)`` alone: a resumed run sees the crops the interrupted one would;
+    * ``normalise``: z-score each lead of each window over its real samples (flat leads stay 0).
+
+    Items: ``mobile`` float32 ``[L, crop]``, ``targets [C]``, ``lvef_z`` NaN, ``index`` (the recording's row)
+    and the ``extra`` rows.
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        targets: np.ndarray,
+        extra: Mapping[str, np.ndarray] | None = None,
+        *,
+        lengths: np.ndarray | None = None,
+        crop: int | None = None,
+        random_crop: bool = True,
+        repeats: int | np.ndarray = 1,
+        seed: int = 0,
+        normalise: bool = True,
+    ):
+        if x.ndim != 3:
+            raise ValueError(f"x must be [recordings, leads, samples], got shape {x.shape}")
+        n, _, t = x.shape
+        targets = np.asarray(targets, dtype=np.float32)
+        if targets.ndim != 2 or len(targets) != n:
+            raise ValueError(f"targets must be [{n}, classes], got shape {targets.shape}")
+        extra = {k: np.asarray(v) for k, v in (extra or {}).items()}
+        wrong = {k: v.shape for k, v in extra.items() if len(v) != n}
+        if wrong:
+            raise ValueError(f"extra arrays must have {n} rows, got {wrong}")
+        self.lengths = np.full(n, t, np.int64) if lengths is None else np.asarray(lengths, dtype=np.int64)
+        if self.lengths.shape != (n,) or (self.lengths < 1).any() or (self.lengths > t).any():
+            raise ValueError(f"lengths must be [{n}] values in 1..{t}")
+        self.crop = t if crop is None else int(crop)
+        if self.crop < 1:
+            raise ConfigError(f"crop must be at least 1 sample, got {crop}")
+        counts = np.broadcast_to(np.asarray(repeats, dtype=np.int64), (n,))
+        if (counts < 0).any():
+            raise ConfigError("repeats must be non-negative")
+        self.x, self.targets, self.extra = x, targets, extra
+        self.rows = np.repeat(np.arange(n), counts)
+        self.random_crop, self.seed, self.normalise = random_crop, int(seed), normalise
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def start(self, j: int) -> int:
+        """Window start (samples) of item ``j``."""
+        slack = max(0, int(self.lengths[self.rows[j]]) - self.crop)
+        if not self.random_crop:
+            return slack // 2
+        return int(np.random.default_rng([self.seed, j]).integers(0, slack + 1))
+
+    def __getitem__(self, j: int) -> dict[str, Tensor]:
+        row = int(self.rows[j])
+        window = _windows(self.x[row], [self.start(j)], self.crop, int(self.lengths[row]), self.normalise)[0]
+        item = {"mobile": torch.from_numpy(window), "targets": torch.from_numpy(self.targets[row]),
+                "lvef_z": torch.tensor(float("nan")), "index": torch.tensor(row, dtype=torch.long)}
+        item.update({k: torch.as_tensor(v[row]) for k, v in self.extra.items()})
+        return item
+
+
+class ArrayTeacherModule(StageModule):
+    """A fixed-lead ``xresnet1d`` classifier (``model_config``) trained on ``targets`` with the
+    NaN-masked binary cross-entropy; batches as :class:`ArrayDataset` gives them (all ``mobile`` leads
+    the model reads, in its order)."""
+
+    kind = "teacher"
+
+    def __init__(
+        self,
+        model_config: dict[str, Any],
+        *,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        betas: Sequence[float] = (0.9, 0.95),
+        warmup_steps: int = 20,
+        max_steps: int = 500,
+        seed: int = 0,
+        encoder_lr_scale: float = 1.0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = model_from_config(model_config)
+        if not isinstance(self.model, XResNet1d):
+            raise ConfigError(f"the array teacher is an xresnet1d model, not {model_config['name']!r}")
+
+    def _losses(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
+        logits = self.model(batch["mobile"][:, : self.model.in_leads].float())
+        return {"loss": multilabel_bce(logits, batch["targets"].float())}
+
+
+def _fit(module: StageModule, train: ArrayDataset, val: ArrayDataset | None, out: Path, cfg: Config, optim,
+         steps: int, monitor: str, show_bar: bool) -> None:
+    """:func:`fit_stage` in ``out``, then the weights of the best ``monitor`` value on ``val`` (if any)."""
+    best = ModelCheckpoint(dirpath=out / "best", filename="best", monitor=monitor, mode="min", save_top_k=1,
+                           save_on_train_epoch_end=False)
+    fit_stage(module, train, val, optim, cfg.trainer, out, max_steps=steps, show_bar=show_bar,
+              callbacks=[best] if val is not None and len(val) else [])
+    path = out / "best" / "best.ckpt"
+    if val is not None and len(val) and path.is_file():
+        module.model.load_state_dict(read_model_file(path)["state_dict"])
+    module.model.eval()
+
+
+def _seeded(cfg: Config, build):
+    """``build()`` under the trainer's seed, so initial weights and dropout are reproducible."""
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    set_threads(cfg.trainer.threads)
+    return build()
+
+
+def fit_array_student(
+    train: ArrayDataset,
+    val: ArrayDataset | None,
+    out: str | Path,
+    *,
+    outputs: Sequence[str],
+    n_leads: int,
+    config: Config | None = None,
+    fs: float = 100.0,
+    show_bar: bool = False,
+) -> StudentModel:
+    """Train an ``ecg_student`` on the first ``n_leads`` leads of ``train`` in run folder ``out``.
+
+    The backbone is ``config.distill.backbone`` (``student_cnn``) with ``in_leads=n_leads``, input ``fs`` Hz
+    and ``train.crop`` samples. Distillation is on when ``train`` carries the teacher's arrays: soft targets
+    from ``t_logits`` (weight ``distill.soft``, temperature ``distill.temperature``) and embedding matching
+    to ``t_embedding`` through a projection (``distill.embedding``); otherwise the labels alone. LVEF is not
+    trained. Steps: ``distill.epochs`` passes over the items (at least ``distill.min_steps``). Returns the
+    student in eval mode, with the best-validation weights when ``val`` is given; resumes from
+    ``out/checkpoints/last.ckpt``.
+    """
+    cfg = config or load_config("quick")
+    d, o = cfg.distill, cfg.distill.optim
+    soft = d.soft if "t_logits" in train.extra else 0.0
+    embed_dim = int(train.extra["t_embedding"].shape[1]) if "t_embedding" in train.extra and d.embedding > 0 else 0
+    backbone = {**d.backbone, "in_leads": n_leads, "fs": fs, "seconds": train.crop / fs}
+    model_config = create_model("ecg_student", backbone=backbone, outputs=list(outputs),
+                                embed_dim=embed_dim).model_config
+    steps = steps_for_epochs(len(train), o.batch_size, d.epochs, d.min_steps)
+    module = _seeded(cfg, lambda: StudentModule(
+        model_config, label=d.label, soft=soft, embedding=d.embedding if embed_dim else 0.0, lvef=0.0,
+        temperature=d.temperature, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas,
+        warmup_steps=o.warmup_steps, max_steps=steps, seed=cfg.trainer.seed))
+    _fit(module, train, val, Path(out), cfg, o, steps, "val/label", show_bar)
+    return module.model
+
+
+def fit_array_teacher(
+    train: ArrayDataset,
+    val: ArrayDataset | None,
+    out: str | Path,
+    *,
+    n_outputs: int,
+    leads: Sequence[str],
+    backbone: str = "xresnet1d_small",
+    config: Config | None = None,
+    fs: float = 100.0,
+    show_bar: bool = False,
+) -> XResNet1d:
+    """Train an ``xresnet1d`` classifier (``backbone``) on ``leads`` (the first ``len(leads)`` of ``train``)
+    with ``n_outputs`` sigmoid outputs, in run folder ``out``. Steps: ``finetune.epochs`` passes (at least
+    ``finetune.min_steps``) with ``finetune.optim``. Returns the model in eval mode (best-validation weights
+    when ``val`` is given); its pooled features (:meth:`XResNet1d.forward_features`) are the embedding a
+    student matches (:func:`teacher_targets`)."""
+    cfg = config or load_config("quick")
+    f, o = cfg.finetune, cfg.finetune.optim
+    model_config = {"name": backbone, "leads": list(leads), "num_classes": n_outputs, "fs": fs,
+                    "seconds": train.crop / fs}
+    steps = steps_for_epochs(len(train), o.batch_size, f.epochs, f.min_steps)
+    module = _seeded(cfg, lambda: ArrayTeacherModule(
+        model_config, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, warmup_steps=o.warmup_steps,
+        max_steps=steps, seed=cfg.trainer.seed))
+    _fit(module, train, val, Path(out), cfg, o, steps, "val/loss", show_bar)
+    return module.model
+
+
+def _heads(model: nn.Module) -> tuple[int, nn.Module, nn.Module]:
+    """``(leads read, features, head)`` of a student or an xresnet1d classifier."""
+    if isinstance(model, StudentModel):
+        return len(model.leads), model.backbone.forward_features, model.logits
+    if isinstance(model, XResNet1d):
+        return model.in_leads, model.forward_features, model.head
+    raise TypeError(f"predict_arrays needs a StudentModel or an XResNet1d, got {type(model).__name__}")
+
+
+def window_starts(length: int, window: int, min_fraction: float = MIN_WINDOW_FRACTION) -> list[int]:
+    """Starts of the non-overlapping ``window``-sample windows scored on a ``length``-sample recording:
+    every full window, plus the last partial one if it holds at least ``min_fraction`` of a window; a
+    recording shorter than one window gives one (padded) window."""
+    n_full, tail = divmod(length, window)
+    starts = list(range(0, n_full * window, window))
+    if tail >= min_fraction * window or not starts:
+        starts.append(n_full * window)
+    return starts
+
+
+@torch.no_grad()
+def predict_arrays(
+    model: nn.Module,
+    x: np.ndarray,
+    *,
+    lengths: np.ndarray | None = None,
+    window: int | None = None,
+    normalise: bool = True,
+    batch_size: int = 256,
+) -> dict[str, np.ndarray]:
+    """Outputs of ``model`` (a student or an xresnet1d classifier, in eval mode) per recording of
+    ``x [N, L, T]`` (the model reads the first leads; ``lengths [N]`` real samples, default ``T``).
+
+    Each recording is cut into the windows of :func:`window_starts` (``window`` samples, default ``T``),
+    each lead of each window z-scored over its real samples when ``normalise``. Returns float32 arrays
+    ``probs [N, C]`` (the mean over windows of the sigmoid probabilities, as the edge runtime reports),
+    ``logits [N, C]`` and ``embedding [N, D]`` (the backbone's pooled features; both means over windows).
+    """
+    n, _, t = x.shape
+    lengths = np.full(n, t, np.int64) if lengths is None else np.asarray(lengths, dtype=np.int64)
+    window = t if window is None else int(window)
+    n_leads, features, head = _heads(model)
+    if x.shape[1] < n_leads:
+        raise DataError(f"the model reads {n_leads} leads; the arrays have {x.shape[1]}")
+    chunks: dict[str, list[np.ndarray]] = {"probs": [], "logits": [], "embedding": []}
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        emb = features(torch.from_numpy(np.concatenate(pending)))
+        pending.clear()
+        logits = head(emb)
+        for name, value in (("probs", torch.sigmoid(logits)), ("logits", logits), ("embedding", emb)):
+            chunks[name].append(value.float().numpy())
+
+    counts = np.zeros(n, np.int64)
+    for i in range(n):
+        length = int(lengths[i])
+        pending.append(_windows(np.asarray(x[i, :n_leads]), window_starts(length, window), window, length, normalise))
+        counts[i] = len(pending[-1])
+        if sum(map(len, pending)) >= batch_size:
+            flush()
+    if pending:
+        flush()
+    offsets = np.r_[0, np.cumsum(counts)[:-1]]
+    return {k: (np.add.reduceat(np.concatenate(v), offsets, axis=0) / counts[:, None]).astype(np.float32)
+            for k, v in chunks.items()}
+
+
+def teacher_targets(
+    teacher: nn.Module, x: np.ndarray, train_rows: np.ndarray, *, lengths: np.ndarray | None = None,
+    window: int | None = None,
+) -> dict[str, np.ndarray]:
+    """The distillation arrays of every recording of ``x``: ``t_logits [N, C]`` and ``t_embedding [N, D]``,
+    the teacher's pooled features minus their mean over ``train_rows`` (the features of a ReLU network share a
+    large common direction, so uncentred their cosine is near 1 for any pair and matching them teaches little;
+    the pipeline centres the fused embedding the same way)."""
+    out = predict_arrays(teacher, x, lengths=lengths, window=window)
+    return {"t_logits": out["logits"], "t_embedding": out["embedding"] - out["embedding"][train_rows].mean(0)}
