@@ -248,12 +248,28 @@ def test_command_fails_when_nothing_can_be_read(exported, folder, tmp_path):
     assert isinstance(result.exception, DataError) and "no files found" in str(result.exception)
 
 
-def test_bundled_model_or_a_clear_error():
-    if (resources.files("cardiodistill") / "weights" / DEFAULT_MODEL).is_file():
-        assert EdgeModel.load().spec.leads == ("I",)
-    else:
-        with pytest.raises(DataError, match="no bundled model.*pass --model"):
-            EdgeModel.load()
+def test_the_bundled_model_reads_held_out_cinc2017_recordings():
+    """The shipped model works out of the box: its spec, its card, and its calls on CinC 2017
+    recordings of its own test split (benchmarks/ship_cinc2017_student.py), never trained on."""
+    weights = resources.files("cardiodistill") / "weights"
+    model = EdgeModel.load()
+    spec = model.spec
+    assert spec.model_id == "cinc2017-lead1" and spec.leads == ("I",) and spec.task == "multiclass"
+    assert spec.outputs == ("normal", "af", "other", "noisy") and spec.abstain_outputs == ("noisy",)
+    assert spec.lvef_mean is None and spec.gate["precision"] == spec.precision
+    assert spec.model_id in (weights / "cinc2017_lead1.md").read_text()
+    root = CINC
+    if not root.is_dir():
+        pytest.skip("../shared/data/cinc2017 is not here")
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" /
+                          "cinc2017_shipped.json").read_text())
+    labels = dict(line.split(",") for line in (root / "REFERENCE.csv").read_text().split())
+    names = {"N": "normal", "A": "af", "O": "other", "~": "noisy"}
+    records = shipped["test_records"][:40]
+    rows = list(predict_paths([root / f"{r}.hea" for r in records], model))
+    called = [(row["prediction"] or "noisy", names[labels[r]]) for row, r in zip(rows, records)]
+    assert all(row["error"] is None for row in rows)
+    assert np.mean([p == t for p, t in called]) >= 0.7, called
 
 
 _NO_TORCH = """

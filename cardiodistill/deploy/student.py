@@ -87,8 +87,9 @@ def student_spec(
 ) -> EdgeSpec:
     """The float32 :class:`EdgeSpec` of a loaded student and the ``info`` stored with it (``read_model_file``).
 
-    ``task``, ``triage``, ``abstain_outputs`` and ``thresholds`` come from ``info`` when present
-    (defaults: multilabel, the first output is the triage output). ``model_id`` defaults to
+    ``task``, ``triage``, ``abstain_outputs``, ``thresholds`` and ``band_hz`` come from ``info`` when
+    present (defaults: multilabel, the first output is the triage output, 0.5-40 Hz); ``info["lvef"]``
+    False marks a student whose LVEF head was never trained (no LVEF labels), so none is reported. ``model_id`` defaults to
     ``student-<n>lead-<first 12 hex of the file's sha256>``; ``provenance`` adds to the recorded
     source file, its hash and the training steps.
     """
@@ -97,6 +98,7 @@ def student_spec(
         raise DataError(f"not a student model ({type(model).__name__}): export takes a student.pt", source)
     digest = _sha256(source)
     outputs = tuple(model.outputs)
+    lvef = bool(info.get("lvef", True))
     record = {"source": str(source), "sha256": digest, "trained_with": info.get("version"),
               **{k: info[k] for k in ("steps", "n_train", "distilled") if k in info}, **(provenance or {})}
     try:
@@ -111,8 +113,9 @@ def student_spec(
             triage=info.get("triage", outputs[0]),
             abstain_outputs=tuple(info.get("abstain_outputs", ())),
             thresholds={k: float(v) for k, v in (thresholds or info.get("thresholds") or {}).items()},
-            lvef_mean=getattr(model, "lvef_mean", None),
-            lvef_std=getattr(model, "lvef_std", None),
+            lvef_mean=getattr(model, "lvef_mean", None) if lvef else None,
+            lvef_std=getattr(model, "lvef_std", None) if lvef else None,
+            **({"band_hz": tuple(info["band_hz"])} if "band_hz" in info else {}),
             provenance=record,
         )
     except ValueError as err:

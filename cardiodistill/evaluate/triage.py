@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,7 +29,6 @@ from torch.utils.data import DataLoader
 
 from ..io.atomic import write_json_atomic
 from ..models.fusion import CardioTeacher
-from ..pipeline import Cohort
 from ..train.checkpoints import load_model, read_model_file
 from ..train.teacher import predict_studies
 from .calibration import apply_temperature, calibration_report, fit_temperature, plot_reliability
@@ -44,6 +43,9 @@ from .clinical import (
     subgroup_metrics,
 )
 from .regression import regression_metrics
+
+if TYPE_CHECKING:  # evaluation reads a cohort; it does not depend on the pipeline that built it
+    from ..pipeline import Cohort
 
 __all__ = ["MODALITY_SETS", "evaluate_pipeline", "model_metrics"]
 
