@@ -49,6 +49,7 @@ from ..signals.filters import bandpass
 from ..signals.leads import LEADS_12
 from ..signals.preprocess import canonicalize, fill_gaps
 from ..signals.resample import resample
+from ..signals.windows import zscore_windows
 from .cache import ArrayCache, CacheBuilder, is_val_record, reuse_cache
 
 __all__ = [
@@ -64,7 +65,6 @@ __all__ = [
 
 CACHE_FORMAT = "cardiodistill-ecg-windows"
 CACHE_VERSION = 2
-FLAT_STD = 1e-6  # a lead whose standard deviation in a window is below this is treated as absent
 SOURCE_KINDS = ("ptbxl", "cinc2017", "synth", "cohort", "files")
 
 
@@ -130,25 +130,9 @@ def record_windows(
         part = record.signal[:, start : start + win]
         windows[k, rows, : part.shape[1]] = part
     valid = np.minimum(n - np.asarray(starts, dtype=np.int64), win) if starts else np.zeros(0, np.int64)
-    present = _standardise(windows, valid)
+    present = zscore_windows(windows, valid)
     keep = present.any(axis=1)
     return windows[keep], present[keep], (np.asarray(starts, dtype=np.float64) / spec.fs)[keep]
-
-
-def _standardise(windows: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Z-score every lead of every window over its real (unpadded) samples, in place; ``present``."""
-    n_windows, _, win = windows.shape
-    real = np.arange(win)[None, :] < valid[:, None]  # [W, S]
-    weights = real[:, None, :].astype(np.float64)
-    count = np.maximum(weights.sum(-1), 1.0)
-    mean = (windows * weights).sum(-1) / count
-    std = np.sqrt((((windows - mean[..., None]) * weights) ** 2).sum(-1) / count)
-    present = std > FLAT_STD
-    scale = np.where(present, std, 1.0)
-    windows -= mean[..., None].astype(np.float32)
-    windows /= scale[..., None].astype(np.float32)
-    windows *= (real[:, None, :] & present[..., None]).astype(np.float32)
-    return present
 
 
 # ----------------------------------------------------------------------------------- sources

@@ -53,7 +53,7 @@ from ..signals.filters import bandpass
 from ..signals.preprocess import canonicalize, check_millivolts, fill_gaps, select_leads
 from ..signals.quality import LeadQuality, lead_quality
 from ..signals.resample import resample
-from ..signals.windows import fixed_windows
+from ..signals.windows import fixed_windows, zscore_windows
 from .spec import EdgeSpec, open_session, spec_from_metadata
 
 if TYPE_CHECKING:
@@ -70,8 +70,6 @@ DEFAULT_MODEL = "cinc2017_lead1.onnx"
 MIN_SECONDS = 5.0
 #: Smallest part of a window that the last, partial window must hold to be kept.
 MIN_WINDOW_FRACTION = 0.5
-#: A lead whose standard deviation in a window is at most this (mV) is left at zero, not z-scored.
-FLAT_STD = 1e-6
 #: Most windows given to onnxruntime in one call.
 MAX_BATCH = 64
 #: Abstain reason when the model's own output says the recording cannot be read.
@@ -104,18 +102,6 @@ class Prediction:
     lvef: float | None  #: %, None for a model trained without LVEF
     abstain: bool
     reasons: tuple[str, ...]  #: why it abstained (empty when it did not)
-
-
-def _standardise(windows: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``windows [W, L, S]`` with each lead of each window z-scored over its real samples
-    (``valid [W, S]``); padding and flat leads (std <= :data:`FLAT_STD`) are 0. float32."""
-    real = valid[:, None, :]
-    count = np.maximum(real.sum(axis=-1), 1)
-    x = windows.astype(np.float64)
-    mean = np.where(real, x, 0.0).sum(axis=-1) / count
-    dev = np.where(real, x - mean[..., None], 0.0)
-    std = np.sqrt((dev**2).sum(axis=-1) / count)
-    return (dev / np.where(std > FLAT_STD, std, np.inf)[..., None]).astype(np.float32)
 
 
 def _single_channel_as_lead_i(record: EcgRecord) -> tuple[EcgRecord, dict[str, str]]:
@@ -189,7 +175,8 @@ class EdgeModel:
         cut = fixed_windows(filtered, spec.seconds, pad="zero", min_seconds=0.0)
         keep = cut.valid.sum(axis=-1) >= MIN_WINDOW_FRACTION * spec.samples
         keep[0] = True  # a recording shorter than one window: its one padded window
-        windows = _standardise(cut.signal[keep], cut.valid[keep])
+        windows = cut.signal[keep].astype(np.float32)
+        zscore_windows(windows, cut.valid[keep].sum(axis=-1))  # padding is at the end of a window
 
         reasons = []
         for lead in spec.leads:

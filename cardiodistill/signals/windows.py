@@ -148,3 +148,27 @@ def crop_or_pad(
             "n_out": target, "crop_start": start, "n_padded": max(target - n, 0)}
     meta = {**append_step(record.meta, step), "valid_samples": (lo, hi)}
     return replace(record, signal=np.ascontiguousarray(signal), meta=meta)
+
+
+#: A lead whose standard deviation in a window is at most this is flat: left at zero, marked absent.
+FLAT_STD = 1e-6
+
+
+def zscore_windows(windows: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
+    """Z-score each lead of each window ``windows [W, L, S]`` (float32, changed in place) over its first
+    ``n_valid[w]`` samples, the real ones (the rest is padding). Padding and flat leads (standard
+    deviation at most :data:`FLAT_STD`) become 0. Returns ``present`` bool ``[W, L]``: the leads that
+    were not flat. Training windows, the real-data students and the edge runtime all use this one
+    function, so a model sees at inference exactly what it saw in training."""
+    win = windows.shape[-1]
+    real = np.arange(win)[None, :] < np.asarray(n_valid)[:, None]  # [W, S]
+    weights = real[:, None, :].astype(np.float64)
+    count = np.maximum(weights.sum(-1), 1.0)
+    mean = (windows * weights).sum(-1) / count
+    std = np.sqrt((((windows - mean[..., None]) * weights) ** 2).sum(-1) / count)
+    present = std > FLAT_STD
+    scale = np.where(present, std, 1.0)
+    windows -= mean[..., None].astype(np.float32)
+    windows /= scale[..., None].astype(np.float32)
+    windows *= (real[:, None, :] & present[..., None]).astype(np.float32)
+    return present

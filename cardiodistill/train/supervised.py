@@ -36,7 +36,6 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..config import Config, load_config
-from ..data.ecg_windows import _standardise
 from ..errors import ConfigError, DataError
 from ..models import XResNet1d, create_model, model_from_config
 from ..models.student import StudentModel
@@ -45,6 +44,7 @@ from ..records import EcgRecord
 from ..signals.filters import bandpass
 from ..signals.preprocess import fill_gaps, select_leads
 from ..signals.resample import resample
+from ..signals.windows import zscore_windows
 from .checkpoints import read_model_file
 from .distill import StudentModule
 from .engine import set_threads
@@ -97,7 +97,7 @@ def _windows(x: np.ndarray, starts: Sequence[int], size: int, length: int, norma
         valid[k] = min(start + size, length) - start
         out[k, :, : valid[k]] = x[:, start : start + valid[k]]
     if normalise:
-        _standardise(out, valid)
+        zscore_windows(out, valid)
     return out
 
 
