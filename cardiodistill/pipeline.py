@@ -42,7 +42,13 @@ from .train.distill import StudentModule
 from .train.engine import set_threads
 from .train.pretrain import resolve_model_config
 from .train.stages import fit_stage, steps_for_epochs
-from .train.teacher import TeacherModule, WithTargets, init_heads_from_probe, predict_studies
+from .train.teacher import (
+    TeacherModule,
+    WithTargets,
+    init_heads_from_probe,
+    predict_studies,
+    recalibrate_standardise,
+)
 from .train.video import clip_spec
 
 __all__ = ["Cohort", "open_cohort", "run_align", "run_distill", "run_finetune", "student_leads"]
@@ -250,19 +256,18 @@ def run_finetune(cfg: Config, cohort: Cohort, out: str | Path, *, aligned: str |
     mean, std = cohort.lvef_stats()
     config = create_model("cardio_teacher", fusion=fusion, outputs=cohort.outputs, lvef_mean=mean,
                           lvef_std=std).model_config
-    probe_first = f.head_init == "probe"
     module = TeacherModule(config, mode=f.mode, modality_dropout=f.modality_dropout, lvef_weight=f.lvef_weight,
                            lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, warmup_steps=o.warmup_steps,
                            max_steps=(steps := steps_for_epochs(len(cohort.splits["labelled"]), o.batch_size,
                                                                  f.epochs, f.min_steps)),
-                           seed=cfg.trainer.seed, encoder_lr_scale=f.encoder_lr_scale, fusion_state=state,
-                           frozen_standardise=probe_first)
+                           seed=cfg.trainer.seed, encoder_lr_scale=f.encoder_lr_scale, fusion_state=state)
     train = cohort.with_targets(cohort.dataset("labelled"))
     val = cohort.with_targets(cohort.dataset("val"))
-    if probe_first:  # a resumed run's checkpoint overwrites these weights with its own
+    if f.head_init == "probe":  # a resumed run's checkpoint overwrites these weights with its own
         init_heads_from_probe(module.model, train, c=f.probe_c)
     result = fit_stage(module, train, val, o, cfg.trainer, out, max_steps=steps, show_bar=show_bar)
     if result["is_global_zero"]:
+        recalibrate_standardise(module.model, train)
         save_model(module.model, out / "teacher.pt", mode=f.mode, steps=result["steps"],
                    n_labelled=len(cohort.splits["labelled"]), aligned=str(aligned) if aligned else None)
         cache_teacher_outputs(module.model, cohort, out / "teacher_outputs.npz")
