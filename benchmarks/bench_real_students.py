@@ -237,7 +237,7 @@ def paired_macro_delta(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_boot: 
     return _interval(macro(everyone, p_a) - macro(everyone, p_b), np.asarray(boot))
 
 
-def run_ptbxl(out: Path, overrides: list[str], limit: int | None, n_boot: int) -> dict[str, Any]:
+def run_ptbxl(out: Path, overrides: list[str], limit: int | None, n_boot: int, crossfit: int = 0) -> dict[str, Any]:
     cfg = _config(PTBXL_SETS, overrides)
     seed = cfg.trainer.seed
     data = PTBXL(DATA / "ptbxl" / "subset100", task="superdiagnostic")
@@ -266,16 +266,21 @@ def run_ptbxl(out: Path, overrides: list[str], limit: int | None, n_boot: int) -
     set_threads(cfg.trainer.threads)
     probs = {"teacher (12 leads)": predict_arrays(teacher, x_test)["probs"]}
     seconds = {"teacher (12 leads)": read_model_file(t_path).get("train_seconds")}
-    extra = teacher_targets(teacher, x, fit_rows)
+    targets = {"labels only": {}, "distilled": teacher_targets(teacher, x, fit_rows)}
+    if crossfit:
+        targets["distilled, cross-fitted"] = {"t_logits": crossfit_logits(x, y, fit_rows, val_rows, crossfit, out,
+                                                                          len(labels), cfg, seed)}
 
     for n_leads, name in STUDENT_LEADS.items():
-        for distil in (False, True):
-            key = f"{name} {'distilled' if distil else 'labels only'}"
-            folder = out / f"student-{name.replace('+', '-')}-{'distilled' if distil else 'labels'}"
+        for how, keep in targets.items():
+            key = f"{name} {how}"
+            folder = out / f"student-{name.replace('+', '-')}-{how.replace(', ', '-').replace(' ', '-')}"
+            if how == "labels only":
+                folder = out / f"student-{name.replace('+', '-')}-labels"
             path = folder / "student.pt"
+            distil = bool(keep)
             if not path.is_file():
                 _log(f"PTB-XL: student {key}")
-                keep = extra if distil else {}
                 train = ArrayDataset(x[fit_rows], y[fit_rows], {k: v[fit_rows] for k, v in keep.items()}, seed=seed)
                 val = ArrayDataset(x[val_rows], y[val_rows], {k: v[val_rows] for k, v in keep.items()},
                                    random_crop=False)
@@ -295,11 +300,33 @@ def run_ptbxl(out: Path, overrides: list[str], limit: int | None, n_boot: int) -
                        "auroc": {c: metrics[c]["auroc"] for c in labels}, "train_seconds": seconds[key]}
         if key != "teacher (12 leads)":
             models[key]["gap_to_teacher"] = paired_macro_delta(y_test, teacher_p, p, n_boot, seed)
-        if key.endswith("distilled"):
-            base = probs[key.replace("distilled", "labels only")]
+        if "distilled" in key:
+            base = probs[key[: key.index("distilled")] + "labels only"]
             models[key]["delta_vs_labels_only"] = paired_macro_delta(y_test, p, base, n_boot, seed)
     result["models"] = models
     return result
+
+
+def crossfit_logits(x: np.ndarray, y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray, k: int, out: Path,
+                    n_outputs: int, cfg: Config, seed: int) -> np.ndarray:
+    """Out-of-fold teacher logits ``[N, C]`` for the ``fit_rows``: ``k`` 12-lead teachers, each trained on the
+    other folds (checkpoint choice on ``val_rows``, as the full teacher), scores the fold it did not see. Soft
+    targets on a teacher's own training records sit near the hard labels; out-of-fold ones do not. (Rows
+    outside ``fit_rows`` keep 0: students never train on them.) The k teachers' feature spaces differ, so
+    cross-fitted students match the soft targets only."""
+    logits = np.zeros((len(x), n_outputs), np.float32)
+    folds = np.array_split(np.random.default_rng(seed + 1).permutation(fit_rows), k)
+    for i, held in enumerate(folds):
+        path = out / f"teacher-crossfit-{i}" / "teacher.pt"
+        if not path.is_file():
+            rows = np.sort(np.setdiff1d(fit_rows, held))
+            _log(f"PTB-XL: cross-fitted teacher {i + 1}/{k} on {len(rows)} records")
+            teacher = fit_array_teacher(ArrayDataset(x[rows], y[rows], seed=seed),
+                                        ArrayDataset(x[val_rows], y[val_rows], random_crop=False), path.parent,
+                                        n_outputs=n_outputs, leads=LEADS_12, config=cfg, fs=FS)
+            save_model(teacher, path, leads=list(LEADS_12), n_train=len(rows))
+        logits[held] = predict_arrays(load_model(path), x[held])["logits"]
+    return logits
 
 
 def ptbxl_table(r: dict[str, Any]) -> str:
@@ -325,18 +352,20 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     ap.add_argument("--result", type=Path, default=Path("benchmarks/results/real_students.json"))
+    ap.add_argument("--crossfit", type=int, default=4,
+                    help="PTB-XL: also distil from k out-of-fold teachers' soft targets (0: off)")
     args = ap.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA}: the shared data folder is not here")
     start = time.time()
-    results: dict[str, Any] = {"limit": args.limit, "overrides": [*COMMON, *args.overrides],
+    results: dict[str, Any] = {"limit": args.limit, "crossfit": args.crossfit, "overrides": [*COMMON, *args.overrides],
                                "cinc2017_overrides": CINC_SETS, "ptbxl_overrides": PTBXL_SETS}
     tables = []
     if args.only in (None, "cinc2017"):
         results["cinc2017"] = run_cinc(args.out / "cinc2017", args.overrides, args.limit, args.bootstrap)
         tables.append("### CinC 2017, lead I (own test split)\n\n" + cinc_table(results["cinc2017"]))
     if args.only in (None, "ptbxl"):
-        results["ptbxl"] = run_ptbxl(args.out / "ptbxl", args.overrides, args.limit, args.bootstrap)
+        results["ptbxl"] = run_ptbxl(args.out / "ptbxl", args.overrides, args.limit, args.bootstrap, args.crossfit)
         tables.append("### PTB-XL superdiagnostic, fold 9\n\n" + ptbxl_table(results["ptbxl"]))
     results["wall_seconds"] = round(time.time() - start, 1)
     results = _clean(json.loads(json.dumps(results, default=float)))
