@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import lightning as L
 import torch
 
 from .config import Config
@@ -147,6 +148,13 @@ def open_cohort(cfg: Config, cohort: str | Path, spec: PairedSpec, progress: Pro
     return Cohort(cache, splits, outputs, labels, lvef_labels, targets, lvef, lab_stats)
 
 
+def _start_job(cfg: Config) -> None:
+    """Threads and seeds for a stage job: the same config gives the same initial weights whatever ran
+    before it in the process (the ablation trains many models in one)."""
+    set_threads(cfg.trainer.threads)
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+
+
 def _val_holdout(cohort: Cohort, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Training studies for stage 2, minus a hashed ``fraction`` held out to watch its losses."""
     train = cohort.splits["train"]
@@ -199,7 +207,7 @@ def run_align(cfg: Config, cohort: Cohort, out: str | Path, *, ecg: tuple[dict, 
               video: tuple[dict, dict | None], show_bar: bool = True) -> dict[str, Any]:
     """Stage 2 in run folder ``out``: train the fusion model, write ``out/aligned.pt``."""
     out = Path(out)
-    set_threads(cfg.trainer.threads)
+    _start_job(cfg)
     a, o = cfg.align, cfg.align.optim
     states = {m: s for m, (_, s) in (("ecg", ecg), ("echo", video)) if s is not None and m in a.modalities}
     module = AlignModule(
@@ -237,7 +245,7 @@ def run_finetune(cfg: Config, cohort: Cohort, out: str | Path, *, aligned: str |
     study cached in ``out/teacher_outputs.npz``. ``aligned``: the stage-2 model (None: no stage 2,
     ``base = (fusion_config, state or None)`` is used as it is)."""
     out = Path(out)
-    set_threads(cfg.trainer.threads)
+    _start_job(cfg)
     f, o = cfg.finetune, cfg.finetune.optim
     if aligned is not None:
         data = read_model_file(aligned)
@@ -325,7 +333,7 @@ def run_distill(cfg: Config, cohort: Cohort, teacher_dir: str | Path | None, out
     ``teacher_dir`` (``distil=False``: the same student from the labels alone); writes
     ``out/student.pt``."""
     out = Path(out)
-    set_threads(cfg.trainer.threads)
+    _start_job(cfg)
     d, o = cfg.distill, cfg.distill.optim
     extra, embed_dim = {}, 0
     if distil:

@@ -354,3 +354,16 @@ def test_heads_fitted_on_the_frozen_embedding_before_fine_tuning(pipeline_run, c
     recalibrate_standardise(teacher, train)
     np.testing.assert_allclose(teacher.standardise.running_mean.numpy(), emb.mean(0), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(teacher.standardise.running_var.numpy(), emb.var(0), rtol=1e-3, atol=1e-9)
+
+
+def test_a_stage_job_trains_the_same_model_whatever_ran_before_it(pipeline_run, cohort, tmp_path):
+    """Each job seeds itself: the ablation trains many models in one process, and a model's initial
+    weights must not depend on which others were trained before it."""
+    from cardiodistill.pipeline import run_distill
+
+    cfg = tiny_config()
+    run_distill(cfg, cohort, None, tmp_path / "a", n_leads=1, distil=False, show_bar=False)
+    torch.rand(1000), np.random.rand(1000)  # what another job would consume
+    run_distill(cfg, cohort, None, tmp_path / "b", n_leads=1, distil=False, show_bar=False)
+    a, b = (read_model_file(tmp_path / k / "student.pt")["state_dict"] for k in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
