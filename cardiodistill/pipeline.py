@@ -275,7 +275,7 @@ def run_finetune(cfg: Config, cohort: Cohort, out: str | Path, *, aligned: str |
         init_heads_from_probe(module.model, train, c=f.probe_c)
     result = fit_stage(module, train, val, o, cfg.trainer, out, max_steps=steps, show_bar=show_bar)
     if result["is_global_zero"]:
-        recalibrate_standardise(module.model, train)
+        recalibrate_standardise(module.model, train, modality_dropout=f.modality_dropout, seed=cfg.trainer.seed)
         save_model(module.model, out / "teacher.pt", mode=f.mode, steps=result["steps"],
                    n_labelled=len(cohort.splits["labelled"]), aligned=str(aligned) if aligned else None)
         cache_teacher_outputs(module.model, cohort, out / "teacher_outputs.npz")
