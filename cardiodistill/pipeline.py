@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import lightning as L
 import torch
 
 from .config import Config
@@ -40,7 +39,7 @@ from .models.labs import LabNormaliser
 from .train.align import AlignModule
 from .train.checkpoints import read_model_file, save_model
 from .train.distill import StudentModule
-from .train.engine import set_threads
+from .train.engine import start_job
 from .train.pretrain import resolve_model_config
 from .train.stages import fit_stage, steps_for_epochs
 from .train.teacher import (
@@ -148,13 +147,6 @@ def open_cohort(cfg: Config, cohort: str | Path, spec: PairedSpec, progress: Pro
     return Cohort(cache, splits, outputs, labels, lvef_labels, targets, lvef, lab_stats)
 
 
-def _start_job(cfg: Config) -> None:
-    """Threads and seeds for a stage job: the same config gives the same initial weights whatever ran
-    before it in the process (the ablation trains many models in one)."""
-    set_threads(cfg.trainer.threads)
-    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-
-
 def _val_holdout(cohort: Cohort, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Training studies for stage 2, minus a hashed ``fraction`` held out to watch its losses."""
     train = cohort.splits["train"]
@@ -207,7 +199,7 @@ def run_align(cfg: Config, cohort: Cohort, out: str | Path, *, ecg: tuple[dict, 
               video: tuple[dict, dict | None], show_bar: bool = True) -> dict[str, Any]:
     """Stage 2 in run folder ``out``: train the fusion model, write ``out/aligned.pt``."""
     out = Path(out)
-    _start_job(cfg)
+    start_job(cfg.trainer)
     a, o = cfg.align, cfg.align.optim
     states = {m: s for m, (_, s) in (("ecg", ecg), ("echo", video)) if s is not None and m in a.modalities}
     module = AlignModule(
@@ -245,7 +237,7 @@ def run_finetune(cfg: Config, cohort: Cohort, out: str | Path, *, aligned: str |
     study cached in ``out/teacher_outputs.npz``. ``aligned``: the stage-2 model (None: no stage 2,
     ``base = (fusion_config, state or None)`` is used as it is)."""
     out = Path(out)
-    _start_job(cfg)
+    start_job(cfg.trainer)
     f, o = cfg.finetune, cfg.finetune.optim
     if aligned is not None:
         data = read_model_file(aligned)
@@ -333,7 +325,7 @@ def run_distill(cfg: Config, cohort: Cohort, teacher_dir: str | Path | None, out
     ``teacher_dir`` (``distil=False``: the same student from the labels alone); writes
     ``out/student.pt``."""
     out = Path(out)
-    _start_job(cfg)
+    start_job(cfg.trainer)
     d, o = cfg.distill, cfg.distill.optim
     extra, embed_dim = {}, 0
     if distil:

@@ -39,7 +39,7 @@ from ..models import EcgMAE, EcgTransformer, XResNet1d, model_from_config
 from ..objectives.contrastive import ProjectionHead, nt_xent
 from ..objectives.mae import normalised_cross_correlation
 from ..signals.leads import LEADS_12
-from .engine import param_groups, set_threads, warmup_cosine
+from .engine import param_groups, start_job, warmup_cosine
 from .pretrain import SelfSupervisedModule, fit_pretraining, resolve_model_config
 
 __all__ = ["EcgClassifierModule", "EcgPretrainModule", "pretrain_ecg", "window_spec"]
@@ -188,8 +188,7 @@ def pretrain_ecg(
     """
     cfg, tcfg = config.pretrain.ecg, config.trainer
     out = Path(out)
-    set_threads(tcfg.threads)
-    L.seed_everything(tcfg.seed, workers=True, verbose=False)
+    start_job(tcfg)
     module = EcgPretrainModule(
         resolve_model_config(cfg.model, "pretrain.ecg.model"), objective=cfg.objective, lr=cfg.optim.lr,
         weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas, warmup_steps=cfg.optim.warmup_steps,

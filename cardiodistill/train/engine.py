@@ -42,6 +42,7 @@ __all__ = [
     "make_trainer",
     "param_groups",
     "set_threads",
+    "start_job",
     "step_generator",
     "warmup_cosine",
 ]
@@ -61,6 +62,13 @@ def set_threads(threads: int | None) -> None:
     slower with more threads than physical cores, so presets state it."""
     if threads is not None:
         torch.set_num_threads(int(threads))
+
+
+def start_job(trainer: TrainerConfig) -> None:
+    """Threads and seeds for a training job (``trainer.threads``, ``trainer.seed``): the same config
+    gives the same initial weights whatever ran before it in the process."""
+    set_threads(trainer.threads)
+    L.seed_everything(trainer.seed, workers=True, verbose=False)
 
 
 def step_generator(seed: int, rank: int, step: int, device: torch.device | str) -> torch.Generator:

@@ -28,7 +28,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -47,7 +46,7 @@ from ..signals.resample import resample
 from ..signals.windows import zscore_windows
 from .checkpoints import read_model_file
 from .distill import StudentModule
-from .engine import set_threads
+from .engine import start_job
 from .stages import StageModule, fit_stage, steps_for_epochs
 
 __all__ = ["ArrayDataset", "ArrayTeacherModule", "fit_array_student", "fit_array_teacher", "predict_arrays",
@@ -221,8 +220,7 @@ def _fit(module: StageModule, train: ArrayDataset, val: ArrayDataset | None, out
 
 def _seeded(cfg: Config, build):
     """``build()`` under the trainer's seed, so initial weights and dropout are reproducible."""
-    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
-    set_threads(cfg.trainer.threads)
+    start_job(cfg.trainer)
     return build()
 
 

@@ -35,7 +35,7 @@ from ..models import VideoMAE, VideoTransformer, model_from_config
 from ..objectives.contrastive import ProjectionHead, nt_xent
 from ..objectives.mae import normalised_cross_correlation
 from ..video import ClipSpec
-from .engine import param_groups, set_threads, warmup_cosine
+from .engine import param_groups, start_job, warmup_cosine
 from .pretrain import SelfSupervisedModule, fit_pretraining, resolve_model_config
 
 __all__ = ["VideoPretrainModule", "VideoSupervisedModule", "clip_spec", "pretrain_video", "video_sources"]
@@ -170,8 +170,7 @@ def pretrain_video(
     cfg: VideoPretrainConfig = config.pretrain.video
     tcfg = config.trainer
     out = Path(out)
-    set_threads(tcfg.threads)
-    L.seed_everything(tcfg.seed, workers=True, verbose=False)
+    start_job(tcfg)
     module = VideoPretrainModule(
         resolve_model_config(cfg.model, "pretrain.video.model"), objective=cfg.objective, lr=cfg.optim.lr,
         weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas, warmup_steps=cfg.optim.warmup_steps,
