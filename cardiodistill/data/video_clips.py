@@ -24,8 +24,6 @@ Simulated ids (``P000123``) are kept as they are.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from os import PathLike
@@ -38,6 +36,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import CardiodistillError, DataError
+from ..privacy import PSEUDONYM_ENV, pseudonym
 from ..records import VideoClip
 from ..video import ClipSpec, normalise_frames, prepare_windows
 from .cache import ArrayCache, CacheBuilder, is_val_record, reuse_cache
@@ -55,7 +54,6 @@ __all__ = [
 CACHE_FORMAT = "cardiodistill-video-clips"
 CACHE_VERSION = 1
 VIDEO_SOURCE_KINDS = ("synth", "cohort", "files")
-PSEUDONYM_ENV = "CARDIODISTILL_PSEUDONYM_KEY"
 LABEL_COLUMNS = ("lvef", "triage", "heart_rate", "age", "sex")  # besides every dx_* column
 
 
@@ -85,12 +83,6 @@ class VideoItem:
     load: Callable[[], VideoClip]
     study: str
     labels: dict[str, Any] | None = None
-
-
-def pseudonym(value: str, key: str | None = None) -> str:
-    """A keyed 16-hex-digit hash of ``value`` (key: ``key`` or ``$CARDIODISTILL_PSEUDONYM_KEY``)."""
-    secret = (key if key is not None else os.environ.get(PSEUDONYM_ENV, "")).encode()
-    return hashlib.blake2b(value.encode(), key=hashlib.sha256(secret).digest(), digest_size=8).hexdigest()
 
 
 # ----------------------------------------------------------------------------------- sources
