@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .records import DEFAULT_BAND
 
 
 class _Strict(BaseModel):
@@ -172,7 +173,7 @@ class EcgPretrainConfig(_Strict):
     sources: list[EcgSourceConfig] = Field(
         default_factory=lambda: [EcgSourceConfig(kind="synth", patients=300)], min_length=1
     )
-    band: tuple[float, float] | None = (0.5, 40.0)
+    band: tuple[float, float] | None = DEFAULT_BAND
     val_fraction: float = Field(0.02, ge=0, lt=1, description="records held out for reconstruction metrics")
     cache_dir: str | None = Field(None, description="window cache folder (default: <run>/windows)")
     temperature: float = Field(0.1, gt=0, description="contrastive: InfoNCE temperature")

@@ -13,6 +13,11 @@ import numpy as np
 
 from .errors import DataError, LeadError, SamplingRateError
 
+#: The band (Hz) every ECG model input is band-passed to unless its input spec says otherwise (the band of the
+#: PTB-XL subset, and where a 100 Hz model has information): the one default of the package, part of the
+#: data contract (:class:`cardiodistill.signals.InputSpec`), also importable from ``cardiodistill.signals.filters``.
+DEFAULT_BAND: tuple[float, float] = (0.5, 40.0)
+
 
 @dataclass(frozen=True)
 class EcgRecord:

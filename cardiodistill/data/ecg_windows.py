@@ -3,18 +3,13 @@
 Pretraining mixes sources that share nothing but being ECGs: PTB-XL (12 leads, 100 or 500 Hz,
 10 s), PhysioNet/CinC 2017 (one handheld lead, 300 Hz, 9-61 s), the simulator (12-lead at
 500 Hz and a 1- or 6-lead handheld at 300 Hz), any folder of clinical files. Every record goes
-through the same steps to become model input (:func:`record_windows`):
-
-1. canonical lead names, non-ECG channels dropped; non-finite runs up to 40 ms interpolated,
-   longer ones make that lead absent;
-2. resampled to the model's rate (exact rational ratio, :func:`~cardiodistill.signals.resample`);
-3. band-passed (default 0.5-40 Hz, zero phase: the band of the PTB-XL subset, and the band
-   where a 100 Hz model has information);
-4. cut into non-overlapping windows of the model's length, at most ``max_windows`` per record
-   (evenly spread over the record); a tail shorter than ``min_fraction`` of a window is dropped,
-   a longer one is zero-padded at the end;
-5. each lead of each window z-scored on its own; a lead that is flat in a window (or absent from
-   the record) is marked absent in ``present`` and left at zero.
+through the package's one preparation, :func:`cardiodistill.signals.prepare` with the encoder's
+:class:`~cardiodistill.signals.InputSpec` (:func:`record_windows`): canonical leads, gaps filled,
+resampled to the model's rate, band-passed (default 0.5-40 Hz, zero phase), cut into non-overlapping
+windows of the model's length - at most ``max_windows`` per record, evenly spread; a tail shorter
+than ``spec.min_fraction`` of a window is dropped, a longer one zero-padded - and each lead of each
+window z-scored on its own; a lead that is flat in a window (or absent from the record) is marked
+absent in ``present`` and left at zero. The edge runtime prepares a recording with the same function.
 
 Windows are laid out in :data:`~cardiodistill.signals.leads.LEADS_12` order, ``[12, S]``, with a
 ``present [12]`` mask, whatever leads the record had: the lead-agnostic encoder reads ``present``
@@ -45,11 +40,8 @@ import pandas as pd
 
 from ..errors import CardiodistillError, DataError
 from ..records import EcgRecord
-from ..signals.filters import bandpass
 from ..signals.leads import LEADS_12
-from ..signals.preprocess import canonicalize, fill_gaps
-from ..signals.resample import resample
-from ..signals.windows import zscore_windows
+from ..signals.prepare import InputSpec, prepare
 from .cache import ArrayCache, CacheBuilder, is_val_record, reuse_cache
 
 __all__ = [
@@ -60,6 +52,7 @@ __all__ = [
     "build_window_cache",
     "iter_source_records",
     "record_windows",
+    "register_ecg_source",
     "source_loaders",
 ]
 
@@ -68,17 +61,8 @@ CACHE_VERSION = 2
 SOURCE_KINDS = ("ptbxl", "cinc2017", "synth", "cohort", "files")
 
 
-@dataclass(frozen=True)
-class WindowSpec:
-    """What a model wants: ``fs`` Hz, ``seconds`` long, band-passed to ``band`` Hz."""
-
-    fs: float
-    seconds: float
-    band: tuple[float, float] | None = (0.5, 40.0)
-
-    @property
-    def n_samples(self) -> int:
-        return int(round(self.fs * self.seconds))
+#: The former name of :class:`~cardiodistill.signals.InputSpec` (``WindowSpec(fs, seconds, band)`` reads the same).
+WindowSpec = InputSpec
 
 
 @dataclass(frozen=True)
@@ -104,35 +88,15 @@ class EcgSource:
 
 
 def record_windows(
-    record: EcgRecord, spec: WindowSpec, *, max_windows: int | None = None, min_fraction: float = 0.5
+    record: EcgRecord, spec: WindowSpec, *, max_windows: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(windows float32 [W, 12, S], present bool [W, 12], starts_s [W])`` of one record (module doc).
-
-    ``W`` may be 0 (record shorter than ``min_fraction`` of a window, or no usable lead).
-    """
-    record = canonicalize(record)
-    record = fill_gaps(record, missing="zero")
-    if record.fs != spec.fs:
-        record = resample(record, spec.fs)
-    if spec.band is not None:
-        record = bandpass(record, *spec.band)
-    win, n = spec.n_samples, record.n_samples
-    n_full, tail = divmod(n, win)
-    starts = list(range(0, n_full * win, win))
-    if tail >= min_fraction * win or (n_full == 0 and n >= min_fraction * win):
-        starts.append(n_full * win)
-    if max_windows is not None and len(starts) > max_windows:
-        pick = np.linspace(0, len(starts) - 1, max_windows).round().astype(int)
-        starts = [starts[i] for i in pick]
-    rows = [LEADS_12.index(lead) for lead in record.leads]
-    windows = np.zeros((len(starts), len(LEADS_12), win), dtype=np.float32)
-    for k, start in enumerate(starts):
-        part = record.signal[:, start : start + win]
-        windows[k, rows, : part.shape[1]] = part
-    valid = np.minimum(n - np.asarray(starts, dtype=np.int64), win) if starts else np.zeros(0, np.int64)
-    present = zscore_windows(windows, valid)
-    keep = present.any(axis=1)
-    return windows[keep], present[keep], (np.asarray(starts, dtype=np.float64) / spec.fs)[keep]
+    """``(windows float32 [W, 12, S], present bool [W, 12], starts_s [W])`` of one record: the package's one
+    preparation (:func:`~cardiodistill.signals.prepare`) in the lead-agnostic 12-slot layout; windows in
+    which no lead has signal are dropped. ``W`` may be 0 (record shorter than ``spec.min_fraction`` of a
+    window, or no usable lead)."""
+    prepared = prepare(record, spec, max_windows=max_windows, keep_short=False)
+    keep = prepared.present.any(axis=1)
+    return prepared.windows[keep], prepared.present[keep], prepared.starts_s[keep]
 
 
 # ----------------------------------------------------------------------------------- sources
@@ -148,7 +112,8 @@ def iter_source_records(source: EcgSource) -> Iterator[tuple[str, EcgRecord]]:
       records with and without diagnostic labels, optionally only ``folds``;
     * ``cinc2017``: a CinC 2017 folder (``REFERENCE.csv`` + WFDB records), every record;
     * ``synth``: ``patients`` simulated patients (``seed``): their 12-lead and handheld ECGs,
-      generated in memory, no files;
+      generated in memory, no files (registered by :mod:`cardiodistill.stages`: data never imports
+      the simulator);
     * ``cohort``: a simulated cohort folder written by ``cardiodistill synth`` (its manifest's
       12-lead and handheld WFDB files);
     * ``files``: every file matching ``pattern`` under ``path``, read by format detection.
@@ -163,9 +128,12 @@ def source_loaders(source: EcgSource) -> Iterator[tuple[str, Loader]]:
     kind = source.kind
     if kind not in SOURCE_KINDS:
         raise DataError(f"unknown ECG source kind {kind!r}; expected one of {', '.join(SOURCE_KINDS)}", source.path)
-    if kind != "synth" and not source.path:
+    if kind not in _READERS:
+        raise DataError(f"ECG source kind {kind!r} is not registered in this process (the simulator's 'synth' "
+                        "is registered by importing cardiodistill.stages)", source.path)
+    if kind in _NEEDS_PATH and not source.path:
         raise DataError(f"ECG source of kind {kind!r} needs a path", None)
-    items = {"ptbxl": _ptbxl, "cinc2017": _cinc2017, "synth": _synth, "cohort": _cohort, "files": _files}[kind](source)
+    items = _READERS[kind](source)
     for count, item in enumerate(items):
         if source.max_records is not None and count >= source.max_records:
             return
@@ -186,23 +154,6 @@ def _cinc2017(source: EcgSource) -> Iterator[tuple[str, Loader]]:
     data = CinC2017(source.path)  # items are lead I in mV, whatever the header calls the channel
     for i in np.argsort(data.frame["number"].to_numpy(), kind="stable"):
         yield f"cinc2017/{data.frame['record'].iloc[i]}", lambda i=int(i): data[i][0]
-
-
-def _synth(source: EcgSource) -> Iterator[tuple[str, Loader]]:
-    from ..config import SynthConfig
-    from ..synth.cohort import iter_chunks
-    from ..synth.ecg import MOBILE_LEADS
-
-    cfg = SynthConfig(patients=source.patients, seed=source.seed)
-    cfg.echo.enabled = False
-    mobile_leads = MOBILE_LEADS[cfg.mobile.device]
-    for chunk in iter_chunks(cfg):
-        for i, pid in enumerate(chunk.pop.patient_id):
-            twelve = EcgRecord(chunk.ecg[i], cfg.ecg.fs, LEADS_12, f"synth:{pid}")
-            yield f"synth{source.seed}/{pid}/12lead", lambda r=twelve: r
-            if chunk.mobile is not None:
-                mobile = EcgRecord(chunk.mobile[i], cfg.mobile.fs, mobile_leads, f"synth:{pid}:mobile")
-                yield f"synth{source.seed}/{pid}/mobile", lambda r=mobile: r
 
 
 def _cohort(source: EcgSource) -> Iterator[tuple[str, Loader]]:
@@ -229,6 +180,19 @@ def _files(source: EcgSource) -> Iterator[tuple[str, Loader]]:
         yield str(target.relative_to(root)), lambda path=path: read_ecg(path)
 
 
+SourceReader = Callable[[EcgSource], Iterator[tuple[str, Loader]]]
+_READERS: dict[str, SourceReader] = {"ptbxl": _ptbxl, "cinc2017": _cinc2017, "cohort": _cohort, "files": _files}
+_NEEDS_PATH = frozenset(_READERS)
+
+
+def register_ecg_source(kind: str, reader: SourceReader) -> None:
+    """Make ``reader(source) -> (record id, loader)...`` the reader of ECG sources of ``kind`` (one of
+    :data:`SOURCE_KINDS`): how a data source outside this package (the simulator) plugs in."""
+    if kind not in SOURCE_KINDS:
+        raise ValueError(f"unknown ECG source kind {kind!r}; expected one of {', '.join(SOURCE_KINDS)}")
+    _READERS[kind] = reader
+
+
 # ----------------------------------------------------------------------------------- the cache
 
 
@@ -236,7 +200,7 @@ def _fingerprint(spec: WindowSpec, sources: Sequence[EcgSource], val_fraction: f
     return {
         "format": CACHE_FORMAT,
         "version": CACHE_VERSION,
-        "spec": {**asdict(spec), "band": list(spec.band) if spec.band else None},
+        "spec": spec.to_dict(),
         "sources": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()} for s in sources],
         "val_fraction": val_fraction,
     }
@@ -295,8 +259,7 @@ class WindowCache(ArrayCache):
 
     def __init__(self, folder: str | PathLike[str]):
         super().__init__(folder, CACHE_FORMAT)
-        spec = self.meta["spec"]
-        self.spec = WindowSpec(spec["fs"], spec["seconds"], tuple(spec["band"]) if spec["band"] else None)
+        self.spec = InputSpec.from_dict(self.meta["spec"])
         self.present = self.load("present")  # [N, 12] bool, in memory
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:

@@ -48,6 +48,7 @@ __all__ = [
     "VideoSource",
     "build_clip_cache",
     "pseudonym",
+    "register_video_source",
     "source_videos",
 ]
 
@@ -93,9 +94,12 @@ def source_videos(source: VideoSource) -> Iterator[VideoItem]:
     if source.kind not in VIDEO_SOURCE_KINDS:
         raise DataError(f"unknown video source kind {source.kind!r}; expected one of "
                         f"{', '.join(VIDEO_SOURCE_KINDS)}", source.path)
-    if source.kind != "synth" and not source.path:
+    if source.kind not in _READERS:
+        raise DataError(f"video source kind {source.kind!r} is not registered in this process (the simulator's "
+                        "'synth' is registered by importing cardiodistill.stages)", source.path)
+    if source.kind in _NEEDS_PATH and not source.path:
         raise DataError(f"video source of kind {source.kind!r} needs a path", None)
-    items = {"synth": _synth, "cohort": _cohort, "files": _files}[source.kind](source)
+    items = _READERS[source.kind](source)
     for count, item in enumerate(items):
         if source.max_videos is not None and count >= source.max_videos:
             return
@@ -104,22 +108,6 @@ def source_videos(source: VideoSource) -> Iterator[VideoItem]:
 
 def _label_dict(row: pd.Series) -> dict[str, Any]:
     return {k: row[k] for k in row.index if k in LABEL_COLUMNS or k.startswith("dx_")}
-
-
-def _synth(source: VideoSource) -> Iterator[VideoItem]:
-    from ..config import SynthConfig
-    from ..synth.cohort import iter_chunks
-
-    cfg = SynthConfig(patients=source.patients, seed=source.seed)
-    cfg.mobile.enabled = False
-    for chunk in iter_chunks(cfg):
-        labels = chunk.labels.assign(heart_rate=chunk.pop.heart_rate, age=chunk.pop.age,
-                                     sex=np.where(chunk.pop.male, "M", "F"))
-        for i, pid in enumerate(chunk.pop.patient_id):
-            clip = VideoClip(chunk.echo.frames[i], chunk.echo.fps, view=cfg.echo.views[0], source=f"synth:{pid}",
-                             meta={"heart_rate": float(chunk.pop.heart_rate[i])})
-            record = f"synth{source.seed}/{pid}"
-            yield VideoItem(record, lambda c=clip: c, record, _label_dict(labels.iloc[i]))
 
 
 def _cohort(source: VideoSource) -> Iterator[VideoItem]:
@@ -148,6 +136,19 @@ def _files(source: VideoSource) -> Iterator[VideoItem]:
             continue
         record = pseudonym(str(path.relative_to(root)))
         yield VideoItem(record, lambda p=path: read_video(p), record)
+
+
+SourceReader = Callable[[VideoSource], Iterator[VideoItem]]
+_READERS: dict[str, SourceReader] = {"cohort": _cohort, "files": _files}
+_NEEDS_PATH = frozenset(_READERS)
+
+
+def register_video_source(kind: str, reader: SourceReader) -> None:
+    """Make ``reader(source) -> VideoItem...`` the reader of video sources of ``kind`` (one of
+    :data:`VIDEO_SOURCE_KINDS`): how a data source outside this package (the simulator) plugs in."""
+    if kind not in VIDEO_SOURCE_KINDS:
+        raise ValueError(f"unknown video source kind {kind!r}; expected one of {', '.join(VIDEO_SOURCE_KINDS)}")
+    _READERS[kind] = reader
 
 
 # ----------------------------------------------------------------------------------- the cache

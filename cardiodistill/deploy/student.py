@@ -34,6 +34,7 @@ from ..edge.spec import METADATA_KEY, PRECISIONS, EdgeSpec, open_session
 from ..errors import ConfigError, DataError, one_line
 from ..evaluate.metrics import auroc
 from ..io.atomic import atomic_path
+from ..signals.prepare import InputSpec
 from .export import export_onnx
 from .quantize import convert_fp16, quantize_int8, require_onnx
 
@@ -105,9 +106,7 @@ def student_spec(
         return EdgeSpec(
             model_id=model_id or f"student-{len(model.leads)}lead-{digest[:12]}",
             version=__version__,
-            leads=tuple(model.leads),
-            fs=float(model.backbone_config["fs"]),
-            seconds=float(model.backbone_config["seconds"]),
+            **EdgeSpec.input_fields(InputSpec.from_model_config(model.backbone_config).with_leads(model.leads)),
             outputs=outputs,
             task=info.get("task", "multilabel"),
             triage=info.get("triage", outputs[0]),

@@ -3,23 +3,18 @@
 :class:`EdgeModel` holds an onnxruntime session and the model's :class:`~.spec.EdgeSpec`, and turns an
 :class:`~cardiodistill.records.EcgRecord` into a prediction in three steps:
 
-1. :meth:`EdgeModel.prepare` - the steps of the training windows
-   (:func:`cardiodistill.data.ecg_windows.record_windows`), with :mod:`cardiodistill.signals`:
-
-   * canonical lead names; a single channel named only ``ECG``/``EKG`` (CinC 2017, handheld exports)
-     is the single-lead recording between the hands, lead I; a microvolt file is refused;
-   * the model's leads selected, a missing limb lead derived from two recorded ones (Einthoven /
-     Goldberger, e.g. I = II - III); a lead that cannot be had is a
-     :class:`~cardiodistill.errors.LeadError` naming the file;
-   * non-finite runs up to 40 ms interpolated, longer ones zero the lead;
-   * per-lead quality (:func:`~cardiodistill.signals.quality.lead_quality`) of the model's leads,
-     at the recording's own rate, before any filtering;
-   * resampled to ``spec.fs``, zero-phase band-pass ``spec.band_hz`` (no mains notch: training used
-     none, and for a 100 Hz model the resampling filter and the 40 Hz edge remove 50/60 Hz hum);
-   * non-overlapping windows of ``spec.seconds``; the last, partial window is kept (zero-padded) when
-     it holds at least :data:`MIN_WINDOW_FRACTION` of a window, and a recording shorter than one
-     window is padded;
-   * each lead of each window z-scored over its real samples (a flat lead and the padding stay 0).
+1. :meth:`EdgeModel.prepare` - the package's one preparation, :func:`cardiodistill.signals.prepare`
+   with the model's input spec (:meth:`~.spec.EdgeSpec.input_spec`): the function the training caches
+   and the array trainer call, so a deployed model sees what it was trained on. In short: a single
+   channel named only ``ECG``/``EKG`` is lead I; canonical lead names; a microvolt file is refused;
+   the model's leads selected, a missing limb lead derived from two recorded ones (a lead that cannot
+   be had is a :class:`~cardiodistill.errors.LeadError` naming the file); gaps up to 40 ms
+   interpolated, longer ones zero the lead; resampled to ``spec.fs`` and band-passed to
+   ``spec.band_hz`` (no mains notch: training used none); non-overlapping windows of ``spec.seconds``
+   (a last, partial window kept when it holds half a window; a short recording padded); each lead of
+   each window z-scored over its real samples. Besides, per-lead quality
+   (:func:`~cardiodistill.signals.quality.lead_quality`) of the model's leads is measured at the
+   recording's own rate, before any filtering.
 
 2. :meth:`EdgeModel.run` - onnxruntime on ``[W, len(leads), fs * seconds]`` float32, in batches of
    at most :data:`MAX_BATCH` windows.
@@ -39,7 +34,6 @@ probabilities are still reported (the prediction is None). The rules, in this or
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -49,18 +43,15 @@ import numpy as np
 
 from ..errors import DataError
 from ..records import EcgRecord
-from ..signals.filters import bandpass
-from ..signals.preprocess import canonicalize, check_millivolts, fill_gaps, select_leads
+from ..signals.prepare import prepare
 from ..signals.quality import LeadQuality, lead_quality
-from ..signals.resample import resample
-from ..signals.windows import fixed_windows, zscore_windows
 from .spec import EdgeSpec, open_session, spec_from_metadata
 
 if TYPE_CHECKING:
     import onnxruntime
 
 __all__ = [
-    "DEFAULT_MODEL", "MAX_BATCH", "MIN_SECONDS", "MIN_WINDOW_FRACTION", "MODEL_ABSTAINS", "EdgeModel",
+    "DEFAULT_MODEL", "MAX_BATCH", "MIN_SECONDS", "MODEL_ABSTAINS", "EdgeModel",
     "Prediction", "RecordInfo",
 ]
 
@@ -68,14 +59,11 @@ __all__ = [
 DEFAULT_MODEL = "cinc2017_lead1.onnx"
 #: Shortest recording (s) that is read without abstaining.
 MIN_SECONDS = 5.0
-#: Smallest part of a window that the last, partial window must hold to be kept.
-MIN_WINDOW_FRACTION = 0.5
 #: Most windows given to onnxruntime in one call.
 MAX_BATCH = 64
 #: Abstain reason when the model's own output says the recording cannot be read.
 MODEL_ABSTAINS = "model: too noisy to read"
 DEFAULT_THRESHOLD = 0.5
-_GENERIC_ECG = re.compile(r"^\s*(ecg|ekg)[\s_\-]*\d*\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -102,16 +90,6 @@ class Prediction:
     lvef: float | None  #: %, None for a model trained without LVEF
     abstain: bool
     reasons: tuple[str, ...]  #: why it abstained (empty when it did not)
-
-
-def _single_channel_as_lead_i(record: EcgRecord) -> tuple[EcgRecord, dict[str, str]]:
-    """A record of one channel with a generic name (``ECG``, ``EKG 1``: CinC 2017, most handheld
-    exports) is a single-lead handheld recording between the two hands, i.e. lead I; other records
-    are returned as they are. Also returns ``{"I": how}`` when it renamed the channel."""
-    if len(record.leads) != 1 or not _GENERIC_ECG.match(record.leads[0]):
-        return record, {}
-    how = f"channel {record.leads[0]!r} of a single-lead recording read as lead I"
-    return replace(record, leads=("I",)), {"I": how}
 
 
 class EdgeModel:
@@ -158,38 +136,27 @@ class EdgeModel:
 
     def prepare(self, record: EcgRecord) -> tuple[np.ndarray, RecordInfo]:
         """Model input ``[W, len(spec.leads), spec.samples]`` float32 from ``record`` (mV, any rate and
-        leads), and what was found on the way (module doc, step 1)."""
+        leads) by the package's one preparation (:func:`cardiodistill.signals.prepare` with the model's
+        :meth:`~.spec.EdgeSpec.input_spec`), and what was found on the way (module doc, step 1)."""
         spec = self.spec
-        record, assumed = _single_channel_as_lead_i(record)
-        record = canonicalize(record)
-        check_millivolts(record)
-        selected = fill_gaps(select_leads(record, spec.leads, derive=True), missing="zero")
+        prepared = prepare(record, spec.input_spec)
+        selected = prepared.selected
         quality = lead_quality(selected)
         for lead in selected.meta.get("missing_leads", []):  # a gap too long to interpolate: zeroed
             q = quality[lead]
             quality[lead] = replace(q, nan=True, usable=False, reasons=list(dict.fromkeys(["nan", *q.reasons])))
-        computed = selected.meta.get("derived_leads", {})
-        derived = {lead: how for lead, how in {**assumed, **computed}.items() if lead in spec.leads}
-
-        filtered = bandpass(resample(selected, spec.fs), *spec.band_hz)
-        cut = fixed_windows(filtered, spec.seconds, pad="zero", min_seconds=0.0)
-        keep = cut.valid.sum(axis=-1) >= MIN_WINDOW_FRACTION * spec.samples
-        keep[0] = True  # a recording shorter than one window: its one padded window
-        windows = cut.signal[keep].astype(np.float32)
-        zscore_windows(windows, cut.valid[keep].sum(axis=-1))  # padding is at the end of a window
-
         reasons = []
         for lead in spec.leads:
             if not quality[lead].usable:
-                how = f" (derived {computed[lead]})" if lead in computed else ""
+                how = f" (derived {prepared.derived[lead]})" if lead in prepared.derived else ""
                 reasons.append(f"lead {lead}{how} unusable: {', '.join(quality[lead].reasons)}")
-        if record.duration_s < self.min_seconds:
-            reasons.append(f"recording is {record.duration_s:.3g} s, shorter than the {self.min_seconds:g} s minimum")
+        if selected.duration_s < self.min_seconds:
+            reasons.append(f"recording is {selected.duration_s:.3g} s, shorter than the {self.min_seconds:g} s minimum")
         info = RecordInfo(
-            source=record.source, leads=tuple(spec.leads), derived=derived, fs_in=record.fs,
-            duration_s=record.duration_s, n_windows=len(windows), quality=quality, reasons=tuple(reasons),
+            source=record.source, leads=tuple(spec.leads), derived=prepared.derived, fs_in=selected.fs,
+            duration_s=selected.duration_s, n_windows=len(prepared.windows), quality=quality, reasons=tuple(reasons),
         )
-        return windows, info
+        return prepared.windows, info
 
     def run(self, windows: np.ndarray) -> np.ndarray:
         """The graph's output ``[W, len(spec.outputs) + 1]`` float32 (probabilities, then standardised

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, one_line
+from ..signals.filters import DEFAULT_BAND
+from ..signals.prepare import NORMALISATION, InputSpec
 
 __all__ = ["EdgeSpec", "METADATA_KEY", "open_session", "read_spec", "spec_from_metadata"]
 
@@ -59,8 +61,8 @@ class EdgeSpec:
     lvef_std: float | None = None
     precision: str = "fp32"
     input_name: str = "ecg"
-    band_hz: tuple[float, float] = (0.5, 40.0)
-    normalisation: str = "per-lead z-score"
+    band_hz: tuple[float, float] = DEFAULT_BAND
+    normalisation: str = NORMALISATION
     gate: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
@@ -89,6 +91,22 @@ class EdgeSpec:
     def samples(self) -> int:
         """Samples per lead of one model input window."""
         return int(round(self.fs * self.seconds))
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """The model's input contract as the package's one preparation reads it: its fixed leads selected
+        (missing limb leads derived), ``fs``, ``seconds``, ``band_hz``, per-lead z-score."""
+        return InputSpec(self.fs, self.seconds, tuple(self.band_hz), normalisation=self.normalisation).with_leads(
+            self.leads)
+
+    @classmethod
+    def input_fields(cls, spec: InputSpec) -> dict[str, Any]:
+        """The fields of an :class:`EdgeSpec` that an :class:`InputSpec` determines (export builds the spec
+        from the model's own input spec with these)."""
+        if spec.band is None:
+            raise ValueError("an exported model needs a band-pass in its input spec")
+        return {"leads": tuple(spec.leads), "fs": spec.fs, "seconds": spec.seconds, "band_hz": spec.band,
+                "normalisation": spec.normalisation}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

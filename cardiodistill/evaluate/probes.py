@@ -31,7 +31,7 @@ from ..config import ProbeConfig
 from ..errors import DataError
 from ..io.dicom import read_video_dicom
 from ..io.wfdb import read_wfdb
-from ..records import EcgRecord
+from ..records import DEFAULT_BAND, EcgRecord
 from ..signals import bandpass, detect_r_peaks, select_leads
 from .metrics import auroc_ci
 
@@ -55,7 +55,7 @@ MODALITY_NAMES = {
 def ecg_features(record: EcgRecord, leads: tuple[str, ...] | None = None) -> np.ndarray:
     """Median beat per lead plus RR statistics: a fixed-length vector for any lead set and rate."""
     leads = tuple(leads or record.leads)
-    record = bandpass(select_leads(record, leads), 0.5, 40.0)
+    record = bandpass(select_leads(record, leads), *DEFAULT_BAND)
     x = record.signal.astype(np.float64)
     peaks = detect_r_peaks(record)
     pre, post = (int(round(abs(w) * record.fs)) for w in BEAT_WINDOW_S)

@@ -39,12 +39,9 @@ from scipy.ndimage import median_filter
 from scipy.signal import butter, filtfilt, iirnotch, sosfiltfilt
 
 from ..errors import ConfigError, DataError, SamplingRateError
-from ..records import EcgRecord
+from ..records import DEFAULT_BAND, EcgRecord
 from .units import append_step
 
-#: The band (Hz) every ECG model input is band-passed to unless its InputSpec says otherwise: the band of the
-#: PTB-XL subset, and the band where a 100 Hz model has information. The one default of the package.
-DEFAULT_BAND: tuple[float, float] = (0.5, 40.0)
 #: Butterworth order of :func:`bandpass` (per direction; the zero-phase response is squared).
 BANDPASS_ORDER = 4
 #: Butterworth order of the ``"highpass"`` method of :func:`remove_baseline`.

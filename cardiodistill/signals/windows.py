@@ -150,6 +150,20 @@ def crop_or_pad(
     return replace(record, signal=np.ascontiguousarray(signal), meta=meta)
 
 
+def window_starts(length: int, window: int, min_fraction: float = MIN_FRACTION, *, keep_short: bool = True
+                  ) -> list[int]:
+    """Starts of the non-overlapping ``window``-sample windows of a ``length``-sample recording: every full
+    window, plus the last, partial one if it holds at least ``min_fraction`` of a window. A recording shorter
+    than that gives one padded window with ``keep_short`` (scoring: every recording gets a reading), none
+    without (training: a window of mostly padding teaches nothing). The one windowing rule of training
+    caches, the array trainer and the edge runtime."""
+    n_full, tail = divmod(int(length), int(window))
+    starts = list(range(0, n_full * window, window))
+    if tail >= min_fraction * window or (keep_short and not starts):
+        starts.append(n_full * window)
+    return starts
+
+
 #: A lead whose standard deviation in a window is at most this is flat: left at zero, marked absent.
 FLAT_STD = 1e-6
 

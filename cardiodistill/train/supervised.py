@@ -40,10 +40,9 @@ from ..models import XResNet1d, create_model, model_from_config
 from ..models.student import StudentModel
 from ..objectives.distill import multilabel_bce
 from ..records import EcgRecord
-from ..signals.filters import bandpass
-from ..signals.preprocess import fill_gaps, select_leads
-from ..signals.resample import resample
-from ..signals.windows import zscore_windows
+from ..signals.filters import DEFAULT_BAND
+from ..signals.prepare import InputSpec, prepare_signal
+from ..signals.windows import window_starts, zscore_windows
 from .checkpoints import read_model_file
 from .distill import StudentModule
 from .engine import start_job
@@ -52,34 +51,27 @@ from .stages import StageModule, fit_stage, steps_for_epochs
 __all__ = ["ArrayDataset", "ArrayTeacherModule", "fit_array_student", "fit_array_teacher", "predict_arrays",
            "records_to_arrays", "teacher_targets", "window_starts"]
 
-#: Smallest part of a window the last, partial window of a recording must hold to be scored
-#: (as :data:`cardiodistill.edge.runtime.MIN_WINDOW_FRACTION`).
-MIN_WINDOW_FRACTION = 0.5
-
-
 def records_to_arrays(
     records: Iterable[EcgRecord],
     *,
     leads: Sequence[str],
     fs: float = 100.0,
     seconds: float = 60.0,
-    band: tuple[float, float] | None = (0.5, 40.0),
+    band: tuple[float, float] | None = DEFAULT_BAND,
 ) -> tuple[np.ndarray, np.ndarray]:
     """ECG records (mV, any rate) as ``(x float16 [N, len(leads), fs * seconds], lengths int64 [N])``: the
-    steps of the training windows (:func:`~cardiodistill.data.ecg_windows.record_windows`) - ``leads``
-    selected (missing limb leads derived), gaps up to 40 ms interpolated (a longer one zeroes the lead),
-    resampled to ``fs``, zero-phase band-passed to ``band`` Hz - then the first ``seconds`` kept and the rest
-    zero-padded; ``lengths`` counts the real samples. Amplitudes stay in mV (windows are z-scored later)."""
-    n_max = round(fs * seconds)
+    package's one preparation (:func:`~cardiodistill.signals.prepare_signal`, as the training caches and the
+    edge runtime) for the fixed leads ``leads`` at ``fs`` Hz band-passed to ``band`` - then the first ``seconds``
+    kept and the rest zero-padded; ``lengths`` counts the real samples. Amplitudes stay in mV: windows are cut
+    and z-scored later (:class:`ArrayDataset`, :func:`predict_arrays`), with the same functions."""
+    spec = InputSpec(fs, seconds, band).with_leads(leads)
+    n_max = spec.n_samples
     rows, lengths = [], []
     for record in records:
-        record = fill_gaps(select_leads(record, leads), missing="zero")
-        record = resample(record, fs) if record.fs != fs else record
-        if band is not None:
-            record = bandpass(record, *band)
+        _, filtered, _ = prepare_signal(record, spec)
         row = np.zeros((len(leads), n_max), np.float16)
-        n = min(record.n_samples, n_max)
-        row[:, :n] = record.signal[:, :n]
+        n = min(filtered.n_samples, n_max)
+        row[:, :n] = filtered.signal[:, :n]
         rows.append(row)
         lengths.append(n)
     if not rows:
@@ -297,17 +289,6 @@ def _heads(model: nn.Module) -> tuple[int, nn.Module, nn.Module]:
     if isinstance(model, XResNet1d):
         return model.in_leads, model.forward_features, model.head
     raise TypeError(f"predict_arrays needs a StudentModel or an XResNet1d, got {type(model).__name__}")
-
-
-def window_starts(length: int, window: int, min_fraction: float = MIN_WINDOW_FRACTION) -> list[int]:
-    """Starts of the non-overlapping ``window``-sample windows scored on a ``length``-sample recording:
-    every full window, plus the last partial one if it holds at least ``min_fraction`` of a window; a
-    recording shorter than one window gives one (padded) window."""
-    n_full, tail = divmod(length, window)
-    starts = list(range(0, n_full * window, window))
-    if tail >= min_fraction * window or not starts:
-        starts.append(n_full * window)
-    return starts
 
 
 @torch.no_grad()
