@@ -13,20 +13,16 @@ import torch
 from scipy import stats
 
 from cardiodistill.errors import ConfigError, DataError
+from cardiodistill.lab_units import LAB_UNITS
 from cardiodistill.models import create_model, model_from_config
 from cardiodistill.models.labs import LabNormaliser, LabsEncoder
 from cardiodistill.models.text import CLS_ID, PAD_ID, HashingTokenizer, HuggingFaceNoteEncoder, NoteEncoder
-from cardiodistill.synth.labs import LAB_UNITS
+from cardiodistill.synth import labs as synth_labs
 
 NAN = math.nan
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +96,9 @@ def test_labs_encoder_registry_config_round_trips():
     model = create_model("labs_encoder", dim=32, heads=2)
     cfg = model.model_config
     assert cfg["n_labs"] == model.n_labs == len(LAB_UNITS) and cfg["depth"] == 1
+    # the encoder's default panel is the canonical table, which the simulator samples in (and re-exports)
+    assert synth_labs.LAB_UNITS is LAB_UNITS
+    assert {name: spec.unit for name, spec in synth_labs.LAB_SPECS.items()} == LAB_UNITS
     again = model_from_config(json.loads(json.dumps({**cfg, "n_labs": 3})))
     assert isinstance(again, LabsEncoder) and again.dim == 32 and again.lab_embed.shape == (3, 32)
     with pytest.raises(ConfigError, match="at least one lab"):

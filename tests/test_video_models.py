@@ -39,13 +39,7 @@ def echo_like(batch: int, frames: int = 8, size: int = 32, seed: int = 0) -> tor
     return torch.where(inside, (x - mean[:, None, None, None]) / std[:, None, None, None], torch.zeros(()))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matmuls are fastest on one thread on a busy 2-core runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +49,7 @@ def vit() -> VideoTransformer:
 
 
 def small_mae(**kw) -> VideoMAE:
-    return create_model("video_mae_tiny", decoder_dim=64, decoder_depth=1, **SMALL, **kw)
+    return create_model("video_mae_tiny", encoder=SMALL, decoder_dim=64, decoder_depth=1, **kw)
 
 
 # ----------------------------------------------------------------------------- shapes and sizes
@@ -71,10 +65,13 @@ def test_every_video_preset_counts_its_parameters_and_gives_the_documented_shape
     if name in ("video_vit", "video_vit_tiny"):
         assert count < 3e6
 
-    t, ph, pw = model_defaults(name)["tubelet"]
+    mae = name.startswith("video_mae")  # its encoder is a nested config
+    defaults = model_defaults(name)
+    t, ph, pw = (defaults["encoder"] if mae else defaults)["tubelet"]
     torch.manual_seed(0)
-    model = create_model(name, size=2 * ph, frames=2 * t).eval()  # 2 time slices x 2 x 2 positions = 8 tokens
-    cfg = model.model_config
+    small = {"size": 2 * ph, "frames": 2 * t}  # 2 time slices x 2 x 2 positions = 8 tokens
+    model = create_model(name, **({"encoder": small} if mae else small)).eval()
+    cfg = model.model_config["encoder"] if mae else model.model_config
     assert cfg["modality"] == "echo" and cfg["cycles"] == 1.0 and cfg["fps"] == 16.0
     assert cfg["normalisation"] == "per-clip z-score in field of view"
     x = torch.randn(2, 2 * t, 2 * ph, 2 * pw)
@@ -274,9 +271,11 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients():
 def test_model_config_round_trips_through_json_and_gives_the_same_outputs(name):
     torch.manual_seed(0)
     overrides = {**SMALL, "tubelet": (4, 4, 4), "pool": "cls", "cycles": None, "fps": 25.0}
-    model = create_model(name, **overrides).eval()
+    mae = name.startswith("video_mae")
+    model = create_model(name, **({"encoder": overrides} if mae else overrides)).eval()
     cfg = model.model_config
-    assert cfg["tubelet"] == [4, 4, 4] and cfg["cycles"] is None and cfg["name"] == name
+    encoder = cfg["encoder"] if mae else cfg
+    assert encoder["tubelet"] == [4, 4, 4] and encoder["cycles"] is None and cfg["name"] == name
     rebuilt = model_from_config(json.loads(json.dumps(cfg))).eval()
     assert rebuilt.model_config == cfg
     rebuilt.load_state_dict(model.state_dict(), strict=True)

@@ -3,7 +3,8 @@ autoencoder), labs and note encoders, the multimodal fusion model and teacher of
 mobile-ECG student, an xresnet1d baseline and an attention multiple-instance head for multi-view
 studies.
 
-Build by name through the registry; every model carries ``.model_config`` for its checkpoint::
+Build by name through the registry (every name builds from its defaults alone); every model
+carries ``.model_config`` for its checkpoint::
 
     from cardiodistill.models import create_model, model_from_config
     encoder = create_model("ecg_vit_tiny")
@@ -16,7 +17,18 @@ from .ecg_transformer import PAD_LEAD_ID, EcgMAE, EcgTransformer, TokenLayout, l
 from .fusion import CardioFusion, CardioTeacher
 from .labs import LabNormaliser, LabsEncoder
 from .mil import AttentionMIL, MultiViewEncoder
-from .registry import create_model, list_models, model_defaults, model_from_config, register_model
+from .registry import (
+    ModelTest,
+    create_model,
+    ecg_input_config,
+    list_models,
+    model_defaults,
+    model_from_config,
+    model_test,
+    register_model,
+    register_test,
+    resolve_config,
+)
 from .resnet1d import XResNet1d
 from .student import EncoderBackbone, StudentCNN, StudentModel
 from .text import HashingTokenizer, HuggingFaceNoteEncoder, NoteEncoder
@@ -34,6 +46,7 @@ __all__ = [
     "HuggingFaceNoteEncoder",
     "LabNormaliser",
     "LabsEncoder",
+    "ModelTest",
     "MultiViewEncoder",
     "NoteEncoder",
     "StudentCNN",
@@ -44,9 +57,13 @@ __all__ = [
     "VideoTransformer",
     "XResNet1d",
     "create_model",
+    "ecg_input_config",
     "lead_ids",
     "list_models",
     "model_defaults",
     "model_from_config",
+    "model_test",
     "register_model",
+    "register_test",
+    "resolve_config",
 ]

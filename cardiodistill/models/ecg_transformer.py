@@ -42,8 +42,8 @@ Parameter counts (measured in ``tests/test_models.py``): ``ecg_vit_tiny`` 1.79 M
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -51,8 +51,9 @@ from torch import Tensor, nn
 from ..data.augment import random_lead_drop
 from ..errors import ConfigError
 from ..objectives.mae import masked_patch_loss
+from ..signals.filters import DEFAULT_BAND
 from ..signals.leads import LEADS_12, normalize_lead_name
-from .registry import create_model, register_model
+from .registry import legacy_keys, model_from_config, nest_flat_keys, register_model, register_test
 from .transformer import MaskedDecoder, TokenEncoder, init_weights, sincos_embedding
 
 PAD_LEAD_ID = len(LEADS_12)  # lead id of a padded (absent) lead
@@ -288,8 +289,16 @@ def _max_patches(fs: float, seconds: float, patch_size: int) -> int:
     return math.ceil(round(fs * seconds, 6) / patch_size)
 
 
+def check_band(band: Sequence[float] | None) -> None:
+    """A model config's ``band``: None (unfiltered input) or ``[low, high]`` Hz with ``0 <= low < high``."""
+    if band is None:
+        return
+    if len(band) != 2 or not all(isinstance(f, (int, float)) for f in band) or not 0 <= band[0] < band[1]:
+        raise ConfigError(f"band must be [low, high] Hz with 0 <= low < high, or None; got {list(band)}")
+
+
 # ``leads`` is the lead set a model was built/trained for; any subset of LEADS_12 is accepted as
-# input. ``normalisation`` is metadata for whoever prepares the input (see the registry).
+# input. ``normalisation`` and ``band`` are metadata for whoever prepares the input (see the registry).
 @register_model("ecg_vit")
 @register_model("ecg_vit_tiny")
 @register_model("ecg_vit_base", dim=768, depth=12, heads=12)
@@ -300,6 +309,7 @@ def ecg_vit(
     leads: Sequence[str] = LEADS_12,
     patch_size: int = 50,
     normalisation: str = "per-lead z-score",
+    band: Sequence[float] | None = DEFAULT_BAND,
     dim: int = 192,
     depth: int = 4,
     heads: int = 4,
@@ -313,6 +323,7 @@ def ecg_vit(
     patches at 250 Hz (1.79 M parameters); ``ecg_vit_base``: ViT-B class, dim 768, depth 12,
     12 heads (85.1 M)."""
     lead_ids(leads)  # validates the names (LeadError on an unknown one)
+    check_band(band)
     return EcgTransformer(
         patch_size=patch_size,
         max_patches=_max_patches(fs, seconds, patch_size),
@@ -329,22 +340,11 @@ def ecg_vit(
 
 @register_model("ecg_mae")
 @register_model("ecg_mae_tiny")
-@register_model("ecg_mae_base", dim=768, depth=12, heads=12, decoder_dim=256, decoder_depth=4, decoder_heads=8)
+@register_model("ecg_mae_base", encoder={"name": "ecg_vit_base"}, decoder_dim=256, decoder_depth=4, decoder_heads=8)
+@legacy_keys(nest_flat_keys("encoder"))  # configs written before the encoder was nested held its keys flat
 def ecg_mae(
     *,
-    fs: float = 250.0,
-    seconds: float = 10.0,
-    leads: Sequence[str] = LEADS_12,
-    patch_size: int = 50,
-    normalisation: str = "per-lead z-score",
-    dim: int = 192,
-    depth: int = 4,
-    heads: int = 4,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    pool: str = "mean",
-    time_embedding: str = "sincos",
-    grad_checkpointing: bool = False,
+    encoder: Mapping[str, Any] = {"name": "ecg_vit_tiny"},  # the registry copies defaults, never mutates them
     decoder_dim: int = 128,
     decoder_depth: int = 2,
     decoder_heads: int = 4,
@@ -352,15 +352,12 @@ def ecg_mae(
     lead_mask_prob: float = 0.25,
     norm_pix: bool = False,
 ) -> EcgMAE:
-    """MAE pre-training of :func:`ecg_vit`. ``ecg_mae_tiny``: the tiny encoder with a 2-block,
-    128-wide decoder; ``ecg_mae_base``: the base encoder with a 4-block, 256-wide decoder (as in ST-MEM)."""
-    encoder = create_model(
-        "ecg_vit", fs=fs, seconds=seconds, leads=leads, patch_size=patch_size, normalisation=normalisation, dim=dim,
-        depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, pool=pool, time_embedding=time_embedding,
-        grad_checkpointing=grad_checkpointing,
-    )  # through the registry, so ``mae.encoder.model_config`` rebuilds the encoder on its own
+    """MAE pre-training of an :func:`ecg_vit` ``encoder`` (its model config). ``ecg_mae_tiny``: the
+    tiny encoder with a 2-block, 128-wide decoder; ``ecg_mae_base``: the base encoder with a
+    4-block, 256-wide decoder (as in ST-MEM)."""
+    # through the registry, so ``mae.encoder.model_config`` rebuilds the encoder on its own
     return EcgMAE(
-        encoder,
+        model_from_config(encoder),
         decoder_dim=decoder_dim,
         decoder_depth=decoder_depth,
         decoder_heads=decoder_heads,
@@ -368,3 +365,23 @@ def ecg_mae(
         lead_mask_prob=lead_mask_prob,
         norm_pix=norm_pix,
     )
+
+
+# ----------------------------------------------------------------------------- test configs
+
+
+def ecg_example(model: nn.Module, leads: Sequence[str] = ("I", "II")) -> tuple[tuple, dict]:
+    """Two random windows of ``leads`` at the model's rate and length: ``((x, leads), {})``, plus a
+    seeded mask ``generator`` for a masked autoencoder."""
+    config = model.model_config.get("encoder", model.model_config)
+    n_samples = round(config["fs"] * config["seconds"])
+    x = torch.randn(2, len(leads), n_samples, generator=torch.Generator().manual_seed(0))
+    kwargs = {"generator": torch.Generator().manual_seed(1)} if isinstance(model, EcgMAE) else {}
+    return (x, list(leads)), kwargs
+
+
+_SMALL_VIT = {"seconds": 2.0, "dim": 32, "depth": 1, "heads": 2}
+register_test("ecg_vit", "ecg_vit_tiny", example=ecg_example, **_SMALL_VIT)
+register_test("ecg_vit_base", example=ecg_example, seconds=2.0, depth=1)  # base width and heads, one block
+register_test("ecg_mae", "ecg_mae_tiny", example=ecg_example, encoder=_SMALL_VIT, decoder_dim=16, decoder_depth=1)
+register_test("ecg_mae_base", example=ecg_example, encoder={"seconds": 2.0, "depth": 1}, decoder_depth=1)

@@ -40,9 +40,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..lab_units import LAB_UNITS
 from ..objectives.contrastive import ProjectionHead
 from ..signals.leads import LEADS_12
-from .registry import model_from_config, register_model
+from .labs import LabNormaliser
+from .registry import model_from_config, register_model, register_test
 from .transformer import Block, init_weights, masked_mean, run_blocks, sincos_embedding
 from .video_transformer import compact
 
@@ -362,11 +364,11 @@ class CardioTeacher(nn.Module):
 @register_model("cardio_fusion")
 def cardio_fusion(
     *,
-    ecg: dict | None = None,
-    echo: dict | None = None,
-    labs: dict | None = None,
-    note: dict | None = None,
-    lab_stats: dict | None = None,
+    ecg: Mapping[str, Any] | None = {"name": "ecg_vit_tiny"},  # the registry copies defaults, never mutates them
+    echo: Mapping[str, Any] | None = {"name": "video_vit_tiny"},
+    labs: Mapping[str, Any] | None = {"name": "labs_encoder"},
+    note: Mapping[str, Any] | None = {"name": "note_encoder"},
+    lab_stats: Mapping[str, Any] | None = None,
     modalities: Sequence[str] = MODALITIES,
     dim: int = 192,
     depth: int = 2,
@@ -376,12 +378,19 @@ def cardio_fusion(
     proj_dim: int = 128,
     grad_checkpointing: bool = False,
 ) -> CardioFusion:
-    """The stage-2 model (:class:`CardioFusion`): encoder configs of the modalities it uses and the
-    fitted lab statistics are required; the rest are the fusion transformer's sizes."""
+    """The stage-2 model (:class:`CardioFusion`): the encoder configs of the modalities it uses
+    (default: the tiny ECG and video transformers, the labs encoder and the hashing note encoder)
+    and the fitted lab statistics (``lab_stats``, :meth:`LabNormaliser.to_dict`; None: labs go in
+    standardised already, in :data:`~cardiodistill.lab_units.LAB_UNITS` order); the rest are the
+    fusion transformer's sizes."""
     configs = {"ecg": ecg, "echo": echo, "labs": labs, "note": note}
     missing = [m for m in modalities if configs.get(m) is None]
     if missing:
         raise ConfigError(f"cardio_fusion needs an encoder config for {missing}")
+    if lab_stats is None and "labs" in modalities:
+        if labs.get("n_labs") != len(LAB_UNITS):
+            raise ConfigError(f"cardio_fusion needs lab_stats for a panel of {labs.get('n_labs')} labs")
+        lab_stats = LabNormaliser.identity(list(LAB_UNITS)).to_dict()
     return CardioFusion(ecg=ecg or {}, echo=echo or {}, labs=labs or {}, note=note or {}, lab_stats=lab_stats or {},
                         modalities=modalities, dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio,
                         dropout=dropout, proj_dim=proj_dim, grad_checkpointing=grad_checkpointing)
@@ -389,12 +398,17 @@ def cardio_fusion(
 
 @register_model("cardio_teacher")
 def cardio_teacher(
-    *, fusion: dict | None = None, outputs: Sequence[str] = (), lvef_mean: float = 55.0, lvef_std: float = 10.0,
+    *,
+    fusion: Mapping[str, Any] = {"name": "cardio_fusion"},  # the registry copies defaults, never mutates them
+    outputs: Sequence[str] = ("triage",),
+    lvef_mean: float = 55.0,
+    lvef_std: float = 10.0,
     dropout: float = 0.1,
 ) -> CardioTeacher:
-    """The stage-3 teacher: a ``fusion`` config (``cardio_fusion``) plus heads for ``outputs``."""
-    if fusion is None or not outputs:
-        raise ConfigError("cardio_teacher needs a fusion config and at least one output")
+    """The stage-3 teacher: a ``fusion`` config (``cardio_fusion``, default: its defaults) plus
+    heads for ``outputs`` (triage first, then diagnoses)."""
+    if not outputs:
+        raise ConfigError("cardio_teacher needs at least one output")
     return CardioTeacher(fusion=fusion, outputs=outputs, lvef_mean=lvef_mean, lvef_std=lvef_std, dropout=dropout)
 
 
@@ -412,3 +426,34 @@ def drop_modalities(present: Mapping[str, Tensor], p: float, generator: torch.Ge
         restore = F.one_hot(keep_one, len(names)).bool() & all_gone[:, None]
         drop = drop & ~restore
     return {m: drop[:, i] for i, m in enumerate(names)}
+
+
+# ----------------------------------------------------------------------------- test configs
+
+
+def fusion_example(model: CardioFusion | CardioTeacher) -> tuple[tuple, dict]:
+    """A batch of two studies for the model's encoders: the first complete, the second with
+    lead I and II only and without its echo. ``((batch,), {})``."""
+    fusion = model.fusion if isinstance(model, CardioTeacher) else model
+    config = fusion.model_config
+    g = torch.Generator().manual_seed(0)
+    ecg, echo = config["ecg"], config["echo"]
+    leads = len(LEADS_12)
+    batch: dict[str, Any] = {f"has_{m}": torch.tensor([True, m != "echo"]) for m in MODALITIES}
+    batch["ecg"] = torch.randn(2, leads, round(ecg["fs"] * ecg["seconds"]), generator=g)
+    batch["ecg_present"] = torch.arange(leads)[None] < torch.tensor([[leads], [2]])
+    batch["echo"] = torch.randn(2, echo["frames"], echo["size"], echo["size"], generator=g)
+    batch["labs"] = torch.randn(2, config["labs"]["n_labs"], generator=g)
+    batch["note"] = ["LV normal size, EF 55%.", "AF with rapid ventricular response; EF 35%."]
+    return (batch,), {}
+
+
+_SMALL_FUSION = {
+    "ecg": {"seconds": 2.0, "dim": 32, "depth": 1, "heads": 2},
+    "echo": {"size": 16, "frames": 4, "dim": 32, "depth": 1, "heads": 2},
+    "labs": {"dim": 16, "heads": 2},
+    "note": {"vocab_size": 64, "max_tokens": 16, "dim": 16, "depth": 1, "heads": 2},
+    "dim": 32, "depth": 1, "heads": 2, "proj_dim": 16,
+}
+register_test("cardio_fusion", example=fusion_example, **_SMALL_FUSION)
+register_test("cardio_teacher", example=fusion_example, fusion=_SMALL_FUSION, outputs=["triage", "af"])

@@ -2,7 +2,7 @@
 
 Normalisation (:class:`LabNormaliser`)
     Fitted on the training values of each lab, in canonical units (see
-    :data:`~cardiodistill.synth.labs.LAB_UNITS`). A lab whose training values are all >= 0 and
+    :data:`~cardiodistill.lab_units.LAB_UNITS`). A lab whose training values are all >= 0 and
     strongly right-skewed (sample skewness above ``skew_threshold``: NT-proBNP, BNP, troponin, CRP)
     is taken through ``log1p`` first. Then each lab is centred on its training median and divided
     by its normal-consistent IQR (``IQR / 1.349``, the standard deviation for Gaussian data; the
@@ -32,8 +32,8 @@ from scipy import stats
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
-from ..synth.labs import LAB_UNITS
-from .registry import register_model
+from ..lab_units import LAB_UNITS
+from .registry import register_model, register_test
 from .transformer import TokenEncoder, init_weights, masked_mean
 
 __all__ = ["LabNormaliser", "LabsEncoder"]
@@ -114,6 +114,14 @@ class LabNormaliser:
             raise ConfigError("lab normaliser state: every scale must be > 0")
         return norm
 
+    @classmethod
+    def identity(cls, names: Sequence[str], clip: float = 6.0) -> LabNormaliser:
+        """A normaliser that passes values through (no log, centre 0, scale 1), clipped to
+        ``+-clip``: for labs that arrive standardised already."""
+        n_labs = len(names)
+        return cls.from_dict({"names": list(names), "log": [False] * n_labs, "median": [0.0] * n_labs,
+                              "scale": [1.0] * n_labs, "skew_threshold": 2.0, "clip": clip})
+
     @staticmethod
     def _check(values: np.ndarray, n_labs: int, ndim: int | None = 2) -> np.ndarray:
         values = np.asarray(values, dtype=np.float64)
@@ -183,7 +191,17 @@ def labs_encoder(
     mlp_ratio: float = 2.0,
     dropout: float = 0.0,
 ) -> LabsEncoder:
-    """One token per lab. ``n_labs``: input columns (default: the simulator's panel, in
-    :data:`~cardiodistill.synth.labs.LAB_UNITS` order; the names travel with the fitted
+    """One token per lab. ``n_labs``: input columns (default: the canonical panel, in
+    :data:`~cardiodistill.lab_units.LAB_UNITS` order; the names travel with the fitted
     :class:`LabNormaliser`); ``normalisation``: how the values are scaled before they enter."""
     return LabsEncoder(n_labs, dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout)
+
+
+def labs_example(model: LabsEncoder) -> tuple[tuple, dict]:
+    """Two random standardised panels ``[2, n_labs]``, the second lab missing in the first row."""
+    values = torch.randn(2, model.n_labs, generator=torch.Generator().manual_seed(0))
+    values[0, 1 % model.n_labs] = float("nan")
+    return (values,), {}
+
+
+register_test("labs_encoder", example=labs_example, dim=16, heads=2)

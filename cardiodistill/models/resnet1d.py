@@ -31,9 +31,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..signals.filters import DEFAULT_BAND
 from ..signals.leads import LEADS_12
-from .ecg_transformer import lead_ids
-from .registry import register_model
+from .ecg_transformer import check_band, lead_ids
+from .registry import register_model, register_test
 
 
 def conv_bn(
@@ -150,6 +151,7 @@ def xresnet1d(
     seconds: float = 10.0,
     leads: Sequence[str] = LEADS_12,
     normalisation: str = "per-lead z-score",
+    band: Sequence[float] | None = DEFAULT_BAND,
     num_classes: int = 5,
     layers: Sequence[int] = (3, 4, 6, 3),
     expansion: int = 4,
@@ -160,7 +162,19 @@ def xresnet1d(
     """``xresnet1d50``: bottleneck blocks 3-4-6-3, widths 64-512 (x4), kernel 5, at 100 Hz as in
     PTB-XL; ``xresnet1d_small``: CPU-sized, basic blocks 1-1-1-1, widths 32-256."""
     lead_ids(leads)  # validates the names (LeadError on an unknown one)
+    check_band(band)
     return XResNet1d(
         in_leads=len(leads), num_classes=num_classes, layers=layers, expansion=expansion,
         base_width=base_width, kernel_size=kernel_size, dropout=dropout,
     )
+
+
+def signal_example(model: nn.Module) -> tuple[tuple, dict]:
+    """Two random windows ``[2, in_leads, fs * seconds]`` for a fixed-lead CNN: ``((x,), {})``."""
+    config = model.model_config
+    n_samples = round(config["fs"] * config["seconds"])
+    x = torch.randn(2, model.in_leads, n_samples, generator=torch.Generator().manual_seed(0))
+    return (x,), {}
+
+
+register_test("xresnet1d50", "xresnet1d_small", example=signal_example, seconds=2.5)

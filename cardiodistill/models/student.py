@@ -30,14 +30,18 @@ window in about 1 ms on one CPU thread of a desktop (onnxruntime, batch 1).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..signals.leads import LIMB_LEADS
-from .registry import register_model
+from ..signals.filters import DEFAULT_BAND
+from ..signals.leads import LIMB_LEADS, normalize_lead_name
+from .ecg_transformer import check_band
+from .registry import legacy_keys, model_from_config, model_test, register_model, register_test
+from .resnet1d import signal_example
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -182,15 +186,36 @@ class StudentModel(nn.Module):
         return torch.cat([torch.sigmoid(self.logits(features)), self.lvef(features)], dim=1)
 
 
-# ``in_leads`` is required: 1-6 limb leads, in the order of ``LIMB_LEADS`` (1 = I, 2 = I + II, 6 = all).
+def _leads_from_in_leads(given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``in_leads = n`` (the older option, still what the trainers pass) means the first ``n``
+    limb leads, ``LIMB_LEADS[:n]``; it wins over a ``leads`` given with it."""
+    if "in_leads" in given:
+        n = given.pop("in_leads")
+        if not isinstance(n, int) or not 1 <= n <= len(LIMB_LEADS):
+            raise ConfigError(f"in_leads must be the number of limb leads (1-{len(LIMB_LEADS)}), got {n!r}")
+        given["leads"] = list(LIMB_LEADS[:n])
+    return given
+
+
+def _check_leads(leads: Sequence[str]) -> tuple[str, ...]:
+    """The ordered input leads of a fixed-lead backbone, canonically spelled (LeadError on an unknown one)."""
+    if not leads:
+        raise ConfigError("a student backbone needs at least one input lead")
+    return tuple(normalize_lead_name(name) for name in leads)
+
+
+# ``leads``: the ordered input leads (channel i is leads[i]); the handheld recorders give the limb
+# leads in the order of ``LIMB_LEADS``, so ``in_leads=n`` (n = 1-6) stands for ``LIMB_LEADS[:n]``.
 @register_model("student_cnn")
 @register_model("student_cnn_tiny", widths=(16, 32, 48, 64), dim=64)
+@legacy_keys(_leads_from_in_leads)
 def student_cnn(
     *,
-    in_leads: int | None = None,
+    leads: Sequence[str] = ("I",),
     fs: float = 100.0,
     seconds: float = 10.0,
     normalisation: str = "per-lead z-score",
+    band: Sequence[float] | None = DEFAULT_BAND,
     widths: Sequence[int] = (32, 64, 96, 128),
     depth_per_stage: int = 2,
     kernel_size: int = 7,
@@ -200,13 +225,14 @@ def student_cnn(
     act: str = "relu",
 ) -> StudentCNN:
     """``student_cnn``: widths 32-128, dim 128 (~0.15 M); ``student_cnn_tiny``: widths 16-64, dim 64.
+    Both default to lead I alone (a single-lead handheld recorder).
 
-    The model gets ``.leads``, the ordered limb leads it reads (``LIMB_LEADS[:in_leads]``).
+    The model gets ``.leads``, the ordered leads it reads.
     """
-    if in_leads is None or not 1 <= in_leads <= len(LIMB_LEADS):
-        raise ConfigError(f"student_cnn needs in_leads, the number of limb leads (1-6), got {in_leads}")
-    model = StudentCNN(in_leads, tuple(widths), depth_per_stage, kernel_size, dim, dropout, se=se, act=act)
-    model.leads = LIMB_LEADS[:in_leads]
+    leads = _check_leads(leads)
+    check_band(band)
+    model = StudentCNN(len(leads), tuple(widths), depth_per_stage, kernel_size, dim, dropout, se=se, act=act)
+    model.leads = leads
     return model
 
 
@@ -228,28 +254,42 @@ class EncoderBackbone(nn.Module):
 
 
 @register_model("ecg_encoder_backbone")
-def ecg_encoder_backbone(*, encoder: dict | None = None, in_leads: int | None = None, fs: float = 100.0,
-                         seconds: float = 10.0) -> EncoderBackbone:
+@legacy_keys(_leads_from_in_leads)
+def ecg_encoder_backbone(
+    *,
+    encoder: Mapping[str, Any] = {"name": "ecg_vit_tiny", "fs": 100.0},  # the registry copies defaults
+    leads: Sequence[str] = ("I",),
+    fs: float = 100.0,
+    seconds: float = 10.0,
+    normalisation: str = "per-lead z-score",
+    band: Sequence[float] | None = DEFAULT_BAND,
+) -> EncoderBackbone:
     """A student backbone from an ECG encoder config (``encoder``: an ``ecg_vit`` model_config),
-    reading the first ``in_leads`` limb leads. Its weights come from the aligned model."""
-    if encoder is None or in_leads is None or not 1 <= in_leads <= len(LIMB_LEADS):
-        raise ConfigError("ecg_encoder_backbone needs the encoder's config and in_leads (1-6)")
-    from .registry import model_from_config
-
-    return EncoderBackbone(model_from_config(encoder), LIMB_LEADS[:in_leads])
+    reading ``leads`` (``in_leads=n``: the first ``n`` limb leads) at ``fs`` Hz for ``seconds``.
+    Its weights come from the aligned model, so ``fs`` must be the encoder's own rate (its patches
+    span fixed times) and a ``seconds`` window must fit the encoder's patches."""
+    check_band(band)
+    if fs != encoder["fs"] or seconds > encoder["seconds"]:
+        raise ConfigError(f"ecg_encoder_backbone reads {seconds} s at {fs} Hz, but its encoder was built for "
+                          f"{encoder['seconds']} s at {encoder['fs']} Hz")
+    return EncoderBackbone(model_from_config(encoder), _check_leads(leads))
 
 
 @register_model("ecg_student")
-def ecg_student(*, backbone: dict | None = None, outputs: Sequence[str] = (), embed_dim: int = 0,
-                lvef_mean: float = 55.0, lvef_std: float = 10.0) -> StudentModel:
-    """The whole student: a ``backbone`` config (``student_cnn`` or ``ecg_encoder_backbone``) with
-    one logit per name in ``outputs`` (triage first), LVEF, and a projection to the teacher's
-    ``embed_dim`` (0: none). The model knows its ``leads``, ``outputs`` and how to turn its
-    standardised LVEF back into % (``lvef_mean``, ``lvef_std``)."""
-    if backbone is None or not outputs:
-        raise ConfigError("ecg_student needs a backbone config and at least one output")
-    from .registry import model_from_config
-
+def ecg_student(
+    *,
+    backbone: Mapping[str, Any] = {"name": "student_cnn"},  # the registry copies defaults, never mutates them
+    outputs: Sequence[str] = ("triage",),
+    embed_dim: int = 0,
+    lvef_mean: float = 55.0,
+    lvef_std: float = 10.0,
+) -> StudentModel:
+    """The whole student: a ``backbone`` config (``student_cnn``, the default: lead I, or
+    ``ecg_encoder_backbone``) with one logit per name in ``outputs`` (triage first), LVEF, and a
+    projection to the teacher's ``embed_dim`` (0: none). The model knows its ``leads``,
+    ``outputs`` and how to turn its standardised LVEF back into % (``lvef_mean``, ``lvef_std``)."""
+    if not outputs:
+        raise ConfigError("ecg_student needs at least one output")
     net = model_from_config(backbone)
     model = StudentModel(net, len(outputs), embed_dim or None)
     model.leads = tuple(net.leads)
@@ -257,3 +297,18 @@ def ecg_student(*, backbone: dict | None = None, outputs: Sequence[str] = (), em
     model.lvef_mean, model.lvef_std = float(lvef_mean), float(lvef_std)
     model.backbone_config = dict(backbone)
     return model
+
+
+# ----------------------------------------------------------------------------- test configs
+
+
+def _student_example(model: StudentModel) -> tuple[tuple, dict]:
+    """The example input of the student's backbone."""
+    return model_test(model.backbone.model_config["name"]).example(model.backbone)
+
+
+_SMALL_VIT = {"seconds": 2.0, "dim": 32, "depth": 1, "heads": 2}
+register_test("student_cnn", "student_cnn_tiny", example=signal_example, seconds=2.5)
+register_test("ecg_encoder_backbone", example=signal_example, encoder=_SMALL_VIT, leads=["I", "II"], seconds=2.0)
+register_test("ecg_student", example=_student_example, backbone={"seconds": 2.5, "leads": ["I", "II"]},
+              outputs=["triage", "af"], embed_dim=16)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, one_line
-from .registry import register_model
+from .registry import register_model, register_test
 from .transformer import TokenEncoder, init_weights, masked_mean, sincos_embedding
 
 __all__ = ["CLS_ID", "PAD_ID", "HashingTokenizer", "HuggingFaceNoteEncoder", "NoteEncoder"]
@@ -242,3 +242,18 @@ def hf_note_encoder(
     if not path:
         raise ConfigError("hf_note_encoder needs path=<a local Hugging Face model folder>")
     return HuggingFaceNoteEncoder(path, dim=dim, max_tokens=max_tokens, freeze=freeze, pool=pool)
+
+
+# ----------------------------------------------------------------------------- test configs
+
+_EXAMPLE_NOTES = ("LV normal size, EF 55%.", "AF with rapid ventricular response; EF 35%.")
+
+
+def note_example(model: NoteEncoder | HuggingFaceNoteEncoder) -> tuple[tuple, dict]:
+    """Two short notes, tokenized by the model's own tokenizer: ``((ids, mask), {})``."""
+    return model.encode_texts(list(_EXAMPLE_NOTES)), {}
+
+
+register_test("note_encoder", example=note_example, vocab_size=64, max_tokens=16, dim=16, depth=1, heads=2)
+register_test("hf_note_encoder", example=note_example, requires=("transformers",), required=("path",), dim=16,
+              max_tokens=16)

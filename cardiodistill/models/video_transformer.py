@@ -43,15 +43,15 @@ Parameter counts (measured in ``tests/test_video_models.py``): ``video_vit_tiny`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..objectives.mae import masked_patch_loss
-from .registry import create_model, register_model
+from .registry import legacy_keys, model_from_config, nest_flat_keys, register_model, register_test
 from .transformer import MaskedDecoder, TokenEncoder, init_weights, sincos_embedding
 
 MASK_MODES = ("tube", "random", "frame")
@@ -361,33 +361,11 @@ def video_vit(
 
 @register_model("video_mae")
 @register_model("video_mae_tiny")
-@register_model(
-    "video_mae_base",
-    size=112,
-    tubelet=(2, 16, 16),
-    dim=768,
-    depth=12,
-    heads=12,
-    decoder_dim=384,
-    decoder_depth=4,
-    decoder_heads=6,
-)
+@register_model("video_mae_base", encoder={"name": "video_vit_base"}, decoder_dim=384, decoder_depth=4, decoder_heads=6)
+@legacy_keys(nest_flat_keys("encoder"))  # configs written before the encoder was nested held its keys flat
 def video_mae(
     *,
-    size: int = 64,
-    frames: int = 16,
-    tubelet: Sequence[int] = (2, 8, 8),
-    cycles: float | None = 1.0,
-    fps: float = 16.0,
-    modality: str = "echo",
-    normalisation: str = "per-clip z-score in field of view",
-    dim: int = 192,
-    depth: int = 4,
-    heads: int = 4,
-    mlp_ratio: float = 4.0,
-    dropout: float = 0.0,
-    pool: str = "mean",
-    grad_checkpointing: bool = False,
+    encoder: Mapping[str, Any] = {"name": "video_vit_tiny"},  # the registry copies defaults, never mutates them
     decoder_dim: int = 128,
     decoder_depth: int = 2,
     decoder_heads: int = 4,
@@ -395,28 +373,12 @@ def video_mae(
     mask_ratio: float = 0.9,
     norm_pix: bool = True,
 ) -> VideoMAE:
-    """MAE pre-training of :func:`video_vit`. ``video_mae_tiny``: the tiny encoder with a 2-block,
-    128-wide decoder; ``video_mae_base``: the base encoder with VideoMAE-B's 4-block, 384-wide,
-    6-head decoder."""
-    encoder = create_model(
-        "video_vit",
-        size=size,
-        frames=frames,
-        tubelet=tubelet,
-        cycles=cycles,
-        fps=fps,
-        modality=modality,
-        normalisation=normalisation,
-        dim=dim,
-        depth=depth,
-        heads=heads,
-        mlp_ratio=mlp_ratio,
-        dropout=dropout,
-        pool=pool,
-        grad_checkpointing=grad_checkpointing,
-    )  # through the registry, so ``mae.encoder.model_config`` rebuilds the encoder on its own
+    """MAE pre-training of a :func:`video_vit` ``encoder`` (its model config). ``video_mae_tiny``:
+    the tiny encoder with a 2-block, 128-wide decoder; ``video_mae_base``: the base encoder with
+    VideoMAE-B's 4-block, 384-wide, 6-head decoder."""
+    # through the registry, so ``mae.encoder.model_config`` rebuilds the encoder on its own
     return VideoMAE(
-        encoder,
+        model_from_config(encoder),
         decoder_dim=decoder_dim,
         decoder_depth=decoder_depth,
         decoder_heads=decoder_heads,
@@ -424,3 +386,25 @@ def video_mae(
         mask_ratio=mask_ratio,
         norm_pix=norm_pix,
     )
+
+
+# ----------------------------------------------------------------------------- test configs
+
+
+def video_example(model: nn.Module) -> tuple[tuple, dict]:
+    """Two random clips of the model's size and frame count: ``((x,), {})``, plus a seeded mask
+    ``generator`` for a masked autoencoder."""
+    config = model.model_config.get("encoder", model.model_config)
+    size, frames = config["size"], config["frames"]
+    x = torch.randn(2, frames, size, size, generator=torch.Generator().manual_seed(0))
+    kwargs = {"generator": torch.Generator().manual_seed(1)} if isinstance(model, VideoMAE) else {}
+    return (x,), kwargs
+
+
+_SMALL_VIT = {"size": 16, "frames": 4, "dim": 32, "depth": 1, "heads": 2}
+_SMALL_BASE = {"size": 32, "frames": 4, "depth": 1}  # base width, heads and tubelet; one block
+register_test("video_vit", "video_vit_tiny", "video_vit_small", example=video_example, **_SMALL_VIT)
+register_test("video_vit_base", example=video_example, **_SMALL_BASE)
+register_test("video_mae", "video_mae_tiny", example=video_example, encoder=_SMALL_VIT, decoder_dim=16,
+              decoder_depth=1)
+register_test("video_mae_base", example=video_example, encoder=_SMALL_BASE, decoder_depth=1)

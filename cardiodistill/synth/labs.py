@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from ..lab_units import LAB_UNITS  # canonical name -> unit; also the column order of sample_labs
 from .population import Population
 
 
@@ -85,8 +86,6 @@ LAB_SPECS: dict[str, LabSpec] = {
     "crp": LabSpec("mg/L", 1, 0.6, 350.0, 0.08),
 }
 
-#: canonical name -> canonical unit; also the column order of :func:`sample_labs`.
-LAB_UNITS: dict[str, str] = {name: spec.unit for name, spec in LAB_SPECS.items()}
 
 #: unit (normalised: lower case, no spaces, ``u`` for micro) -> (dimension, factor to the base unit)
 UNITS: dict[str, tuple[str, float]] = {
