@@ -28,22 +28,15 @@ from pathlib import Path
 import numpy as np
 
 from cardiodistill.config import load_config
+from cardiodistill.data.cohort import open_cohort, paired_spec
 from cardiodistill.evaluate.pipeline_report import headline_rows
 from cardiodistill.evaluate.triage import _predict, _student_forward, _TeacherView, model_metrics
 from cardiodistill.io.atomic import write_json_atomic
-from cardiodistill.pipeline import (
-    encoder_config,
-    open_cohort,
-    paired_spec,
-    run_align,
-    run_distill,
-    run_finetune,
-    unaligned_fusion,
-)
+from cardiodistill.stages.stage1 import pretrain_ecg, pretrain_video
+from cardiodistill.stages.stage2 import encoder_config, run_align, unaligned_fusion
+from cardiodistill.stages.stage3 import run_distill, run_finetune
 from cardiodistill.synth.cohort import write_cohort
 from cardiodistill.train.checkpoints import load_model
-from cardiodistill.train.ecg import pretrain_ecg
-from cardiodistill.train.video import pretrain_video
 
 ALIGN_VARIANTS = {
     "full": {},

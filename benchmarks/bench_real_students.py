@@ -1,7 +1,7 @@
 """Real mobile-ECG students: CinC 2017 from lead I, and PTB-XL 12-lead -> 1, 2 and 6 limb leads.
 
 Two experiments on the public data in ``../shared/data``, with the project's training engine
-(:mod:`cardiodistill.train.supervised`: ``StudentModule`` + ``fit_stage``):
+(:mod:`cardiodistill.train.supervised`: ``StudentModule`` + ``train.engine.fit``):
 
 * **CinC 2017** (records A00001-A06000, 300 Hz, 9-61 s): a stratified, seeded split 70 / 10 / 20 %
   (train / validation: best checkpoint / test: reported). Recordings are read once, band-passed
@@ -96,14 +96,14 @@ def _clean(obj: Any) -> Any:
 def _interval(point: float, boot: np.ndarray) -> dict[str, float]:
     boot = boot[np.isfinite(boot)]
     lo, hi = np.quantile(boot, [0.025, 0.975]) if len(boot) else (np.nan, np.nan)
-    return {"value": float(point), "lo": float(lo), "hi": float(hi)}
+    return {"value": float(point), "ci_low": float(lo), "ci_high": float(hi)}
 
 
 def _fmt(cell: dict[str, float] | None, signed: bool = False) -> str:
     if not cell or cell["value"] is None or not np.isfinite(cell["value"]):
         return "n/a"
     sign = "+" if signed else ""
-    return f"{cell['value']:{sign}.3f} ({cell['lo']:{sign}.3f} to {cell['hi']:{sign}.3f})"
+    return f"{cell['value']:{sign}.3f} ({cell['ci_low']:{sign}.3f} to {cell['ci_high']:{sign}.3f})"
 
 
 # ------------------------------------------------------------------------------------------- CinC 2017

@@ -3,7 +3,8 @@
 For every student of a demo run folder (``RUN/student-<n>-lead/student.pt``), or, without ``--run``,
 for freshly built untrained ``student_cnn`` students with 1, 2 and 6 leads and the demo's 10 outputs
 (latency, size and memory do not depend on the weights), :func:`cardiodistill.deploy.bench_student`
-times PyTorch eager, ONNX fp32 and ONNX int8 (calibrated on simulated ECGs) on 1 and 2 threads,
+times PyTorch eager, ONNX fp32 and ONNX int8 (calibrated on simulated ECGs drawn here with
+:func:`cardiodistill.synth.windows.simulated_windows` and passed in) on 1 and 2 threads,
 batch 1, and measures each backend's peak memory in a fresh process. The plan's limit is 50 ms per
 recording on the edge device.
 
@@ -23,9 +24,13 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI: idle OpenMP threads sleep, set before torch
 
+import numpy as np
+
 from cardiodistill.config import FinetuneConfig
-from cardiodistill.deploy import bench_rows, bench_student
+from cardiodistill.deploy import bench_rows, bench_student, model_input
+from cardiodistill.deploy.bench import N_CALIBRATION
 from cardiodistill.io.atomic import write_json_atomic
+from cardiodistill.synth.windows import simulated_windows
 
 RESULTS = Path(__file__).resolve().parent / "results" / "student_bench.json"
 
@@ -72,7 +77,12 @@ def main() -> None:
         students = run_students(args.run) if args.run else untrained_students(Path(tmp))
         for name, path in students.items():
             start = time.perf_counter()
-            results[name] = bench_student(path, threads=tuple(args.threads), n=args.n)
+            leads, fs, seconds = model_input(path)
+            rng = np.random.default_rng(0)
+            x = simulated_windows(1, leads, fs, seconds, rng)
+            calibration = simulated_windows(N_CALIBRATION, leads, fs, seconds, rng)
+            results[name] = bench_student(path, x, calibration=calibration, source="simulated",
+                                          threads=tuple(args.threads), n=args.n)
             results[name]["model"] = str(path) if args.run else f"untrained student_cnn, {name}"
             print(f"[{time.strftime('%H:%M:%S')}] {name}: {time.perf_counter() - start:.0f} s", flush=True)
     write_json_atomic(args.out, {

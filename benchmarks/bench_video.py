@@ -92,14 +92,15 @@ def preprocessing(repeats: int) -> list[dict]:
 def train_one(objective: str, threads: int, batch: int, warmup: int, steps: int) -> dict:
     """One pretraining row, measured in this process (called in a fresh subprocess)."""
     from cardiodistill.models import model_defaults
-    from cardiodistill.train.engine import step_generator
+    from cardiodistill.train.module import step_generator
     from cardiodistill.train.video import VideoPretrainModule
 
     torch.set_num_threads(threads)
     name = "video_mae_tiny" if objective == "mae" else "video_vit_tiny"
     config = {"name": name, **model_defaults(name)}
     module = VideoPretrainModule(config, objective=objective).train()
-    x = torch.randn(batch, config["frames"], config["size"], config["size"], generator=torch.Generator().manual_seed(0))
+    clip = config.get("encoder", config)  # a masked autoencoder nests its encoder's config
+    x = torch.randn(batch, clip["frames"], clip["size"], clip["size"], generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
 
     def step() -> None:
@@ -111,7 +112,7 @@ def train_one(objective: str, threads: int, batch: int, warmup: int, steps: int)
     times = median_seconds(step, warmup, steps)
     seconds = statistics.median(times)
     return _row(kind="pretrain", model=name, objective=objective, threads=threads, batch=batch,
-                size=config["size"], frames=config["frames"], tubelet=config["tubelet"],
+                size=clip["size"], frames=clip["frames"], tubelet=clip["tubelet"],
                 step_s_median=round(seconds, 4), step_s_all=[round(t, 4) for t in times],
                 clips_per_s=round(batch / seconds, 2),
                 peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))

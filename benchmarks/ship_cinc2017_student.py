@@ -44,7 +44,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def _ci(cell: dict) -> str:
-    return f"{cell['value']:.3f} ({cell['lo']:.3f}-{cell['hi']:.3f})"
+    return f"{cell['value']:.3f} ({cell['ci_low']:.3f}-{cell['ci_high']:.3f})"
 
 
 def edge_scores(model: EdgeModel, files: list[Path], target: np.ndarray, n_boot: int) -> dict:
@@ -55,7 +55,7 @@ def edge_scores(model: EdgeModel, files: list[Path], target: np.ndarray, n_boot:
     errors = [r for r in rows if r["error"] is not None]
     if errors:
         raise RuntimeError(f"{len(errors)} test files failed, first: {errors[0]['error']}")
-    probs = np.array([[r["probabilities"][c] for c in CINC_OUTPUTS] for r in rows])
+    probs = np.array([[r["scores"][c] for c in CINC_OUTPUTS] for r in rows])  # one-vs-rest sigmoids
     pred = probs.argmax(1)
     out = challenge_scores(target, pred, n_boot, seed=0)
     onehot = np.eye(len(CINC_OUTPUTS), dtype=np.float32)[target]

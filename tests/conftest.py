@@ -3,13 +3,18 @@
 * ``simulated_ecg(seconds, fs, seed)`` - a simulated 12-lead ECG ``[12, seconds * fs]`` in mV
   (:data:`~cardiodistill.signals.LEADS_12` order), normal conduction, memoised per argument set;
 * ``small_cohort`` - a 40-patient simulated cohort folder (quick preset, 48-pixel echo, splits
-  0.5 / 0.25 / 0.25), written once; tests that alter files copy it first (``cohort_copy``).
+  0.5 / 0.25 / 0.25), written once; tests that alter files copy it first (``cohort_copy``);
+* ``one_torch_thread`` - torch on one thread for a test module
+  (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +63,43 @@ def small_cohort(tmp_path_factory) -> Path:
 def cohort_copy(small_cohort, tmp_path) -> Path:
     """A private copy of :func:`small_cohort` that a test may alter."""
     return Path(shutil.copytree(small_cohort, tmp_path / "cohort"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread while a module runs: tiny matmuls are fastest there, and on a busy 2-core
+    runner OpenMP threads made them up to 60x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+_BLOCK_TRAINING_STACK = """
+import importlib.abc, sys
+
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("torch", "lightning", "sklearn"):
+            raise ImportError("blocked " + name)
+
+sys.meta_path.insert(0, _Block())
+"""
+
+
+@pytest.fixture
+def run_without_torch():
+    """``run(script, *args) -> CompletedProcess``: ``script`` in a child Python in which importing
+    torch, lightning or scikit-learn fails, and which asserts at exit that none was loaded - the
+    check that an edge path needs none of them. (A meta-path blocker, not ``sys.modules["torch"] =
+    None``: SciPy's array-API helpers look torch up in sys.modules and fail on None.)"""
+
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        check = '\nassert not {"torch", "lightning", "sklearn"} & set(sys.modules), sorted(sys.modules)\n'
+        return subprocess.run([sys.executable, "-c", _BLOCK_TRAINING_STACK + script + check, *args], check=False,
+                              capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+                              timeout=300)
+
+    return run

@@ -14,6 +14,7 @@ import cardiodistill.data.shards as shards
 import cardiodistill.data.stream as stream
 from cardiodistill.data import ShardDataset, ShardWriter, iter_shards, read_shard_index
 from cardiodistill.errors import DataError
+from cardiodistill.privacy import pseudonym
 
 
 def _study(i: int) -> dict:
@@ -26,6 +27,16 @@ def _study(i: int) -> dict:
         "age": 40.0 + i,
         "label": np.int64(i % 2),
     }
+
+
+def _stored(i: int) -> dict:
+    """Study ``i`` as a shard gives it back: its patient_id as the id's pseudonym."""
+    return {**_study(i), "patient_id": pseudonym(f"P{i:04d}")}
+
+
+def _ids(n: int = 10) -> list[str]:
+    """The stored patient ids of studies ``0..n-1``, in writing order."""
+    return [_stored(i)["patient_id"] for i in range(n)]
 
 
 def _write(folder, n: int, shard_size: int = 4, **kwargs) -> None:
@@ -56,12 +67,12 @@ def test_ten_studies_make_three_shards_and_come_back_in_order(tmp_path):
     studies = list(iter_shards(tmp_path))
     assert len(studies) == 10
     for i, got in enumerate(studies):
-        _assert_same(got, _study(i))
+        _assert_same(got, _stored(i))
         assert type(got["patient_id"]) is str and got["ecg"].dtype == np.float32
         assert got["clip"].dtype == np.uint8 and got["age"] == 40.0 + i
 
     only_ids = list(iter_shards(tmp_path, keys=["patient_id"]))
-    assert [s["patient_id"] for s in only_ids] == [f"P{i:04d}" for i in range(10)]
+    assert [s["patient_id"] for s in only_ids] == _ids()
     assert all(s.keys() == {"patient_id"} for s in only_ids)
 
 
@@ -91,7 +102,7 @@ def test_dataloader_with_two_workers_sees_each_study_once(tmp_path):
         assert isinstance(batch["ecg"], torch.Tensor) and batch["ecg"].shape[1:] == (12, 50)
         ids += batch["patient_id"]
         ecg_sum += float(batch["ecg"].double().sum())
-    assert sorted(ids) == [f"P{i:04d}" for i in range(10)]  # exactly once each
+    assert sorted(ids) == sorted(_ids())  # exactly once each
     assert ecg_sum == pytest.approx(sum(float(_study(i)["ecg"].astype(np.float64).sum()) for i in range(10)))
 
 
@@ -103,7 +114,7 @@ def test_distributed_ranks_split_shards_disjointly(tmp_path, monkeypatch):
         per_rank.append([s["patient_id"] for s in ShardDataset(tmp_path, keys=["patient_id"])])
     assert [len(ids) for ids in per_rank] == [6, 4]
     assert not set(per_rank[0]) & set(per_rank[1])
-    assert sorted(per_rank[0] + per_rank[1]) == [f"P{i:04d}" for i in range(10)]
+    assert sorted(per_rank[0] + per_rank[1]) == sorted(_ids())
 
 
 def test_shuffle_is_a_permutation_fixed_by_seed_and_epoch(tmp_path):
@@ -113,8 +124,8 @@ def test_shuffle_is_a_permutation_fixed_by_seed_and_epoch(tmp_path):
     assert [s["patient_id"] for s in dataset] == epoch0  # deterministic
     dataset.set_epoch(1)
     epoch1 = [s["patient_id"] for s in dataset]
-    assert sorted(epoch0) == sorted(epoch1) == [f"P{i:04d}" for i in range(10)]
-    assert epoch0 != epoch1 and epoch0 != sorted(epoch0)
+    assert sorted(epoch0) == sorted(epoch1) == sorted(_ids())
+    assert epoch0 != epoch1 and epoch0 != _ids()
     # The order depends on (seed, epoch) only, not on how many workers read it.
     dataset.set_epoch(0)
     two_workers = [s["patient_id"] for s in DataLoader(dataset, batch_size=None, num_workers=2)]
@@ -138,7 +149,7 @@ def test_resume_continues_numbering_after_a_crash(tmp_path):
             writer.add(_study(i))
     assert [e["n_studies"] for e in read_shard_index(tmp_path)["shards"]] == [4, 4, 2]
     for i, got in enumerate(iter_shards(tmp_path)):
-        _assert_same(got, _study(i))
+        _assert_same(got, _stored(i))  # the resumed writer gives the same pseudonyms
 
     with pytest.raises(DataError, match=r"start_index=5: the index lacks shard-00003\.npz"):
         ShardWriter(tmp_path, 4, start_index=5)
@@ -184,3 +195,23 @@ def test_reader_errors_name_the_file(tmp_path):
     (tmp_path / "shards.json").write_text(json.dumps({"shards": []}))
     with pytest.raises(DataError, match="not a cardiodistill-shards index"):
         read_shard_index(tmp_path)
+
+
+def test_identifiers_are_pseudonyms_unless_real_ids_are_asked_for(tmp_path, monkeypatch):
+    study = {"patient_id": "MRN12345", "record": np.int64(4711), "mrn": "MRN999", "age": 50.0}
+
+    def written(folder, **kwargs) -> dict:
+        with ShardWriter(folder, 4, **kwargs) as writer:
+            writer.add(study)
+        (got,) = iter_shards(folder)
+        return got
+
+    got = written(tmp_path / "default")
+    assert got["patient_id"] == pseudonym("MRN12345") and got["record"] == pseudonym("4711")
+    assert got["mrn"] == "MRN999" and got["age"] == 50.0  # not an id key: stored as given
+    assert b"MRN12345" not in (tmp_path / "default" / "shard-00000.npz").read_bytes()
+    assert written(tmp_path / "keys", id_keys=("mrn",))["mrn"] == pseudonym("MRN999")
+    real = written(tmp_path / "real", real_ids=True)
+    assert real["patient_id"] == "MRN12345" and real["record"] == 4711
+    monkeypatch.setenv("CARDIODISTILL_REAL_IDS", "1")
+    assert written(tmp_path / "env")["patient_id"] == "MRN12345"

@@ -83,8 +83,8 @@ def test_student_registry_and_parameter_counts():
     assert model.model_config["fs"] == 100.0 and model.model_config["widths"] == [32, 64, 96, 128]
     rebuilt = model_from_config(model.model_config)
     assert n_params(rebuilt) == n_params(model) and rebuilt.in_leads == 2
-    with pytest.raises(ConfigError, match="in_leads"):
-        create_model("student_cnn")
+    assert create_model("student_cnn").leads == ("I",)  # default: a single-lead handheld recorder
+    assert model.model_config["leads"] == ["I", "II"] and "in_leads" not in model.model_config
     with pytest.raises(ConfigError, match="in_leads"):
         create_model("student_cnn_tiny", in_leads=7)
     with pytest.raises(ConfigError, match="activation"):

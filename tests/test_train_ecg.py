@@ -18,10 +18,11 @@ from cardiodistill.errors import DataError
 from cardiodistill.evaluate.ecg_downstream import evaluate_ecg_encoder, label_subset, parse_lead_set
 from cardiodistill.evaluate.metrics import auroc, macro_auroc_ci
 from cardiodistill.io.wfdb import write_wfdb
+from cardiodistill.privacy import pseudonym
 from cardiodistill.records import EcgRecord
 from cardiodistill.signals.leads import LEADS_12, LIMB_LEADS
+from cardiodistill.stages.stage1 import pretrain_ecg
 from cardiodistill.train import load_model
-from cardiodistill.train.ecg import pretrain_ecg
 
 TINY_MAE = "{name: ecg_mae_tiny, fs: 100.0, patch_size: 50, dim: 32, depth: 1, heads: 2, decoder_dim: 32, decoder_depth: 1}"
 
@@ -85,7 +86,7 @@ def test_window_cache_mixes_sources_skips_bad_files_and_is_reused(tmp_path):
     counts = cache.meta["counts"]
     assert counts["files:ecgs"] == {"records": 6, "windows": 6, "skipped": 1}
     assert counts["synth"]["records"] == 6  # 3 patients: a 12-lead and a handheld ECG each
-    assert any("broken" in reason for reason in cache.meta["skipped"])
+    assert any(reason.startswith(pseudonym("broken") + ": ") for reason in cache.meta["skipped"])
     assert len(cache) == 12 and set(seen) == {"files:ecgs", "synth"}
     x, present = cache[0]
     assert x.shape == (12, 1000) and x.dtype == np.float32 and present.all()
@@ -153,9 +154,12 @@ def test_pretraining_resumes_exactly_and_exports_self_describing_models(tmp_path
         pretrain_ecg(config, tmp_path / "resumed", show_bar=False, callbacks=[_Crash(4)])
     assert (tmp_path / "resumed" / "checkpoints" / "last.ckpt").is_file()
     assert not (tmp_path / "resumed" / "mae.pt").exists()
+    logs = tmp_path / "resumed" / "logs"
+    earlier = (logs / "metrics.csv").read_text()
     pretrain_ecg(config, tmp_path / "resumed", show_bar=False)
     resumed = load_model(tmp_path / "resumed" / "mae.pt").state_dict()
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+    assert (logs / "metrics.1.csv").read_text() == earlier and (logs / "metrics.csv").is_file()  # history kept
 
     # one call rebuilds the encoder, and its config says how to prepare the input
     encoder = load_model(tmp_path / "straight" / "encoder.pt")
@@ -167,6 +171,49 @@ def test_pretraining_resumes_exactly_and_exports_self_describing_models(tmp_path
     x = torch.randn(2, 12, 1000)
     out = encoder(x, LEADS_12)
     assert torch.equal(out, from_mae(x, LEADS_12)) and torch.equal(out, from_ckpt(x, LEADS_12))
+
+
+class _Payload:
+    """What a planted checkpoint would run when unpickled: it creates ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("force_unsafe_default", [False, True])
+def test_a_planted_checkpoint_never_runs(tmp_path, monkeypatch, force_unsafe_default):
+    """A pickle payload as last.ckpt is refused in one line before Lightning reads it, and Lightning's own
+    loader reads weights only too - also under torch's pre-2.6 default (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD)."""
+    from cardiodistill.train.engine import SafeCheckpointIO
+
+    if force_unsafe_default:
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "payload-ran"
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": {}, "loops": {}, "payload": _Payload(marker)}, ckpt)
+    with pytest.raises(DataError, match="holds objects other than weights; delete it or pass --overwrite") as err:
+        pretrain_ecg(_pretrain_config(), tmp_path / "run", show_bar=False)
+    assert "\n" not in str(err.value) and str(ckpt) in str(err.value)
+    with pytest.raises(DataError):
+        SafeCheckpointIO().load_checkpoint(ckpt, weights_only=False)
+    assert not marker.exists()
+
+
+def test_a_truncated_or_foreign_checkpoint_is_one_line(tmp_path):
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "loops": {}}, ckpt)
+    ckpt.write_bytes(ckpt.read_bytes()[:300])
+    with pytest.raises(DataError, match="is not a readable checkpoint") as err:
+        pretrain_ecg(_pretrain_config(), tmp_path / "run", show_bar=False)
+    assert "\n" not in str(err.value) and str(ckpt) in str(err.value)
+    torch.save({"format": "something else"}, ckpt)
+    with pytest.raises(DataError, match="not a training checkpoint"):
+        pretrain_ecg(_pretrain_config(), tmp_path / "run", show_bar=False)
 
 
 def test_contrastive_pretraining_runs(tmp_path):

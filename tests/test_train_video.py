@@ -13,12 +13,13 @@ import torch
 from cardiodistill.cli import main
 from cardiodistill.config import load_config
 from cardiodistill.data.augment import VideoAugment
+from cardiodistill.data.cohort import clip_spec
 from cardiodistill.data.video_clips import ClipCache, ClipDataset, VideoSource, build_clip_cache, pseudonym
 from cardiodistill.errors import DataError
 from cardiodistill.io.dicom import write_echo_dicom
 from cardiodistill.records import VideoClip
+from cardiodistill.stages.stage1 import pretrain_video
 from cardiodistill.train import load_model
-from cardiodistill.train.video import clip_spec, pretrain_video
 from cardiodistill.video import ClipSpec
 
 # A model small enough for tests: 32 px, 8 frames of one cycle, 2x8x8 tubelets (64 tokens).

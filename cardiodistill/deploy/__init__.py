@@ -17,20 +17,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the same names, for type checkers and IDEs
-    from .bench import bench_rows, bench_student
+    from .bench import bench_rows, bench_student, model_input
     from .export import export_onnx, onnx_latency
-    from .quantize import convert_fp16, quantize_int8, simulated_windows
+    from .quantize import convert_fp16, quantize_int8
     from .student import export_student_model, student_arrays_npz, student_spec
 
 _WHERE = {
     "bench_rows": "bench",
     "bench_student": "bench",
+    "model_input": "bench",
     "convert_fp16": "quantize",
     "export_onnx": "export",
     "export_student_model": "student",
     "onnx_latency": "export",
     "quantize_int8": "quantize",
-    "simulated_windows": "quantize",
     "student_arrays_npz": "student",
     "student_spec": "student",
 }
@@ -41,9 +41,9 @@ __all__ = [
     "convert_fp16",
     "export_onnx",
     "export_student_model",
+    "model_input",
     "onnx_latency",
     "quantize_int8",
-    "simulated_windows",
     "student_arrays_npz",
     "student_spec",
 ]

@@ -40,8 +40,8 @@ from ..io.dicom import write_echo_dicom
 from ..io.wfdb import write_wfdb
 from ..records import EcgRecord, VideoClip
 from ..signals.leads import LEADS_12
-from .echo import EchoBatch, render_echo
 from .ecg import MOBILE_LEADS, render_12lead, render_mobile, sample_ecg_params
+from .echo import EchoBatch, render_echo
 from .labels import make_labels
 from .labs import LAB_UNITS, sample_labs
 from .notes import write_notes
@@ -195,7 +195,7 @@ def _write_chunk_shard(chunk: CohortChunk, out: Path) -> dict:
         if chunk.echo is not None:
             study["echo"] = chunk.echo.frames[i]
         studies.append(study)
-    return write_shard(out / "shards", f"shard-{chunk.index:05d}.npz", studies)
+    return write_shard(out / "shards", f"shard-{chunk.index:05d}.npz", studies, real_ids=True)  # made-up ids
 
 
 def _chunk_job(args: tuple[SynthConfig, int, str]) -> int:

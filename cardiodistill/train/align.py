@@ -37,7 +37,7 @@ from ..objectives.alignment import (
 )
 from ..objectives.contrastive import LearnedTemperature, retrieval_accuracy
 from ..objectives.mae import masked_patch_loss
-from .stages import StageModule
+from .module import TrainModule
 
 __all__ = ["AlignModule", "make_masks"]
 
@@ -84,7 +84,7 @@ def make_masks(model: CardioFusion, batch: Mapping[str, Any], masking: Mapping[s
     return hide
 
 
-class AlignModule(StageModule):
+class AlignModule(TrainModule):
     """Stage-2 training of a ``cardio_fusion`` model (module doc).
 
     ``encoder_states``: pretrained weights per modality (``{"ecg": state_dict, ...}``) loaded into

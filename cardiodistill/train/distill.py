@@ -24,12 +24,12 @@ from torch import Tensor
 
 from ..models import model_from_config
 from ..objectives.distill import DistillWeights, distillation_loss
-from .stages import StageModule
+from .module import TrainModule
 
 __all__ = ["StudentModule"]
 
 
-class StudentModule(StageModule):
+class StudentModule(TrainModule):
     """Stage-3b training of an ``ecg_student`` (module doc). Batches carry ``mobile [B, 6, S]``
     (limb leads I, II, III, aVR, aVL, aVF; the first ``leads`` are used), ``targets``, ``lvef_z``
     and, when distilling, the teacher's ``t_logits``, ``t_embedding`` and ``t_lvef``."""

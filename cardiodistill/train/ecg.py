@@ -1,4 +1,4 @@
-"""Stage 1 for ECG: the pretraining module, the classifier module, and ``pretrain_ecg``.
+"""Stage 1 for ECG: the pretraining module and the classifier module (the job: :mod:`cardiodistill.stages.stage1`).
 
 Batches are dicts from :mod:`cardiodistill.data.sampling`: ``x`` float ``[B, 12, S]`` (per-lead
 z-scored windows in :data:`~cardiodistill.signals.leads.LEADS_12` order), ``present`` bool
@@ -12,7 +12,7 @@ z-scored windows in :data:`~cardiodistill.signals.leads.LEADS_12` order), ``pres
   (:class:`~cardiodistill.data.augment.EcgAugment`: lead dropout, shift, scale, wander, noise)
   through the encoder and a projection head, NT-Xent loss.
 
-Masks and augmentations are drawn from :func:`~.engine.step_generator`, so every step can be
+Masks and augmentations are drawn from :func:`~.module.step_generator`, so every step can be
 replayed exactly and a resumed run continues as if it had never stopped.
 
 :class:`EcgClassifierModule` puts a linear head on an encoder (frozen or fine-tuned) or trains a
@@ -21,35 +21,29 @@ fixed-lead CNN (:class:`~cardiodistill.models.XResNet1d`) from scratch, on any l
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import Config, EcgPretrainConfig
 from ..data.augment import EcgAugment
-from ..data.ecg_windows import EcgSource, WindowSpec, build_window_cache
-from ..data.sampling import CachedWindowDataset
 from ..errors import ConfigError
 from ..models import EcgMAE, EcgTransformer, XResNet1d, model_from_config
 from ..objectives.contrastive import ProjectionHead, nt_xent
 from ..objectives.mae import normalised_cross_correlation
 from ..signals.leads import LEADS_12
-from .engine import param_groups, start_job, warmup_cosine
-from .pretrain import SelfSupervisedModule, fit_pretraining, resolve_model_config
+from .module import TrainModule
 
-__all__ = ["EcgClassifierModule", "EcgPretrainModule", "pretrain_ecg", "window_spec"]
+__all__ = ["EcgClassifierModule", "EcgPretrainModule"]
 
 
 def _all_lead_ids() -> Tensor:
     return torch.arange(len(LEADS_12))
 
 
-class EcgPretrainModule(SelfSupervisedModule):
+class EcgPretrainModule(TrainModule):
     """Self-supervised pretraining of an ECG encoder (module doc)."""
 
     kind = "ecg_pretrain"
@@ -101,7 +95,7 @@ class EcgPretrainModule(SelfSupervisedModule):
         return {"loss": nt_xent(z1, z2, self.hparams.temperature)}
 
 
-class EcgClassifierModule(L.LightningModule):
+class EcgClassifierModule(TrainModule):
     """Multi-label classifier on a lead subset: an ECG transformer plus a linear head (``freeze``
     for a linear probe trained by gradient), or a fixed-lead CNN with its own head."""
 
@@ -117,6 +111,7 @@ class EcgClassifierModule(L.LightningModule):
         warmup_steps: int = 0,
         max_steps: int = 1000,
         dropout: float = 0.1,
+        betas: Sequence[float] = (0.9, 0.999),
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -145,64 +140,8 @@ class EcgClassifierModule(L.LightningModule):
             self.backbone.eval()
         return self.head(self.backbone(x, self.lead_ids, lead_mask))
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = F.binary_cross_entropy_with_logits(self(batch["x"], batch["present"]), batch["y"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["x"]))
-        return loss
+    def _losses(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
+        return {"loss": F.binary_cross_entropy_with_logits(self(batch["x"], batch["present"]), batch["y"])}
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return torch.sigmoid(self(batch["x"], batch["present"]))
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        params = [g for g in param_groups(self, hp.weight_decay) if g["params"]]
-        optimizer = torch.optim.AdamW(params, lr=hp.lr, betas=(0.9, 0.999))
-        scheduler = warmup_cosine(optimizer, hp.warmup_steps, hp.max_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-# ----------------------------------------------------------------------------------- the job
-
-
-def window_spec(model_config: dict[str, Any], band: Sequence[float] | None) -> WindowSpec:
-    """The windows a model wants, from its config (``fs``, ``seconds``) and a band-pass."""
-    return WindowSpec(float(model_config["fs"]), float(model_config["seconds"]), tuple(band) if band else None)
-
-
-def _sources(cfg: EcgPretrainConfig) -> list[EcgSource]:
-    return [EcgSource(**{**s.model_dump(), "folds": tuple(s.folds) if s.folds else None}) for s in cfg.sources]
-
-
-def pretrain_ecg(
-    config: Config,
-    out: str | Path,
-    *,
-    progress: Callable[[str, int], None] | None = None,
-    show_bar: bool = True,
-    callbacks: list[L.Callback] | None = None,
-) -> dict[str, Any]:
-    """Build (or reuse) the window cache, train (resuming from ``out/checkpoints/last.ckpt`` if a
-    previous run left one), and export ``out/mae.pt`` (or ``model.pt``) and ``out/encoder.pt``.
-
-    Returns a summary: windows per source, steps, final losses, where the files are.
-    """
-    cfg, tcfg = config.pretrain.ecg, config.trainer
-    out = Path(out)
-    start_job(tcfg)
-    module = EcgPretrainModule(
-        resolve_model_config(cfg.model, "pretrain.ecg.model"), objective=cfg.objective, lr=cfg.optim.lr,
-        weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas, warmup_steps=cfg.optim.warmup_steps,
-        max_steps=cfg.optim.max_steps, seed=tcfg.seed, temperature=cfg.temperature,
-        projection_dim=cfg.projection_dim,
-    )
-    spec = window_spec(module.encoder.model_config, cfg.band)
-    cache = build_window_cache(Path(cfg.cache_dir) if cfg.cache_dir else out / "windows", _sources(cfg), spec,
-                               val_fraction=cfg.val_fraction, progress=progress)
-    train_idx, val_idx = cache.split_indices("train"), cache.split_indices("val")
-    result = fit_pretraining(
-        module, CachedWindowDataset(cache, train_idx), CachedWindowDataset(cache, val_idx), cfg.optim, tcfg, out,
-        model_file="mae.pt" if cfg.objective == "mae" else "model.pt", show_bar=show_bar, callbacks=callbacks,
-        info={"windows": cache.meta["counts"], "band": list(spec.band) if spec.band else None},
-    )
-    return {**result, "windows": cache.meta["counts"], "n_train_windows": len(train_idx),
-            "n_val_windows": len(val_idx)}

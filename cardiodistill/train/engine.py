@@ -1,60 +1,122 @@
-"""The small training engine every stage shares: a Lightning trainer factory and its parts.
+"""The small training engine every job shares: one :func:`fit`, the trainer factory and its parts.
 
-What a stage's ``LightningModule`` gets from here:
-
+* :func:`fit` - trains a :class:`~.module.TrainModule` for ``max_steps`` optimizer steps: stage 1,
+  stage 2, stage 3, the array trainer and the downstream evaluations all go through it. With a run
+  folder ``out`` it logs to ``out/logs/metrics.csv`` (a resumed run moves the earlier log to
+  ``metrics.1.csv``, ...), rewrites ``out/checkpoints/last.ckpt`` every
+  ``trainer.checkpoint_every`` steps and resumes from it; with ``out=None`` nothing is written;
 * :func:`make_trainer` - one place that turns :class:`~cardiodistill.config.TrainerConfig` into a
   ``lightning.Trainer``: devices, strategy (DDP/FSDP), precision, gradient clipping, a CSV log,
-  a rich progress bar, and step-based checkpoints (``checkpoints/last.ckpt``) written atomically;
+  one progress bar per job counting optimizer steps, and step-based checkpoints written atomically;
+* :class:`SafeCheckpointIO` / :func:`read_checkpoint` - checkpoints are read with
+  ``torch.load(weights_only=True)`` only: a resumed ``last.ckpt`` that holds anything but tensors and
+  plain containers (a planted pickle payload), or a truncated or foreign file, is refused with a one-line
+  :class:`~cardiodistill.errors.DataError` before Lightning touches it, and Lightning itself then reads
+  it through the same safe loader;
 * :class:`WindowDataModule` - loaders over map-style datasets with a
   :class:`~cardiodistill.data.sampling.ResumableSampler`, built after the distributed processes
-  exist (so each rank takes its own share) and positioned at the restored step on a resume;
-* :func:`step_generator` - a random generator seeded by ``(seed, rank, global step)``: masks and
-  augmentations drawn from it make a step replayable, which with the sampler makes a resumed run
-  bit-identical to an uninterrupted one (on the same hardware and thread count);
-* :func:`param_groups` and :func:`warmup_cosine` - AdamW without weight decay on biases, norms and
-  embeddings, and a linear warm-up into a cosine decay, per optimizer step (as in MAE).
+  exist (so each rank takes its own share) and positioned at the restored step on a resume; together
+  with :func:`~.module.step_generator` a resumed run is bit-identical to an uninterrupted one (on the
+  same hardware and thread count).
 """
 
 from __future__ import annotations
 
-import math
+import logging
 import os
+import pickle
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import TrainerConfig
 from ..data.sampling import ResumableSampler
+from ..errors import ConfigError, DataError
 from ..io.atomic import atomic_path
+from .module import TrainModule
 
 __all__ = [
-    "AtomicCheckpointIO",
+    "SafeCheckpointIO",
+    "StepProgressBar",
     "WindowDataModule",
+    "fit",
     "last_checkpoint",
     "make_trainer",
-    "param_groups",
+    "read_checkpoint",
     "set_threads",
     "start_job",
-    "step_generator",
-    "warmup_cosine",
+    "steps_for_epochs",
 ]
 
+# Lightning's rank-zero banners and tips ("GPU available", "TPU available", "💡 Tip: ... litlogger") are
+# not ours to print: our jobs say what they do. Warnings and errors still come through.
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a temporary file beside the target, then ``os.replace``: a crash while
-    saving leaves the previous checkpoint intact instead of a truncated one."""
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Any:
+    """A checkpoint read with ``torch.load(weights_only=True)``: tensors, numbers, strings and
+    plain containers only, so a file cannot run code when it is read. Anything else - a pickled object, a
+    truncated or unreadable file - is a one-line :class:`DataError` naming the file."""
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unreadable, truncated or unsafe: the same advice for all
+        reason = "holds objects other than weights" if isinstance(err, pickle.UnpicklingError) \
+            else f"is not a readable checkpoint ({type(err).__name__})"
+        raise DataError(f"the checkpoint {reason}; delete it or pass --overwrite to start afresh", path) from None
+    return data
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Checkpoints saved atomically (``torch.save`` to a temporary file beside the target, then
+    ``os.replace``: a crash while saving leaves the previous one intact) and loaded with
+    :func:`read_checkpoint` (``weights_only=True`` whatever Lightning or the environment asks)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(path)
+
+
+class StepProgressBar(RichProgressBar):
+    """One bar per training job, counting optimizer steps up to ``max_steps`` (the rich bar counts the
+    batches of each epoch, one bar per epoch, titled "Epoch N/-2" when training runs by steps)."""
+
+    def __init__(self, description: str = "training") -> None:
+        super().__init__(leave=True)
+        self.description = description
+
+    def _add_train_task(self, trainer: L.Trainer) -> None:
+        self.train_progress_bar_id = self._add_task(trainer.max_steps, self.description)
+        self._update(self.train_progress_bar_id, trainer.global_step)
+
+    def _initialize_train_progress_bar_id(self) -> None:  # a resume inside an epoch
+        self._add_train_task(self.trainer)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.is_enabled and self.progress is not None and self.train_progress_bar_id is None:
+            self._add_train_task(trainer)
+            self.refresh()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if self.is_disabled:
+            return
+        if self.train_progress_bar_id is None:
+            self._add_train_task(trainer)
+        self._update(self.train_progress_bar_id, trainer.global_step)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
 
 
 def set_threads(threads: int | None) -> None:
@@ -71,40 +133,33 @@ def start_job(trainer: TrainerConfig) -> None:
     L.seed_everything(trainer.seed, workers=True, verbose=False)
 
 
-def step_generator(seed: int, rank: int, step: int, device: torch.device | str) -> torch.Generator:
-    """A generator on ``device`` seeded from ``(seed, rank, step)`` only."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(hash((int(seed), int(rank), int(step))) & 0x7FFF_FFFF_FFFF_FFFF)
-    return generator
-
-
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on weight matrices only (not biases, norms, embeddings, tokens)."""
-    decay, no_decay = [], []
-    for name, param in module.named_parameters():
-        if not param.requires_grad:
-            continue
-        skip = param.ndim < 2 or "embed" in name or "token" in name
-        (no_decay if skip else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
-    """``LambdaLR``: linear warm-up over ``warmup_steps``, then cosine decay to ``min_ratio`` at ``total_steps``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def steps_for_epochs(n_items: int, batch_size: int, epochs: int, min_steps: int) -> int:
+    """Optimizer steps for ``epochs`` passes over ``n_items`` (full batches), at least ``min_steps``."""
+    return max(min_steps, epochs * max(1, n_items // batch_size))
 
 
 def last_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
-    """``run_dir/checkpoints/last.ckpt`` if a previous, unfinished run left one."""
+    """``run_dir/checkpoints/last.ckpt`` if a previous, unfinished run left one, after checking that it
+    reads safely (:func:`read_checkpoint`)."""
     path = Path(run_dir) / "checkpoints" / "last.ckpt"
-    return path if path.is_file() else None
+    if not path.is_file():
+        return None
+    data = read_checkpoint(path)
+    if not isinstance(data, dict) or not {"state_dict", "loops"} <= data.keys():  # weights, and where to resume
+        raise DataError("not a training checkpoint; delete it or pass --overwrite to start afresh", path)
+    return path
+
+
+def _keep_earlier_log(log: Path) -> None:
+    """Lightning's CSV logger starts ``metrics.csv`` afresh when a run resumes; move the earlier one
+    aside (``metrics.1.csv``, ``metrics.2.csv``, ...) so a resumed run keeps its whole history. Only
+    the first process does it (the others of a DDP run start after it)."""
+    if not log.is_file() or os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        return
+    n = 1
+    while log.with_name(f"metrics.{n}.csv").exists():
+        n += 1
+    log.rename(log.with_name(f"metrics.{n}.csv"))
 
 
 def make_trainer(
@@ -122,27 +177,28 @@ def make_trainer(
 
     With ``run_dir``, metrics go to ``run_dir/logs/metrics.csv`` and, when ``checkpoint_every``
     is set, ``run_dir/checkpoints/last.ckpt`` is rewritten every that many optimizer steps and at
-    the end (resume with ``trainer.fit(..., ckpt_path=last_checkpoint(run_dir))``). Without
-    ``run_dir`` nothing is written (short fits such as the per-lead-set fine-tunes of an evaluation).
+    the end. Without ``run_dir`` nothing is written (short fits such as the per-lead-set fine-tunes
+    of an evaluation). Checkpoints are always read with :class:`SafeCheckpointIO`.
     """
     callbacks = list(callbacks or [])
-    plugins = []
     if run_dir is not None and checkpoint_every:
         callbacks.append(ModelCheckpoint(
             dirpath=Path(run_dir) / "checkpoints", save_last=True, save_top_k=0,
             every_n_train_steps=checkpoint_every, save_on_train_epoch_end=True,
         ))
-        plugins.append(AtomicCheckpointIO())
     if progress:
-        from lightning.pytorch.callbacks import RichProgressBar
-
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(StepProgressBar())
+    if run_dir is not None:
+        _keep_earlier_log(Path(run_dir) / "logs" / "metrics.csv")
     logger = CSVLogger(str(run_dir), name="logs", version="") if run_dir is not None else False
     # The samplers are ours (ResumableSampler, rank-aware); Lightning must not swap them out.
     warnings.filterwarnings("ignore", message=".*dataloader is\\s+not resumable.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*have no `validation_step`.*")
+    warnings.filterwarnings("ignore", message=".*but have no `val_dataloader`.*")  # a fit without a val set
+    warnings.filterwarnings("ignore", message=".*logs directory .* exists and is not empty.*")  # a resume
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*Total length of `list` across ranks is zero.*")  # no val set
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
     return L.Trainer(
         accelerator=cfg.accelerator,
@@ -165,7 +221,7 @@ def make_trainer(
         enable_model_summary=False,
         logger=logger,
         callbacks=callbacks,
-        plugins=plugins or None,
+        plugins=[SafeCheckpointIO()],
         default_root_dir=str(run_dir) if run_dir is not None else None,
     )
 
@@ -194,8 +250,6 @@ class WindowDataModule(L.LightningDataModule):
         self.sampler = ResumableSampler(len(self.train_set), self.batch_size, seed=self.seed, rank=rank,
                                         world=world, accumulate=self.accumulate)
         if self.sampler.steps_per_epoch < 1:
-            from ..errors import ConfigError
-
             raise ConfigError(f"{len(self.train_set)} training samples do not fill one batch of {self.batch_size} "
                               f"on each of {world} processes; lower the batch size")
         if trainer is not None:  # on a resume both are already restored from the checkpoint
@@ -205,3 +259,44 @@ class WindowDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader | list:
         return [] if self.val_set is None or len(self.val_set) == 0 else self._loader(self.val_set)
+
+
+def fit(
+    module: TrainModule,
+    train_set: Dataset | DataLoader,
+    val_set: Dataset | None,
+    trainer_cfg: TrainerConfig,
+    out: str | os.PathLike[str] | None,
+    *,
+    batch_size: int,
+    max_steps: int,
+    show_bar: bool = True,
+    callbacks: Sequence[L.Callback] | None = None,
+) -> dict[str, Any]:
+    """Train ``module`` for ``max_steps`` optimizer steps on ``train_set`` (batches of ``batch_size`` in
+    the seeded, resumable order of :class:`WindowDataModule`; or a ready ``DataLoader``, used as it is),
+    validating on ``val_set`` every ``trainer.checkpoint_every`` steps.
+
+    With a run folder ``out`` it checkpoints there at the same interval and resumes from
+    ``out/checkpoints/last.ckpt`` (read safely, :func:`read_checkpoint`); with ``out=None`` nothing is
+    written. Returns ``{"steps", "metrics" (the last logged values), "is_global_zero", "trainer"}`` (the
+    trainer predicts with the precision it trained with); exporting the model is the caller's job (only on
+    the global-zero process).
+    """
+    has_val = val_set is not None and len(val_set) > 0
+    every = min(trainer_cfg.checkpoint_every, max_steps)
+    trainer = make_trainer(trainer_cfg, out, max_steps=max_steps, checkpoint_every=every if out is not None else None,
+                           progress=show_bar, callbacks=list(callbacks or []), val_every=every if has_val else None)
+    resume = last_checkpoint(out) if out is not None else None
+    if isinstance(train_set, DataLoader):
+        if has_val:
+            raise ValueError("fit: validation needs a dataset for training too, not a DataLoader")
+        trainer.fit(module, train_set, ckpt_path=resume, weights_only=True)
+    else:
+        data = WindowDataModule(train_set, val_set if has_val else None, batch_size=batch_size,
+                                num_workers=trainer_cfg.num_workers, seed=trainer_cfg.seed,
+                                accumulate=trainer_cfg.accumulate)
+        trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return {"steps": int(module.steps_done), "metrics": metrics, "is_global_zero": trainer.is_global_zero,
+            "trainer": trainer}

@@ -8,7 +8,7 @@ arrays. This module feeds arrays to the same machinery, so nothing of stage 3 is
   :class:`~cardiodistill.train.distill.StudentModule` reads (``mobile``, ``targets``, ``lvef_z``,
   ``index``, and the teacher's ``t_logits`` / ``t_embedding`` when given), with seeded random crops of
   long recordings and each window's leads z-scored over its real samples, as at inference;
-* :func:`fit_array_student` - :class:`StudentModule` + :func:`~.stages.fit_stage`: labels alone, or
+* :func:`fit_array_student` - :class:`StudentModule` + :func:`~.engine.fit`: labels alone, or
   distilled when the dataset carries the teacher's arrays (:func:`teacher_targets`);
 * :func:`fit_array_teacher` - a fixed-lead ``xresnet1d`` classifier (e.g. all 12 leads) trained on the
   labels by :class:`ArrayTeacherModule`, whose logits and pooled features are the distillation targets;
@@ -45,8 +45,8 @@ from ..signals.prepare import InputSpec, prepare_signal
 from ..signals.windows import window_starts, zscore_windows
 from .checkpoints import read_model_file
 from .distill import StudentModule
-from .engine import start_job
-from .stages import StageModule, fit_stage, steps_for_epochs
+from .engine import fit, start_job, steps_for_epochs
+from .module import TrainModule
 
 __all__ = ["ArrayDataset", "ArrayTeacherModule", "fit_array_student", "fit_array_teacher", "predict_arrays",
            "records_to_arrays", "teacher_targets", "window_starts"]
@@ -167,7 +167,7 @@ class ArrayDataset(Dataset):
         return item
 
 
-class ArrayTeacherModule(StageModule):
+class ArrayTeacherModule(TrainModule):
     """A fixed-lead ``xresnet1d`` classifier (``model_config``) trained on ``targets`` with the
     NaN-masked binary cross-entropy; batches as :class:`ArrayDataset` gives them (all ``mobile`` leads
     the model reads, in its order)."""
@@ -197,13 +197,13 @@ class ArrayTeacherModule(StageModule):
         return {"loss": multilabel_bce(logits, batch["targets"].float())}
 
 
-def _fit(module: StageModule, train: ArrayDataset, val: ArrayDataset | None, out: Path, cfg: Config, optim,
+def _fit(module: TrainModule, train: ArrayDataset, val: ArrayDataset | None, out: Path, cfg: Config, optim,
          steps: int, monitor: str, show_bar: bool) -> None:
-    """:func:`fit_stage` in ``out``, then the weights of the best ``monitor`` value on ``val`` (if any)."""
+    """:func:`~.engine.fit` in ``out``, then the weights of the best ``monitor`` value on ``val`` (if any)."""
     best = ModelCheckpoint(dirpath=out / "best", filename="best", monitor=monitor, mode="min", save_top_k=1,
                            save_on_train_epoch_end=False)
-    fit_stage(module, train, val, optim, cfg.trainer, out, max_steps=steps, show_bar=show_bar,
-              callbacks=[best] if val is not None and len(val) else [])
+    fit(module, train, val, cfg.trainer, out, batch_size=optim.batch_size, max_steps=steps, show_bar=show_bar,
+        callbacks=[best] if val is not None and len(val) else [])
     path = out / "best" / "best.ckpt"
     if val is not None and len(val) and path.is_file():
         module.model.load_state_dict(read_model_file(path)["state_dict"])

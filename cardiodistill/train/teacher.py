@@ -35,9 +35,9 @@ from torch.utils.data import DataLoader, Dataset
 from ..models import model_from_config
 from ..models.fusion import CardioTeacher, drop_modalities
 from ..objectives.distill import multilabel_bce
-from .stages import StageModule
+from .module import TrainModule
 
-__all__ = ["TeacherModule", "WithTargets", "finite_smooth_l1", "init_heads_from_probe", "predict_studies",
+__all__ = ["TeacherModule", "finite_smooth_l1", "init_heads_from_probe", "predict_studies",
            "recalibrate_standardise"]
 
 
@@ -49,24 +49,7 @@ def finite_smooth_l1(pred: Tensor, target: Tensor) -> Tensor:
     return torch.where(known, loss, torch.zeros_like(loss)).sum() / known.sum().clamp_min(1)
 
 
-class WithTargets(Dataset):
-    """A dataset of dict items (with an ``"index"`` into the arrays) plus per-study arrays:
-    ``item[name] = arrays[name][item["index"]]`` as tensors."""
-
-    def __init__(self, base: Dataset, arrays: Mapping[str, np.ndarray]):
-        self.base = base
-        self.arrays = {k: torch.as_tensor(np.asarray(v)) for k, v in arrays.items()}
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = self.base[i]
-        row = int(item["index"])
-        return {**item, **{k: v[row] for k, v in self.arrays.items()}}
-
-
-class TeacherModule(StageModule):
+class TeacherModule(TrainModule):
     """Stage-3 training of a ``cardio_teacher`` (module doc). Batches carry ``targets [B, C]``
     (NaN = unlabelled) and ``lvef_z [B]`` (standardised LVEF, NaN = unknown)."""
 

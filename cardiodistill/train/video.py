@@ -1,4 +1,5 @@
-"""Stage 1 for echo and cine MR: pretraining a video encoder without labels, and ``pretrain_video``.
+"""Stage 1 for echo and cine MR: pretraining a video encoder without labels (the job:
+:mod:`cardiodistill.stages.stage1`), and the supervised video module of the downstream evaluation.
 
 Batches come from :class:`~cardiodistill.data.video_clips.ClipDataset`: ``x`` float ``[B, T, S, S]``
 (clips of whole cardiac cycles, z-scored inside the field of view, 0 outside) and ``mask`` bool
@@ -18,30 +19,24 @@ conditions): fine-tuning from pretrained weights, or the same model from scratch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..config import Config, VideoPretrainConfig
 from ..data.augment import VideoAugment
-from ..data.video_clips import ClipDataset, VideoSource, build_clip_cache
 from ..errors import ConfigError
 from ..models import VideoMAE, VideoTransformer, model_from_config
 from ..objectives.contrastive import ProjectionHead, nt_xent
 from ..objectives.mae import normalised_cross_correlation
-from ..video import ClipSpec
-from .engine import param_groups, start_job, warmup_cosine
-from .pretrain import SelfSupervisedModule, fit_pretraining, resolve_model_config
+from .module import TrainModule
 
-__all__ = ["VideoPretrainModule", "VideoSupervisedModule", "clip_spec", "pretrain_video", "video_sources"]
+__all__ = ["VideoPretrainModule", "VideoSupervisedModule"]
 
 
-class VideoPretrainModule(SelfSupervisedModule):
+class VideoPretrainModule(TrainModule):
     """Self-supervised pretraining of a video encoder (module doc)."""
 
     kind = "video_pretrain"
@@ -91,7 +86,7 @@ class VideoPretrainModule(SelfSupervisedModule):
         return {"loss": nt_xent(z1, z2, self.hparams.temperature)}
 
 
-class VideoSupervisedModule(L.LightningModule):
+class VideoSupervisedModule(TrainModule):
     """A video encoder with a linear head, trained end to end on labels: LVEF regression (MSE on
     the standardised value) plus binary conditions (BCE). ``encoder_state`` starts from pretrained
     weights (fine-tuning); without it the encoder starts from random weights (from scratch).
@@ -113,6 +108,7 @@ class VideoSupervisedModule(L.LightningModule):
         warmup_steps: int = 0,
         max_steps: int = 1000,
         dropout: float = 0.1,
+        betas: Sequence[float] = (0.9, 0.999),
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["encoder_state"])
@@ -124,66 +120,15 @@ class VideoSupervisedModule(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encoder(x))
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def _losses(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
         hp = self.hparams
         out = self(batch["x"])
         target = (batch["lvef"].float() - hp.lvef_mean) / hp.lvef_std
         known = torch.isfinite(target)
         regression = F.mse_loss(out[known, 0], target[known]) if known.any() else out[:, 0].sum() * 0
-        loss = regression + F.binary_cross_entropy_with_logits(out[:, 1:], batch["y"].float())
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(out))
-        return loss
+        return {"loss": regression + F.binary_cross_entropy_with_logits(out[:, 1:], batch["y"].float())}
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out = self(batch["x"])
         lvef = out[:, :1] * self.hparams.lvef_std + self.hparams.lvef_mean
         return torch.cat([lvef, torch.sigmoid(out[:, 1:])], dim=1)
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = torch.optim.AdamW(param_groups(self, hp.weight_decay), lr=hp.lr, betas=(0.9, 0.999))
-        scheduler = warmup_cosine(optimizer, hp.warmup_steps, hp.max_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def clip_spec(model_config: dict[str, Any]) -> ClipSpec:
-    """The clips a video model wants, from its config (``size``, ``frames``, ``cycles``, ``fps``)."""
-    return ClipSpec(size=int(model_config["size"]), frames=int(model_config["frames"]),
-                    cycles=model_config.get("cycles"), fps=float(model_config.get("fps", 16.0)))
-
-
-def video_sources(sources: Sequence[Any]) -> list[VideoSource]:
-    """Config source sections -> :class:`VideoSource` objects."""
-    return [VideoSource(**s.model_dump()) for s in sources]
-
-
-def pretrain_video(
-    config: Config,
-    out: str | Path,
-    *,
-    progress: Callable[[str, int], None] | None = None,
-    show_bar: bool = True,
-    callbacks: list[L.Callback] | None = None,
-) -> dict[str, Any]:
-    """Build (or reuse) the clip cache, train (resuming from ``out/checkpoints/last.ckpt``), and
-    export ``out/mae.pt`` (or ``model.pt``) and ``out/encoder.pt``. Returns a summary."""
-    cfg: VideoPretrainConfig = config.pretrain.video
-    tcfg = config.trainer
-    out = Path(out)
-    start_job(tcfg)
-    module = VideoPretrainModule(
-        resolve_model_config(cfg.model, "pretrain.video.model"), objective=cfg.objective, lr=cfg.optim.lr,
-        weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas, warmup_steps=cfg.optim.warmup_steps,
-        max_steps=cfg.optim.max_steps, seed=tcfg.seed, temperature=cfg.temperature,
-        projection_dim=cfg.projection_dim,
-    )
-    spec = clip_spec(module.encoder.model_config)
-    cache = build_clip_cache(Path(cfg.cache_dir) if cfg.cache_dir else out / "clips", video_sources(cfg.sources),
-                             spec, val_fraction=cfg.val_fraction, progress=progress)
-    train_idx, val_idx = cache.split_indices("train"), cache.split_indices("val")
-    result = fit_pretraining(
-        module, ClipDataset(cache, train_idx), ClipDataset(cache, val_idx), cfg.optim, tcfg, out,
-        model_file="mae.pt" if cfg.objective == "mae" else "model.pt", show_bar=show_bar, callbacks=callbacks,
-        info={"clips": cache.meta["counts"], "clip_spec": spec.to_dict()},
-    )
-    return {**result, "clips": cache.meta["counts"], "n_train_clips": len(train_idx), "n_val_clips": len(val_idx)}

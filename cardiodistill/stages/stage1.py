@@ -1,0 +1,134 @@
+"""Stage 1: pretraining the ECG and the video encoders without labels (``pretrain ecg``, ``pretrain video``).
+
+Each job builds (or reuses) its cache of prepared windows or clips, trains its module
+(:class:`~cardiodistill.train.ecg.EcgPretrainModule`, :class:`~cardiodistill.train.video.VideoPretrainModule`)
+with :func:`~cardiodistill.train.engine.fit` in the run folder (resuming from ``checkpoints/last.ckpt``
+if a previous run left one), then exports the whole model (``mae.pt`` or ``model.pt``) and its encoder
+(``encoder.pt``) as self-describing model files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import Dataset
+
+from ..config import Config, EcgPretrainConfig, OptimConfig, TrainerConfig, VideoPretrainConfig
+from ..data.cohort import clip_spec, window_spec
+from ..data.ecg_windows import EcgSource, build_window_cache
+from ..data.sampling import CachedWindowDataset
+from ..data.video_clips import ClipDataset, VideoSource, build_clip_cache
+from ..errors import ConfigError
+from ..train.checkpoints import save_model
+from ..train.ecg import EcgPretrainModule
+from ..train.engine import fit, start_job
+from ..train.module import TrainModule
+from ..train.video import VideoPretrainModule
+from .common import resolve_model_config
+
+__all__ = ["ecg_sources", "pretrain_ecg", "pretrain_video", "video_sources"]
+
+
+def ecg_sources(cfg: EcgPretrainConfig) -> list[EcgSource]:
+    """Config source sections -> :class:`EcgSource` objects."""
+    return [EcgSource(**{**s.model_dump(), "folds": tuple(s.folds) if s.folds else None}) for s in cfg.sources]
+
+
+def video_sources(sources: Sequence[Any]) -> list[VideoSource]:
+    """Config source sections -> :class:`VideoSource` objects."""
+    return [VideoSource(**s.model_dump()) for s in sources]
+
+
+def _fit_and_export(module: TrainModule, train: Dataset, val: Dataset, optim: OptimConfig, tcfg: TrainerConfig,
+                    out: Path, *, model_file: str, show_bar: bool, callbacks: list[L.Callback] | None,
+                    info: dict[str, Any]) -> dict[str, Any]:
+    """Train, then write ``out/<model_file>`` (the whole model) and ``out/encoder.pt``, each with ``info``
+    and the steps done. Returns ``{"steps", "metrics" (the last logged values), "files"}``."""
+    result = fit(module, train, val, tcfg, out, batch_size=optim.batch_size, max_steps=optim.max_steps,
+                 show_bar=show_bar, callbacks=callbacks)
+    files = {}
+    if result["is_global_zero"]:
+        details = {"objective": module.hparams.objective, "steps": result["steps"], **info}
+        files["model"] = str(save_model(module.model, out / model_file, **details))
+        files["encoder"] = str(save_model(module.encoder, out / "encoder.pt", **details))
+    return {"steps": result["steps"], "metrics": result["metrics"], "files": files}
+
+
+def pretrain_ecg(
+    config: Config,
+    out: str | Path,
+    *,
+    progress: Callable[[str, int], None] | None = None,
+    show_bar: bool = True,
+    callbacks: list[L.Callback] | None = None,
+) -> dict[str, Any]:
+    """Build (or reuse) the window cache, train (resuming from ``out/checkpoints/last.ckpt`` if a
+    previous run left one), and export ``out/mae.pt`` (or ``model.pt``) and ``out/encoder.pt``.
+
+    Returns a summary: windows per source, steps, final losses, where the files are.
+    """
+    cfg, tcfg = config.pretrain.ecg, config.trainer
+    out = Path(out)
+    start_job(tcfg)
+    module = EcgPretrainModule(
+        resolve_model_config(_with_band(cfg.model, cfg.band), "pretrain.ecg.model"), objective=cfg.objective, lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas, warmup_steps=cfg.optim.warmup_steps,
+        max_steps=cfg.optim.max_steps, seed=tcfg.seed, temperature=cfg.temperature,
+        projection_dim=cfg.projection_dim,
+    )
+    spec = window_spec(module.encoder.model_config, cfg.band)
+    cache = build_window_cache(Path(cfg.cache_dir) if cfg.cache_dir else out / "windows", ecg_sources(cfg), spec,
+                               val_fraction=cfg.val_fraction, progress=progress)
+    train_idx, val_idx = cache.split_indices("train"), cache.split_indices("val")
+    result = _fit_and_export(
+        module, CachedWindowDataset(cache, train_idx), CachedWindowDataset(cache, val_idx), cfg.optim, tcfg, out,
+        model_file="mae.pt" if cfg.objective == "mae" else "model.pt", show_bar=show_bar, callbacks=callbacks,
+        info={"windows": cache.meta["counts"], "band": list(spec.band) if spec.band else None},
+    )
+    return {**result, "windows": cache.meta["counts"], "n_train_windows": len(train_idx),
+            "n_val_windows": len(val_idx)}
+
+
+def _with_band(model: dict[str, Any], band: Sequence[float] | None) -> dict[str, Any]:
+    """The model overrides plus ``pretrain.ecg.band``, so the exported encoder records the band its
+    windows were filtered with (the paired cache and the student read it from there)."""
+    band = None if band is None else [float(band[0]), float(band[1])]
+    stated = model.get("band", band)
+    if (None if stated is None else [float(b) for b in stated]) != band:
+        raise ConfigError(f"pretrain.ecg.model states band {stated}, but pretrain.ecg.band is {band}: set one")
+    return {**model, "band": band}
+
+
+def pretrain_video(
+    config: Config,
+    out: str | Path,
+    *,
+    progress: Callable[[str, int], None] | None = None,
+    show_bar: bool = True,
+    callbacks: list[L.Callback] | None = None,
+) -> dict[str, Any]:
+    """Build (or reuse) the clip cache, train (resuming from ``out/checkpoints/last.ckpt``), and
+    export ``out/mae.pt`` (or ``model.pt``) and ``out/encoder.pt``. Returns a summary."""
+    cfg: VideoPretrainConfig = config.pretrain.video
+    tcfg = config.trainer
+    out = Path(out)
+    start_job(tcfg)
+    module = VideoPretrainModule(
+        resolve_model_config(cfg.model, "pretrain.video.model"), objective=cfg.objective, lr=cfg.optim.lr,
+        weight_decay=cfg.optim.weight_decay, betas=cfg.optim.betas, warmup_steps=cfg.optim.warmup_steps,
+        max_steps=cfg.optim.max_steps, seed=tcfg.seed, temperature=cfg.temperature,
+        projection_dim=cfg.projection_dim,
+    )
+    spec = clip_spec(module.encoder.model_config)
+    cache = build_clip_cache(Path(cfg.cache_dir) if cfg.cache_dir else out / "clips", video_sources(cfg.sources),
+                             spec, val_fraction=cfg.val_fraction, progress=progress)
+    train_idx, val_idx = cache.split_indices("train"), cache.split_indices("val")
+    result = _fit_and_export(
+        module, ClipDataset(cache, train_idx), ClipDataset(cache, val_idx), cfg.optim, tcfg, out,
+        model_file="mae.pt" if cfg.objective == "mae" else "model.pt", show_bar=show_bar, callbacks=callbacks,
+        info={"clips": cache.meta["counts"], "clip_spec": spec.to_dict()},
+    )
+    return {**result, "clips": cache.meta["counts"], "n_train_clips": len(train_idx), "n_val_clips": len(val_idx)}

@@ -1,0 +1,171 @@
+"""Stage 3: the multimodal teacher on the labelled studies (``finetune``) and the handheld-ECG students
+distilled from it (``distill``).
+
+:func:`run_finetune` trains :class:`~cardiodistill.train.teacher.TeacherModule` from the aligned model
+(or, without stage 2, from :func:`~.stage2.unaligned_fusion`), recalibrates its head standardisation,
+writes ``teacher.pt`` and caches its outputs on every study (:func:`cache_teacher_outputs`), so
+distilling several students never reruns it. :func:`run_distill` trains a 1-, 2- or 6-lead
+:class:`~cardiodistill.train.distill.StudentModule` (:func:`student_config`, :func:`student_leads`) from
+those cached outputs and the labels, and writes ``student.pt``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import Config
+from ..data.cohort import Cohort
+from ..errors import ConfigError, DataError
+from ..io.atomic import atomic_path
+from ..models import create_model
+from ..models.surgery import subset_fusion_state, teacher_ecg_encoder
+from ..train.checkpoints import read_model_file, save_model
+from ..train.distill import StudentModule
+from ..train.engine import fit, start_job, steps_for_epochs
+from ..train.teacher import TeacherModule, init_heads_from_probe, predict_studies, recalibrate_standardise
+from .common import resolve_model_config
+
+__all__ = ["LIMB_ORDER", "cache_teacher_outputs", "run_distill", "run_finetune", "student_config", "student_leads"]
+
+LIMB_ORDER = ("I", "II", "III", "aVR", "aVL", "aVF")
+
+
+# ----------------------------------------------------------------------------------- stage 3a: the teacher
+
+
+def run_finetune(cfg: Config, cohort: Cohort, out: str | Path, *, aligned: str | Path | None = None,
+                 base: tuple[dict, dict | None] | None = None, show_bar: bool = True) -> dict[str, Any]:
+    """Stage 3a in run folder ``out``: the teacher on the labelled studies, then its outputs on every
+    study cached in ``out/teacher_outputs.npz``. ``aligned``: the stage-2 model (None: no stage 2,
+    ``base = (fusion_config, state or None)`` is used as it is)."""
+    out = Path(out)
+    start_job(cfg.trainer)
+    f, o = cfg.finetune, cfg.finetune.optim
+    if aligned is not None:
+        data = read_model_file(aligned)
+        fusion, state = dict(data["model_config"]), data["state_dict"]
+    elif base is not None:
+        fusion, state = base
+    else:
+        raise ConfigError("finetune needs the aligned model of stage 2 (or a base fusion config)")
+    modalities = [m for m in fusion["modalities"] if m in f.modalities]
+    if not modalities:
+        raise ConfigError(f"finetune.modalities {f.modalities} share nothing with the model's {fusion['modalities']}")
+    if modalities != list(fusion["modalities"]):
+        if state is not None:
+            state = subset_fusion_state(state, fusion["modalities"], modalities)
+        fusion = {**fusion, "modalities": modalities}
+    mean, std = cohort.lvef_stats()
+    config = create_model("cardio_teacher", fusion=fusion, outputs=cohort.outputs, lvef_mean=mean,
+                          lvef_std=std).model_config
+    steps = steps_for_epochs(len(cohort.splits["labelled"]), o.batch_size, f.epochs, f.min_steps)
+    module = TeacherModule(config, mode=f.mode, modality_dropout=f.modality_dropout, lvef_weight=f.lvef_weight,
+                           lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, warmup_steps=o.warmup_steps,
+                           max_steps=steps, seed=cfg.trainer.seed, encoder_lr_scale=f.encoder_lr_scale,
+                           fusion_state=state)
+    train = cohort.with_targets(cohort.dataset("labelled"))
+    val = cohort.with_targets(cohort.dataset("val"))
+    if f.head_init == "probe":  # a resumed run's checkpoint overwrites these weights with its own
+        init_heads_from_probe(module.model, train, c=f.probe_c)
+    result = fit(module, train, val, cfg.trainer, out, batch_size=o.batch_size, max_steps=steps, show_bar=show_bar)
+    if result["is_global_zero"]:
+        recalibrate_standardise(module.model, train, modality_dropout=f.modality_dropout, seed=cfg.trainer.seed)
+        save_model(module.model, out / "teacher.pt", mode=f.mode, steps=result["steps"],
+                   n_labelled=len(cohort.splits["labelled"]), aligned=str(aligned) if aligned else None)
+        cache_teacher_outputs(module.model, cohort, out / "teacher_outputs.npz")
+    return {"steps": result["steps"], "metrics": result["metrics"], "n_labelled": len(cohort.splits["labelled"])}
+
+
+def cache_teacher_outputs(teacher, cohort: Cohort, path: Path, batch_size: int = 64) -> Path:
+    """The teacher's ``logits``, standardised ``lvef`` and fused ``embedding`` for every study, in
+    cache order, written atomically (what every student of this teacher trains from)."""
+    teacher.eval()
+    outputs = predict_studies(teacher, cohort.dataset(np.arange(len(cohort.cache))), batch_size=batch_size)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **outputs)
+    return path
+
+
+# ----------------------------------------------------------------------------------- stage 3b: the students
+
+
+def student_leads(n: int) -> tuple[str, ...]:
+    """The handheld leads a student of ``n`` leads reads: I; I and II; the six limb leads."""
+    if n not in (1, 2, 6):
+        raise ConfigError(f"students read 1, 2 or 6 limb leads, not {n}")
+    return LIMB_ORDER[:n]
+
+
+def student_config(cfg: Config, n_leads: int, embed_dim: int, cohort: Cohort,
+                   ecg_encoder: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``ecg_student`` config: ``distill.backbone`` for ``n_leads`` handheld leads (the name
+    ``ecg_encoder`` means the teacher's ECG transformer, whose config is ``ecg_encoder``)."""
+    spec = cohort.cache.spec.ecg
+    if cfg.distill.backbone.get("name") == "ecg_encoder":
+        if ecg_encoder is None:
+            raise ConfigError("distill.backbone ecg_encoder needs a teacher with an ECG encoder")
+        backbone = {"name": "ecg_encoder_backbone", "encoder": dict(ecg_encoder), "in_leads": n_leads}
+    else:
+        backbone = resolve_model_config({**cfg.distill.backbone, "in_leads": n_leads}, "distill.backbone")
+    backbone["fs"], backbone["seconds"] = spec.fs, spec.seconds
+    backbone["band"] = list(spec.band) if spec.band is not None else None  # what the cohort cache was filtered with
+    mean, std = cohort.lvef_stats()
+    return create_model("ecg_student", backbone=backbone, outputs=cohort.outputs, embed_dim=embed_dim,
+                        lvef_mean=mean, lvef_std=std).model_config
+
+
+def _teacher_arrays(cohort: Cohort, teacher_dir: str | Path | None) -> dict[str, np.ndarray]:
+    """The teacher's cached outputs per study (``t_logits``, ``t_lvef``, ``t_embedding`` centred on the
+    training mean), in cache order."""
+    if teacher_dir is None:
+        raise ConfigError("distillation needs the teacher's run folder (teacher_outputs.npz)")
+    path = Path(teacher_dir) / "teacher_outputs.npz"
+    if not path.is_file():
+        raise DataError("no teacher_outputs.npz: run finetune first", teacher_dir)
+    with np.load(path) as saved:
+        order = np.argsort(saved["index"])
+        embedding = saved["embedding"][order]
+        extra = {"t_logits": saved["logits"][order], "t_lvef": saved["lvef"][order]}
+    if len(order) != len(cohort.cache):
+        raise DataError("teacher_outputs.npz was made for another cohort", path)
+    # Matched after centring on the training mean: the raw fused embeddings share a large common
+    # direction, so their cosine is near 1 for any pair and matching them teaches nothing.
+    extra["t_embedding"] = embedding - embedding[cohort.splits["train"]].mean(0)
+    return extra
+
+
+def run_distill(cfg: Config, cohort: Cohort, teacher_dir: str | Path | None, out: str | Path, *, n_leads: int,
+                distil: bool = True, show_bar: bool = True) -> dict[str, Any]:
+    """Stage 3b in run folder ``out``: an ``n_leads`` student from the teacher's cached outputs in
+    ``teacher_dir`` (``distil=False``: the same student from the labels alone); writes
+    ``out/student.pt``."""
+    out = Path(out)
+    start_job(cfg.trainer)
+    d, o = cfg.distill, cfg.distill.optim
+    extra = _teacher_arrays(cohort, teacher_dir) if distil else {}
+    embed_dim = extra["t_embedding"].shape[1] if distil else 0
+    encoder, backbone_state = None, None
+    if d.backbone.get("name") == "ecg_encoder":
+        if teacher_dir is None:
+            raise ConfigError("distill.backbone ecg_encoder starts from the teacher's ECG encoder: give --teacher")
+        encoder, state = teacher_ecg_encoder(read_model_file(Path(teacher_dir) / "teacher.pt"))
+        backbone_state = {f"encoder.{k}": v for k, v in state.items()}
+    config = student_config(cfg, n_leads, embed_dim, cohort, encoder)
+    weights = dict(label=d.label, soft=d.soft, embedding=d.embedding, lvef=d.lvef) if distil else \
+        dict(label=d.label, soft=0.0, embedding=0.0, lvef=d.lvef)
+    rows = cohort.splits["train"] if (distil and d.unlabelled) else cohort.splits["labelled"]
+    steps = steps_for_epochs(len(rows), o.batch_size, d.epochs, d.min_steps)
+    module = StudentModule(config, **weights, temperature=d.temperature, lr=o.lr, weight_decay=o.weight_decay,
+                           betas=o.betas, warmup_steps=o.warmup_steps, max_steps=steps, seed=cfg.trainer.seed,
+                           backbone_state=backbone_state, encoder_lr_scale=cfg.finetune.encoder_lr_scale)
+    train = cohort.with_targets(cohort.dataset(rows, modalities=("mobile",)), extra)
+    val = cohort.with_targets(cohort.dataset("val", modalities=("mobile",)), extra)
+    result = fit(module, train, val, cfg.trainer, out, batch_size=o.batch_size, max_steps=steps, show_bar=show_bar)
+    if result["is_global_zero"]:
+        save_model(module.model, out / "student.pt", leads=list(student_leads(n_leads)), distilled=distil,
+                   steps=result["steps"], n_train=len(rows))
+    return {"steps": result["steps"], "metrics": result["metrics"], "n_train": len(rows), "leads": n_leads}

@@ -1,0 +1,121 @@
+"""The one LightningModule base of every training job: a subclass only says how a batch becomes losses.
+
+A stage's module (stage-1 ECG/video pretraining, stage-2 alignment, the stage-3 teacher and students,
+the array teacher, the classifiers of the downstream evaluations) subclasses :class:`TrainModule`,
+calls ``save_hyperparameters()`` with at least ``lr, weight_decay, warmup_steps, max_steps`` (and
+``betas``, ``seed``, ``encoder_lr_scale`` where it has them), sets ``self.model`` (what is exported
+and recorded in checkpoints) and implements ``_losses(batch, generator) -> {"loss", ...}``. The base:
+
+* draws each step's randomness (masks, augmentations, modality dropout) from
+  :func:`~.engine.step_generator`, so a step can be replayed and a resumed run continues as if it had
+  never stopped;
+* logs ``train/*`` and ``val/*`` (``local_metrics``: validation values a batch may lack, logged per
+  process and never synchronised, because under DDP every process must reduce the same keys);
+* builds AdamW (:func:`param_groups`: no decay on biases, norms, embeddings, tokens; parameters whose
+  name starts with one of ``scaled_prefixes`` - pretrained encoders - at ``encoder_lr_scale`` times the
+  rate) with a warm-up cosine schedule per optimizer step (as in MAE);
+* counts the steps done in a buffer (it survives ``ddp_spawn``'s copy back to the main process);
+* writes into every checkpoint what :func:`~.checkpoints.read_model_file` needs to rebuild the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from .. import __version__
+
+__all__ = ["TrainModule", "param_groups", "step_generator", "warmup_cosine"]
+
+VAL_SEED_OFFSET = 1_000_003  # validation draws: a fixed stream, the same at every validation
+
+
+def step_generator(seed: int, rank: int, step: int, device: torch.device | str) -> torch.Generator:
+    """A generator on ``device`` seeded from ``(seed, rank, step)`` only."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(hash((int(seed), int(rank), int(step))) & 0x7FFF_FFFF_FFFF_FFFF)
+    return generator
+
+
+def param_groups(module: nn.Module, weight_decay: float, scaled: Sequence[str] = (), scale: float = 1.0
+                 ) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices only (not biases, norms, embeddings, tokens), and an
+    ``lr_scale`` of ``scale`` on the parameters whose name starts with one of ``scaled``."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        no_decay = param.ndim < 2 or "embed" in name or "token" in name
+        groups.setdefault((no_decay, name.startswith(tuple(scaled))), []).append(param)
+    return [{"params": params, "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale if slow else 1.0}
+            for (no_decay, slow), params in groups.items()]
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
+    """``LambdaLR``: linear warm-up over ``warmup_steps``, then cosine decay to ``min_ratio`` at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class TrainModule(L.LightningModule):
+    """Base of every training module (module doc)."""
+
+    kind = "train"  # recorded in checkpoints (``"<kind>/<objective>"`` when the module has an objective)
+    scaled_prefixes: tuple[str, ...] = ()  # parameter-name prefixes trained at encoder_lr_scale
+    local_metrics: tuple[str, ...] = ()  # validation values logged per process, never synchronised
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+
+    def _losses(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _size(batch: dict[str, Any]) -> int:
+        return len(batch["index"] if "index" in batch else batch["x"])
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.steps_done.fill_(self.global_step)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        generator = step_generator(self.hparams.get("seed", 0), self.global_rank, self.global_step, self.device)
+        losses = self._losses(batch, generator)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=self._size(batch))
+        return losses["loss"]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        generator = step_generator(self.hparams.get("seed", 0), VAL_SEED_OFFSET, batch_idx, self.device)
+        losses = self._losses(batch, generator)
+        local = {f"val/{k}": v for k, v in losses.items() if k in self.local_metrics}
+        synced = {f"val/{k}": v for k, v in losses.items() if k not in self.local_metrics}
+        self.log_dict(synced, prog_bar=True, sync_dist=True, batch_size=self._size(batch))
+        if local:
+            self.log_dict(local, batch_size=self._size(batch))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = param_groups(self, hp.weight_decay, self.scaled_prefixes, hp.get("encoder_lr_scale", 1.0))
+        for group in groups:
+            group["lr"] = hp.lr * group["lr_scale"]
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.get("betas", (0.9, 0.999))))
+        scheduler = warmup_cosine(optimizer, hp.warmup_steps, hp.max_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        objective = self.hparams.get("objective")
+        checkpoint["cardiodistill"] = {
+            "version": __version__, "kind": f"{self.kind}/{objective}" if objective else self.kind,
+            "model_config": self.model.model_config, "state_prefix": "model.",
+        }
