@@ -330,7 +330,7 @@ def _bad_files(folder: Path) -> dict[str, tuple[Path, str, object]]:
         "missing .hea": (folder / "missing.hea", "WFDB header not found", read_wfdb),
         "empty .hea": (folder / "empty.hea", "WFDB header is empty", read_wfdb),
         "garbage .hea": (folder / "garbage.hea", "cannot parse WFDB header", read_wfdb),
-        "truncated .dat": (folder / "trunc.dat", "cannot read WFDB samples", read_wfdb),
+        "truncated .dat": (folder / "trunc.dat", "WFDB signal file is truncated", read_wfdb),
         "missing .dat": (folder / "nodat.dat", "WFDB signal file not found", read_wfdb),
         "missing .dcm": (folder / "missing.dcm", "DICOM file not found", read_video_dicom),
         "empty .dcm": (folder / "empty.dcm", "not a DICOM file", read_video_dicom),

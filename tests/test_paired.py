@@ -14,10 +14,12 @@ from torch.utils.data import DataLoader, default_collate
 
 from cardiodistill.config import load_config
 from cardiodistill.data import paired
+from cardiodistill.data.cache import split_bucket
 from cardiodistill.data.ecg_windows import WindowSpec, record_windows
 from cardiodistill.data.paired import PairedCache, PairedDataset, PairedSpec, build_paired_cache
 from cardiodistill.errors import ConfigError, DataError
 from cardiodistill.io import read_wfdb, write_wfdb
+from cardiodistill.privacy import pseudonym
 from cardiodistill.records import EcgRecord
 from cardiodistill.signals.leads import LEADS_12
 from cardiodistill.synth.cohort import write_cohort
@@ -82,8 +84,8 @@ def test_shapes_dtypes_and_table(cache):
         assert array.dtype == dtype and array.shape == (10, *shape), name
     assert list(cache.table.columns[:6]) == ["patient_id", "study_id", "split", "sex", "age", "note"]
     assert cache.dx_names and all(c.startswith("dx_") for c in cache.dx_names)
-    assert list(cache.table.columns[6:]) == ["triage", *cache.dx_names, "lvef"]
-    assert cache.table["patient_id"].tolist() == [f"P{i:06d}" for i in range(10)]
+    assert list(cache.table.columns[6:]) == ["triage", *cache.dx_names, "lvef", "split_bucket"]
+    assert cache.table["patient_id"].tolist() == [pseudonym(f"P{i:06d}") for i in range(10)]
     assert cache.meta["counts"] == {"ecg": 9, "mobile": 10, "echo": 8, "labs": 10, "note": 9}
 
 
@@ -110,14 +112,15 @@ def test_absent_modalities_are_zeros_and_flagged(cache):
     assert not item["has_ecg"] and not item["ecg_present"].any() and not item["ecg"].any()
     assert item["ecg_phase"].tolist() == [-1, -1] and item["has_mobile"] and item["has_echo"]
     # the study keeps its row and everything else
-    assert cache.table["patient_id"][NO_ECHO] == "P000000" and cache.present["ecg"][NO_ECHO]
+    assert cache.table["patient_id"][NO_ECHO] == pseudonym("P000000") and cache.present["ecg"][NO_ECHO]
 
 
 def test_unreadable_files_are_skipped_with_a_reason(cache):
     skipped = {(pid, modality): reason for pid, modality, reason in cache.meta["skipped"]}
-    assert set(skipped) == {(f"P{BAD_ECHO:06d}", "echo"), (f"P{MISSING_NOTE:06d}", "note")}
+    bad_echo, missing_note = pseudonym(f"P{BAD_ECHO:06d}"), pseudonym(f"P{MISSING_NOTE:06d}")
+    assert set(skipped) == {(bad_echo, "echo"), (missing_note, "note")}
     assert all("/" not in reason and "\n" not in reason and reason for reason in skipped.values())
-    assert skipped[(f"P{MISSING_NOTE:06d}", "note")] == "file not found"
+    assert skipped[(missing_note, "note")] == "file not found"
     assert not cache.present["echo"][BAD_ECHO] and cache.present["ecg"][BAD_ECHO] and cache.present["note"][BAD_ECHO]
     assert not cache.present["note"][MISSING_NOTE] and cache.table["note"][MISSING_NOTE] == ""
 
@@ -126,7 +129,8 @@ def test_labs_nan_preserved(cohort, cache):
     labs = pd.read_csv(cohort / "labs.csv", dtype={"patient_id": str}).set_index("patient_id")
     assert cache.lab_names == list(labs.columns)
     stored = cache.load("labs")
-    expected = labs.loc[cache.table["patient_id"], cache.lab_names].to_numpy(np.float32)
+    manifest = pd.read_csv(cohort / "manifest.csv", dtype={"patient_id": str})
+    expected = labs.loc[manifest["patient_id"], cache.lab_names].to_numpy(np.float32)
     assert np.isnan(expected).any(), "the simulator leaves some labs missing"
     np.testing.assert_array_equal(stored, expected)  # NaN where missing, same places
     assert np.isnan(PairedDataset(cache)[0]["labs"].numpy()).tolist() == np.isnan(expected[0]).tolist()
@@ -196,7 +200,9 @@ def test_manifest_only_cohort_and_bad_tables(tmp_path):
     rows = "patient_id,study_id,split,ecg_path,triage,dx_af,lvef\n7,S1,train,,1,0,55.5\nNA,S2,val,,,1,\n"
     (root / "manifest.csv").write_text(rows)
     cache = build_paired_cache(root, tmp_path / "cache", SPEC)
-    assert cache.table["patient_id"].tolist() == ["7", "NA"] and cache.table["sex"].tolist() == ["", ""]
+    assert cache.table["patient_id"].tolist() == [pseudonym("7"), pseudonym("NA")]
+    assert cache.table["split_bucket"].tolist() == [split_bucket("7"), split_bucket("NA")]
+    assert cache.table["sex"].tolist() == ["", ""]
     assert cache.lab_names == [] and cache.load("labs").shape == (2, 0) and cache.dx_names == ["dx_af"]
     assert not any(cache.present[m].any() for m in paired.MODALITIES) and not cache.meta["skipped"]
     assert (cache.load("gt_ecg_phase") == -1).all()

@@ -13,6 +13,41 @@ not at all; a cache whose ``cache.json`` holds the same fingerprint is reused, a
 anything else is refused rather than overwritten. :class:`ArrayCache` maps the chunks lazily, so
 a cache handed to DataLoader worker processes opens its files in each worker and its size is
 bounded by disk, not RAM.
+
+What the caches share besides the layout:
+
+Identifiers
+    Nothing a cache writes (``items.csv``, ``cache.json`` and its ``skipped`` reasons) names a
+    patient, a study or a clinical file by its real identifier: :func:`written_id` writes the keyed
+    :func:`~cardiodistill.privacy.pseudonym` instead (16 hex digits; set
+    ``$CARDIODISTILL_PSEUDONYM_KEY`` to a secret so it cannot be reversed by hashing candidate MRNs),
+    and :func:`redact` takes file names out of a reader's error before it is kept. Ids of public data
+    sets (``ptbxl/<ecg_id>``) and of the simulator (``P000123`` from ``cardiodistill synth``'s
+    in-memory sources) are not identifiers and stay. Real ids are written only on request: a
+    builder's ``real_ids=True``, or ``$CARDIODISTILL_REAL_IDS=1`` when the builder is not told
+    (:func:`opted_in`); a cache records which it holds (:func:`ids_fingerprint`), so one is never
+    reused as the other.
+
+Hashed splits without the ids
+    Splits hash the *real* id (:func:`is_val_record`; the paired cohort's labelled subset), so a
+    split never depends on the pseudonym key. The hash is reduced to a bucket in
+    ``[0, SPLIT_BUCKETS)`` (:func:`split_bucket`) and an id is in a fraction ``f`` when its bucket is
+    below ``f * SPLIT_BUCKETS`` (:func:`in_fraction`). A cache whose users choose fractions after
+    it is built stores the bucket (an ``items.csv`` column ``split_bucket``) next to the pseudonym,
+    so the same ids fall in the same splits as before pseudonyms without the real id being written.
+    A bucket is 17 bits of an unkeyed hash: shared by one id in 100,000, it does not name a
+    patient, but it narrows a guess, which is why the full 32-bit hash is never stored.
+
+Files a manifest names
+    :func:`manifest_file` checks a path from a manifest before anything opens it: resolved
+    (symlinks and ``..``) it must lie inside the cohort folder, unless the user opts in with
+    ``$CARDIODISTILL_ALLOW_OUTSIDE_PATHS=1`` (a switch of the environment, not of a config, so that
+    a shared config cannot turn it on); it must be a regular file (no
+    device, FIFO, socket or folder) and no larger than the bound for its kind
+    (:data:`MAX_FILE_BYTES`). :func:`read_bounded` reads a file whole with the same checks made again
+    on the open file, so a file swapped or grown after the check is still refused. A refused file
+    is a :class:`~cardiodistill.errors.DataError` whose ``problem`` says why without the path; the
+    builders keep that reason and treat the file as absent.
 """
 
 from __future__ import annotations
@@ -20,6 +55,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import zlib
 from collections.abc import Sequence
 from os import PathLike
@@ -29,18 +65,159 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import DataError, one_line
 from ..io.atomic import write_json_atomic, write_text_atomic
+from ..privacy import pseudonym
 
-__all__ = ["ArrayCache", "CacheBuilder", "is_val_record", "reuse_cache"]
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_TABLE_BYTES",
+    "OUTSIDE_PATHS_ENV",
+    "REAL_IDS_ENV",
+    "SPLIT_BUCKETS",
+    "ArrayCache",
+    "CacheBuilder",
+    "ids_fingerprint",
+    "in_fraction",
+    "is_val_record",
+    "manifest_file",
+    "opted_in",
+    "read_bounded",
+    "redact",
+    "reuse_cache",
+    "split_bucket",
+    "written_id",
+]
 
 INDEX_NAME = "items.csv"
 META_NAME = "cache.json"
 
+#: Set to 1 to write real identifiers into caches instead of pseudonyms (module doc).
+REAL_IDS_ENV = "CARDIODISTILL_REAL_IDS"
+#: Set to 1 to let a manifest name files outside its cohort folder (module doc).
+OUTSIDE_PATHS_ENV = "CARDIODISTILL_ALLOW_OUTSIDE_PATHS"
+#: Hash buckets of the hashed splits: a fraction is resolved to 1 / SPLIT_BUCKETS.
+SPLIT_BUCKETS = 100_000
+#: The largest file of each kind a manifest may name, in bytes: far above any real record (a 24-hour
+#: 12-lead Holter, a long uncompressed cine, pages of notes), far below what exhausts a machine.
+MAX_FILE_BYTES = {"ecg": 1 << 30, "mobile": 1 << 30, "echo": 4 << 30, "note": 1 << 20}
+#: The largest table read whole (manifest.csv, labs.csv, timing.jsonl), in bytes.
+MAX_TABLE_BYTES = 1 << 30
+
+
+# ----------------------------------------------------------------------------------- ids and splits
+
+
+def split_bucket(record_id: str) -> int:
+    """The hash bucket ``[0, SPLIT_BUCKETS)`` of an id: CRC-32 of its UTF-8 text (platform-independent)."""
+    return zlib.crc32(str(record_id).encode()) % SPLIT_BUCKETS
+
+
+def in_fraction(buckets: Sequence[int] | np.ndarray | pd.Series, fraction: float) -> np.ndarray:
+    """bool ``[n]``: which of these :func:`split_bucket` values fall in the hashed ``fraction``
+    (for an id: ``in_fraction([split_bucket(id)], f)[0] == is_val_record(id, f)``)."""
+    return np.asarray(buckets, np.int64) < fraction * SPLIT_BUCKETS
+
 
 def is_val_record(record_id: str, val_fraction: float) -> bool:
     """Deterministic, platform-independent validation assignment of a record by its id."""
-    return zlib.crc32(record_id.encode()) % 100_000 < val_fraction * 100_000
+    return split_bucket(record_id) < val_fraction * SPLIT_BUCKETS
+
+
+def opted_in(flag: bool | None, env: str) -> bool:
+    """``flag`` when given, else whether ``$env`` is set to 1, true or yes: a user's explicit opt-in."""
+    if flag is not None:
+        return bool(flag)
+    return os.environ.get(env, "").strip().lower() in ("1", "true", "yes")
+
+
+def written_id(value: str, real_ids: bool) -> str:
+    """What a cache writes for the identifier ``value``: its pseudonym, or itself with ``real_ids``
+    (a blank id stays blank)."""
+    value = str(value)
+    return value if real_ids or not value else pseudonym(value)
+
+
+def ids_fingerprint(real_ids: bool) -> dict[str, Any]:
+    """The part of a cache's fingerprint that says which ids it holds: real, or pseudonyms of which key."""
+    return {"real_ids": bool(real_ids), "pseudonym_key": pseudonym("cardiodistill")}
+
+
+def redact(text: str, name: str | os.PathLike[str]) -> str:
+    """``text`` (a reader's error) with the file name of the path ``name`` and its stem (the part before
+    the first dot; at least 3 characters) replaced by ``<file>``: a file named after a patient must not
+    reach a cache through an error message (readers name the file, or a sibling of the same stem)."""
+    base = Path(name).name
+    for part in sorted({base, base.split(".")[0]}, key=len, reverse=True):
+        if len(part) >= 3:
+            text = text.replace(part, "<file>")
+    return text
+
+
+# ----------------------------------------------------------------------------------- bounded reads
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):g} GiB" if n >= 1 << 30 else f"{n / (1 << 20):g} MiB"
+
+
+def _check_regular(st: os.stat_result, max_bytes: int, what: str) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"not a regular file (a device, FIFO, socket or folder): the {what} is not read")
+    if st.st_size > max_bytes:
+        raise DataError(f"larger than {_size(max_bytes)}, the bound for a {what}: not read")
+
+
+def manifest_file(root: str | os.PathLike[str], name: str, *, what: str, max_bytes: int,
+                  allow_outside: bool | None = None, or_suffix: str | None = None) -> Path:
+    """The resolved path of the file ``name`` (relative to the cohort folder ``root``, or absolute) that a
+    manifest names as a ``what`` (e.g. "note"), checked before anything opens it (module doc).
+    ``or_suffix``: when nothing is at ``name``, the file ``name + or_suffix`` instead (a WFDB record
+    named without its ``.hea``). ``allow_outside`` None: ``$CARDIODISTILL_ALLOW_OUTSIDE_PATHS``.
+
+    Raises :class:`DataError` without a path (the caller keeps the reason, and names can identify)."""
+    try:
+        path = (Path(root) / name).resolve()
+        if or_suffix and not os.path.lexists(path):
+            path = Path(f"{Path(root) / name}{or_suffix}").resolve()
+        inside = path.is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a NUL byte
+        raise DataError(f"not a usable path: {one_line(err)}") from None
+    if not inside and not opted_in(allow_outside, OUTSIDE_PATHS_ENV):
+        raise DataError(f"the path leads outside the cohort folder: not read "
+                        f"(set {OUTSIDE_PATHS_ENV}=1 to allow files elsewhere)")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise DataError("file not found") from None
+    except OSError as err:
+        raise DataError(f"cannot read: {err.strerror or one_line(err)}") from None
+    _check_regular(st, max_bytes, what)
+    return path
+
+
+def read_bounded(path: str | os.PathLike[str], max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of the regular file ``path``; a :class:`DataError` naming ``path`` if it is missing, not
+    a regular file, or larger than ``max_bytes`` (checked on the open file, and again while reading)."""
+    try:  # non-blocking: opening a FIFO swapped in after a check must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise DataError("file not found", path) from None
+    except OSError as err:
+        raise DataError(f"cannot read: {err.strerror or one_line(err)}", path) from None
+    try:
+        _check_regular(os.fstat(fd), max_bytes, what)
+    except DataError as err:
+        os.close(fd)
+        raise DataError(err.problem, path) from None
+    with os.fdopen(fd, "rb") as file:
+        try:
+            data = file.read(max_bytes + 1)
+        except OSError as err:
+            raise DataError(f"cannot read: {err.strerror or one_line(err)}", path) from None
+    if len(data) > max_bytes:
+        raise DataError(f"larger than {_size(max_bytes)}, the bound for a {what}: not read", path)
+    return data
 
 
 def reuse_cache(folder: str | PathLike[str], fingerprint: dict[str, Any]) -> bool:

@@ -42,7 +42,17 @@ from ..errors import CardiodistillError, DataError
 from ..records import EcgRecord
 from ..signals.leads import LEADS_12
 from ..signals.prepare import InputSpec, prepare
-from .cache import ArrayCache, CacheBuilder, is_val_record, reuse_cache
+from .cache import (
+    REAL_IDS_ENV,
+    ArrayCache,
+    CacheBuilder,
+    ids_fingerprint,
+    is_val_record,
+    opted_in,
+    redact,
+    reuse_cache,
+    written_id,
+)
 
 __all__ = [
     "SOURCE_KINDS",
@@ -214,6 +224,7 @@ def build_window_cache(
     val_fraction: float = 0.02,
     chunk_windows: int = 4096,
     progress: Callable[[str, int], None] | None = None,
+    real_ids: bool | None = None,
 ) -> WindowCache:
     """Write (or reuse) the window cache of ``sources`` at ``folder`` (module doc); returns it open.
 
@@ -221,9 +232,15 @@ def build_window_cache(
     cannot be read or processed is skipped and counted under ``skipped`` in ``cache.json`` with
     its one-line reason (the first 20 are kept), so one bad file does not end a long job; a
     source that cannot be opened at all (no such folder, no REFERENCE.csv) is an error.
+
+    ``items.csv`` and the reasons name a record of a folder of files or of a cohort by the keyed
+    pseudonym of its id (its path), file names taken out of the reasons; ids of the public data sets
+    and of the simulator stay (:mod:`~cardiodistill.data.cache`, "Identifiers"). ``real_ids`` writes
+    every id as it is (None: ``$CARDIODISTILL_REAL_IDS``). The split hashes the real id, as it always has.
     """
     folder = Path(folder)
-    wanted = _fingerprint(spec, sources, val_fraction)
+    real_ids = opted_in(real_ids, REAL_IDS_ENV)
+    wanted = {**_fingerprint(spec, sources, val_fraction), **ids_fingerprint(real_ids)}
     if reuse_cache(folder, wanted):
         return WindowCache(folder)
     if not sources:
@@ -233,15 +250,18 @@ def build_window_cache(
     with CacheBuilder(folder, {"windows": np.float16, "present": bool}, chunk=chunk_windows) as builder:
         for source in sources:
             count = counts.setdefault(source.label, {"records": 0, "windows": 0, "skipped": 0})
+            public = source.kind in ("ptbxl", "cinc2017", "synth")  # ids that identify no one
             for done, (record_id, load) in enumerate(source_loaders(source), 1):
+                name = written_id(record_id, real_ids or public)
                 try:
                     windows, present, starts = record_windows(load(), spec, max_windows=source.max_windows)
-                except CardiodistillError as err:
+                except CardiodistillError as err:  # the reason without the file's path (names can identify)
                     count["skipped"] += 1
-                    skipped.append(f"{record_id}: {err}")
+                    reason = str(getattr(err, "problem", err))
+                    skipped.append(f"{name}: {reason if real_ids or public else redact(reason, record_id)}")
                     continue
                 split = "val" if is_val_record(record_id, val_fraction) else "train"
-                rows = [{"source": source.label, "record": record_id, "start_s": float(s), "split": split}
+                rows = [{"source": source.label, "record": name, "start_s": float(s), "split": split}
                         for s in starts]
                 builder.add(rows, windows=windows, present=present)
                 count["records"] += 1

@@ -27,10 +27,32 @@ the stage-1 encoders saw in pretraining:
   when nothing was detected, of the true beat nearest the middle whose T end is known;
 * ``has_ecg``, ``has_mobile``, ``has_echo``, ``has_labs``, ``has_note`` bool.
 
-``items.csv`` holds patient_id, study_id, split, age, sex, the note's text, triage, dx_* and lvef
-(NaN when missing). A modality whose file cannot be read is left out of that study and listed in
-``cache.json``'s ``skipped`` as ``[patient_id, modality, reason]`` (the reason without the path);
-the study stays. The layout, atomic build and reuse rules are :mod:`~cardiodistill.data.cache`'s.
+``items.csv`` holds patient_id, study_id, split, sex, age, the note's text, triage, dx_*, lvef
+(NaN when missing) and split_bucket. A modality whose file cannot be read is left out of that study
+and listed in ``cache.json``'s ``skipped`` as ``[patient_id, modality, reason]`` (the reason without
+the path); the study stays. The layout, atomic build and reuse rules are
+:mod:`~cardiodistill.data.cache`'s.
+
+Identifiers. ``patient_id`` and ``study_id`` in ``items.csv`` and ``skipped`` are keyed pseudonyms of
+the manifest's ids (:func:`~cardiodistill.data.cache.written_id`; real ids only with
+``real_ids=True`` or ``$CARDIODISTILL_REAL_IDS=1``). Pseudonyms are distinct per id, so grouping by
+patient is unchanged. Whatever must hash the *real* id reads ``split_bucket`` instead, the
+:func:`~cardiodistill.data.cache.split_bucket` of the manifest's patient_id: the labelled subset and
+the stage-2 holdout are ``in_fraction(table["split_bucket"], share)``, exactly the studies that
+hashing the real ids chose before ids were pseudonymised (so every split and published number stays
+as it was), while the real ids stay in the manifest and in memory during the build. The alternative,
+re-reading the manifest whenever a cache is opened, would make a cache useless without its cohort
+folder and keep real ids in memory for every job that reads it.
+
+Manifest paths. Every file the manifest names is checked by
+:func:`~cardiodistill.data.cache.manifest_file` before it is opened: inside the cohort folder once
+symlinks and ``..`` are resolved (files elsewhere only with ``$CARDIODISTILL_ALLOW_OUTSIDE_PATHS=1``),
+a regular file, and no larger than
+:data:`~cardiodistill.data.cache.MAX_FILE_BYTES` for its kind (a note at most 1 MiB; ECG and echo
+files are further bounded by their readers). A file that fails is that study's modality absent,
+with the reason in ``skipped``; it is never read. ``manifest.csv``, ``labs.csv`` and
+``timing.jsonl`` are read whole only as regular files of at most
+:data:`~cardiodistill.data.cache.MAX_TABLE_BYTES`.
 
 :class:`PairedDataset` serves the rows as model input, with zeros and ``has_x`` False for a modality
 that is absent or not asked for, so :func:`~torch.utils.data.default_collate` batches any mix.
@@ -38,6 +60,7 @@ that is absent or not asked for, so :func:`~torch.utils.data.default_collate` ba
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import multiprocessing
@@ -60,13 +83,29 @@ from ..signals.phases import ecg_phases
 from ..signals.preprocess import canonicalize, fill_gaps
 from ..video import ClipSpec, normalise_frames, prepare_clip
 from ..video.phases import echo_phases
-from .cache import INDEX_NAME, ArrayCache, CacheBuilder, reuse_cache
+from .cache import (
+    INDEX_NAME,
+    MAX_FILE_BYTES,
+    MAX_TABLE_BYTES,
+    OUTSIDE_PATHS_ENV,
+    REAL_IDS_ENV,
+    ArrayCache,
+    CacheBuilder,
+    ids_fingerprint,
+    manifest_file,
+    opted_in,
+    read_bounded,
+    redact,
+    reuse_cache,
+    split_bucket,
+    written_id,
+)
 from .ecg_windows import WindowSpec, record_windows
 
 __all__ = ["MODALITIES", "PairedCache", "PairedDataset", "PairedSpec", "build_paired_cache"]
 
 CACHE_FORMAT = "cardiodistill-paired"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: pseudonymous ids, split_bucket, bounded and confined manifest paths
 MODALITIES = ("ecg", "mobile", "echo", "labs", "note")
 TEXT_COLUMNS = ("patient_id", "study_id", "split", "sex", "note")
 PATH_COLUMNS = {"ecg": "ecg_path", "mobile": "mobile_path", "echo": "echo_path", "note": "note_path"}
@@ -139,19 +178,22 @@ class PairedSpec:
 class _Study:
     """What a worker needs to preprocess one study (picklable)."""
 
-    patient_id: str
+    patient_id: str  # as written (a pseudonym unless real ids were asked for): names the study in ``skipped``
     paths: dict[str, str | None]  # modality -> path relative to the cohort folder (or absolute), None if absent
     labs: np.ndarray | None  # float32 [n_labs], None without a labs.csv row
     timing: dict[str, Any] | None  # the study's timing.jsonl entry
 
 
-def _read_csv(path: Path, text: Iterable[str]) -> pd.DataFrame:
+def _read_csv(path: Path, text: Iterable[str], max_bytes: int | None = MAX_TABLE_BYTES) -> pd.DataFrame:
     """``path`` with the ``text`` columns read literally ("" when blank; an id "NA" stays "NA") and the
-    others by pandas' rules (blank, "NA", "NaN" are missing)."""
+    others by pandas' rules (blank, "NA", "NaN" are missing). An input table is read only as a regular
+    file of at most ``max_bytes`` (None: this module's own ``items.csv``, as large as the cohort)."""
     text = set(text)
+    data = None if max_bytes is None else read_bounded(path, max_bytes, "table")
     try:
-        frame = pd.read_csv(path)
-        literal = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=lambda c: c in text)
+        frame = pd.read_csv(path if data is None else io.BytesIO(data))
+        literal = pd.read_csv(path if data is None else io.BytesIO(data), dtype=str, keep_default_na=False,
+                              usecols=lambda c: c in text)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"cannot read the table: {one_line(err)}", path) from None
     frame[literal.columns] = literal
@@ -197,8 +239,12 @@ def _read_timing(path: Path) -> dict[str, dict[str, Any]]:
     """The simulator's ground-truth timing by patient_id (empty without the file)."""
     if not path.is_file():
         return {}
+    try:
+        lines = read_bounded(path, MAX_TABLE_BYTES, "table").decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError("timing.jsonl is not UTF-8 text", path) from None
     timing = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -221,28 +267,35 @@ def _fingerprint(root: Path, spec: PairedSpec) -> dict[str, Any]:
     return {"format": CACHE_FORMAT, "version": CACHE_VERSION, "spec": spec.to_dict(), "files": files}
 
 
-def _table_row(row: pd.Series, dx_names: list[str], note: str) -> dict[str, Any]:
-    """One ``items.csv`` row: ids and text ("" when missing), age and labels (NaN when missing)."""
+def _table_row(row: pd.Series, dx_names: list[str], note: str, real_ids: bool) -> dict[str, Any]:
+    """One ``items.csv`` row: ids as written and text ("" when missing), age and labels (NaN when
+    missing), and the split bucket of the real patient id (module doc)."""
     text = {c: str(row[c]) if pd.notna(row.get(c)) else "" for c in TEXT_COLUMNS[:4]}
+    bucket = split_bucket(text["patient_id"])
+    text.update({c: written_id(text[c], real_ids) for c in ("patient_id", "study_id")})
     numbers = {c: float(row[c]) if pd.notna(row.get(c)) else math.nan for c in ("age", "triage", *dx_names, "lvef")}
-    return {**text, "age": numbers.pop("age"), "note": note, **numbers}
+    return {**text, "age": numbers.pop("age"), "note": note, **numbers, "split_bucket": bucket}
 
 
 def _read_table(path: Path, dx_names: list[str]) -> pd.DataFrame:
     """``items.csv`` back, text as written (an empty or "NA" note stays a string), numbers with NaN."""
     numeric = ["age", "triage", *dx_names, "lvef"]
-    table = _read_csv(path, TEXT_COLUMNS)
+    table = _read_csv(path, TEXT_COLUMNS, max_bytes=None)
     table[numeric] = table[numeric].astype(np.float64)
-    return table[[*TEXT_COLUMNS[:4], "age", "note", *numeric[1:]]]
+    table["split_bucket"] = table["split_bucket"].astype(np.int64)
+    return table[[*TEXT_COLUMNS[:4], "age", "note", *numeric[1:], "split_bucket"]]
 
 
 # ----------------------------------------------------------------------------------- one study
 
 
-def _read_ecg_file(path: Path) -> EcgRecord:
-    """Read an ECG; a WFDB record may be named without its ``.hea`` (as the simulator's manifest does)."""
-    header = path.with_name(path.name + ".hea")
-    return read_ecg(header if not path.exists() and header.is_file() else path)
+def _manifest_file(root: Path, name: str, modality: str, allow_outside: bool) -> Path:
+    """The checked file of ``modality`` that the manifest names ``name`` (module doc); an ECG may be a
+    WFDB record named without its ``.hea`` (as the simulator's manifest does)."""
+    ecg = modality in ("ecg", "mobile")
+    return manifest_file(root, name, what="handheld ECG" if modality == "mobile" else modality,
+                         max_bytes=MAX_FILE_BYTES[modality], allow_outside=allow_outside,
+                         or_suffix=".hea" if ecg else None)
 
 
 def _first_window(record: EcgRecord, spec: WindowSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -309,13 +362,13 @@ def _prepared_frame(events_s: np.ndarray, times_s: np.ndarray) -> int:
 
 
 def _ecg_arrays(path: Path, spec: WindowSpec) -> dict[str, np.ndarray]:
-    record = _read_ecg_file(path)
+    record = read_ecg(path)
     window, present = _first_window(record, spec)
     return {"ecg": window, "ecg_present": present, "ecg_phase": _ecg_phase(record, spec)}
 
 
 def _mobile_arrays(path: Path, spec: PairedSpec) -> dict[str, np.ndarray]:
-    window, present = _first_window(_read_ecg_file(path), spec.ecg)
+    window, present = _first_window(read_ecg(path), spec.ecg)
     rows = [LEADS_12.index(lead) for lead in spec.mobile_leads]
     if not present[rows].any():
         raise DataError(f"none of the leads {', '.join(spec.mobile_leads)} is usable")
@@ -341,23 +394,22 @@ def _echo_arrays(path: Path, spec: ClipSpec, timing: dict[str, Any] | None) -> d
 
 
 def _read_note(path: Path) -> dict[str, str]:
-    try:
-        note = path.read_bytes().decode("utf-8")  # as written: line endings are not translated
-    except FileNotFoundError:
-        raise DataError("file not found") from None
+    try:  # as written: line endings are not translated
+        note = read_bounded(path, MAX_FILE_BYTES["note"], "note").decode("utf-8")
     except UnicodeDecodeError:
         raise DataError("not UTF-8 text") from None
-    except OSError as err:
-        raise DataError(f"cannot read: {err.strerror or one_line(err)}") from None
     if not note.strip():
         raise DataError("the note is empty")
     return {"note": note}
 
 
-def _study_arrays(root: Path, spec: PairedSpec, study: _Study) -> tuple[dict[str, np.ndarray], str, list[list[str]]]:
+def _study_arrays(root: Path, spec: PairedSpec, study: _Study, *,
+                  allow_outside: bool = False) -> tuple[dict[str, np.ndarray], str, list[list[str]]]:
     """Every array of one study, its note text and its skipped modalities ``[patient_id, modality, reason]``.
 
-    A modality is read whole or not at all: its arrays stay zeros (phases -1) unless every step succeeds."""
+    A modality is read whole or not at all: its arrays stay zeros (phases -1) unless every step succeeds.
+    A file the manifest names is opened only if it passes :func:`_manifest_file` (``allow_outside``: files
+    outside ``root`` may pass)."""
     n_mobile, win, clip = len(spec.mobile_leads), spec.ecg.n_samples, spec.clip
     out: dict[str, Any] = {
         "ecg": np.zeros((len(LEADS_12), win), np.float32), "ecg_present": np.zeros(len(LEADS_12), bool),
@@ -380,9 +432,9 @@ def _study_arrays(root: Path, spec: PairedSpec, study: _Study) -> tuple[dict[str
         if path is None:
             continue
         try:
-            out.update(read(root / path), **{f"has_{modality}": np.array(True)})
+            out.update(read(_manifest_file(root, path, modality, allow_outside)), **{f"has_{modality}": np.array(True)})
         except CardiodistillError as err:  # the reason without the file's path (names can identify)
-            skipped.append([study.patient_id, modality, getattr(err, "problem", str(err))])
+            skipped.append([study.patient_id, modality, redact(getattr(err, "problem", str(err)), path)])
     if study.labs is not None:
         out["labs"] = study.labs.astype(np.float32)
         out["has_labs"] = np.array(bool(np.isfinite(study.labs).any()))
@@ -392,13 +444,16 @@ def _study_arrays(root: Path, spec: PairedSpec, study: _Study) -> tuple[dict[str
     return out, note, skipped
 
 
-def _process_studies(job: tuple[str, PairedSpec, list[_Study]]) -> list[tuple[dict[str, np.ndarray], str, list]]:
+Job = tuple[str, PairedSpec, list[_Study], bool]  # cohort folder, spec, studies, allow_outside
+
+
+def _process_studies(job: Job) -> list[tuple[dict[str, np.ndarray], str, list]]:
     """A worker's job: the arrays, note and skipped entries of a few studies (module level, so spawn can pickle it)."""
-    root, spec, studies = job
-    return [_study_arrays(Path(root), spec, study) for study in studies]
+    root, spec, studies, allow_outside = job
+    return [_study_arrays(Path(root), spec, study, allow_outside=allow_outside) for study in studies]
 
 
-def _results(jobs: list[tuple[str, PairedSpec, list[_Study]]], workers: int) -> Iterator[list[tuple]]:
+def _results(jobs: list[Job], workers: int) -> Iterator[list[tuple]]:
     """The jobs' results in order, from ``workers`` processes (the platform's start method) or this one."""
     if workers == 1 or len(jobs) == 1:
         yield from map(_process_studies, jobs)
@@ -424,16 +479,19 @@ def build_paired_cache(
     progress: Callable[[int], None] | None = None,
     workers: int = 1,
     chunk_studies: int = 512,
+    real_ids: bool | None = None,
 ) -> PairedCache:
     """Write (or reuse) the paired cache of the cohort folder ``cohort`` at ``out`` (module doc); returns it open.
 
     ``cohort`` holds ``manifest.csv`` (one row per study; ``ecg_path``, ``mobile_path``, ``echo_path``
-    and ``note_path`` relative to the folder, any of them blank or missing; labels may be blank),
+    and ``note_path`` relative to the folder and inside it (module doc), any of them blank or missing;
+    labels may be blank),
     optionally ``labs.csv`` (patient_id plus one column per lab) and ``timing.jsonl`` (simulator truth).
     ``progress(studies done)`` is called as studies finish. ``workers > 1`` preprocesses with that many
     processes (any start method: the job function is module-level); ``chunk_studies`` studies are stored
     per chunk file. A cache built from the same spec and the same manifest (path, size, modification
     time) is reused; one built from anything else is refused (:func:`~cardiodistill.data.cache.reuse_cache`).
+    ``real_ids`` writes the manifest's ids instead of pseudonyms (None: ``$CARDIODISTILL_REAL_IDS``).
     """
     if not isinstance(spec, PairedSpec):
         raise ConfigError(f"spec must be a PairedSpec, got {type(spec).__name__}")
@@ -443,7 +501,8 @@ def build_paired_cache(
     manifest_path = root / "manifest.csv"
     if not manifest_path.is_file():
         raise DataError("manifest.csv not found: not a cohort folder", root)
-    wanted = _fingerprint(root, spec)
+    real_ids, allow_outside = opted_in(real_ids, REAL_IDS_ENV), opted_in(None, OUTSIDE_PATHS_ENV)
+    wanted = {**_fingerprint(root, spec), **ids_fingerprint(real_ids), "outside_paths": allow_outside}
     if reuse_cache(out, wanted):
         return PairedCache(out)
     manifest = _read_manifest(manifest_path)
@@ -457,15 +516,16 @@ def build_paired_cache(
         pid = row["patient_id"]
         paths = {m: (row[c].strip() or None) if c in row else None for m, c in PATH_COLUMNS.items()}
         lab_row = None if labs is None or pid not in labs.index else labs.loc[pid, lab_names].to_numpy(np.float32)
-        studies.append(_Study(pid, paths, lab_row, timing.get(pid)))
-    jobs = [(str(root), spec, studies[k:k + STUDIES_PER_JOB]) for k in range(0, len(studies), STUDIES_PER_JOB)]
+        studies.append(_Study(written_id(pid, real_ids), paths, lab_row, timing.get(pid)))
+    jobs = [(str(root), spec, studies[k:k + STUDIES_PER_JOB], allow_outside)
+            for k in range(0, len(studies), STUDIES_PER_JOB)]
 
     skipped: list[list[str]] = []
     counts = dict.fromkeys(MODALITIES, 0)  # studies with each modality
     with CacheBuilder(out, _dtypes(), chunk=chunk_studies) as builder:
         for results in _results(jobs, workers):
             for arrays, note, skipped_one in results:
-                row = _table_row(manifest.iloc[len(builder)], dx_names, note)
+                row = _table_row(manifest.iloc[len(builder)], dx_names, note, real_ids)
                 builder.add([row], **{name: a[None] for name, a in arrays.items()})
                 skipped.extend(skipped_one)
                 for m in MODALITIES:
@@ -484,6 +544,9 @@ class PairedCache(ArrayCache):
 
     def __init__(self, folder: str | PathLike[str]):
         super().__init__(folder, CACHE_FORMAT)
+        if self.meta.get("version") != CACHE_VERSION:
+            raise DataError(f"a paired cache of version {self.meta.get('version')}; this toolkit reads version "
+                            f"{CACHE_VERSION}: delete it and build it again", self.folder)
         self.spec = PairedSpec.from_dict(self.meta["spec"])
         self.lab_names: list[str] = list(self.meta["lab_names"])
         self.dx_names: list[str] = list(self.meta["dx_names"])

@@ -10,6 +10,12 @@ A study is a flat dict of named values (an ECG ``[12, 5000]`` float32, an echo c
 * a key whose shapes differ between studies (clips of different lengths) is stored *ragged*,
   one array per study, as members ``<key>.<i>``.
 
+Identifiers: the text of a study's ``id_keys`` (default :data:`ID_KEYS`: ``patient_id``,
+``study_id``, ``record``) is written as its keyed pseudonym
+(:func:`~cardiodistill.data.cache.written_id`; a number becomes the pseudonym of its text), so a
+shard of real patients names none of them; ``real_ids=True`` (or ``$CARDIODISTILL_REAL_IDS=1``)
+stores them as given, as the simulator does with its made-up ids.
+
 Each written shard is recorded in ``shards.json`` (file name, number of studies and, per key,
 dtype and shape), which is the source of truth: a shard file that is not in the index does not
 exist for readers. Shard and index are written atomically (shard first), so a crash leaves a
@@ -35,14 +41,18 @@ import numpy as np
 
 from ..errors import DataError
 from ..io.atomic import save_npz_atomic, write_json_atomic
+from .cache import REAL_IDS_ENV, opted_in, written_id
 
-__all__ = ["INDEX_NAME", "ShardWriter", "iter_shards", "read_shard_index", "write_shard", "write_shard_index"]
+__all__ = ["ID_KEYS", "INDEX_NAME", "ShardWriter", "iter_shards", "read_shard_index", "write_shard",
+           "write_shard_index"]
 
 INDEX_NAME = "shards.json"
 _FORMAT = "cardiodistill-shards"
 _VERSION = 1
 _KEY = re.compile(r"^[A-Za-z0-9_\-]+$")  # no "." (ragged members are "<key>.<i>") and no "/"
 _NUMERIC_KINDS = frozenset("biufc")
+#: Study keys whose values are identifiers, written as pseudonyms by default (module doc).
+ID_KEYS = ("patient_id", "study_id", "record")
 
 
 def _shard_name(prefix: str, index: int) -> str:
@@ -90,6 +100,13 @@ def _as_array(value: Any, key: str, where: Path) -> np.ndarray:
     return arr
 
 
+def _pseudonyms(value: Any) -> np.ndarray:
+    """An identifier value (one id or an array of them) as the pseudonyms of their text."""
+    arr = np.asarray(value)
+    ids = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in arr.ravel().tolist()]
+    return np.array([written_id(v, real_ids=False) for v in ids], dtype=str).reshape(arr.shape)
+
+
 def _stackable(arrays: Sequence[np.ndarray]) -> bool:
     """One shape for all, and all numeric or all text (so stacking neither fails nor pickles)."""
     if len({a.shape for a in arrays}) != 1:
@@ -120,17 +137,26 @@ def _pack(studies: Sequence[Mapping[str, np.ndarray]]) -> tuple[dict[str, np.nda
 
 
 def write_shard(
-    folder: str | PathLike[str], name: str, studies: Sequence[Mapping[str, Any]], *, compress: bool = False
+    folder: str | PathLike[str],
+    name: str,
+    studies: Sequence[Mapping[str, Any]],
+    *,
+    compress: bool = False,
+    id_keys: Sequence[str] = ID_KEYS,
+    real_ids: bool | None = None,
 ) -> dict[str, Any]:
     """Write one shard file atomically and return its index entry (not yet in any index).
 
     For writers that produce shards in parallel processes: each writes its shards with this,
-    and one process then lists them all with :func:`write_shard_index`.
+    and one process then lists them all with :func:`write_shard_index`. The values of ``id_keys``
+    are written as pseudonyms unless ``real_ids`` (None: ``$CARDIODISTILL_REAL_IDS``; module doc).
     """
     folder = Path(folder)
     if not studies:
         raise DataError("a shard needs at least one study", folder / name)
-    members, info = _pack([{k: _as_array(v, k, folder / name) for k, v in study.items()} for study in studies])
+    pseudonymised = () if opted_in(real_ids, REAL_IDS_ENV) else tuple(id_keys)
+    members, info = _pack([{k: _pseudonyms(v) if k in pseudonymised else _as_array(v, k, folder / name)
+                            for k, v in study.items()} for study in studies])
     save_npz_atomic(folder / name, compress=compress, **members)
     return {"file": name, "n_studies": len(studies), "keys": info}
 
@@ -149,7 +175,8 @@ class ShardWriter:
     dataset (index entries of this prefix are replaced), ``k`` resumes after shards
     ``0..k-1``, which the index must already list. Use as a context manager: a normal exit
     writes the last, partial shard; an exception discards the unwritten buffer, so the index
-    only ever lists complete, intended shards. ``compress`` uses ``np.savez_compressed``.
+    only ever lists complete, intended shards. ``compress`` uses ``np.savez_compressed``;
+    ``id_keys`` and ``real_ids`` are :func:`write_shard`'s.
     """
 
     def __init__(
@@ -160,6 +187,8 @@ class ShardWriter:
         *,
         start_index: int = 0,
         compress: bool = False,
+        id_keys: Sequence[str] = ID_KEYS,
+        real_ids: bool | None = None,
     ) -> None:
         self.folder = Path(folder)
         if int(shard_size) < 1:
@@ -171,6 +200,8 @@ class ShardWriter:
         self.shard_size = int(shard_size)
         self.prefix = prefix
         self.compress = compress
+        self.id_keys = tuple(id_keys)
+        self.real_ids = opted_in(real_ids, REAL_IDS_ENV)
         self.next_index = int(start_index)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._index = self._resume_index(self.next_index)
@@ -220,7 +251,8 @@ class ShardWriter:
         if not self._buffer:
             return None
         name = _shard_name(self.prefix, self.next_index)
-        entry = write_shard(self.folder, name, self._buffer, compress=self.compress)
+        entry = write_shard(self.folder, name, self._buffer, compress=self.compress, id_keys=self.id_keys,
+                            real_ids=self.real_ids)
         path = self.folder / name
         self._index["shards"] = [e for e in self._index["shards"] if e["file"] != name]
         self._index["shards"].append(entry)

@@ -15,15 +15,23 @@ Sources (:class:`VideoSource`)
 * ``files``: every video file (DICOM, AVI/MP4, NIfTI; told by content) matching ``pattern`` under ``path``.
 
 Privacy: patient-identifying values never reach the cache (nor, therefore, a run folder). A
-clinical file's record id is a keyed hash (:func:`pseudonym`) of its path relative to the
-source folder, and its study id a keyed hash of the DICOM StudyInstanceUID; DICOM patient and
-study attributes are read but not stored. Set the environment variable
+clinical file's record and study id are a keyed hash (:func:`pseudonym`) of its path relative to
+the source folder, a cohort video's a keyed hash of ``<folder name>/<patient_id>``; DICOM patient
+and study attributes are read but not stored, and file names are taken out of skip reasons
+(:func:`~cardiodistill.data.cache.redact`). Set the environment variable
 ``CARDIODISTILL_PSEUDONYM_KEY`` to a secret so that the hashes cannot be reversed by guessing.
-Simulated ids (``P000123``) are kept as they are.
+Simulated ids (``synth0/P000123``) are kept as they are; real ids are written only with
+``real_ids=True`` or ``$CARDIODISTILL_REAL_IDS=1``. The validation split hashes the id it always
+hashed (a cohort's real id, a file's pseudonym), and ``items.csv``'s ``split_bucket`` keeps that
+hash, so another fraction of the same rule is ``in_fraction(cache.index["split_bucket"], f)``
+(:mod:`~cardiodistill.data.cache`) without the real id. A cohort manifest's ``echo_path`` is read
+only inside the cohort folder (files elsewhere with ``$CARDIODISTILL_ALLOW_OUTSIDE_PATHS=1``), as a
+regular file of at most 4 GiB (:func:`~cardiodistill.data.cache.manifest_file`).
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from os import PathLike
@@ -36,10 +44,25 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import CardiodistillError, DataError
-from ..privacy import PSEUDONYM_ENV, pseudonym
+from ..privacy import pseudonym
 from ..records import VideoClip
 from ..video import ClipSpec, normalise_frames, prepare_windows
-from .cache import ArrayCache, CacheBuilder, is_val_record, reuse_cache
+from .cache import (
+    MAX_FILE_BYTES,
+    MAX_TABLE_BYTES,
+    OUTSIDE_PATHS_ENV,
+    REAL_IDS_ENV,
+    ArrayCache,
+    CacheBuilder,
+    ids_fingerprint,
+    is_val_record,
+    manifest_file,
+    opted_in,
+    read_bounded,
+    redact,
+    reuse_cache,
+    split_bucket,
+)
 
 __all__ = [
     "VIDEO_SOURCE_KINDS",
@@ -53,7 +76,7 @@ __all__ = [
 ]
 
 CACHE_FORMAT = "cardiodistill-video-clips"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: cohort ids pseudonymised, split_bucket, confined manifest paths
 VIDEO_SOURCE_KINDS = ("synth", "cohort", "files")
 LABEL_COLUMNS = ("lvef", "triage", "heart_rate", "age", "sex")  # besides every dx_* column
 
@@ -78,12 +101,26 @@ class VideoSource:
 
 @dataclass
 class VideoItem:
-    """One video of a source: ids, a loader (reading happens when called) and labels if known."""
+    """One video of a source: ids, a loader (reading happens when called) and labels if known.
+
+    ``record`` is the id the validation split hashes. ``real_id``: the real identifier behind ``record``
+    and ``study`` (None when they identify nobody, as a simulated id): the cache writes its pseudonym
+    unless asked for real ids. ``name``: the file name the source read, taken out of skip reasons.
+    """
 
     record: str
     load: Callable[[], VideoClip]
     study: str
     labels: dict[str, Any] | None = None
+    real_id: str | None = None
+    name: str | None = None
+
+    def written(self, value: str, real_ids: bool) -> str:
+        """What the cache writes for ``value``, this video's ``record`` or ``study``."""
+        if self.real_id is None:
+            return value
+        real = self.real_id if value == self.record else value
+        return real if real_ids else pseudonym(real)
 
 
 # ----------------------------------------------------------------------------------- sources
@@ -117,12 +154,17 @@ def _cohort(source: VideoSource) -> Iterator[VideoItem]:
     manifest_path = root / "manifest.csv"
     if not manifest_path.is_file():
         raise DataError("manifest.csv not found: not a cohort folder written by cardiodistill synth", root)
-    manifest = pd.read_csv(manifest_path, dtype={"patient_id": str})
+    manifest = pd.read_csv(io.BytesIO(read_bounded(manifest_path, MAX_TABLE_BYTES, "table")),
+                           dtype={"patient_id": str})
     if "echo_path" not in manifest:
         raise DataError("the cohort has no echo (manifest.csv has no echo_path column)", manifest_path)
+
+    def load(name: str) -> VideoClip:
+        return read_video(manifest_file(root, name, what="echo", max_bytes=MAX_FILE_BYTES["echo"]))
+
     for _, row in manifest.dropna(subset=["echo_path"]).iterrows():
-        record = f"{root.name}/{row['patient_id']}"
-        yield VideoItem(record, lambda p=root / row["echo_path"]: read_video(p), record, _label_dict(row))
+        record, name = f"{root.name}/{row['patient_id']}", str(row["echo_path"])
+        yield VideoItem(record, lambda name=name: load(name), record, _label_dict(row), real_id=record, name=name)
 
 
 def _files(source: VideoSource) -> Iterator[VideoItem]:
@@ -134,8 +176,9 @@ def _files(source: VideoSource) -> Iterator[VideoItem]:
     for path in sorted(p for p in root.glob(source.pattern) if p.is_file()):
         if not is_video_file(path):
             continue
-        record = pseudonym(str(path.relative_to(root)))
-        yield VideoItem(record, lambda p=path: read_video(p), record)
+        name = str(path.relative_to(root))
+        record = pseudonym(name)  # the split hashes the pseudonym, as it always has
+        yield VideoItem(record, lambda p=path: read_video(p), record, real_id=name, name=name)
 
 
 SourceReader = Callable[[VideoSource], Iterator[VideoItem]]
@@ -154,14 +197,15 @@ def register_video_source(kind: str, reader: SourceReader) -> None:
 # ----------------------------------------------------------------------------------- the cache
 
 
-def _fingerprint(spec: ClipSpec, sources: Sequence[VideoSource], val_fraction: float) -> dict[str, Any]:
+def _fingerprint(spec: ClipSpec, sources: Sequence[VideoSource], val_fraction: float, real_ids: bool) -> dict[str, Any]:
     return {
         "format": CACHE_FORMAT,
         "version": CACHE_VERSION,
         "spec": spec.to_dict(),
         "sources": [asdict(s) for s in sources],
         "val_fraction": val_fraction,
-        "pseudonym_key": pseudonym("cardiodistill"),  # another key gives other ids: not the same cache
+        **ids_fingerprint(real_ids),  # another key gives other ids: not the same cache
+        "outside_paths": opted_in(None, OUTSIDE_PATHS_ENV),
     }
 
 
@@ -173,15 +217,18 @@ def build_clip_cache(
     val_fraction: float = 0.05,
     chunk_clips: int = 512,
     progress: Callable[[str, int], None] | None = None,
+    real_ids: bool | None = None,
 ) -> ClipCache:
     """Write (or reuse) the clip cache of ``sources`` at ``folder`` (module doc); returns it open.
 
     ``progress(source label, videos done in it)`` is called after every video. A video that
     cannot be read or prepared is skipped and listed under ``skipped`` in ``cache.json`` (first
-    20 reasons), so one bad file does not end a long job.
+    20 reasons), so one bad file does not end a long job. ``real_ids`` writes real ids instead of
+    pseudonyms (None: ``$CARDIODISTILL_REAL_IDS``).
     """
     folder = Path(folder)
-    wanted = _fingerprint(spec, sources, val_fraction)
+    real_ids = opted_in(real_ids, REAL_IDS_ENV)
+    wanted = _fingerprint(spec, sources, val_fraction, real_ids)
     if reuse_cache(folder, wanted):
         return ClipCache(folder)
     if not sources:
@@ -197,11 +244,15 @@ def build_clip_cache(
                     windows = prepare_windows(clip, spec, source.clips_per_video)
                 except CardiodistillError as err:  # the reason without the file's path (names can identify)
                     count["skipped"] += 1
-                    skipped.append(f"{item.record}: {getattr(err, 'problem', err)}")
+                    reason = str(getattr(err, "problem", err))
+                    reason = redact(reason, item.name) if item.name else reason
+                    skipped.append(f"{item.written(item.record, real_ids)}: {reason}")
                     continue
                 split = "val" if is_val_record(item.record, val_fraction) else "train"
-                base = {"source": source.label, "record": item.record, "study": item.study, "view": clip.view,
-                        "modality": clip.modality, "split": split, **(item.labels or {})}
+                base = {"source": source.label, "record": item.written(item.record, real_ids),
+                        "study": item.written(item.study, real_ids), "view": clip.view,
+                        "modality": clip.modality, "split": split, "split_bucket": split_bucket(item.record),
+                        **(item.labels or {})}
                 rows = [{**base, "start_s": round(w.window_s[0], 4), "period_s": round(w.period_s, 4),
                          "period_source": w.period_source} for w in windows]
                 builder.add(rows, clips=np.stack([w.frames for w in windows]),

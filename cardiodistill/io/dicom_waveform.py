@@ -20,14 +20,14 @@ from os import PathLike
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from ..errors import DataError, SamplingRateError, one_line
+from ..errors import DataError, one_line
 from ..records import EcgRecord
-from .detect import build_record
+from .common import build_record
+from .limits import check_ecg_fs, check_ecg_shape
 
 __all__ = ["read_dicom_ecg"]
 
@@ -97,6 +97,19 @@ def _patient_meta(ds: Dataset) -> dict:
     return meta
 
 
+def _not_a_waveform(ds: Dataset) -> str:
+    """Why a DICOM object without a Waveform Sequence cannot be read as an ECG, in words."""
+    try:
+        uid = ds.get("SOPClassUID")
+        name = str(getattr(uid, "name", "") or uid or "").strip()
+    except Exception:  # a corrupt SOP Class UID value
+        name = ""
+    name = name[:80] or "unknown SOP class"
+    if "Image" in name or "PixelData" in ds or "Rows" in ds:
+        return f"this DICOM file holds an image ({name}), not an ECG waveform"
+    return f"this DICOM file holds no ECG waveform ({name})"
+
+
 def read_dicom_ecg(
     path: str | PathLike[str],
     *,
@@ -122,12 +135,14 @@ def read_dicom_ecg(
     except Exception as err:  # pydicom raises many types for corrupt elements
         raise DataError(f"cannot parse DICOM file: {one_line(err)}", path) from None
     if not groups:
-        raise DataError(f"no waveform data in this DICOM file ({ds.get('SOPClassUID', 'unknown class')})", path)
+        raise DataError(_not_a_waveform(ds), path)
     try:  # pydicom converts values lazily, so a corrupt element can raise on first access
         index = _pick_group(groups, group, path)
         item = groups[index]
-        fs = float(item.SamplingFrequency)
+        fs = check_ecg_fs(float(item.SamplingFrequency), path, "SamplingFrequency")
         channels = list(item.ChannelDefinitionSequence)
+        # the claimed size is checked before pydicom allocates from it
+        check_ecg_shape(int(item.NumberOfWaveformChannels), int(item.NumberOfWaveformSamples), fs, path)
         samples = ds.waveform_array(index)  # [n_samples, n_channels], sensitivity units
         names = [_channel_name(ch, i) for i, ch in enumerate(channels)]
         units = [_channel_units(ch) for ch in channels]
@@ -140,7 +155,5 @@ def read_dicom_ecg(
         ) from None
     if samples.ndim != 2 or samples.shape[1] != len(channels) or samples.shape[0] == 0:
         raise DataError(f"waveform group {index} has {samples.shape} samples for {len(channels)} channels", path)
-    if not (np.isfinite(fs) and fs > 0):
-        raise SamplingRateError(f"sampling frequency must be a positive number, got {fs!r}", path)
     meta = {"group": label or group, "group_index": index, **_patient_meta(ds)}
     return build_record(samples.T, fs, names, units, source=path, fmt="dicom-waveform", ecg_only=ecg_only, meta=meta)

@@ -24,7 +24,8 @@ import numpy as np
 
 from ..errors import DataError, SamplingRateError
 from ..records import EcgRecord
-from .detect import build_record
+from .common import build_record, is_ecg_channel
+from .limits import MAX_CHANNELS, check_ecg_fs, check_ecg_shape
 
 __all__ = ["read_edf_ecg"]
 
@@ -69,7 +70,9 @@ def _parse_header(head: bytes, size: int, where: Path) -> dict:
         duration = float(text[244:252])
     except ValueError:
         raise DataError("EDF header size/records/duration/signal-count fields are not numbers", where) from None
-    if n_signals <= 0 or header_bytes != 256 * (n_signals + 1) or len(head) < header_bytes:
+    if not 0 < n_signals <= MAX_CHANNELS:
+        raise DataError(f"EDF header says {n_signals} signals; an ECG file holds 1-{MAX_CHANNELS}", where)
+    if header_bytes != 256 * (n_signals + 1) or len(head) < header_bytes:
         raise DataError(
             f"EDF header is inconsistent or truncated ({n_signals} signals, {header_bytes} header bytes)", where
         )
@@ -122,7 +125,7 @@ def read_edf_ecg(path: str | PathLike[str], *, ecg_only: bool = True) -> EcgReco
         with open(path, "rb") as fh:
             head = fh.read(256)
             if len(head) == 256 and head[252:256].strip().isdigit():
-                head += fh.read(256 * int(head[252:256]))
+                head += fh.read(256 * min(int(head[252:256]), MAX_CHANNELS))
     except OSError as err:
         raise DataError(f"cannot open file: {err.strerror or err}", path) from None
     hdr = _parse_header(head, size, path)
@@ -133,8 +136,6 @@ def read_edf_ecg(path: str | PathLike[str], *, ecg_only: bool = True) -> EcgReco
     signals = [i for i, label in enumerate(labels) if label != _ANNOTATIONS]
     if not signals:
         raise DataError("EDF file holds only annotations, no signals", path)
-    from .detect import is_ecg_channel
-
     chosen = [i for i in signals if is_ecg_channel(labels[i])] if ecg_only else signals
     if not chosen:  # let build_record name the channels that were found
         chosen = signals
@@ -144,7 +145,8 @@ def read_edf_ecg(path: str | PathLike[str], *, ecg_only: bool = True) -> EcgReco
             f"the selected EDF signals have different sampling rates {sorted(rates)} Hz; select signals of one rate",
             path,
         )
-    fs = rates.pop()
+    fs = check_ecg_fs(rates.pop(), path)
+    check_ecg_shape(len(chosen), hdr["n_records"] * int(hdr["samples"][chosen[0]]), fs, path)
 
     # [n_records, samples-per-record of all signals] int16, memory-mapped: only chosen columns are copied
     data = np.memmap(

@@ -26,7 +26,8 @@ import numpy as np
 
 from ..errors import DataError, SamplingRateError
 from ..records import EcgRecord
-from .detect import build_record, mv_factor, parse_number, parse_xml_file
+from .common import build_record, mv_factor, parse_number, parse_xml_file
+from .limits import MAX_CHANNELS, check_ecg_fs
 
 __all__ = ["read_hl7_aecg", "HL7_NS"]
 
@@ -65,7 +66,9 @@ def _sampling_rate(time_value: ET.Element, where: Path) -> float:
         raise SamplingRateError(f"time increment unit {unit!r}; expected s or ms", where)
     if not (np.isfinite(increment) and increment > 0):
         raise SamplingRateError(f"time increment must be a positive number of seconds, got {increment!r}", where)
-    return 1.0 / (increment * per_unit)
+    with np.errstate(over="ignore", divide="ignore"):
+        fs = 1.0 / (increment * per_unit)
+    return check_ecg_fs(fs, where, f"time increment {increment:g} {unit or 's'} gives a sampling rate")
 
 
 def _lead_samples(code: str, value: ET.Element, where: Path) -> tuple[np.ndarray, str]:
@@ -124,7 +127,10 @@ def read_hl7_aecg(
     arrays: list[np.ndarray] = []
     units: list[str] = []
     skipped: list[str] = []
-    for seq in seq_set.findall(f"{_N}component/{_N}sequence"):
+    sequences = seq_set.findall(f"{_N}component/{_N}sequence")
+    if len(sequences) > MAX_CHANNELS + 1:  # the leads and the time sequence
+        raise DataError(f"{len(sequences)} sequences; an ECG file holds 1-{MAX_CHANNELS} leads", path)
+    for seq in sequences:
         code_node, value = seq.find(f"{_N}code"), seq.find(f"{_N}value")
         code = code_node.get("code", "").strip() if code_node is not None else ""
         if not code or value is None:

@@ -28,7 +28,10 @@ import numpy as np
 from ..errors import DataError, SamplingRateError
 from ..records import EcgRecord
 from ..signals.leads import LEADS_12, LIMB_LEADS, derive_limb_leads
-from .detect import build_record, parse_number, parse_xml_file
+from .common import build_record, parse_number, parse_xml_file
+from .limits import MAX_CHANNELS, check_ecg_fs
+
+_MAX_EXPONENT = 10  # SampleExponent: MUSE writes 0; 10 ** +-10 is already far outside any ECG rate
 
 __all__ = ["read_muse_xml"]
 
@@ -91,11 +94,14 @@ def read_muse_xml(
     node = _pick_waveform(root, waveform, path)
     base = parse_number(_text(node, "SampleBase"), "SampleBase", path)
     exponent = parse_number(_text(node, "SampleExponent") or "0", "SampleExponent", path)
-    fs = base * 10.0**exponent
-    if not (np.isfinite(fs) and fs > 0):
-        raise SamplingRateError(f"SampleBase/SampleExponent give a sampling rate of {fs!r} Hz", path)
+    if abs(exponent) > _MAX_EXPONENT:  # 10 ** 400 overflows a float
+        raise SamplingRateError(f"SampleExponent {exponent:g} gives an implausible sampling rate", path)
+    fs = check_ecg_fs(base * 10.0**exponent, path, "SampleBase/SampleExponent give a sampling rate")
 
-    decoded = [_decode_lead(lead, path) for lead in node.findall("LeadData")]
+    lead_nodes = node.findall("LeadData")
+    if len(lead_nodes) > MAX_CHANNELS:
+        raise DataError(f"{len(lead_nodes)} <LeadData>; an ECG file holds 1-{MAX_CHANNELS}", path)
+    decoded = [_decode_lead(lead, path) for lead in lead_nodes]
     if not decoded:
         raise DataError(f"the {waveform} waveform has no <LeadData>", path)
     names, arrays, units = (list(x) for x in zip(*decoded))

@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, LeadError, SamplingRateError
+from ..errors import DataError, LeadError, SamplingRateError, one_line
 from ..records import EcgRecord
 from ..signals.leads import normalize_lead_name
 from ..signals.units import guess_unit
 from .atomic import atomic_path
-from .detect import is_ecg_channel, mv_factor
+from .common import is_ecg_channel, mv_factor
+from .limits import MAX_TABLE_BYTES, check_ecg_amplitude, check_ecg_fs, check_ecg_shape, check_file_size
 
 __all__ = ["read_csv_ecg", "read_npy_ecg", "write_csv_ecg", "guess_units"]
 
@@ -49,7 +50,7 @@ def guess_units(signal: np.ndarray, where: str | PathLike[str] | None = None) ->
     asking for ``units=`` when the amplitudes fit neither."""
     unit = guess_unit(signal)
     if unit is None:
-        raise DataError("cannot guess the units from the lead amplitudes; pass units='mV', 'uV' or 'V'", where)
+        raise DataError("cannot guess the units from the lead amplitudes; give the units (mV, uV or V; --units)", where)
     return unit
 
 
@@ -91,7 +92,7 @@ def _rate_from_time(t: np.ndarray, scale: float, where: Path) -> float:
     deviation = np.abs(t - (t[0] + period * np.arange(t.size))).max()
     if deviation > 0.1 * period:
         raise SamplingRateError(
-            f"the time column is not uniformly sampled (off by up to {deviation / period:.2f} sample periods); pass fs=",
+            f"the time column is not uniformly sampled (off by up to {deviation / period:.2f} sample periods); give fs (--fs)",
             where,
         )
     fs = 1.0 / period
@@ -99,15 +100,16 @@ def _rate_from_time(t: np.ndarray, scale: float, where: Path) -> float:
 
 
 def _check_fs(fs: float | None, where: Path) -> None:
-    if fs is not None and not (np.isfinite(fs) and fs > 0):
-        raise SamplingRateError(f"fs must be a positive number of Hz, got {fs!r}", where)
+    if fs is not None:
+        check_ecg_fs(fs, where, "fs")
 
 
 def _finish(signal: np.ndarray, fs: float, leads: tuple[str, ...], where: Path, meta: dict) -> EcgRecord:
+    check_ecg_fs(fs, where)
+    check_ecg_shape(*signal.shape, fs, where)
     with np.errstate(over="ignore"):
         signal = signal.astype(np.float32)
-    if np.isinf(signal).any():
-        raise DataError("sample values too large for float32 (over 3.4e38 mV)", where)
+    check_ecg_amplitude(signal, where)
     meta["n_missing"] = int(np.isnan(signal).sum())
     return EcgRecord(signal=signal, fs=fs, leads=leads, source=str(where), meta=meta)
 
@@ -130,6 +132,7 @@ def read_csv_ecg(
     _check_fs(fs, path)
     if not path.is_file():
         raise DataError("CSV file not found", path)
+    check_file_size(path, MAX_TABLE_BYTES, "CSV file")
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
             sample = fh.read(8192)
@@ -179,9 +182,9 @@ def read_csv_ecg(
             elif abs(inferred - fs) > 0.01 * fs:
                 raise SamplingRateError(f"fs={fs:g} Hz but the time column says {inferred:g} Hz", path)
     if fs is None:
-        raise SamplingRateError("no sampling rate: pass fs= (no time column to infer it from)", path)
+        raise SamplingRateError("the CSV file has no time column to give its sampling rate; give fs (--fs)", path)
     if leads is None and not has_header:
-        raise LeadError("CSV has no header row of lead names; pass leads=", path)
+        raise LeadError("the CSV file has no header row of lead names; give leads (--leads)", path)
     names = list(leads) if leads is not None else columns
     if len(names) != values.shape[0]:
         raise LeadError(f"{len(names)} lead names for {values.shape[0]} signal columns", path)
@@ -202,22 +205,30 @@ def _is_number(text: str) -> bool:
 def read_npy_ecg(
     path: str | PathLike[str],
     *,
-    fs: float,
-    leads: Sequence[str],
+    fs: float | None = None,
+    leads: Sequence[str] | None = None,
     units: str | None = None,
     ecg_only: bool = True,  # accepted for read_ecg; every row must be an ECG lead
 ) -> EcgRecord:
     """Read a 2-D ``.npy`` array ``[n_leads, n_samples]`` or ``[n_samples, n_leads]`` (the axis
-    whose length equals ``len(leads)`` is the lead axis) as an EcgRecord."""
+    whose length equals ``len(leads)`` is the lead axis) as an EcgRecord.
+
+    A bare array says neither its rate nor its leads, so ``fs`` and ``leads`` are required: without
+    them the error says so (a :class:`SamplingRateError` / :class:`LeadError`, not a TypeError)."""
     path = Path(path)
+    if fs is None:
+        raise SamplingRateError("a NumPy .npy array does not say its sampling rate; give fs (--fs)", path)
+    if leads is None:
+        raise LeadError("a NumPy .npy array does not name its leads; give leads (--leads)", path)
     _check_fs(fs, path)
     lead_names = _lead_names(leads, path)
     if not path.is_file():
         raise DataError("NumPy file not found", path)
-    try:
-        array = np.load(path, allow_pickle=False)
-    except Exception as err:  # ValueError (bad header, pickled object), EOFError, OSError
-        raise DataError(f"cannot load .npy array: {' '.join(str(err).split())}", path) from None
+    check_file_size(path, MAX_TABLE_BYTES, "NumPy file")
+    try:  # memory-mapped: the header's shape is checked against the file before anything is copied
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as err:  # ValueError (bad header, pickled object, shape beyond the file), EOFError, OSError
+        raise DataError(f"cannot load .npy array: {one_line(err)[:200]}", path) from None
     if not isinstance(array, np.ndarray) or array.ndim != 2:
         raise DataError(f"expected a 2-D array, got shape {getattr(array, 'shape', None)}", path)
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
@@ -229,7 +240,8 @@ def read_npy_ecg(
         values = array.T
     else:
         raise LeadError(f"cannot tell the lead axis of shape {array.shape} for {n} leads", path)
-    signal, unit, guessed = _to_mv(values.astype(np.float64), units, lead_names, path)
+    check_ecg_shape(*values.shape, float(fs), path)
+    signal, unit, guessed = _to_mv(np.array(values, dtype=np.float64), units, lead_names, path)
     meta = {
         "format": "npy",
         "original_leads": [str(n) for n in leads],

@@ -49,6 +49,15 @@ from ..errors import ConfigError, DataError, SamplingRateError, one_line
 from ..records import VideoClip
 from .atomic import atomic_path, write_bytes_atomic
 from .dicom import read_video_dicom
+from .limits import (
+    MAX_FRAME_SIDE,
+    MAX_FRAMES,
+    MAX_VIDEO_VOXELS,
+    check_file_size,
+    check_fps,
+    check_pixel_spacing,
+    check_video_shape,
+)
 
 __all__ = ["VIDEO_SUFFIXES", "is_video_file", "read_video", "write_nifti_cine", "write_video"]
 
@@ -68,6 +77,8 @@ _DICOM_SOP_CLASS = b"\x02\x00\x02\x00UI"  # (0002,0002) MediaStorageSOPClassUID,
 _TIME_UNITS_S = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
 _SPACE_UNITS_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3}
 _PERCENTILES = (0.5, 99.5)
+_MIN_FRAME_BYTES = 4  # the least a container spends per frame (an MP4 sample-size entry)
+_MAX_NIFTI_BYTES = MAX_VIDEO_VOXELS + 540  # a uint8 clip at the limit plus a NIfTI-2 header
 _WRITE_FORMATS = {".mp4": "mp4", ".avi": "avi"}
 _MAX_RATE_DENOMINATOR = 1001  # 30000/1001 (NTSC) is exact; MPEG-4 part 2 allows at most 65535
 _QSCALE = {"flags": "+qscale", "global_quality": str(2 * 118)}  # fixed quantiser 2 (118 = FF_QP2LAMBDA)
@@ -169,8 +180,8 @@ def read_video(
     path = Path(path)
     if modality is not None and modality not in ("echo", "cmr"):
         raise ConfigError(f"modality must be 'echo' or 'cmr', got {modality!r}")
-    if fps is not None and not (np.isfinite(fps) and fps > 0):
-        raise SamplingRateError(f"fps must be a positive number of frames per second, got {fps!r}", path)
+    if fps is not None:
+        check_fps(fps, path, "fps")
     if path.is_dir():
         raise DataError("is a folder, not a video file", path)
     if not path.is_file():
@@ -193,19 +204,23 @@ def read_video(
     raise DataError("unsupported video format (not DICOM, AVI, MP4/MOV, MKV/WebM or NIfTI by its content)", path)
 
 
-def _stack(images: Iterator[np.ndarray], n_hint: int) -> np.ndarray:
-    """Stack ``[H, W]`` frames into ``[T, H, W]``: into one preallocated array when ``n_hint`` (the
-    container's frame count) is known, collecting any frames beyond it separately."""
+def _stack(images: Iterator[np.ndarray], n_hint: int, file_size: int, where: Path) -> np.ndarray:
+    """Stack ``[H, W]`` frames into ``[T, H, W]``, refusing a clip beyond :mod:`.limits` as soon as it
+    gets there. ``n_hint`` (the container's frame count, which a corrupt header can set to anything)
+    only sizes the first preallocation, and no further than the file could hold: every stored frame
+    takes at least :data:`_MIN_FRAME_BYTES` bytes of the file."""
     first = next(images, None)
     if first is None:
         return np.empty((0, 0, 0), dtype=np.uint8)
-    if n_hint <= 0:
-        return np.stack([first, *images])
-    out = np.empty((n_hint, *first.shape), dtype=np.uint8)
+    check_video_shape(1, *first.shape, where)
+    limit = min(MAX_FRAMES, MAX_VIDEO_VOXELS // first.size)
+    out = np.empty((max(1, min(n_hint, limit, file_size // _MIN_FRAME_BYTES)), *first.shape), dtype=np.uint8)
     out[0] = first
     count, extra = 1, []
     for image in images:
-        if count < n_hint:
+        if count >= limit:
+            check_video_shape(count + 1, *first.shape, where)  # raises: one frame too many
+        if count < len(out):
             out[count] = image
         else:
             extra.append(image)
@@ -241,7 +256,12 @@ def _read_container(path: Path, kind: str, *, fps: float | None, view: str, moda
                 raise DataError(f"no video stream in this {kind.upper()} file", path)
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            frames = _stack(luma(container, stream), stream.frames)
+            if stream.codec_context is None:  # a codec FFmpeg does not know (or a corrupt codec tag)
+                raise DataError(f"no decoder for the video stream's codec in this {kind.upper()} file", path)
+            width, height = stream.codec_context.width, stream.codec_context.height
+            if width > MAX_FRAME_SIDE or height > MAX_FRAME_SIDE:  # 0 = not known before decoding
+                check_video_shape(1, height, width, path)
+            frames = _stack(luma(container, stream), stream.frames, path.stat().st_size, path)
             codec = stream.codec_context.name
             rate = fps if fps is not None else _container_fps(stream, pts)
     except DataError:
@@ -254,7 +274,8 @@ def _read_container(path: Path, kind: str, *, fps: float | None, view: str, moda
     if not len(frames):
         raise DataError(f"no decodable frames in this {kind.upper()} file", path)
     if rate is None:
-        raise SamplingRateError("no frame rate in the video stream; pass fps=", path)
+        raise SamplingRateError("no frame rate in the video stream; give fps (--fs)", path)
+    rate = check_fps(rate, path)
     meta = {"format": kind, "codec": codec, "pixel_spacing_mm": None}
     return VideoClip(frames=frames, fps=rate, view=view, modality=modality, source=str(path), meta=meta)
 
@@ -264,9 +285,12 @@ def _load_nifti(path: Path) -> nib.Nifti1Image:
     under any other name are read from their (decompressed) bytes."""
     if path.name.lower().endswith(_NIBABEL_SUFFIXES):
         return nib.load(path)
+    check_file_size(path, _MAX_NIFTI_BYTES, "NIfTI file")
     raw = path.read_bytes()
-    if raw[:2] == _GZIP:
-        raw = gzip.decompress(raw)
+    if raw[:2] == _GZIP:  # decompressed no further than a clip may be (a small file can inflate to anything)
+        raw = zlib.decompressobj(wbits=31).decompress(raw, _MAX_NIFTI_BYTES + 1)
+        if len(raw) > _MAX_NIFTI_BYTES:
+            raise DataError(f"NIfTI image inflates to over {_MAX_NIFTI_BYTES:,} bytes", path)
     if raw[344:348] == b"ni1\x00" or raw[4:8] == b"ni2\x00":
         raise DataError("NIfTI header of a .hdr/.img pair; name it .hdr next to its .img", path)
     klass = nib.Nifti2Image if _nifti_version(raw[:540]) == 2 else nib.Nifti1Image
@@ -300,6 +324,9 @@ def _read_nifti(path: Path, *, fps: float | None, view: str, modality: str) -> V
         if len(shape) not in (3, 4):
             raise DataError(f"a NIfTI cine is [X, Y, T] or [X, Y, Z, T]; this image has shape {shape}", path)
         n_slices = shape[2] if len(shape) == 4 else 1
+        if not 1 <= n_slices <= MAX_FRAME_SIDE:
+            raise DataError(f"{n_slices} slices; a NIfTI cine has 1-{MAX_FRAME_SIDE}", path)
+        check_video_shape(shape[-1], shape[1], shape[0], path)  # before the voxels are read
         z = n_slices // 2
         data = np.asarray(img.dataobj[:, :, z, :] if len(shape) == 4 else img.dataobj[:, :, :])
         header = img.header
@@ -315,14 +342,15 @@ def _read_nifti(path: Path, *, fps: float | None, view: str, modality: str) -> V
         if not (np.isfinite(step_s) and step_s > 0):
             raise SamplingRateError(
                 f"no time step in the NIfTI header (pixdim {zooms[len(shape) - 1]:g}, time unit {time_unit!r}); "
-                "pass fps=",
+                "give fps (--fs)",
                 path,
             )
         fps = 1.0 / step_s
+    fps = check_fps(fps, path)
     frames, window = _window_to_uint8(data, path)
     frames = np.ascontiguousarray(frames.transpose(2, 1, 0)[:, ::-1, :])  # [T, y from the top, x]
     mm = _SPACE_UNITS_MM.get(space_unit)
-    spacing = (zooms[1] * mm, zooms[0] * mm) if mm and zooms[0] > 0 and zooms[1] > 0 else None
+    spacing = check_pixel_spacing((zooms[1] * mm, zooms[0] * mm), path) if mm else None
     meta = {
         "format": "nifti",
         "slice": z,

@@ -31,14 +31,17 @@ from ..errors import DataError, one_line
 from ..records import EcgRecord
 from ..signals.leads import normalize_lead_name
 from .atomic import atomic_paths
-from .detect import is_ecg_channel, mv_factor
+from .common import is_ecg_channel, mv_factor, no_ecg_lead
+from .limits import MAX_CHANNELS, MAX_HEADER_BYTES, check_ecg_amplitude, check_ecg_fs, check_ecg_shape, check_file_size
 
 __all__ = ["write_wfdb", "read_wfdb", "canonical_lead_name", "parse_comment_fields"]
 
 _INT16_MAX = 32767  # -32768 is reserved: WFDB's "invalid sample" value in format 16
 _INVALID_SAMPLE = -32768
 _RECORD_NAME = re.compile(r"^[-\w]+$")  # what wfdb accepts as a record name
-# Factor that converts each supported unit to millivolts (matched case-insensitively).
+# Bytes per sample of the uncompressed WFDB storage formats (signal specification, "format");
+# FLAC formats (508, 516, 524) are compressed and have no fixed size.
+_SAMPLE_BYTES = {8: 1, 16: 2, 61: 2, 80: 1, 160: 2, 212: 1.5, 310: 4 / 3, 311: 4 / 3, 24: 3, 32: 4}
 
 
 def canonical_lead_name(name: str) -> str:
@@ -143,17 +146,56 @@ def _unit_factor(units: str, lead: str, header: Path) -> float:
     return factor
 
 
+def _header_lines(header: Path) -> tuple[int, bool]:
+    """(number of signal or segment lines, whether it is a multi-segment record) of a header,
+    read without wfdb (whose parser is quadratic in signal lines), after checking its size."""
+    check_file_size(header, MAX_HEADER_BYTES, "WFDB header")
+    try:
+        text = header.read_bytes().decode("latin-1")
+    except OSError as err:
+        raise DataError(f"cannot open file: {err.strerror or err}", header) from None
+    lines = [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return max(len(lines) - 1, 0), bool(lines) and "/" in lines[0][0]
+
+
+def _check_claims(head: wfdb.Record, header: Path) -> None:
+    """Refuse header fields no ECG can have (rate, channels, length), and a length the signal
+    files cannot hold, before wfdb allocates anything from them."""
+    fs = check_ecg_fs(head.fs, header)
+    if head.n_sig != len(head.file_name or []):
+        # checked before reading: wfdb would first build per-signal lists of the claimed length
+        raise DataError(f"WFDB header says {head.n_sig} signals but describes {len(head.file_name or [])}", header)
+    if not head.sig_len:
+        return  # no length given: wfdb derives it from the signal file's size
+    check_ecg_shape(head.n_sig, int(head.sig_len), fs, header)
+    frame_bytes: dict[str, float] = {}
+    for name, fmt, per_frame in zip(head.file_name, head.fmt or [], head.samps_per_frame or [1] * head.n_sig):
+        size = _SAMPLE_BYTES.get(int(fmt) if str(fmt).isdigit() else -1)
+        if size is None:
+            return  # compressed: the file size says nothing about the length
+        frame_bytes[name] = frame_bytes.get(name, 0.0) + size * int(per_frame or 1)
+    for name, per_frame in frame_bytes.items():
+        data = header.with_name(name)
+        if data.is_file() and data.stat().st_size < int(head.sig_len) * per_frame:
+            raise DataError(
+                f"WFDB signal file is truncated: the header says {int(head.sig_len)} samples, the file holds "
+                f"{int(data.stat().st_size / per_frame)}",
+                data,
+            )
+
+
 def read_wfdb(path: str | PathLike[str], *, ecg_only: bool = False) -> EcgRecord:
     """Read a WFDB record (``path`` with or without ``.hea``) as an :class:`EcgRecord` in mV.
 
     With ``ecg_only`` channels that are not ECG leads (``PLETH``, ``ABP``: see
-    :func:`~cardiodistill.io.detect.is_ecg_channel`) are dropped before their units are checked
+    :func:`~cardiodistill.io.common.is_ecg_channel`) are dropped before their units are checked
     and listed in ``meta["dropped_channels"]``; by default every channel must be in mV, uV or V.
 
-    Lead names that are the standard 12 in any letter case become canonical (``avr`` -> ``aVR``).
+    Lead names that are the standard 12 in any letter case become canonical (``avr`` -> ``aVR``);
+    a signal line without a description is named ``"signal <n>"``.
     Missing samples read as NaN. ``meta`` holds the header ``comments``, their ``"Key: value"``
-    ``fields`` (lower-case keys) and the ``record_name``. Any unreadable, missing, empty or
-    truncated file raises a one-line :class:`DataError` naming it.
+    ``fields`` (lower-case keys) and the ``record_name``. Any unreadable, missing, empty,
+    truncated or implausible file (see :mod:`.limits`) raises a one-line :class:`DataError` naming it.
     """
     stem = _record_stem(path)
     header = stem.with_name(f"{stem.name}.hea")
@@ -161,40 +203,53 @@ def read_wfdb(path: str | PathLike[str], *, ecg_only: bool = False) -> EcgRecord
         raise DataError("WFDB header not found", header)
     if header.stat().st_size == 0:
         raise DataError("WFDB header is empty", header)
+    n_lines, multi_segment = _header_lines(header)
     try:
-        head = wfdb.rdheader(str(stem))
+        head = wfdb.rdheader(str(stem)) if n_lines <= MAX_CHANNELS or multi_segment else None
     except Exception as err:  # wfdb raises HeaderSyntaxError, IndexError, ValueError, ...
-        raise DataError(f"cannot parse WFDB header: {one_line(err)}", header) from None
+        raise DataError(f"cannot parse WFDB header: {one_line(err)[:200]}", header) from None
+    if head is None:
+        raise DataError(f"WFDB header describes {n_lines} signals; an ECG file holds 1-{MAX_CHANNELS}", header)
     if isinstance(head, wfdb.Record):
-        if head.n_sig != len(head.file_name or []):
-            # checked before reading: wfdb would first build per-signal lists of the claimed length
-            raise DataError(f"WFDB header says {head.n_sig} signals but describes {len(head.file_name or [])}", header)
+        _check_claims(head, header)
         signal_files = sorted({str(header.with_name(f)) for f in (head.file_name or [])})
     else:  # a multi-segment record: its "signal files" are the segments' headers ("~" is a gap)
+        check_ecg_fs(head.fs, header)
         signal_files = [str(header.with_name(f"{seg}.hea")) for seg in head.seg_name if seg != "~"]
+        if head.sig_len:
+            check_ecg_shape(max(int(head.n_sig or 1), 1), int(head.sig_len), float(head.fs), header)
     where = ", ".join(signal_files) or header
     try:
         rec = wfdb.rdrecord(str(stem))
     except FileNotFoundError:
         missing = [f for f in signal_files if not Path(f).is_file()]
         raise DataError("WFDB signal file not found", ", ".join(missing) or where) from None
+    except DataError:
+        raise
     except Exception as err:  # a truncated or corrupt signal file: ValueError, IndexError, ...
-        raise DataError(f"cannot read WFDB samples, truncated or corrupt? ({one_line(err)})", where) from None
+        raise DataError(f"cannot read WFDB samples, truncated or corrupt? ({one_line(err)[:200]})", where) from None
     if rec.p_signal is None or rec.p_signal.size == 0:
         raise DataError("WFDB record has no samples", header)
+    fs = check_ecg_fs(rec.fs, header)
+    check_ecg_shape(rec.p_signal.shape[1], rec.p_signal.shape[0], fs, header)
 
-    keep = [i for i, name in enumerate(rec.sig_name) if not ecg_only or is_ecg_channel(name)]
+    names = [str(name).strip() if name is not None and str(name).strip() else f"signal {i + 1}"
+             for i, name in enumerate(rec.sig_name or [None] * rec.p_signal.shape[1])]
+    keep = [i for i, name in enumerate(names) if not ecg_only or is_ecg_channel(name)]
     if not keep:
-        raise DataError(f"no ECG channel among {', '.join(rec.sig_name)}; pass ecg_only=False to keep them", header)
-    leads = tuple(canonical_lead_name(rec.sig_name[i]) for i in keep)
-    factors = np.array([_unit_factor(rec.units[i], lead, header) for i, lead in zip(keep, leads)])
-    signal = (rec.p_signal[:, keep].T * factors[:, None]).astype(np.float32)  # [n_leads, n_samples] mV
+        raise no_ecg_lead(names, header)
+    leads = tuple(canonical_lead_name(names[i]) for i in keep)
+    factors = np.array([_unit_factor(str(rec.units[i]), lead, header) for i, lead in zip(keep, leads)])
+    with np.errstate(over="ignore", invalid="ignore"):
+        signal = (rec.p_signal[:, keep].T * factors[:, None]).astype(np.float32)  # [n_leads, n_samples] mV
+    check_ecg_amplitude(signal, header)
     comments = list(rec.comments or [])
     meta = {"record_name": rec.record_name, "comments": comments, "fields": parse_comment_fields(comments)}
     meta |= {
         "format": "wfdb",
-        "original_leads": [rec.sig_name[i] for i in keep],
+        "original_leads": [names[i] for i in keep],
         "units_found": [rec.units[i] for i in keep],
     }
-    meta["dropped_channels"] = [name for i, name in enumerate(rec.sig_name) if i not in keep]
-    return EcgRecord(signal=signal, fs=float(rec.fs), leads=leads, source=str(header), meta=meta)
+    meta["dropped_channels"] = [name for i, name in enumerate(names) if i not in keep]
+    return EcgRecord(signal=signal, fs=fs, leads=leads, source=str(header), meta=meta)
+

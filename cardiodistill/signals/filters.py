@@ -39,7 +39,7 @@ from scipy.ndimage import median_filter
 from scipy.signal import butter, filtfilt, iirnotch, sosfiltfilt
 
 from ..errors import ConfigError, DataError, SamplingRateError
-from ..records import DEFAULT_BAND, EcgRecord
+from ..records import DEFAULT_BAND, EcgRecord  # noqa: F401  (DEFAULT_BAND: re-exported, the signal layer's default)
 from .units import append_step
 
 #: Butterworth order of :func:`bandpass` (per direction; the zero-phase response is squared).

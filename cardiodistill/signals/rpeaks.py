@@ -39,7 +39,7 @@ import numpy as np
 from scipy import ndimage
 from scipy import signal as sps
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, SamplingRateError
 from ..records import EcgRecord
 
 __all__ = ["detect_r_peaks", "heart_rate", "rr_intervals"]
@@ -56,6 +56,9 @@ THRESHOLD_FRAC = 0.25
 SEARCH_BACK_RR = 1.6
 T_WAVE_S = 0.40  # a peak this soon after a beat, with little energy, is taken for its T wave
 T_WAVE_RATIO = 0.5
+_NYQUIST_MARGIN = 0.45  # filter edges stay below this fraction of the sampling rate
+#: the lowest rate detection works at: the QRS band's lower edge must stay below the Nyquist margin
+MIN_FS_HZ = QRS_BAND_HZ[0] / _NYQUIST_MARGIN
 
 
 # --------------------------------------------------------------------------------------------
@@ -65,10 +68,19 @@ T_WAVE_RATIO = 0.5
 
 
 def band_limited(x: np.ndarray, fs: float, band: tuple[float, float], order: int = 2) -> np.ndarray:
-    """Zero-phase Butterworth band-pass along the last axis; the upper edge is kept below Nyquist."""
-    high = min(band[1], 0.45 * fs)
+    """Zero-phase Butterworth band-pass along the last axis; the upper edge is kept below Nyquist.
+    :class:`SamplingRateError` when ``fs`` is too low to pass any of the band (at or under
+    ``band[0] / 0.45`` Hz) or not a finite rate."""
+    if not (np.isfinite(fs) and _NYQUIST_MARGIN * fs > band[0]):
+        raise SamplingRateError(
+            f"a sampling rate of {fs:g} Hz is too low for a {band[0]:g}-{band[1]:g} Hz filter "
+            f"(it needs over {band[0] / _NYQUIST_MARGIN:.3g} Hz)"
+        )
+    high = min(band[1], _NYQUIST_MARGIN * fs)
     sos = sps.butter(order, (band[0], high), btype="bandpass", fs=fs, output="sos")
-    return sps.sosfiltfilt(sos, x, axis=-1)
+    # scipy's default edge padding, shortened for a record of only a few dozen samples (1 s at a low rate)
+    padlen = min(3 * (2 * len(sos) + 1 - min((sos[:, 2] == 0).sum(), (sos[:, 5] == 0).sum())), x.shape[-1] - 1)
+    return sps.sosfiltfilt(sos, x, axis=-1, padlen=max(padlen, 0))
 
 
 def lead_matrix(record: EcgRecord, leads: Sequence[str] | None) -> np.ndarray:
@@ -248,10 +260,16 @@ def detect_r_peaks(record: EcgRecord, *, leads: Sequence[str] | None = None, met
 
     ``leads`` restricts detection to those lead names (default: all). ``method`` is ``"fused"``
     (multi-lead QRS energy, see the module docstring) or ``"vote"`` (neurokit2 per lead, voted).
-    A flat record gives an empty array; a record shorter than 1 s raises :class:`DataError`.
+    A flat record gives an empty array; a record shorter than 1 s raises :class:`DataError`, one
+    sampled at :data:`MIN_FS_HZ` (11.1 Hz) or less :class:`~cardiodistill.errors.SamplingRateError`.
     """
     if method not in ("fused", "vote"):
         raise ConfigError(f"unknown R-peak method {method!r}; choose 'fused' or 'vote'")
+    if not record.fs > MIN_FS_HZ:
+        raise SamplingRateError(
+            f"a sampling rate of {record.fs:g} Hz is too low for R-peak detection (it needs over {MIN_FS_HZ:.3g} Hz)",
+            record.source,
+        )
     x = lead_matrix(record, leads)
     fs = record.fs
     x_band = band_limited(x, fs, QRS_BAND_HZ)
