@@ -2,6 +2,8 @@
 
 ``plot_ecg_paper`` draws the standard printout: 25 mm/s, 10 mm/mV, four columns of 2.5 s
 (I II III | aVR aVL aVF | V1-V3 | V4-V6) over a 10 s rhythm strip of lead II, on a 1 mm / 5 mm grid.
+A record without all twelve standard leads (a handheld recording, a 2-lead Holter) is drawn as one
+10 s strip per lead it has, so that no empty slot is drawn.
 Matplotlib is imported lazily (headless ``Agg`` backend) so importing cardiodistill stays fast.
 """
 
@@ -38,12 +40,14 @@ def _grid(ax, width_mm: float, height_mm: float) -> None:
 
 
 def plot_ecg_paper(record: EcgRecord, ax=None, title: str | None = None, rhythm_lead: str = "II"):
-    """Draw a 12-lead (or any subset) in the standard paper layout; returns the axes."""
+    """Draw a record on ECG paper (module doc): the standard layout for a 12-lead, else one strip per
+    lead; returns the axes."""
     plt = _plt()
     seconds = min(10.0, record.duration_s)
     col_s = seconds / 4.0
     width = seconds * _MM_PER_S
-    rows = list(_PAPER_LAYOUT) + [(rhythm_lead,)]
+    standard = all(name in record.leads for row in _PAPER_LAYOUT for name in row)
+    rows = [*_PAPER_LAYOUT, (rhythm_lead,)] if standard else [(name,) for name in record.leads]
     height = _ROW_MM * len(rows)
     if ax is None:
         _, ax = plt.subplots(figsize=(width / 25.4 * 0.8, height / 25.4 * 0.8))

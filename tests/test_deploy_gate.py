@@ -17,12 +17,13 @@ from cardiodistill.deploy import (
     export_onnx,
     export_student_model,
     quantize_int8,
-    simulated_windows,
     student_arrays_npz,
 )
+from cardiodistill.deploy.student import MIN_GATE_CLASS
 from cardiodistill.edge.spec import METADATA_KEY, EdgeSpec, read_spec
 from cardiodistill.errors import ConfigError, DataError
 from cardiodistill.models import create_model
+from cardiodistill.synth.windows import simulated_windows
 from cardiodistill.train.checkpoints import load_model, save_model
 
 OUTPUTS = ["square", "noisy"]
@@ -122,6 +123,9 @@ def test_gate_passes_int8_on_an_easy_task(trained, tmp_path):
     assert record["fp32"]["macro_auroc"] > 0.95 and set(record["fp32"]["auroc"]) == set(OUTPUTS)
     assert record["int8"]["macro_drop"] <= 0.02 and record["int8"]["worst_drop"] <= 0.04
     assert record["n_validation"] == len(x) and "fp16" not in record  # int8 passed: nothing else tried
+    assert record["judged"] == OUTPUTS and record["not_judged"] == {}
+    drop = record["int8"]["macro_drop"]
+    assert record["summary"] == f"int8 kept: macro AUROC {-drop:+.3f} vs fp32 over 2 judged outputs"
     spec = read_spec(tmp_path / "student.onnx")
     assert spec.precision == "int8" and spec.model_id == "tiny" and spec.triage == "square"
     assert spec.leads == ("I",) and spec.outputs == tuple(OUTPUTS) and (spec.fs, spec.seconds) == (100.0, 10.0)
@@ -137,8 +141,42 @@ def test_gate_falls_back_to_fp32_when_the_margin_cannot_be_met(trained, tmp_path
     assert record["precision"] == "fp32" and not record["int8"]["passed"]
     assert "passed" in record["fp16"] and not record["fp16"]["passed"]  # the installed converter was tried
     assert record["decision"].endswith("wrote fp32") and "int8 macro AUROC drop" in record["decision"]
+    assert record["summary"].startswith("int8 refused (macro AUROC ") and "-> fp16 refused (" in record["summary"]
+    assert record["summary"].endswith("-> fp32 kept")
     spec = read_spec(tmp_path / "student.onnx")
     assert spec.precision == "fp32" and spec.gate["precision"] == "fp32"
+
+
+def test_outputs_with_few_validation_positives_are_not_judged(trained, tmp_path):
+    path, x, y = trained
+    y = y.copy()
+    positives = np.flatnonzero(y[:, 1] == 1)
+    y[positives[3:], 1] = np.nan  # "noisy": 3 known positives, too few to judge
+    record = export_student_model(path, tmp_path / "student.onnx", val_x=x, val_y=y)
+    assert record["min_class"] == MIN_GATE_CLASS == 10
+    assert record["judged"] == ["square"]
+    n_neg = int((y[:, 1] == 0).sum())
+    assert record["not_judged"] == {"noisy": f"not judged (3 positives, {n_neg} negatives)"}
+    fp32, int8 = record["fp32"], record["int8"]
+    assert set(fp32["auroc"]) == set(OUTPUTS)  # still measured and recorded ...
+    assert fp32["macro_auroc"] == fp32["auroc"]["square"] and int8["worst_output"] == "square"  # ... not judged
+    assert record["precision"] == "int8" and record["summary"] == (
+        f"int8 kept: macro AUROC {-int8['macro_drop']:+.3f} vs fp32 over 1 judged output; 1 output not judged "
+        "(< 10 validation positives or negatives: noisy)")
+    assert read_spec(tmp_path / "student.onnx").gate["summary"] == record["summary"]
+
+
+def test_a_gate_that_can_judge_no_output_keeps_fp32(trained, tmp_path):
+    path, x, y = trained
+    record = export_student_model(path, tmp_path / "student.onnx", val_x=x, val_y=y, min_class=1000)
+    assert record["judged"] == [] and set(record["not_judged"]) == set(OUTPUTS)
+    assert record["precision"] == "fp32" and record["int8"]["passed"] is False
+    assert record["summary"].startswith("int8 refused (cannot judge: no output has 1000 validation positives")
+    assert record["summary"].endswith("-> fp32 kept; 2 outputs not judged (< 1000 validation positives or "
+                                      "negatives: square, noisy)")
+    with pytest.raises(ConfigError, match="int8 cannot judge.*not written"):
+        export_student_model(path, tmp_path / "strict.onnx", val_x=x, val_y=y, min_class=1000, fallback=False)
+    assert not (tmp_path / "strict.onnx").exists()
 
 
 def test_strict_gate_refuses_and_writes_nothing(trained, tmp_path):
@@ -188,8 +226,9 @@ def test_student_arrays_npz(tmp_path):
 
 
 def test_bench_times_every_backend_on_one_and_two_threads(trained):
-    path, _, _ = trained
-    result = bench_student(path, threads=(1, 2), n=5, memory=False)
+    path, x, _ = trained
+    result = bench_student(path, x[:8], threads=(1, 2), n=5, memory=False)
+    assert result["int8_calibration"] == "8 given windows"
     assert result["input_shape"] == [1, 1, 1000] and result["parameters"]["torch"] > result["parameters"]["onnx"] > 0
     assert set(result["backends"]) == {"torch", "onnx_fp32", "onnx_int8"}
     for backend in result["backends"].values():
@@ -197,12 +236,24 @@ def test_bench_times_every_backend_on_one_and_two_threads(trained):
         for latency in backend["latency_ms"].values():
             assert 0 < latency["p50"] <= latency["p95"]
     assert len(bench_rows(result)) == 6
+    with pytest.raises(DataError, match=r"benchmark windows must be .*\[N, 1, samples\].*\(2, 2, 1000\)"):
+        bench_student(path, np.repeat(x[:2], 2, axis=1), threads=(1,), n=1, memory=False)
+
+
+def test_deploy_does_not_import_the_simulator():
+    import subprocess
+    import sys
+
+    code = ("import sys, cardiodistill.deploy.bench, cardiodistill.deploy.student, cardiodistill.deploy.commands; "
+            "print(sorted(m for m in sys.modules if m.startswith('cardiodistill.synth')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_bench_of_an_exported_file_measures_memory(trained, tmp_path):
     path, x, y = trained
     export_student_model(path, tmp_path / "student.onnx", val_x=x, val_y=y, precision="fp32")
-    result = bench_student(tmp_path / "student.onnx", threads=(1,), n=5, calibration=x[:32])
+    result = bench_student(tmp_path / "student.onnx", x[:1], threads=(1,), n=5, calibration=x[:32])
     assert set(result["backends"]) == {"onnx_fp32", "onnx_int8"} and result["int8_calibration"] == "32 given windows"
     for backend in result["backends"].values():
         memory = backend["memory_mb"]
@@ -218,11 +269,11 @@ def cli():
     typer = pytest.importorskip("typer")
     from typer.testing import CliRunner
 
-    from cardiodistill.deploy.commands import bench_cmd, export_cmd
+    from cardiodistill.deploy.commands import bench_command, export_cmd
 
     app = typer.Typer()
     app.command("export")(export_cmd)
-    app.command("bench")(bench_cmd)
+    app.command("bench")(bench_command(simulated_windows))
     return lambda *args: CliRunner().invoke(app, [str(a) for a in args])
 
 

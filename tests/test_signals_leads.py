@@ -5,7 +5,6 @@ from cardiodistill.errors import LeadError
 from cardiodistill.signals import derive_limb_leads, normalize_lead_name
 
 
-
 @pytest.mark.parametrize(
     "spelling, canonical",
     [("avr", "aVR"), ("Lead aVR", "aVR"), ("MDC_ECG_LEAD_AVR", "aVR"), ("MLII", "II"), ("D2", "II"),

@@ -11,9 +11,19 @@ import pytest
 
 from cardiodistill.config import PrevalenceConfig
 from cardiodistill.errors import ConfigError
-from cardiodistill.synth.echo import HALF_TISSUE, ECHO_VIEWS, EchoBatch, lv_cavity_masks, lv_volume, measure_lv_area, render_echo, smooth_frames
+from cardiodistill.synth.echo import (
+    ECHO_VIEWS,
+    HALF_TISSUE,
+    EchoBatch,
+    lv_cavity_masks,
+    lv_volume,
+    measure_lv_area,
+    render_echo,
+    smooth_frames,
+)
 from cardiodistill.synth.population import Population, sample_population
 from cardiodistill.synth.rhythm import sample_beats
+
 
 def cavity_masks(batch: EchoBatch, i: int) -> np.ndarray:
     return lv_cavity_masks(batch.frames[i], batch.lv_center_px[i], batch.mitral_annulus_px[i])

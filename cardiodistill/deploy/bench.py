@@ -3,9 +3,11 @@
 :func:`bench_student` times ONE recording (batch 1, ``[1, L, fs * seconds]``), as a phone paired with a
 handheld recorder would run it, on each backend: PyTorch eager (when given the ``student.pt``),
 onnxruntime float32 and onnxruntime int8 (quantised on the fly, see
-:func:`~cardiodistill.deploy.quantize.quantize_int8`), each on 1 and 2 threads by default. The input
-is a simulated handheld ECG (:func:`~cardiodistill.deploy.quantize.simulated_windows`); the int8
-graph is calibrated on the given windows or on 100 simulated ones.
+:func:`~cardiodistill.deploy.quantize.quantize_int8`), each on 1 and 2 threads by default. The
+caller passes the windows: the first one is timed, and the int8 graph is calibrated on them (or on
+``calibration``). Deployment never imports the simulator: ``cardiodistill bench`` and
+``benchmarks/bench_student.py`` draw simulated handheld ECGs with
+the simulator's ``simulated_windows`` and pass them in.
 
 Peak memory is measured in a fresh Python process per backend (its peak resident set size: ``VmHWM``
 on Linux, ``ru_maxrss`` elsewhere): its baseline after importing the runtime (numpy + onnxruntime,
@@ -30,11 +32,11 @@ import numpy as np
 
 from ..edge.spec import open_session, read_spec
 from ..errors import ConfigError, DataError
-from .quantize import quantize_int8, require_onnx, simulated_windows
+from .quantize import quantize_int8, require_onnx
 
-__all__ = ["bench_rows", "bench_student"]
+__all__ = ["N_CALIBRATION", "bench_rows", "bench_student", "model_input"]
 
-N_CALIBRATION = 100  # simulated windows that calibrate the int8 graph when none are given
+N_CALIBRATION = 100  # windows a caller draws to calibrate the int8 graph (the commands and benchmark scripts)
 _WARMUP = 10
 _MEMORY_RUNS = 20  # forward passes of the memory probe
 
@@ -131,25 +133,59 @@ def _onnx_parameters(path: Path) -> int:
                    if t.data_type == onnx.TensorProto.FLOAT))
 
 
+def model_input(student_pt_or_onnx: str | os.PathLike[str]) -> tuple[tuple[str, ...], float, float]:
+    """``(leads, fs, seconds)`` that a ``student.pt`` or an exported ``.onnx`` (its EdgeSpec) reads: what the
+    windows given to :func:`bench_student` must be."""
+    path = Path(student_pt_or_onnx)
+    if not path.is_file():
+        raise DataError("no such model file", path)
+    if path.suffix == ".onnx":
+        spec = read_spec(path)
+        return tuple(spec.leads), float(spec.fs), float(spec.seconds)
+    model = _load_student(path)
+    return tuple(model.leads), float(model.backbone_config["fs"]), float(model.backbone_config["seconds"])
+
+
+def _load_student(path: Path):
+    """The student model of a ``student.pt`` (PyTorch); :class:`DataError` for another model."""
+    from ..train.checkpoints import load_model
+
+    model = load_model(path)
+    if not all(hasattr(model, a) for a in ("leads", "backbone_config", "predict")):
+        raise DataError(f"not a student model ({type(model).__name__})", path)
+    return model
+
+
+def _check_windows(x: np.ndarray, leads: Sequence[str], what: str, path: Path) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 3 or len(x) == 0 or x.shape[1] != len(leads) or x.shape[2] == 0:
+        raise DataError(f"{what} must be a non-empty float array [N, {len(leads)}, samples] for the leads "
+                        f"{', '.join(leads)}, got shape {x.shape}", path)
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{what} contain NaN or infinite values", path)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
 def bench_student(
     student_pt_or_onnx: str | os.PathLike[str],
+    windows: np.ndarray,
     *,
     threads: Sequence[int] = (1, 2),
     n: int = 200,
-    seconds: float | None = None,
     calibration: np.ndarray | None = None,
-    seed: int = 0,
+    source: str = "given",
     memory: bool = True,
 ) -> dict[str, Any]:
     """Latency, file size and peak memory of a student on each backend (module doc).
 
     ``student_pt_or_onnx``: a ``student.pt`` (PyTorch eager, then its float32 ONNX export and an int8
     version of it) or an exported ``.onnx`` carrying an EdgeSpec (float32: it and an int8 version;
-    fp16/int8: that file alone). ``n`` timed runs per backend and thread count after 10 warm-up runs.
-    ``seconds``: the recording's length (default: the model's window). ``calibration`` ``[N, L, T]``:
-    int8 calibration windows (default: 100 simulated ones, drawn with ``seed`` as is the input).
-    ``memory=False`` skips the memory probes (each a fresh process: ~1 s for onnxruntime, several
-    for PyTorch).
+    fp16/int8: that file alone). ``windows`` ``[N, L, T]`` float32, prepared as the model's input (its
+    leads, see :func:`model_input`; per-lead z-scored): ``windows[0]`` is the timed recording, of
+    ``T / fs`` seconds. ``calibration`` ``[N, L, T]``: int8 calibration windows (default: ``windows``).
+    ``source`` says where the windows come from, in the result (e.g. ``"simulated"``). ``n`` timed runs
+    per backend and thread count after 10 warm-up runs. ``memory=False`` skips the memory probes (each a
+    fresh process: ~1 s for onnxruntime, several for PyTorch).
 
     Returns ``{"model", "leads", "fs", "seconds", "input_shape", "input", "int8_calibration", "n",
     "threads", "parameters", "backends": {name: {"file", "bytes", "mb", "latency_ms": {threads:
@@ -164,25 +200,21 @@ def bench_student(
     path = Path(student_pt_or_onnx)
     if not path.is_file():
         raise DataError("no such model file", path)
-    rng = np.random.default_rng(seed)
     versions = {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__}
     with tempfile.TemporaryDirectory(prefix="cardiodistill-bench-") as tmp_dir:
         files: dict[str, Path] = {}
         model = None
         if path.suffix == ".onnx":
             spec = read_spec(path)
-            leads, fs, window = spec.leads, spec.fs, spec.seconds
+            leads, fs = spec.leads, spec.fs
             files[f"onnx_{spec.precision}"] = path
             parameters = {"onnx": _onnx_parameters(path)} if spec.precision == "fp32" else {}
         else:
             import torch
 
-            from ..train.checkpoints import load_model
             from .export import export_onnx
 
-            model = load_model(path)
-            if not all(hasattr(model, a) for a in ("leads", "backbone_config", "predict")):
-                raise DataError(f"not a student model ({type(model).__name__})", path)
+            model = _load_student(path)
             leads, fs = tuple(model.leads), float(model.backbone_config["fs"])
             window = float(model.backbone_config["seconds"])
             files["torch"] = path
@@ -191,16 +223,14 @@ def bench_student(
             parameters = {"torch": sum(p.numel() for p in model.parameters()),
                           "onnx": _onnx_parameters(files["onnx_fp32"])}
             versions["torch"] = torch.__version__
-        seconds = window if seconds is None else float(seconds)
-        shape = (1, len(leads), int(round(fs * seconds)))
-        x = simulated_windows(1, leads, fs, seconds, rng)
+        windows = _check_windows(windows, leads, "benchmark windows", path)
+        x = windows[:1]
+        shape = x.shape
         calibrated_on = None
         if "onnx_fp32" in files:
-            if calibration is None:
-                calibration = simulated_windows(N_CALIBRATION, leads, fs, window, rng)
-                calibrated_on = f"{N_CALIBRATION} simulated handheld ECG windows (cardiodistill.synth)"
-            else:
-                calibrated_on = f"{len(calibration)} given windows"
+            calibration = windows if calibration is None else _check_windows(calibration, leads,
+                                                                              "calibration windows", path)
+            calibrated_on = f"{len(calibration)} {source} windows"
             files["onnx_int8"] = quantize_int8(files["onnx_fp32"], Path(tmp_dir) / "int8.onnx", calibration)
         backends: dict[str, dict[str, Any]] = {}
         for name, file in files.items():
@@ -212,8 +242,8 @@ def bench_student(
             if memory:
                 backends[name]["memory_mb"] = _memory(name, file, shape)
     return {
-        "model": str(path), "leads": list(leads), "fs": fs, "seconds": seconds, "input_shape": list(shape),
-        "input": "one simulated handheld ECG (cardiodistill.synth), per-lead z-scored",
+        "model": str(path), "leads": list(leads), "fs": fs, "seconds": shape[2] / fs, "input_shape": list(shape),
+        "input": f"one {source} handheld ECG window, per-lead z-scored",
         "int8_calibration": calibrated_on, "n": n, "threads": list(threads), "parameters": parameters,
         "backends": backends, "versions": versions,
         "cpu": {"machine": platform.machine(), "processor": platform.processor() or None, "cores": os.cpu_count()},

@@ -1,14 +1,17 @@
 """``cardiodistill export`` and ``cardiodistill bench``: the deployment steps on the command line.
 
-:func:`export_cmd` and :func:`bench_cmd` are Typer command functions; ``cardiodistill.cli`` registers
-them. The library (and with it PyTorch) is imported when a command runs, not when the CLI starts.
+:func:`export_cmd` and the function :func:`bench_command` returns are Typer command functions;
+``cardiodistill.cli`` registers them, and gives ``bench_command`` the source of the windows to time
+(the simulator: deploy never imports it). The library (and with it PyTorch) is imported when a
+command runs, not when the CLI starts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -16,7 +19,14 @@ from rich.table import Table
 
 from ..errors import DataError
 
-__all__ = ["bench_cmd", "export_cmd"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["WindowSource", "bench_command", "export_cmd"]
+
+#: ``windows(n, leads, fs, seconds, rng) -> [n, len(leads), round(fs * seconds)]`` float32 windows, per-lead
+#: z-scored, e.g. the simulator's ``simulated_windows`` (which ``cardiodistill.cli`` passes).
+WindowSource = Callable[[int, Sequence[str], float, float, "np.random.Generator"], "np.ndarray"]
 
 _console = Console(stderr=True)  # progress and notes
 _stdout = Console()  # the tables
@@ -42,10 +52,15 @@ def _gate_table(record: dict[str, Any]) -> Table:
             table.add_row(precision, "", "", "", "", f"unavailable: {row['unavailable']}")
         elif precision == "fp32":
             table.add_row(precision, f"{row['bytes'] / 1e3:.1f}", f"{row['macro_auroc']:.4f}", "", "", "reference")
+        elif row["macro_drop"] is None:  # no output could be judged
+            table.add_row(precision, f"{row['bytes'] / 1e3:.1f}", f"{row['macro_auroc']:.4f}", "", "",
+                          "[yellow]not judged[/]")
         else:
             table.add_row(precision, f"{row['bytes'] / 1e3:.1f}", f"{row['macro_auroc']:.4f}",
                           f"{row['macro_drop']:+.4f}", f"{row['worst_output']} ({row['worst_drop']:+.4f})",
                           "[green]passed[/]" if row["passed"] else "[red]failed[/]")
+    for output, why in record.get("not_judged", {}).items():
+        table.add_row("", "", "", "", f"{output}: {why}", "")
     return table
 
 
@@ -80,37 +95,50 @@ def export_cmd(
             raise
         raise DataError(err.problem, data) from err  # the validation arrays: name their file
     _stdout.print(_gate_table(record))
-    _stdout.print(record["decision"], highlight=False, soft_wrap=True)
+    _stdout.print(record["summary"], highlight=False, soft_wrap=True)
     _stdout.print(f"[green]wrote {record['precision']}[/] ({record['bytes'] / 1e3:.1f} kB): {record['path']}",
                   highlight=False, soft_wrap=True)
 
 
-def bench_cmd(
-    model: Annotated[Path, typer.Argument(help="A student.pt, or an exported .onnx.", show_default=False)],
-    threads: Annotated[Optional[list[int]], typer.Option(
-        "--threads", "-t", min=1, help="Thread count to time (repeatable; default: 1 and 2).")] = None,
-    n: Annotated[int, typer.Option("--n", min=1, help="Timed runs per backend and thread count.")] = 200,
-    json_out: Annotated[Optional[Path], typer.Option(
-        "--json", help="Also write the full results to this JSON file.")] = None,
-) -> None:
-    """Time one 10 s recording (batch 1) on PyTorch eager, ONNX fp32 and ONNX int8; file sizes and peak memory.
+def bench_command(windows: WindowSource, source: str = "simulated") -> Callable[..., None]:
+    """The ``cardiodistill bench`` command, timing a window drawn from ``windows`` and calibrating int8 on
+    :data:`~cardiodistill.deploy.bench.N_CALIBRATION` more (``source`` names them in the results)."""
 
-    Latency p50/p95 per backend and thread count; peak memory of a fresh process that loads and
-    runs each backend, and its share above the runtime's own baseline.
-    """
-    from ..io.atomic import write_json_atomic
-    from .bench import bench_rows, bench_student
+    def bench_cmd(
+        model: Annotated[Path, typer.Argument(help="A student.pt, or an exported .onnx.", show_default=False)],
+        threads: Annotated[Optional[list[int]], typer.Option(
+            "--threads", "-t", min=1, help="Thread count to time (repeatable; default: 1 and 2).")] = None,
+        n: Annotated[int, typer.Option("--n", min=1, help="Timed runs per backend and thread count.")] = 200,
+        json_out: Annotated[Optional[Path], typer.Option(
+            "--json", help="Also write the full results to this JSON file.")] = None,
+    ) -> None:
+        """Time one 10 s recording (batch 1) on PyTorch eager, ONNX fp32 and ONNX int8; file sizes and peak memory.
 
-    with _console.status(f"benchmarking {model}"):
-        result = bench_student(model, threads=tuple(threads or (1, 2)), n=n)
-    table = Table(title=f"{model}: one {result['seconds']:g} s recording, input {result['input_shape']}, "
-                        f"{result['n']} runs")
-    rows = bench_rows(result)
-    for column in rows[0]:
-        table.add_column(column, justify="left" if column == "backend" else "right")
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    _stdout.print(table)
-    if json_out is not None:
-        write_json_atomic(json_out, result)
-        _stdout.print(f"[green]results written to[/] {json_out}", highlight=False, soft_wrap=True)
+        Latency p50/p95 per backend and thread count; peak memory of a fresh process that loads and
+        runs each backend, and its share above the runtime's own baseline.
+        """
+        import numpy as np
+
+        from ..io.atomic import write_json_atomic
+        from .bench import N_CALIBRATION, bench_rows, bench_student, model_input
+
+        with _console.status(f"benchmarking {model}"):
+            leads, fs, seconds = model_input(model)
+            rng = np.random.default_rng(0)
+            x = windows(1, leads, fs, seconds, rng)
+            calibration = windows(N_CALIBRATION, leads, fs, seconds, rng)
+            result = bench_student(model, x, calibration=calibration, source=source,
+                                   threads=tuple(threads or (1, 2)), n=n)
+        table = Table(title=f"{model}: one {result['seconds']:g} s recording, input {result['input_shape']}, "
+                            f"{result['n']} runs")
+        rows = bench_rows(result)
+        for column in rows[0]:
+            table.add_column(column, justify="left" if column == "backend" else "right")
+        for row in rows:
+            table.add_row(*(str(v) for v in row.values()))
+        _stdout.print(table)
+        if json_out is not None:
+            write_json_atomic(json_out, result)
+            _stdout.print(f"[green]results written to[/] {json_out}", highlight=False, soft_wrap=True)
+
+    return bench_cmd

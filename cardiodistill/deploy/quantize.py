@@ -2,7 +2,8 @@
 
 :func:`quantize_int8` runs onnxruntime's static quantisation in QDQ format: int8 weights (one scale per
 output channel by default) and int8 activations whose ranges are calibrated (min/max) on ECG windows
-the caller passes, e.g. validation recordings or :func:`simulated_windows`. The graph is first
+the caller passes, e.g. validation recordings (or simulated ones, drawn by the caller with
+the simulator's ``simulated_windows``: deploy never imports the simulator). The graph is first
 pre-processed (:func:`onnxruntime.quantization.shape_inference.quant_pre_process`: shape inference and
 graph optimisation), which folds the conv biases into initializers.
 
@@ -41,7 +42,7 @@ from ..edge.spec import METADATA_KEY, EdgeSpec
 from ..errors import ConfigError, DataError
 from ..io.atomic import atomic_path
 
-__all__ = ["convert_fp16", "quantize_int8", "require_onnx", "retag_precision", "simulated_windows"]
+__all__ = ["convert_fp16", "quantize_int8", "require_onnx", "retag_precision"]
 
 _INSTALL = "pip install 'cardiodistill[train]'"
 _CALIBRATION_BATCH = 16  # windows per calibration run: the per-run overhead dominates at batch 1
@@ -198,32 +199,3 @@ def convert_fp16(src_onnx: str | os.PathLike[str], dst_onnx: str | os.PathLike[s
     with atomic_path(dst) as tmp:
         onnx.save(proto, str(tmp))
     return dst
-
-
-def simulated_windows(n: int, leads: tuple[str, ...] | list[str], fs: float, seconds: float,
-                      rng: np.random.Generator) -> np.ndarray:
-    """``n`` simulated handheld ECG windows ``[n, len(leads), round(fs * seconds)]`` float32, per-lead z-scored.
-
-    Patients from :mod:`cardiodistill.synth` (the default population, every condition at its
-    prevalence), recorded by the six-lead handheld device at ``fs`` Hz; ``leads`` are limb lead
-    names in the order the model reads them. For calibration and benchmarks when no real
-    recordings are at hand.
-    """
-    from ..config import SynthConfig
-    from ..signals.leads import LIMB_LEADS
-    from ..synth.ecg import render_mobile, sample_ecg_params
-    from ..synth.population import sample_population
-    from ..synth.rhythm import sample_beats
-
-    unknown = [lead for lead in leads if lead not in LIMB_LEADS]
-    if unknown or not leads:
-        raise ConfigError(f"simulated windows have the limb leads {list(LIMB_LEADS)}, asked for {list(leads)}")
-    cfg = SynthConfig()
-    pop = sample_population(n, cfg.prevalence, rng)
-    beats = sample_beats(pop, seconds, rng)
-    params = sample_ecg_params(pop, rng)
-    ecg = render_mobile(pop, beats, params, fs, rng, device="six_lead", noise=cfg.mobile.noise,
-                        resolution_uv=cfg.mobile.resolution_uv)
-    x = ecg[:, [LIMB_LEADS.index(lead) for lead in leads], : int(round(fs * seconds))]
-    x = x - x.mean(axis=-1, keepdims=True)
-    return (x / np.maximum(x.std(axis=-1, keepdims=True), 1e-6)).astype(np.float32)

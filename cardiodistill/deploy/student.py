@@ -5,15 +5,23 @@ PyTorch, then tries the requested smaller precision. Published int8 ECG models h
 their discrimination to quantisation (0.89 to 0.51 macro AUROC), so a smaller graph is kept only
 when it passes an **accuracy gate** on validation recordings, both graphs run by onnxruntime:
 
-* its macro AUROC (mean over the outputs whose validation labels hold both classes) is at most
-  ``margin`` below the float32 graph's, **and**
-* no single output's AUROC drops by more than ``2 * margin``.
+* its macro AUROC (mean over the outputs the gate can judge) is at most ``margin`` below the float32
+  graph's, **and**
+* no single judged output's AUROC drops by more than ``2 * margin``.
+
+The gate judges an output only when its validation labels hold at least :data:`MIN_GATE_CLASS`
+positives and as many negatives; the others are reported as "not judged (n positives)" and left out
+of both rules, since a handful of recordings cannot tell quantisation from noise (see
+:data:`MIN_GATE_CLASS`). With no output it can judge, the gate cannot vouch for a smaller graph and
+keeps float32.
 
 A failed gate falls back, int8 -> fp16 -> fp32, each smaller precision under the same gate (fp16
 only where a float16 converter is installed, see :func:`~cardiodistill.deploy.quantize.convert_fp16`);
 with ``fallback=False`` it refuses instead. The written file carries its
 :class:`~cardiodistill.edge.spec.EdgeSpec` with the chosen precision and, under ``gate``, what was
-measured for each precision tried and what was decided.
+measured for each precision tried, what was decided, and ``summary``: one line for a person
+(``"int8 kept: macro AUROC -0.001 vs fp32 over 7 judged outputs; 3 outputs not judged (< 10
+positives or negatives)"``, ``"int8 refused (...) -> fp16 kept: ..."``).
 """
 
 from __future__ import annotations
@@ -38,9 +46,21 @@ from ..signals.prepare import InputSpec
 from .export import export_onnx
 from .quantize import convert_fp16, quantize_int8, require_onnx
 
-__all__ = ["export_student_model", "student_arrays_npz", "student_spec"]
+__all__ = ["MIN_GATE_CLASS", "export_student_model", "student_arrays_npz", "student_spec"]
 
 N_CALIBRATION = 200  # validation windows used to calibrate int8 when no calibration set is given
+
+#: The fewest validation positives, and negatives, an output needs for the gate to judge it.
+#:
+#: An output's AUROC is the share of (positive, negative) pairs ranked right, so one positive that falls
+#: behind ``k`` more negatives costs ``k / (n_pos * n_neg)``. With 2 positives, the per-output tolerance
+#: ``2 * margin`` (0.04) is exceeded when ONE recording slips past 8 % of the negatives: quantisation noise
+#: of a few hundredths on a probability near a crowded region does that, so the "failure" would say nothing
+#: about the graph (the demo's student fell back from int8 on exactly such an output). With 10 positives
+#: (and 10 negatives, symmetrically) it takes one recording slipping past 40 % of the other class, or several
+#: moving together: a real change of ranking, which the rule is there to catch. Below that, the gate reports
+#: the output as not judged rather than failing it.
+MIN_GATE_CLASS = 10
 _FALLBACK = {"int8": ("int8", "fp16", "fp32"), "fp16": ("fp16", "fp32"), "fp32": ("fp32",)}
 _BATCH = 256  # windows per onnxruntime call when scoring the validation set
 
@@ -139,16 +159,35 @@ def _aurocs(y: np.ndarray, prob: np.ndarray, outputs: tuple[str, ...]) -> dict[s
     return scores
 
 
-def _measure(path: Path, x: np.ndarray, y: np.ndarray, spec: EdgeSpec,
+def _judgeable(y: np.ndarray, outputs: tuple[str, ...], min_class: int) -> tuple[list[str], dict[str, str]]:
+    """``(outputs the gate judges, {output: "not judged (n positives, m negatives)"})`` (see :data:`MIN_GATE_CLASS`)."""
+    judged, not_judged = [], {}
+    for j, name in enumerate(outputs):
+        known = y[~np.isnan(y[:, j]), j]
+        n_pos, n_neg = int((known == 1).sum()), int((known == 0).sum())
+        if min(n_pos, n_neg) >= min_class:
+            judged.append(name)
+        else:
+            not_judged[name] = f"not judged ({n_pos} positives, {n_neg} negatives)"
+    return judged, not_judged
+
+
+def _macro(per_output: Mapping[str, float], judged: list[str]) -> float:
+    """Mean AUROC over the judged outputs (over every scored one when none can be judged)."""
+    names = [k for k in judged if k in per_output] or list(per_output)
+    return round(float(np.mean([per_output[k] for k in names])), 6)
+
+
+def _measure(path: Path, x: np.ndarray, y: np.ndarray, spec: EdgeSpec, judged: list[str],
              reference: np.ndarray | None) -> tuple[dict[str, Any], np.ndarray]:
-    """The gate's record for one graph and its output ``[N, n_outputs + 1]``: AUROCs, and against the
-    float32 ``reference`` output the largest probability difference and the mean absolute LVEF
-    difference (in % when the spec has ``lvef_std``)."""
+    """The gate's record for one graph and its output ``[N, n_outputs + 1]``: AUROCs (the macro over the
+    ``judged`` outputs), and against the float32 ``reference`` output the largest probability difference and
+    the mean absolute LVEF difference (in % when the spec has ``lvef_std``)."""
     out = _predict(path, x)
     n = len(spec.outputs)
     per_output = _aurocs(y, out[:, :n], spec.outputs)
-    record: dict[str, Any] = {"macro_auroc": round(float(np.mean(list(per_output.values()))), 6),
-                              "auroc": per_output, "bytes": path.stat().st_size}
+    record: dict[str, Any] = {"macro_auroc": _macro(per_output, judged), "auroc": per_output,
+                              "bytes": path.stat().st_size}
     if reference is not None:
         record["max_prob_diff"] = round(float(np.max(np.abs(out[:, :n] - reference[:, :n]))), 6)
         lvef_diff = float(np.mean(np.abs(out[:, n] - reference[:, n])))
@@ -156,13 +195,37 @@ def _measure(path: Path, x: np.ndarray, y: np.ndarray, spec: EdgeSpec,
     return record, out
 
 
-def _judge(record: dict, base: dict, margin: float) -> None:
-    """Add ``macro_drop``, ``worst_output``, ``worst_drop`` and ``passed`` to a smaller precision's record."""
-    drops = {k: base["auroc"][k] - record["auroc"][k] for k in base["auroc"]}
+def _judge(record: dict, base: dict, judged: list[str], margin: float, min_class: int) -> str:
+    """Add ``macro_drop``, ``worst_output``, ``worst_drop`` and ``passed`` to a smaller precision's record, judged
+    on the ``judged`` outputs only; returns why it failed ("" when it passed)."""
+    if not judged:
+        record.update({"macro_drop": None, "worst_output": None, "worst_drop": None, "passed": False})
+        return f"cannot judge: no output has {min_class} validation positives and {min_class} negatives"
+    drops = {k: base["auroc"][k] - record["auroc"][k] for k in judged}
     worst = max(drops, key=drops.get)
     record["macro_drop"] = round(base["macro_auroc"] - record["macro_auroc"], 6)
     record["worst_output"], record["worst_drop"] = worst, round(drops[worst], 6)
     record["passed"] = bool(record["macro_drop"] <= margin and drops[worst] <= 2 * margin)
+    if record["macro_drop"] > margin:
+        return f"macro AUROC {-record['macro_drop']:+.3f} vs fp32, beyond the margin {margin:g}"
+    if not record["passed"]:
+        return f"{worst} AUROC {-drops[worst]:+.3f} vs fp32, beyond {2 * margin:g} per output"
+    return ""
+
+
+def _summary(gate: Mapping[str, Any], refused: list[str], judged: list[str], not_judged: Mapping[str, str],
+             min_class: int) -> str:
+    """The gate's one line for a person (module doc)."""
+    chosen = gate["precision"]
+    head = "".join(f"{r} -> " for r in refused)
+    if chosen == "fp32":
+        kept = "fp32 kept" if refused else "fp32 written (requested; no smaller precision tried)"
+    else:
+        kept = (f"{chosen} kept: macro AUROC {-gate[chosen]['macro_drop']:+.3f} vs fp32 over {len(judged)} judged "
+                f"output{'s' if len(judged) != 1 else ''}")
+    tail = (f"; {len(not_judged)} output{'s' if len(not_judged) != 1 else ''} not judged (< {min_class} validation "
+            f"positives or negatives: {', '.join(not_judged)})" if not_judged else "")
+    return head + kept + tail
 
 
 def _check_validation(x: np.ndarray, y: np.ndarray, spec: EdgeSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -189,6 +252,7 @@ def export_student_model(
     precision: str = "int8",
     margin: float = 0.02,
     fallback: bool = True,
+    min_class: int = MIN_GATE_CLASS,
     model_id: str | None = None,
     thresholds: Mapping[str, float] | None = None,
     provenance: Mapping[str, Any] | None = None,
@@ -200,11 +264,13 @@ def export_student_model(
     NaN where unknown. ``calibration_x``: int8 calibration windows (default: the first
     :data:`N_CALIBRATION` of ``val_x``). ``margin``: the largest macro-AUROC loss accepted, in AUROC
     units (a negative margin fails every gate). Without ``fallback`` a failed gate raises
-    :class:`ConfigError` and writes nothing.
+    :class:`ConfigError` and writes nothing. ``min_class``: the validation positives (and negatives)
+    an output needs to be judged (:data:`MIN_GATE_CLASS`).
 
     Returns the gate record stored in the file's EdgeSpec (``requested``, ``precision`` chosen,
-    ``margin``, ``n_validation``, one record per precision measured, ``decision``) with ``path`` and
-    ``bytes`` of the written file.
+    ``margin``, ``min_class``, ``n_validation``, ``judged`` and ``not_judged`` outputs, one record per
+    precision measured, ``decision``, and ``summary``: the one line to show a person) with ``path``
+    and ``bytes`` of the written file.
     """
     from ..train.checkpoints import build_model, read_model_file
 
@@ -213,6 +279,8 @@ def export_student_model(
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if not np.isfinite(margin):
         raise ConfigError(f"margin must be a finite AUROC difference, got {margin}")
+    if min_class < 1:
+        raise ConfigError(f"min_class must be at least 1, got {min_class}")
     student_pt, out_onnx = Path(student_pt), Path(out_onnx)
     data = read_model_file(student_pt)
     model = build_model(data, source=student_pt)
@@ -220,14 +288,16 @@ def export_student_model(
     x, y = _check_validation(val_x, val_y, spec)
     calibration = x[:N_CALIBRATION] if calibration_x is None else calibration_x
 
-    gate: dict[str, Any] = {"requested": precision, "margin": float(margin), "n_validation": len(x),
-                            "rule": "macro AUROC drop <= margin and every output's drop <= 2 * margin"}
+    judged, not_judged = _judgeable(y, spec.outputs, min_class)
+    gate: dict[str, Any] = {"requested": precision, "margin": float(margin), "min_class": int(min_class),
+                            "n_validation": len(x), "judged": judged, "not_judged": not_judged,
+                            "rule": "macro AUROC drop <= margin and every judged output's drop <= 2 * margin"}
     with tempfile.TemporaryDirectory(prefix="cardiodistill-export-") as tmp_dir:
         files = {p: Path(tmp_dir) / f"{p}.onnx" for p in PRECISIONS}
         export_onnx(model, torch.from_numpy(x[:1]), files["fp32"], input_name=spec.input_name,
                     metadata={METADATA_KEY: spec.to_json()})
-        gate["fp32"], reference = _measure(files["fp32"], x, y, spec, None)
-        notes, chosen = [], "fp32"
+        gate["fp32"], reference = _measure(files["fp32"], x, y, spec, judged, None)
+        notes, refused, chosen = [], [], "fp32"
         for candidate in _FALLBACK[precision][:-1]:
             try:
                 if candidate == "int8":
@@ -237,24 +307,28 @@ def export_student_model(
             except ConfigError as err:  # no fp16 converter installed
                 gate[candidate] = {"unavailable": str(err)}
                 notes.append(f"{candidate} unavailable")
+                refused.append(f"{candidate} unavailable")
                 if not fallback:
                     raise ConfigError(f"{out_onnx}: {candidate} export unavailable: {err}") from err
                 continue
-            gate[candidate], _ = _measure(files[candidate], x, y, spec, reference)
-            _judge(gate[candidate], gate["fp32"], margin)
+            gate[candidate], _ = _measure(files[candidate], x, y, spec, judged, reference)
+            why = _judge(gate[candidate], gate["fp32"], judged, margin, min_class)
             record = gate[candidate]
             summary = (f"{candidate} macro AUROC drop {record['macro_drop']:.4f}, worst {record['worst_output']} "
-                       f"{record['worst_drop']:.4f}")
+                       f"{record['worst_drop']:.4f}" if judged else f"{candidate} {why}")
             if record["passed"]:
                 chosen = candidate
                 notes.append(f"{summary}: passed")
                 break
             notes.append(f"{summary}: failed")
+            refused.append(f"{candidate} refused ({why})")
             if not fallback:
                 raise ConfigError(f"{out_onnx}: {summary} on {len(x)} validation recordings exceeds the margin "
-                                  f"{margin:g} (per output {2 * margin:g}); not written (strict)")
+                                  f"{margin:g} (per output {2 * margin:g}); not written (strict)" if judged else
+                                  f"{out_onnx}: {candidate} {why} among {len(x)} recordings; not written (strict)")
         gate["precision"] = chosen
         gate["decision"] = "; ".join([*notes, f"wrote {chosen}"])
+        gate["summary"] = _summary(gate, refused, judged, not_judged, min_class)
         final = dataclasses.replace(spec, precision=chosen, gate=gate)
         proto = onnx.load(str(files[chosen]))
         props = {p.key: p.value for p in proto.metadata_props}

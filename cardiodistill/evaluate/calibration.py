@@ -122,21 +122,59 @@ def apply_temperature(logits: ArrayLike, temperature: float) -> np.ndarray:
     return expit(np.asarray(logits, dtype=np.float64) / temperature)
 
 
-def _scores(y: np.ndarray, z: np.ndarray, n_bins: int) -> dict[str, float]:
+def _score_rows(y: np.ndarray, z: np.ndarray, known: np.ndarray, idx: np.ndarray, n_bins: int) -> dict[str, np.ndarray]:
+    """ECE (uniform bins), Brier score and NLL [b] of ``sigmoid(z)`` on the resamples ``idx`` [b, n] of the patients
+    of ``y``, ``z``, ``known`` [n, C], pooled over each resample's labelled entries.
+
+    In a bin, ``count * |mean predicted - observed fraction| = |sum p - sum y|``, so the ECE is ``sum over bins
+    |sum p - sum y| / N``: the same number :func:`expected_calibration_error` gives on the identity resample.
+    """
     p = expit(z)
-    return {"ece": expected_calibration_error(y, p, n_bins), "brier": float(np.mean((p - y) ** 2)), "nll": _nll(y, z)}
+    which = np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], p, side="right")  # [n, C]
+    b = len(idx)
+    w = known[idx].astype(np.float64)  # [b, n, C]
+    flat = (np.arange(b)[:, None, None] * n_bins + which[idx]).ravel()
+    diff = np.bincount(flat, weights=(w * (p[idx] - y[idx])).ravel(), minlength=b * n_bins).reshape(b, n_bins)
+    total = w.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "ece": np.abs(diff).sum(axis=1) / total,
+            "brier": (w * (p[idx] - y[idx]) ** 2).sum(axis=(1, 2)) / total,
+            "nll": (w * (np.logaddexp(0.0, z[idx]) - y[idx] * z[idx])).sum(axis=(1, 2)) / total,
+        }
 
 
-def calibration_report(y: ArrayLike, logits: ArrayLike, temperature: float, *, n_bins: int = 10) -> dict[str, Any]:
+def calibration_report(y: ArrayLike, logits: ArrayLike, temperature: float, *, n_bins: int = 10, n_boot: int = 0,
+                       seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
     """ECE (uniform bins), Brier score and NLL of ``sigmoid(logits)`` ("before") and ``sigmoid(logits / T)``
     ("after"), pooled over the labelled entries of ``y``, ``logits`` ([n] or [n, C]). Apply it to the test set with
-    the ``T`` fitted on validation. Returns ``{"temperature", "n", "before": {...}, "after": {...}}``.
+    the ``T`` fitted on validation.
+
+    Returns ``{"temperature", "n", "n_boot", "before": {...}, "after": {...}}``, each metric a dict ``{"value",
+    "ci_low", "ci_high"}``: a ``(1 - alpha)`` percentile bootstrap over patients (rows; all labels of a patient
+    together), before and after on the same resamples and by the same function as the point; ``n_boot=0`` gives
+    NaN bounds.
     """
+    from .clinical import _bootstrap, _check_bootstrap, _interval
+
     if not temperature > 0:
         raise ConfigError(f"temperature must be positive, got {temperature}")
-    y, z = _pooled(y, logits, "logits")
-    return {"temperature": float(temperature), "n": len(y), "before": _scores(y, z, n_bins),
-            "after": _scores(y, z / temperature, n_bins)}
+    _check_bootstrap(n_boot, alpha)
+    y_arr, z_arr = np.asarray(y, dtype=np.float64), np.asarray(logits, dtype=np.float64)
+    _pooled(y_arr, z_arr, "logits")  # validates labels and logits
+    y2, z2 = (a.reshape(len(a), -1) for a in (y_arr, z_arr))
+    known = ~np.isnan(y2)
+    y2, z2 = np.where(known, y2, 0.0), np.where(known, z2, 0.0)
+    out: dict[str, Any] = {"temperature": float(temperature), "n": int(known.sum()), "n_boot": n_boot}
+    for key, z in (("before", z2), ("after", z2 / temperature)):
+        point = _score_rows(y2, z, known, np.arange(len(y2))[None], n_bins)
+        boot: dict[str, list[np.ndarray]] = {name: [] for name in point}
+        for idx in _bootstrap(len(y2), n_boot, seed, 256, width=y2.shape[1]):
+            for name, values in _score_rows(y2, z, known, idx, n_bins).items():
+                boot[name].append(values)
+        out[key] = {name: _interval(point[name][0], np.concatenate(boot[name]) if boot[name] else np.empty(0), alpha)
+                    for name in point}
+    return out
 
 
 def plot_reliability(

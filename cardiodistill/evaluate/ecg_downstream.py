@@ -152,13 +152,14 @@ def train_classifier(
     lr: float,
     seed: int,
 ) -> np.ndarray:
-    """Train :class:`~cardiodistill.train.ecg.EcgClassifierModule` on ``train``; eval-set probabilities."""
+    """Train :class:`~cardiodistill.train.ecg.EcgClassifierModule` on ``train`` (nothing written);
+    eval-set probabilities."""
     import lightning as L
     from torch.utils.data import DataLoader
 
     from ..data.sampling import ArrayDataset
     from ..train.ecg import EcgClassifierModule
-    from ..train.engine import WindowDataModule, make_trainer
+    from ..train.engine import fit
 
     L.seed_everything(seed, workers=True, verbose=False)
     batch = min(cfg.batch_size, len(train["y"]))
@@ -170,10 +171,9 @@ def train_classifier(
     )
     if backbone_state is not None:
         module.backbone.load_state_dict(backbone_state)
-    data = WindowDataModule(ArrayDataset(x=train["x"], present=train["present"], y=train["y"]), None,
-                            batch_size=batch, num_workers=0, seed=seed)
-    trainer = make_trainer(trainer_cfg, None, max_steps=max_steps, progress=False)
-    trainer.fit(module, datamodule=data)
+    fit(module, ArrayDataset(x=train["x"], present=train["present"], y=train["y"]), None,
+        trainer_cfg.model_copy(update={"seed": seed, "num_workers": 0}), None, batch_size=batch, max_steps=max_steps,
+        show_bar=False)
     module.eval()
     loader = DataLoader(ArrayDataset(x=evaluation["x"], present=evaluation["present"]), batch_size=256)
     with torch.no_grad():
@@ -201,8 +201,8 @@ def evaluate_ecg_encoder(
     ``model_file`` is a pretrained encoder (``encoder.pt``, ``mae.pt`` or a training checkpoint);
     without one only ``supervised`` can run.
     """
+    from ..data.cohort import window_spec
     from ..train.checkpoints import build_model, read_model_file
-    from ..train.ecg import window_spec
 
     out = Path(out)
     methods = list(cfg.methods)

@@ -2,7 +2,9 @@
 
 The file needs nothing else to be read, printed or archived with a study: CSS is inline, figures are embedded as
 base64 PNG data URIs, and there are no scripts, web fonts or links to assets. Every string from the caller is
-HTML-escaped, missing values print as "n/a", and a metric with an interval prints as ``0.871 (0.842-0.897)``::
+HTML-escaped, missing values print as "n/a", and a metric with an interval prints as ``0.871 (0.842-0.897)``, followed
+by "not distinguishable from chance" when the metric says its interval includes chance (``"vs_chance"``, see
+:mod:`~cardiodistill.evaluate.clinical`)::
 
     report = Report("Mobile-ECG triage: test set", "PTB-XL, fold 10")
     report.section("Discrimination", "AUROC with 95 % bootstrap intervals over patients.").table(rows)
@@ -24,11 +26,13 @@ from typing import Any
 from ..errors import ConfigError, DataError, one_line
 from ..io.atomic import write_text_atomic
 
-__all__ = ["Report"]
+__all__ = ["CHANCE_NOTES", "Report"]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _NOTE_KINDS = {"info": "Note", "warning": "Warning"}
 _MISSING = "n/a"
+#: What a metric's ``"vs_chance"`` verdict adds to its cell (nothing when it is above chance).
+CHANCE_NOTES = {"not distinguishable": "not distinguishable from chance", "below": "below chance"}
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color: #1d1d1f;
@@ -45,6 +49,7 @@ th, td { border: 1px solid #d0d0d5; padding: 0.25rem 0.6rem; text-align: left; v
 th { background: #eeeef2; }
 tbody tr:nth-child(even) { background: #fafafc; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.num .chance { display: block; white-space: normal; font-size: 0.8rem; color: #a0281d; }
 figure { margin: 1.2rem 0; }
 figure img { max-width: 100%; height: auto; }
 figcaption { font-size: 0.9rem; color: #3a3a3f; margin-top: 0.3rem; }
@@ -108,27 +113,32 @@ class Report:
         return self._add(_paragraphs(text))
 
     @staticmethod
-    def metric_cell(m: Mapping[str, Any], float_format: str = "{:.3f}") -> str:
-        """``"0.871 (0.842-0.897)"`` from ``{"value", "lo", "hi"}`` (or regression's ``ci_low`` / ``ci_high``).
+    def metric_cell(m: Mapping[str, Any], float_format: str = "{:.3f}", *, chance: bool = True) -> str:
+        """``"0.871 (0.842-0.897)"`` from ``{"value", "ci_low", "ci_high"}``.
 
         A missing value (None / NaN) gives "n/a"; a missing interval leaves the value alone; bounds below zero are
-        joined by "to" so the minus sign cannot be misread.
+        joined by "to" so the minus sign cannot be misread. With ``chance``, a ``"vs_chance"`` verdict other than
+        "above" is spelled out after a comma (``"0.481 (0.310-0.660), not distinguishable from chance"``).
         """
         value = m.get("value")
         if _is_missing(value):
             return _MISSING
-        lo, hi = m.get("lo", m.get("ci_low")), m.get("hi", m.get("ci_high"))
+        lo, hi = m.get("ci_low"), m.get("ci_high")
         text = _number(value, float_format)
         if _is_missing(lo) or _is_missing(hi):
             return text
         sep = "-" if min(lo, hi) >= 0 else " to "
-        return f"{text} ({_number(lo, float_format)}{sep}{_number(hi, float_format)})"
+        text = f"{text} ({_number(lo, float_format)}{sep}{_number(hi, float_format)})"
+        note = CHANCE_NOTES.get(m.get("vs_chance"), "") if chance else ""
+        return f"{text}, {note}" if note else text
 
     @classmethod
     def _cell(cls, value: Any, float_format: str) -> str:
         """One ``<td>``: metrics dicts and numbers right-aligned, everything else as escaped text."""
         if isinstance(value, Mapping) and "value" in value:
-            return f'<td class="num">{escape(cls.metric_cell(value, float_format))}</td>'
+            note = CHANCE_NOTES.get(value.get("vs_chance"), "") if not _is_missing(value.get("value")) else ""
+            flag = f'<span class="chance">{escape(note)}</span>' if note else ""
+            return f'<td class="num">{escape(cls.metric_cell(value, float_format, chance=False))}{flag}</td>'
         if isinstance(value, bool):
             return f"<td>{'yes' if value else 'no'}</td>"
         if _is_missing(value) or isinstance(value, Real):
@@ -137,8 +147,9 @@ class Report:
 
     def table(self, rows: Sequence[Mapping[str, Any]] | Any, caption: str = "", float_format: str = "{:.3f}") -> Report:
         """A table of ``rows`` (dicts; columns in order of first appearance) or a pandas DataFrame (a non-default
-        index becomes the first columns). Metric dicts ``{"value", "lo", "hi"}`` print with :meth:`metric_cell`,
-        floats with ``float_format``, None / NaN as "n/a"; a missing key is an empty cell."""
+        index becomes the first columns). Metric dicts ``{"value", "ci_low", "ci_high"}`` print with
+        :meth:`metric_cell` (a ``"vs_chance"`` verdict on a line of its own), floats with ``float_format``,
+        None / NaN as "n/a"; a missing key is an empty cell."""
         if hasattr(rows, "to_dict") and hasattr(rows, "index"):
             import pandas as pd
 

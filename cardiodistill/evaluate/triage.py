@@ -5,16 +5,21 @@ writes ``metrics.json`` and the figures of the report into one folder:
 
 * per model (the teacher with all its modalities and with some left out; every student): triage
   AUROC / AUPRC / balanced accuracy / F1 / sensitivity / specificity with bootstrap 95 % CIs at a
-  threshold chosen on validation, the diagnoses' AUROC (macro and each), LVEF agreement (MAE,
-  Bland-Altman), calibration before and after temperature scaling (the temperature fitted on
-  validation);
+  threshold chosen on validation, the diagnoses' AUROC (macro and each) and their operating points
+  (each diagnosis's threshold chosen on validation by the same rule as triage's), LVEF agreement
+  (MAE, Bland-Altman), calibration (ECE, Brier, NLL with CIs) before and after temperature scaling
+  (the temperature fitted on validation);
+* what distillation costs: each student's triage AUROC minus the teacher's, a paired bootstrap
+  difference on the same test studies;
 * subgroups (sex, age band) of the teacher and the students;
 * stage 2: ECG -> echo retrieval recall@k of the aligned model, the accuracy of the cardiac
   phases the temporal objective uses against the simulator's truth, the label-fraction curve
   of frozen-embedding probes, attention rollout and relative source variance of the fusion;
 * failure examples: the student's most confident wrong triage calls.
 
-Nothing here trains a network; thresholds and temperatures see validation studies only.
+Nothing here trains a network; thresholds and temperatures see validation studies only. Patients
+are named by :func:`~cardiodistill.privacy.pseudonym` of their ``patient_id`` in ``metrics.json``
+and the figures; ``show_ids=True`` (an explicit opt-in) adds the real ids.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..errors import DataError
 from ..io.atomic import write_json_atomic
 from ..models.fusion import CardioTeacher
+from ..privacy import pseudonym
 from ..train.checkpoints import load_model, read_model_file
 from ..train.teacher import predict_studies
 from .calibration import apply_temperature, calibration_report, fit_temperature, plot_reliability
@@ -37,6 +44,7 @@ from .clinical import (
     binary_metrics,
     choose_threshold,
     multilabel_metrics,
+    paired_difference,
     plot_label_fraction_curve,
     plot_roc,
     recall_at_k,
@@ -45,9 +53,9 @@ from .clinical import (
 from .regression import regression_metrics
 
 if TYPE_CHECKING:  # evaluation reads a cohort; it does not depend on the pipeline that built it
-    from ..pipeline import Cohort
+    from ..data.cohort import Cohort
 
-__all__ = ["MODALITY_SETS", "evaluate_pipeline", "model_metrics"]
+__all__ = ["MODALITY_SETS", "evaluate_pipeline", "failure_examples", "model_metrics"]
 
 #: Teacher variants scored on test: which modalities it is given.
 MODALITY_SETS = {
@@ -62,10 +70,20 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def _threshold_or_nan(y_val: np.ndarray, p_val: np.ndarray, rule: str) -> float:
+    """:func:`choose_threshold` on validation, NaN when validation lacks a class (no operating point is reported)."""
+    try:
+        return choose_threshold(y_val, p_val, rule=rule)
+    except DataError:
+        return float("nan")
+
+
 def model_metrics(val: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray], cohort: Cohort, *,
                   n_boot: int, rule: str, seed: int = 0) -> dict[str, Any]:
     """Test metrics of one model from its ``logits [n, C]`` and ``lvef_pct [n]`` on val and test
-    (each with ``index``, the cache rows): the temperature and the triage threshold come from val."""
+    (each with ``index``, the cache rows): the temperature and every output's threshold (triage and
+    each diagnosis, by ``rule``) come from val; a diagnosis without both classes on val has no
+    threshold and no operating-point metrics."""
     y_val, y_test = cohort.labels[val["index"]], cohort.labels[test["index"]]
     temperature = fit_temperature(val["logits"], y_val)
     p_val = apply_temperature(val["logits"], temperature)
@@ -74,10 +92,12 @@ def model_metrics(val: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray],
     out = {
         "temperature": temperature,
         "triage": binary_metrics(y_test[:, 0], p_test[:, 0], threshold=threshold, n_boot=n_boot, seed=seed),
-        "calibration": calibration_report(y_test[:, 0], test["logits"][:, 0], temperature),
+        "calibration": calibration_report(y_test[:, 0], test["logits"][:, 0], temperature, n_boot=n_boot, seed=seed),
     }
     if len(cohort.outputs) > 1:
-        out["diagnoses"] = multilabel_metrics(y_test[:, 1:], p_test[:, 1:], cohort.outputs[1:], n_boot=n_boot, seed=seed)
+        cuts = [_threshold_or_nan(y_val[:, c], p_val[:, c], rule) for c in range(1, y_val.shape[1])]
+        out["diagnoses"] = multilabel_metrics(y_test[:, 1:], p_test[:, 1:], cohort.outputs[1:], thresholds=cuts,
+                                              n_boot=n_boot, seed=seed)
     lvef_true = cohort.lvef_labels[test["index"]]
     if np.isfinite(lvef_true).sum() >= 3:
         out["lvef"] = regression_metrics(lvef_true, test["lvef_pct"], n_boot=n_boot, seed=seed)
@@ -182,7 +202,7 @@ def _probe_curve(emb_train: np.ndarray, emb_test: np.ndarray, y_train: np.ndarra
         macro = multilabel_metrics(y_test[:, ok], scores[:, ok], [str(i) for i in np.flatnonzero(ok)],
                                    n_boot=n_boot, seed=seed)["macro"]["auroc"]
         rows.append({"method": method, "fraction": float(fraction), "n_labelled": len(take),
-                     "auroc": macro["value"], "lo": macro["lo"], "hi": macro["hi"]})
+                     "auroc": macro["value"], "ci_low": macro["ci_low"], "ci_high": macro["ci_high"]})
     return rows
 
 
@@ -222,42 +242,68 @@ def _fusion_analysis(teacher: CardioTeacher, cohort: Cohort, rows: np.ndarray, f
             "rsv_dominant_units": {m: int((dominant == i).sum()) for i, m in enumerate(rsv_names)}}
 
 
+def _float_or_none(value: Any) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def failure_examples(table, rows: np.ndarray, y: np.ndarray, p_student: np.ndarray, p_teacher: np.ndarray | None,
+                     threshold: float, n: int, dx_columns: Sequence[str], *,
+                     show_ids: bool = False) -> list[tuple[int, dict[str, Any]]]:
+    """The student's ``n`` most confident wrong triage calls among the test ``rows`` of the manifest ``table``:
+    ``(table row, example)`` pairs, the most confident first.
+
+    An example names the patient by ``"patient"``, the keyed :func:`~cardiodistill.privacy.pseudonym` of the
+    manifest's ``patient_id``; ``show_ids=True`` adds the real ``"patient_id"``. It also holds the true
+    ``"label"``, ``"student_p"``, ``"teacher_p"``, ``"lvef"``, ``"diagnoses"`` (the ``dx_columns`` set, without
+    their ``dx_`` prefix), ``"age"`` and ``"sex"``.
+    """
+    wrong = np.flatnonzero(np.isfinite(y) & ((p_student >= threshold) != (y == 1)))
+    wrong = wrong[np.argsort(-np.abs(p_student[wrong] - threshold))][:n]
+    out = []
+    for k in wrong:
+        row = int(rows[k])
+        pid = str(table.at[row, "patient_id"])
+        example: dict[str, Any] = {"patient": pseudonym(pid)}
+        if show_ids:
+            example["patient_id"] = pid
+        dx = [c.removeprefix("dx_") for c in dx_columns if table.at[row, c] == 1]
+        example.update({"label": int(y[k]), "student_p": float(p_student[k]),
+                        "teacher_p": None if p_teacher is None else float(p_teacher[k]),
+                        "lvef": _float_or_none(table.at[row, "lvef"]), "diagnoses": ", ".join(dx) or "none",
+                        "age": _float_or_none(table.at[row, "age"]), "sex": str(table.at[row, "sex"])})
+        out.append((row, example))
+    return out
+
+
 def _failure_figure(cohort: Cohort, rows: np.ndarray, p_student: np.ndarray, p_teacher: np.ndarray | None,
-                    threshold: float, n: int, path: Path) -> list[dict[str, Any]]:
-    """The student's ``n`` most confident wrong triage calls on test, their lead-I strips in one figure."""
+                    threshold: float, n: int, path: Path, show_ids: bool = False) -> list[dict[str, Any]]:
+    """:func:`failure_examples` of the cohort's test ``rows``, their lead-I strips in one figure at ``path``
+    (titled with the same patient names as the examples)."""
     from ..evaluate.regression import save_figure
     from ..viz import _plt
 
-    y = cohort.labels[rows, 0]
-    wrong = np.flatnonzero(np.isfinite(y) & ((p_student >= threshold) != (y == 1)))
-    wrong = wrong[np.argsort(-np.abs(p_student[wrong] - threshold))][:n]
-    examples = []
-    if not len(wrong):
-        return examples
-    plt = _plt()
-    fig, axes = plt.subplots(len(wrong), 1, figsize=(9, 1.5 * len(wrong)), squeeze=False)
-    spec = cohort.cache.spec
-    table = cohort.table
-    for ax, k in zip(axes[:, 0], wrong):
-        row = int(rows[k])
+    picked = failure_examples(cohort.table, rows, cohort.labels[rows, 0], p_student, p_teacher, threshold, n,
+                              cohort.cache.dx_names, show_ids=show_ids)
+    if not picked:
+        return []
+    fig, axes = _plt().subplots(len(picked), 1, figsize=(9, 1.5 * len(picked)), squeeze=False)
+    fs = cohort.cache.spec.ecg.fs
+    for ax, (row, example) in zip(axes[:, 0], picked):
         strip = np.asarray(cohort.cache.item("mobile", row), dtype=np.float32)[0]
-        t = np.arange(len(strip)) / spec.ecg.fs
+        t = np.arange(len(strip)) / fs
         ax.plot(t, strip, lw=0.6, color="black")
-        dx = [c.removeprefix("dx_") for c in cohort.cache.dx_names if table.at[row, c] == 1]
-        example = {"patient_id": str(table.at[row, "patient_id"]), "label": int(y[k]), "student_p": float(p_student[k]),
-                   "teacher_p": None if p_teacher is None else float(p_teacher[k]),
-                   "lvef": float(table.at[row, "lvef"]), "diagnoses": ", ".join(dx) or "none",
-                   "age": float(table.at[row, "age"]), "sex": str(table.at[row, "sex"])}
-        examples.append(example)
-        teacher = "" if p_teacher is None else f", teacher {p_teacher[k]:.2f}"
-        ax.set_title(f"{example['patient_id']}: urgent={example['label']}, student {p_student[k]:.2f}{teacher}; "
-                     f"LVEF {example['lvef']:.0f} %, dx: {example['diagnoses']}", fontsize=8, loc="left")
+        teacher = "" if example["teacher_p"] is None else f", teacher {example['teacher_p']:.2f}"
+        lvef = "n/a" if example["lvef"] is None else f"{example['lvef']:.0f} %"
+        ax.set_title(f"{example.get('patient_id', example['patient'])}: urgent={example['label']}, student "
+                     f"{example['student_p']:.2f}{teacher}; LVEF {lvef}, dx: {example['diagnoses']}",
+                     fontsize=8, loc="left")
         ax.set_yticks([])
         ax.set_xlim(0, t[-1])
     axes[-1, 0].set_xlabel("time (s), handheld lead I, standardised")
     fig.tight_layout()
     save_figure(fig, path)
-    return examples
+    return [example for _, example in picked]
 
 
 def evaluate_pipeline(
@@ -272,15 +318,19 @@ def evaluate_pipeline(
     rule: str = "youden",
     failures: int = 6,
     seed: int = 0,
+    show_ids: bool = False,
 ) -> dict[str, Any]:
     """Score the teacher (with every modality set of :data:`MODALITY_SETS` it can take) and the
     ``students`` (name -> ``student.pt``) on the test split; write
-    ``out/metrics.json`` and ``out/figures/*.png``; return the metrics (module doc)."""
+    ``out/metrics.json`` and ``out/figures/*.png``; return the metrics (module doc).
+
+    ``show_ids``: also write the manifest's real ``patient_id`` next to each pseudonym (failure examples,
+    skipped files); off by default, so neither ``metrics.json`` nor a figure names a patient."""
     out = Path(out)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     val_rows, test_rows = cohort.splits["val"], cohort.splits["test"]
-    results: dict[str, Any] = {"cohort": cohort_summary(cohort), "models": {}}
+    results: dict[str, Any] = {"cohort": cohort_summary(cohort, show_ids=show_ids), "models": {}}
     probs: dict[str, np.ndarray] = {}
 
     def score(name: str, forward: Callable, modalities=("ecg", "mobile", "echo", "labs", "note"), kind="teacher",
@@ -308,6 +358,11 @@ def evaluate_pipeline(
     teacher_name = "teacher (all modalities)" if "teacher (all modalities)" in probs else next(iter(probs))
     y_test = cohort.labels[test_rows, 0]
     plot_roc({name: (y_test, p) for name, p in probs.items()}, figures / "roc_triage.png", title="Urgent referral")
+    if teacher_name in probs:
+        results["distillation_cost"] = {
+            "reference": teacher_name, "metric": "triage AUROC, student minus reference (paired bootstrap)",
+            "students": {name: paired_difference(y_test, probs[name], probs[teacher_name], n_boot=n_boot, seed=seed)
+                         for name in students}}
     table = cohort.table.iloc[test_rows]
     groups = {"sex": table["sex"].astype(str).to_numpy(), "age": age_bands(table["age"].to_numpy(float))}
     results["subgroups"] = {
@@ -321,7 +376,8 @@ def evaluate_pipeline(
         first = next(iter(students))
         threshold = results["models"][first]["triage"]["threshold"]
         results["failures"] = {"model": first, "examples": _failure_figure(
-            cohort, test_rows, probs[first], probs.get(teacher_name), threshold, failures, figures / "failures.png")}
+            cohort, test_rows, probs[first], probs.get(teacher_name), threshold, failures, figures / "failures.png",
+            show_ids=show_ids)}
 
     results["phases"] = phase_accuracy(cohort)
     if aligned is not None:
@@ -349,7 +405,8 @@ def _stage2(aligned, cohort: Cohort, figures: Path, fractions: Sequence[float], 
     test = _embeddings(aligned, cohort, cohort.splits["test"])
     result: dict[str, Any] = {}
     if "ecg" in test and "echo" in test:
-        result["retrieval_ecg_to_echo"] = recall_at_k(test["ecg"], test["echo"], ks=(1, 5, 10))
+        result["retrieval_ecg_to_echo"] = recall_at_k(test["ecg"], test["echo"], ks=(1, 5, 10), n_boot=n_boot,
+                                                      seed=seed)
     train = _embeddings(aligned, cohort, cohort.splits["labelled"])
     y_train, y_test = cohort.targets[cohort.splits["labelled"]], cohort.labels[cohort.splits["test"]]
     rows = _probe_curve(train["pooled"], test["pooled"], y_train, y_test, fractions, seed, n_boot,
@@ -361,17 +418,29 @@ def _stage2(aligned, cohort: Cohort, figures: Path, fractions: Sequence[float], 
     return result
 
 
-def cohort_summary(cohort: Cohort) -> dict[str, Any]:
-    """Counts per split, labelled studies, modality presence and label prevalence (test split)."""
+def _skipped(entry: Any, show_ids: bool) -> Any:
+    """A paired cache's skipped entry ``[patient_id, modality, reason]`` with the patient as a pseudonym."""
+    if isinstance(entry, (list, tuple)) and len(entry) == 3:
+        pid, modality, reason = (str(v) for v in entry)
+        return {"patient": pseudonym(pid), **({"patient_id": pid} if show_ids else {}), "modality": modality,
+                "reason": reason}
+    return entry
+
+
+def cohort_summary(cohort: Cohort, *, show_ids: bool = False) -> dict[str, Any]:
+    """Counts per split, labelled studies, modality presence, label prevalence and positives (test split),
+    and the skipped files (patients as pseudonyms; ``show_ids`` adds the real ids)."""
     table, splits = cohort.table, cohort.splits
     test = splits["test"]
+    labels = cohort.labels[test]
     return {
         "studies": len(table),
         "splits": {k: int(len(v)) for k, v in splits.items()},
         "modalities_present": {m: float(np.mean(v)) for m, v in cohort.cache.present.items()},
-        "prevalence_test": {name: float(np.nanmean(cohort.labels[test, i])) for i, name in enumerate(cohort.outputs)},
+        "prevalence_test": {name: float(np.nanmean(labels[:, i])) for i, name in enumerate(cohort.outputs)},
+        "positives_test": {name: int(np.nansum(labels[:, i] == 1)) for i, name in enumerate(cohort.outputs)},
         "sex_test": {str(k): int(v) for k, v in table.iloc[test]["sex"].value_counts().items()},
         "age_test": {"median": float(table.iloc[test]["age"].median()),
                      "iqr": [float(table.iloc[test]["age"].quantile(q)) for q in (0.25, 0.75)]},
-        "skipped": cohort.cache.meta.get("skipped", []),
+        "skipped": [_skipped(entry, show_ids) for entry in cohort.cache.meta.get("skipped", [])],
     }

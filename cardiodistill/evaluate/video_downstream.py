@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from ..config import TrainerConfig, VideoEvalConfig
-from ..data.cache import is_val_record
-from ..data.video_clips import ClipCache, ClipDataset, build_clip_cache
+from ..data.cache import in_fraction
+from ..data.video_clips import ClipCache, ClipDataset, VideoSource, build_clip_cache
 from ..errors import ConfigError, DataError
 from ..io.atomic import write_json_atomic
 from .ecg_downstream import label_subset, linear_probe
@@ -131,10 +131,11 @@ def _train_end_to_end(
     encoder_config: dict[str, Any], encoder_state: dict[str, torch.Tensor] | None, train: ClipDataset,
     test: ClipDataset, n_conditions: int, cfg: VideoEvalConfig, trainer_cfg: TrainerConfig,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fine-tune (``encoder_state`` given) or train from scratch; LVEF and probabilities on ``test``."""
+    """Fine-tune (``encoder_state`` given) or train from scratch (nothing written); LVEF and probabilities
+    on ``test``."""
     import lightning as L
 
-    from ..train.engine import make_trainer
+    from ..train.engine import fit
     from ..train.video import VideoSupervisedModule
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -145,11 +146,12 @@ def _train_end_to_end(
         encoder_config, n_conditions, encoder_state=encoder_state, lvef_mean=float(np.nanmean(lvef)),
         lvef_std=float(np.nanstd(lvef)) or 1.0, lr=cfg.lr, warmup_steps=steps_per_epoch, max_steps=steps,
     )
-    loader = torch.utils.data.DataLoader(train, batch_size=min(cfg.batch_size, len(train)), shuffle=True,
-                                         drop_last=True, generator=torch.Generator().manual_seed(cfg.seed))
-    trainer = make_trainer(trainer_cfg.model_copy(update={"accumulate": 1}), None, max_steps=steps, progress=False)
-    trainer.fit(module, loader)
-    out = torch.cat(trainer.predict(module, torch.utils.data.DataLoader(test, batch_size=cfg.batch_size)))
+    batch_size = min(cfg.batch_size, len(train))
+    loader = torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True,
+                                         generator=torch.Generator().manual_seed(cfg.seed))
+    trainer = fit(module, loader, None, trainer_cfg.model_copy(update={"accumulate": 1}), None,
+                  batch_size=batch_size, max_steps=steps, show_bar=False)["trainer"]
+    out = torch.cat(trainer.predict(module, _batches(test, cfg.batch_size)))
     return out[:, 0].numpy(), out[:, 1:].numpy()
 
 
@@ -163,10 +165,10 @@ def evaluate_video_encoder(
 ) -> dict[str, Any]:
     """Run the evaluation of the module doc for the encoder in ``model_file`` (``encoder.pt``,
     ``mae.pt`` or a training checkpoint); writes into ``out`` and returns the results."""
+    from ..data.cohort import clip_spec
     from ..models import model_from_config
     from ..train.checkpoints import build_model, read_model_file
     from ..train.engine import set_threads
-    from ..train.video import clip_spec, video_sources
 
     out = Path(out)
     set_threads(trainer_cfg.threads)
@@ -184,9 +186,9 @@ def evaluate_video_encoder(
 
     say("preparing the labelled clips")
     spec = clip_spec(encoder.model_config)
-    cache = build_clip_cache(out / "clips", video_sources([cfg.data]), spec, val_fraction=0.0)
+    cache = build_clip_cache(out / "clips", [VideoSource(**cfg.data.model_dump())], spec, val_fraction=0.0)
     lvef, y = _labels(cache, list(cfg.conditions))
-    is_test = np.array([is_val_record(r, cfg.test_fraction) for r in cache.index["record"]])
+    is_test = in_fraction(cache.index["split_bucket"], cfg.test_fraction)
     train_idx, test_idx = np.flatnonzero(~is_test), np.flatnonzero(is_test)
     if len(train_idx) < 10 or len(test_idx) < 10:
         raise ConfigError(f"{len(train_idx)} training and {len(test_idx)} test clips: simulate more patients "

@@ -15,8 +15,8 @@ import numpy as np
 from ..config import SynthConfig
 from ..records import EcgRecord
 from ..signals.leads import LEADS_12
-from .echo import render_echo
 from .ecg import render_12lead, sample_ecg_params
+from .echo import render_echo
 from .population import Population, sample_population
 from .rhythm import sample_beats
 
