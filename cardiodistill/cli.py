@@ -2,6 +2,11 @@
 
 User mistakes (bad files, bad config keys, a finished run folder in the way) print one line and
 exit with status 2; anything else is a bug and keeps its traceback.
+
+Help is plain text (``rich_markup_mode=None``): paragraphs are re-flowed to the terminal's width,
+boolean options are plain flags (``--json``, ``--overwrite``) listed without a value, and every
+value has a metavar saying what it is (``FILE``, ``FOLDER``, ``N``...). Typer marks a required
+argument with braces in the usage line (``{FILE}``).
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import __version__
 from .config import Config, config_to_yaml, load_config, preset_names
-from .deploy.commands import bench_cmd, export_cmd
+from .deploy.commands import bench_command, export_cmd
 from .edge.command import predict_cmd
 from .errors import CardiodistillError
+from .serve.command import serve_cmd
 
 app = typer.Typer(
     name="cardiodistill",
@@ -33,16 +39,38 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 console = Console(stderr=True)
 
-PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="Preset name (quick, full) or a YAML file.")]
+PresetOpt = Annotated[str, typer.Option(
+    "--preset", "-p", metavar="NAME|YAML", help="Preset name (quick, full) or a YAML file.")]
 SetOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--set", "-s", help="Override a config value, e.g. --set synth.prevalence.af=0.2 (repeatable)."),
+    typer.Option("--set", "-s", metavar="KEY=VALUE",
+                 help="Override a config value, e.g. --set synth.prevalence.af=0.2 (repeatable)."),
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in the output folder.")]
-ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Preset name (quick, full) or a YAML file.")]
+ShowIdsOpt = Annotated[bool, typer.Option(
+    "--show-ids", help="Show the manifest's real patient ids next to their pseudonyms (an explicit opt-in: "
+                       "the report then identifies patients).")]
+ConfigOpt = Annotated[str, typer.Option(
+    "--config", "-c", metavar="NAME|YAML", help="Preset name (quick, full) or a YAML file.")]
+RunOutOpt = Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="Run folder.")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Distil 12-lead ECG, echo, labs and notes into a small 1-6 lead mobile-ECG triage model."""
 
 
 def _progress() -> Progress:
@@ -90,12 +118,13 @@ def _synthesize(config: Config, out: Path, overwrite: bool) -> Path:
     return out
 
 
-@app.command()
+@app.command(short_help="Simulate a paired cohort as clinical files.")
 def synth(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the cohort into.")],
-    patients: Annotated[Optional[int], typer.Option(help="Number of patients (overrides synth.patients).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (overrides synth.seed).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Processes (overrides synth.workers).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FOLDER", help="Folder to write the cohort into.")],
+    patients: Annotated[Optional[int], typer.Option(
+        metavar="N", help="Number of patients (overrides synth.patients).")] = None,
+    seed: Annotated[Optional[int], typer.Option(metavar="N", help="Random seed (overrides synth.seed).")] = None,
+    workers: Annotated[Optional[int], typer.Option(metavar="N", help="Processes (overrides synth.workers).")] = None,
     preset: PresetOpt = "quick",
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -114,9 +143,9 @@ def synth(
     console.print(f"[green]cohort of {config.synth.patients} patients written to[/] {out}")
 
 
-@app.command()
+@app.command(short_help="Run stages 1-3 on a simulated cohort; write a clinical report.")
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/demo"),
+    out: RunOutOpt = Path("runs/demo"),
     preset: PresetOpt = "quick",
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -130,8 +159,8 @@ def demo(
     OUT/student.onnx. The quick preset takes about 14 minutes on 2 CPU cores; an interrupted demo
     continues from its last finished stage when run again.
     """
-    from .pipeline import run_pipeline
     from .runs import finish_run, prepare_run_folder, read_run
+    from .stages.demo import run_pipeline
 
     config = load_config(preset, list(set_ or []))
     prepare_run_folder(out, config, overwrite=overwrite, kind="demo")
@@ -143,8 +172,11 @@ def demo(
                               steps=lambda name: console.print(f"[bold cyan]{name}[/]"))
     finish_run(out, "demo", patients=config.synth.patients)
     print(_headline(result["results"]))
-    if "error" in result["summary"]["onnx"]:
-        console.print(f"[yellow]the student was not exported to ONNX:[/] {escape(result['summary']['onnx']['error'])}")
+    onnx = result["summary"]["onnx"]
+    if "error" in onnx:
+        console.print(f"[yellow]the student was not exported to ONNX:[/] {escape(onnx['error'])}")
+    elif "summary" in onnx:
+        console.print(f"export gate: {escape(onnx['summary'])}", highlight=False)
     console.print(f"[green]demo finished:[/] report {out / 'report.html'}")
 
 
@@ -159,38 +191,65 @@ def _headline(results: dict) -> str:
     return "\n".join(lines)
 
 
-@app.command()
+@app.command(short_help="Show what was read from an ECG file or a cine.")
 def inspect(
     path: Annotated[Path, typer.Argument(
-        help="An ECG file (WFDB, DICOM waveform, MUSE XML, HL7 aECG, EDF, CSV, NPY) or a cine (DICOM, AVI/MP4, NIfTI).")],
+        metavar="FILE", show_default=False,
+        help="An ECG file (WFDB, DICOM waveform, MUSE XML, HL7 aECG, EDF, CSV, NPY; a WFDB record may be named "
+             "without .hea) or a cine (DICOM, AVI/MP4, NIfTI).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (R-peak samples included).")] = False,
     png: Annotated[Optional[Path], typer.Option(
-        "--png", help="Also draw the record on ECG paper (a cine: its preprocessing) to this PNG.")] = None,
+        "--png", metavar="FILE", help="Also draw the record on ECG paper (a cine: its preprocessing) to this PNG "
+                                      "file; missing folders are created.")] = None,
     fs: Annotated[Optional[float], typer.Option(
+        metavar="HZ",
         help="Sampling rate for CSV/NPY ECGs, or frame rate for a cine, when the file does not carry one.")] = None,
-    leads: Annotated[Optional[str], typer.Option(help="Comma-separated lead names, for CSV/NPY without a header.")] = None,
-    units: Annotated[Optional[str], typer.Option(help="Amplitude units (mV, uV), for CSV/NPY.")] = None,
+    leads: Annotated[Optional[str], typer.Option(
+        metavar="LEADS", help="Comma-separated lead names, for CSV/NPY without a header.")] = None,
+    units: Annotated[Optional[str], typer.Option(
+        metavar="UNITS", help="Amplitude units (mV, uV), for CSV/NPY.")] = None,
 ) -> None:
-    """Show what was read from an ECG file (leads, rate, duration, units, quality per lead, R-peaks)
-    or from a cine (frames, rate, field of view, cardiac cycle, the prepared model input)."""
+    """Show what was read from an ECG file or a cine.
+
+    An ECG: leads, rate, duration, units, quality per lead and R-peaks. A cine: frames, rate, field
+    of view, cardiac cycle and the prepared model input. No free-text field of the file is shown.
+    """
     import json
 
+    from .edge.predict import record_path
+    from .errors import DataError
     from .inspection import format_summary, format_video_summary, plot_summary, summarize_ecg, summarize_video
-    from .io import is_video_file, read_ecg
+    from .io import read_ecg
 
-    if is_video_file(path):
+    path = record_path(path)
+    if path.is_dir():
+        raise DataError("is a folder; inspect reads one file (predict reads folders)", path)
+    if _is_cine(path):
         summary = summarize_video(path, png=png, fps=fs)
         print(json.dumps(summary, indent=2) if json_out else format_video_summary(summary))
-        return
-
-    kwargs = {k: v for k, v in (("fs", fs), ("units", units)) if v is not None}
-    if leads:
-        kwargs["leads"] = [name.strip() for name in leads.split(",")]
-    record = read_ecg(path, **kwargs)
-    summary = summarize_ecg(record)
+    else:
+        kwargs = {k: v for k, v in (("fs", fs), ("units", units)) if v is not None}
+        if leads:
+            kwargs["leads"] = [name.strip() for name in leads.split(",")]
+        record = read_ecg(path, **kwargs)
+        summary = summarize_ecg(record)
+        if png is not None:
+            plot_summary(record, summary, png)
+        print(json.dumps(summary, indent=2) if json_out else format_summary(summary))
     if png is not None:
-        plot_summary(record, summary, png)
-    print(json.dumps(summary, indent=2) if json_out else format_summary(summary))
+        console.print(f"figure written to {escape(str(png))}", highlight=False, soft_wrap=True)
+
+
+def _is_cine(path: Path) -> bool:
+    """True for a cine file. The video readers' libraries (av, nibabel) are imported only here, so an
+    ``edge`` install, which has neither, inspects ECG files (and reads no cines)."""
+    try:
+        from .io.video import is_video_file
+    except ModuleNotFoundError as err:
+        if err.name not in _VIDEO_ONLY:
+            raise
+        return False
+    return is_video_file(path)
 
 
 def _pretrain(kind: str, job, what: str, config: str, set_: list[str] | None, out: Path, overwrite: bool) -> None:
@@ -205,13 +264,14 @@ def _pretrain(kind: str, job, what: str, config: str, set_: list[str] | None, ou
     console.print(f"[green]pretraining finished after {summary['steps']} steps:[/] {out}")
 
 
-pretrain_app = typer.Typer(help="Stage 1: self-supervised pretraining of a modality encoder.", no_args_is_help=True)
+pretrain_app = typer.Typer(help="Stage 1: self-supervised pretraining of a modality encoder.", no_args_is_help=True,
+                           rich_markup_mode=None)
 app.add_typer(pretrain_app, name="pretrain")
 
 
-@pretrain_app.command("ecg")
+@pretrain_app.command("ecg", short_help="Pretrain the ECG encoder on unlabelled ECGs.")
 def pretrain_ecg_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/pretrain-ecg"),
+    out: RunOutOpt = Path("runs/pretrain-ecg"),
     config: ConfigOpt = "quick",
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -225,14 +285,14 @@ def pretrain_ecg_cmd(
     model.pt), OUT/encoder.pt, the training log and, for the masked autoencoder, reconstruction
     metrics and a figure on the held-out windows.
     """
-    from .train.ecg import pretrain_ecg
+    from .stages.stage1 import pretrain_ecg
 
     _pretrain("pretrain-ecg", pretrain_ecg, "windows from", config, set_, out, overwrite)
 
 
-@pretrain_app.command("video")
+@pretrain_app.command("video", short_help="Pretrain a video encoder on unlabelled echo / cine-MR clips.")
 def pretrain_video_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/pretrain-video"),
+    out: RunOutOpt = Path("runs/pretrain-video"),
     config: ConfigOpt = "quick",
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -245,16 +305,18 @@ def pretrain_video_cmd(
     OUT/clips that holds no patient identifiers). An interrupted run continues exactly where its
     last checkpoint left it. Writes OUT/mae.pt (or model.pt), OUT/encoder.pt and the training log.
     """
-    from .train.video import pretrain_video
+    from .stages.stage1 import pretrain_video
 
     _pretrain("pretrain-video", pretrain_video, "videos from", config, set_, out, overwrite)
 
 
-CohortOpt = Annotated[Path, typer.Option("--cohort", help="Cohort folder: manifest.csv plus the files it names.")]
+CohortOpt = Annotated[Path, typer.Option(
+    "--cohort", metavar="FOLDER", help="Cohort folder: manifest.csv plus the files it names.")]
 
 
 def _open(cfg, cohort: Path, fusion: dict):
-    from .pipeline import open_cohort, spec_of
+    from .data.cohort import open_cohort
+    from .stages.common import spec_of
 
     with _progress() as bar:
         return open_cohort(cfg, cohort, spec_of(fusion), _per_task(bar))
@@ -268,10 +330,10 @@ def _stage(kind: str, config: str, set_, out: Path, overwrite: bool):
     return cfg
 
 
-@app.command()
+@app.command(short_help="Stage 2: align the modality encoders on paired studies.")
 def align(
     cohort: CohortOpt,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/align"),
+    out: RunOutOpt = Path("runs/align"),
     ecg_encoder: Annotated[Optional[Path], typer.Option(help="Stage-1 ECG encoder.pt (default: a fresh encoder).")] = None,
     video_encoder: Annotated[Optional[Path], typer.Option(help="Stage-1 video encoder.pt (default: fresh).")] = None,
     config: ConfigOpt = "quick",
@@ -284,8 +346,8 @@ def align(
     end-diastole / end-systole), multimae (joint masked modelling with modality dropout). Trains
     on the training split; writes OUT/aligned.pt. An interrupted run continues from its checkpoint.
     """
-    from .pipeline import encoder_config, run_align
     from .runs import finish_run
+    from .stages.stage2 import encoder_config, run_align
 
     cfg = _stage("align", config, set_, out, overwrite)
     ecg = encoder_config(ecg_encoder, cfg.align.ecg_model, "align.ecg_model")
@@ -296,14 +358,14 @@ def align(
     console.print(f"[green]alignment finished after {summary['steps']} steps:[/] {out / 'aligned.pt'}")
 
 
-@app.command()
+@app.command(short_help="Stage 3a: train the multimodal teacher on labelled studies.")
 def finetune(
     cohort: CohortOpt,
     aligned: Annotated[Optional[Path], typer.Option(
         help="The stage-2 model (aligned.pt). Without it the teacher starts from the stage-1 encoders.")] = None,
     ecg_encoder: Annotated[Optional[Path], typer.Option(help="Without --aligned: a stage-1 ECG encoder.pt.")] = None,
     video_encoder: Annotated[Optional[Path], typer.Option(help="Without --aligned: a stage-1 video encoder.pt.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/teacher"),
+    out: RunOutOpt = Path("runs/teacher"),
     config: ConfigOpt = "quick",
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -314,8 +376,10 @@ def finetune(
     finetune, finetune.modalities what the teacher reads. Writes OUT/teacher.pt and
     OUT/teacher_outputs.npz (its outputs on every study, what distillation reads).
     """
-    from .pipeline import encoder_config, fusion_of, run_finetune, unaligned_fusion
     from .runs import finish_run
+    from .stages.common import fusion_of
+    from .stages.stage2 import encoder_config, unaligned_fusion
+    from .stages.stage3 import run_finetune
 
     cfg = _stage("finetune", config, set_, out, overwrite)
     if aligned is not None:
@@ -330,12 +394,12 @@ def finetune(
     console.print(f"[green]teacher trained on {summary['n_labelled']} labelled studies:[/] {out / 'teacher.pt'}")
 
 
-@app.command()
+@app.command(short_help="Stage 3b: distil the teacher into a handheld-ECG student.")
 def distill(
     cohort: CohortOpt,
     teacher: Annotated[Path, typer.Option(help="The teacher's run folder (teacher.pt, teacher_outputs.npz).")],
     leads: Annotated[int, typer.Option(help="Handheld leads the student reads: 1 (I), 2 (I, II) or 6 (limb).")] = 1,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/student"),
+    out: RunOutOpt = Path("runs/student"),
     no_teacher: Annotated[bool, typer.Option("--no-teacher", help="Train the same student on labels alone.")] = False,
     config: ConfigOpt = "quick",
     set_: SetOpt = None,
@@ -346,8 +410,9 @@ def distill(
     The student learns the labels where known and the teacher's soft targets, embedding and LVEF on
     every training study (distill.* weights); --no-teacher trains it on the labelled studies alone.
     """
-    from .pipeline import fusion_of, run_distill
     from .runs import finish_run
+    from .stages.common import fusion_of
+    from .stages.stage3 import run_distill
 
     cfg = _stage("distill", config, set_, out, overwrite)
     data = _open(cfg, cohort, fusion_of(teacher / "teacher.pt"))
@@ -356,10 +421,11 @@ def distill(
     console.print(f"[green]{leads}-lead student trained on {summary['n_train']} studies:[/] {out / 'student.pt'}")
 
 
-@app.command()
+@app.command(short_help="Write the clinician-readable HTML report of an evaluation.")
 def report(
     evaluation: Annotated[Path, typer.Argument(help="An evaluation folder (metrics.json, figures/).")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file (default: EVALUATION/report.html).")] = None,
+    show_ids: ShowIdsOpt = False,
 ) -> None:
     """Write the clinician-readable HTML report of an evaluation (plots embedded, one file)."""
     import json
@@ -370,11 +436,13 @@ def report(
     metrics = evaluation / "metrics.json"
     if not metrics.is_file():
         raise DataError("no metrics.json: run `cardiodistill evaluate pipeline` first", evaluation)
-    path = write_report(json.loads(metrics.read_text()), evaluation / "figures", out or evaluation / "report.html")
+    path = write_report(json.loads(metrics.read_text()), evaluation / "figures", out or evaluation / "report.html",
+                        show_ids=show_ids)
     console.print(f"[green]report written:[/] {path}")
 
 
-evaluate_app = typer.Typer(help="Evaluate a trained model on labelled data.", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Evaluate a trained model on labelled data.", no_args_is_help=True,
+                           rich_markup_mode=None)
 app.add_typer(evaluate_app, name="evaluate")
 
 
@@ -390,13 +458,13 @@ def _finish_evaluation(out: Path, kind: str, results: dict, table: str) -> None:
     console.print(f"[green]evaluation finished:[/] {out}")
 
 
-@evaluate_app.command("ecg")
+@evaluate_app.command("ecg", short_help="Probe and fine-tune an ECG encoder on labelled PTB-XL.")
 def evaluate_ecg_cmd(
     checkpoint: Annotated[Optional[Path], typer.Option(
         "--checkpoint", help="A pretrained encoder: encoder.pt, mae.pt or a training checkpoint.")] = None,
     data: Annotated[Optional[str], typer.Option(
         "--data", help="A labelled PTB-XL folder (PhysioNet layout, or signals.npy + meta.csv).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/evaluate-ecg"),
+    out: RunOutOpt = Path("runs/evaluate-ecg"),
     config: ConfigOpt = "quick",
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -422,11 +490,11 @@ def evaluate_ecg_cmd(
     _finish_evaluation(out, "evaluate-ecg", results, results_table(results))
 
 
-@evaluate_app.command("video")
+@evaluate_app.command("video", short_help="Probe a video encoder on a labelled simulated echo cohort.")
 def evaluate_video_cmd(
     checkpoint: Annotated[Path, typer.Option(
         "--checkpoint", help="A pretrained video encoder: encoder.pt, mae.pt or a training checkpoint.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/evaluate-video"),
+    out: RunOutOpt = Path("runs/evaluate-video"),
     config: ConfigOpt = "quick",
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
@@ -448,16 +516,17 @@ def evaluate_video_cmd(
     _finish_evaluation(out, "evaluate-video", results, video_results_table(results))
 
 
-@evaluate_app.command("pipeline")
+@evaluate_app.command("pipeline", short_help="Evaluate the teacher and students on held-out studies.")
 def evaluate_pipeline_cmd(
     cohort: CohortOpt,
     teacher: Annotated[Path, typer.Option(help="The teacher (teacher.pt).")],
     student: Annotated[Optional[list[Path]], typer.Option(help="A student.pt (repeatable).")] = None,
     aligned: Annotated[Optional[Path], typer.Option(help="The stage-2 model, for retrieval and probes.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder.")] = Path("runs/evaluate-pipeline"),
+    out: RunOutOpt = Path("runs/evaluate-pipeline"),
     config: ConfigOpt = "quick",
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
+    show_ids: ShowIdsOpt = False,
 ) -> None:
     """Teacher and students on the held-out test studies: AUROC, AUPRC, balanced accuracy, F1,
     sensitivity and specificity with bootstrap 95 % CIs, LVEF agreement, calibration, subgroups,
@@ -465,8 +534,8 @@ def evaluate_pipeline_cmd(
     OUT/figures and OUT/report.html."""
     from .evaluate.pipeline_report import write_report
     from .evaluate.triage import evaluate_pipeline
-    from .pipeline import fusion_of
     from .runs import finish_run
+    from .stages.common import fusion_of
 
     cfg = _stage("evaluate-pipeline", config, set_, out, overwrite)
     data = _open(cfg, cohort, fusion_of(teacher))
@@ -474,32 +543,44 @@ def evaluate_pipeline_cmd(
     with console.status("evaluating on the test studies"):
         results = evaluate_pipeline(data, out, teacher=teacher, students=students, aligned=aligned,
                                     label_fractions=cfg.finetune.label_fractions, n_boot=cfg.pipeline.bootstrap,
-                                    rule=cfg.pipeline.threshold, failures=cfg.pipeline.failures, seed=cfg.pipeline.seed)
-    write_report(results, out / "figures", out / "report.html", config=cfg)
+                                    rule=cfg.pipeline.threshold, failures=cfg.pipeline.failures, seed=cfg.pipeline.seed,
+                                    show_ids=show_ids)
+    write_report(results, out / "figures", out / "report.html", config=cfg, show_ids=show_ids)
     finish_run(out, "evaluate-pipeline", models=len(results["models"]))
     print(_headline(results))
     console.print(f"[green]evaluation finished:[/] {out / 'report.html'}")
 
 
-config_app = typer.Typer(help="Inspect configs and presets.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect configs and presets.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(config_app, name="config")
 
 
-@config_app.command("show")
+@config_app.command("show", short_help="Print the resolved config (preset + overrides) as YAML.")
 def config_show(preset: PresetOpt = "quick", set_: SetOpt = None) -> None:
     """Print the resolved config (preset + overrides) as YAML."""
     print(config_to_yaml(load_config(preset, list(set_ or []))), end="")
 
 
-@config_app.command("presets")
+@config_app.command("presets", short_help="List the built-in presets.")
 def config_presets() -> None:
     """List the built-in presets."""
     print("\n".join(preset_names()))
 
 
-app.command("predict")(predict_cmd)
-app.command("export")(export_cmd)
-app.command("bench")(bench_cmd)
+app.command("predict", short_help="Score ECG files with an exported model (no PyTorch needed).")(predict_cmd)
+app.command("serve", short_help="Serve a model to a browser and over HTTP (point of care).")(serve_cmd)
+app.command("export", short_help="Export a student to ONNX behind an accuracy gate.")(export_cmd)
+
+
+def _simulated_windows(n, leads, fs, seconds, rng):
+    """Simulated handheld windows for ``cardiodistill bench`` (deploy never imports the simulator)."""
+    from .synth.windows import simulated_windows
+
+    return simulated_windows(n, leads, fs, seconds, rng)
+
+
+app.command("bench", short_help="Time a student on PyTorch and ONNX; sizes and memory.")(
+    bench_command(_simulated_windows))
 
 
 @app.command()
@@ -510,6 +591,8 @@ def version() -> None:
 
 # What the `train` extra adds to an `edge` install (pyproject.toml).
 _TRAIN_ONLY = frozenset({"torch", "lightning", "pandas", "sklearn", "matplotlib", "av", "nibabel", "neurokit2", "onnx"})
+# The libraries of the video readers (io/video.py), part of the `train` extra.
+_VIDEO_ONLY = frozenset({"av", "nibabel"})
 
 
 def main(argv: list[str] | None = None) -> None:

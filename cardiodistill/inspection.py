@@ -2,7 +2,8 @@
 
 One function builds a JSON-ready dict (format, leads, rate, duration, units, per-lead quality,
 R-peaks per lead set) and one renders it for a terminal, so the human and the machine-readable
-views can never disagree.
+views can never disagree. No free-text field of a file (a DICOM SeriesDescription, a MUSE comment)
+is ever shown: such fields may hold a patient's name.
 """
 
 from __future__ import annotations
@@ -14,12 +15,21 @@ import numpy as np
 from .records import EcgRecord
 from .signals.leads import LIMB_LEADS
 
+#: Standard echo and cine-MR view codes: the only ``view`` values shown (a view read from a file's free
+#: text, such as a DICOM SeriesDescription, may hold anything, a patient's name included).
+VIEW_CODES = frozenset({"a2c", "a3c", "a4c", "a5c", "plax", "psax", "sax", "lax", "2ch", "3ch", "4ch", "lvot", "rvot"})
+
 #: Lead sets whose R-peaks are reported when the record has them: what each device would see.
 LEAD_SETS = {
     "all": None,
     "six_lead": LIMB_LEADS,
     "single_lead": ("I",),
 }
+
+
+def plural(n: int, noun: str) -> str:
+    """``"1 lead"``, ``"2 leads"``: a count with its noun (regular English plural)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def summarize_ecg(record: EcgRecord) -> dict:
@@ -78,7 +88,7 @@ def format_summary(summary: dict) -> str:
     """The summary as a few readable lines."""
     lines = [
         f"{summary['source']}",
-        f"  format {summary['format'] or 'unknown'}, {len(summary['leads'])} leads, {summary['fs']:g} Hz, "
+        f"  format {summary['format'] or 'unknown'}, {plural(len(summary['leads']), 'lead')}, {summary['fs']:g} Hz, "
         f"{summary['duration_s']:g} s ({summary['n_samples']} samples), mV"
         + (f" (file: {summary['units_in_file']})" if summary.get("units_in_file") else ""),
         "  quality:",
@@ -94,14 +104,17 @@ def format_summary(summary: dict) -> str:
 
 
 def plot_summary(record: EcgRecord, summary: dict, path: str | Path) -> Path:
-    """Write the record on ECG paper (standard 12-lead layout) to a PNG, atomically."""
+    """Write the record on ECG paper (the standard 12-lead layout, or one strip per lead for other lead
+    sets) to a PNG, atomically, creating missing parent folders."""
     from .io.atomic import atomic_path
     from .viz import _plt, plot_ecg_paper
 
     plt = _plt()
-    ax = plot_ecg_paper(record, title=f"{Path(record.source or '').name}  {record.fs:g} Hz  {len(record.leads)} leads")
+    title = f"{Path(record.source or '').name}  {record.fs:g} Hz  {plural(len(record.leads), 'lead')}"
+    ax = plot_ecg_paper(record, title=title)
     fig = ax.figure
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=150, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -120,13 +133,14 @@ def summarize_video(path: str | Path, *, png: str | Path | None = None, fps: flo
     spec = ClipSpec()
     prepared = prepare_clip(clip, spec)
     if png is not None:
+        Path(png).parent.mkdir(parents=True, exist_ok=True)
         save_preprocessing_figure(clip, prepared, png)
     spacing = clip.meta.get("pixel_spacing_mm")
     return {
         "source": clip.source,
         "format": clip.meta.get("transfer_syntax") or clip.meta.get("format"),
         "modality": clip.modality,
-        "view": clip.view,
+        "view": clip.view if clip.view.lower() in VIEW_CODES else None,  # never free text
         "n_frames": clip.n_frames,
         "fps": round(clip.fps, 3),
         "duration_s": round(clip.n_frames / clip.fps, 3),
@@ -147,7 +161,7 @@ def format_video_summary(summary: dict) -> str:
     height, width = summary["frame_size"]
     return "\n".join([
         f"{summary['source']}",
-        f"  {summary['modality']} cine, view {summary['view']}, format {summary['format'] or 'unknown'}",
+        f"  {summary['modality']} cine, view {summary['view'] or 'not coded'}, format {summary['format'] or 'unknown'}",
         f"  {summary['n_frames']} frames of {height}x{width} px at {summary['fps']:g} fps ({summary['duration_s']:g} s)",
         f"  field of view {summary['field_of_view_fraction']:.0%} of the frame, {summary['overlay_pixels']} overlay "
         "pixels blanked",

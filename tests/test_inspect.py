@@ -92,3 +92,28 @@ def test_mit_bih_100_beats_match_the_reference_count():
     summary = json.loads(inspect(SHARED / "wfdb_formats" / "100.hea", "--json").stdout)
     assert summary["leads"] == ["II", "V5"] and summary["fs"] == 360
     assert len(summary["r_peaks"]["all"]["samples"]) == 2273  # the cardiologists' beat annotations
+
+
+def test_paper_draws_only_the_leads_a_record_has():
+    from cardiodistill.viz import plot_ecg_paper
+
+    two = plot_ecg_paper(EcgRecord(np.zeros((2, 3000), np.float32), 300.0, ("II", "V5")))
+    assert [t.get_text() for t in two.texts] == ["II", "V5"] and two.get_ylim() == (0.0, 60.0)  # two strips
+    full = plot_ecg_paper(EcgRecord(np.zeros((12, 3000), np.float32), 300.0, LEADS_12))
+    assert len(full.texts) == 13 and full.get_ylim() == (0.0, 120.0)  # 3 x 4 layout + rhythm strip of II
+
+
+def test_one_lead_is_singular_and_free_text_views_are_not_shown(tmp_path):
+    from cardiodistill.inspection import format_summary, summarize_ecg, summarize_video
+    from cardiodistill.io.dicom import write_echo_dicom
+    from cardiodistill.records import VideoClip
+
+    t = np.arange(3000) / 300.0
+    one = EcgRecord(np.exp(-0.5 * (((t % 0.8) - 0.3) / 0.012) ** 2)[None].astype(np.float32), 300.0, ("I",))
+    assert ", 1 lead, 300 Hz" in format_summary(summarize_ecg(one))
+    yy, xx = np.mgrid[:64, :64]
+    frames = np.stack([(128 + 100 * np.sin(xx / 6 + k / 3) * (yy > 8)).astype(np.uint8) for k in range(40)])
+    for view, shown in (("DOE^JANE 1970-01-01", None), ("a4c", "a4c")):
+        path = write_echo_dicom(VideoClip(frames, 25.0, view=view), tmp_path / "echo.dcm", patient_id="P1")
+        summary = summarize_video(path)
+        assert summary["view"] == shown and "DOE" not in json.dumps(summary)
