@@ -171,9 +171,9 @@ def test_a_gate_that_can_judge_no_output_keeps_fp32(trained, tmp_path):
     record = export_student_model(path, tmp_path / "student.onnx", val_x=x, val_y=y, min_class=1000)
     assert record["judged"] == [] and set(record["not_judged"]) == set(OUTPUTS)
     assert record["precision"] == "fp32" and record["int8"]["passed"] is False
-    assert record["summary"].startswith("int8 refused (cannot judge: no output has 1000 validation positives")
-    assert record["summary"].endswith("-> fp32 kept; 2 outputs not judged (< 1000 validation positives or "
-                                      "negatives: square, noisy)")
+    counts = ", ".join(f"{k} {int(np.nansum(y[:, j]))}/{int(np.sum(y[:, j] == 0))}" for j, k in enumerate(OUTPUTS))
+    assert record["summary"] == ("fp32 kept: cannot judge int8 or fp16, no output has 1000 validation positives and "
+                                 f"1000 negatives (positives/negatives: {counts})")
     with pytest.raises(ConfigError, match="int8 cannot judge.*not written"):
         export_student_model(path, tmp_path / "strict.onnx", val_x=x, val_y=y, min_class=1000, fallback=False)
     assert not (tmp_path / "strict.onnx").exists()

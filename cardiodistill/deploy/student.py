@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -213,10 +214,18 @@ def _judge(record: dict, base: dict, judged: list[str], margin: float, min_class
     return ""
 
 
+_NUMBER = re.compile(r"\d+")
+
+
 def _summary(gate: Mapping[str, Any], refused: list[str], judged: list[str], not_judged: Mapping[str, str],
              min_class: int) -> str:
     """The gate's one line for a person (module doc)."""
     chosen = gate["precision"]
+    if not judged and refused:  # nothing could be judged: one reason, not one per precision tried
+        tried = " or ".join(dict.fromkeys(r.split()[0] for r in refused))
+        counts = ", ".join(f"{name} {'/'.join(_NUMBER.findall(why))}" for name, why in not_judged.items())
+        return (f"{chosen} kept: cannot judge {tried}, no output has {min_class} validation positives and "
+                f"{min_class} negatives (positives/negatives: {counts})")
     head = "".join(f"{r} -> " for r in refused)
     if chosen == "fp32":
         kept = "fp32 kept" if refused else "fp32 written (requested; no smaller precision tried)"

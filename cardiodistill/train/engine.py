@@ -89,6 +89,10 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path)
 
 
+#: What the progress bar shows of the logged metrics, under shorter names.
+_BAR_METRICS = {"train/loss": "loss", "val/loss": "val"}
+
+
 class StepProgressBar(RichProgressBar):
     """One bar per training job, counting optimizer steps up to ``max_steps`` (the rich bar counts the
     batches of each epoch, one bar per epoch, titled "Epoch N/-2" when training runs by steps)."""
@@ -108,6 +112,11 @@ class StepProgressBar(RichProgressBar):
         if self.is_enabled and self.progress is not None and self.train_progress_bar_id is None:
             self._add_train_task(trainer)
             self.refresh()
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """Only the total losses, so the bar stays one line; every term is in ``logs/metrics.csv``."""
+        metrics = super().get_metrics(trainer, pl_module)
+        return {short: metrics[k] for k, short in _BAR_METRICS.items() if k in metrics}
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         if self.is_disabled:
