@@ -340,26 +340,34 @@ def _missing_mask(pop: Population, rng: np.random.Generator, missing_rate: float
     return missing
 
 
+def true_labs(pop: Population, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Every analyte's true value in canonical units, biological variation included, before what
+    measuring adds (assay error, haemolysis, reporting precision, assay limits, missing values).
+    :func:`sample_labs` draws these first from its ``rng``, so the same generator state gives the
+    true values behind a measured panel (what the oracle ceilings of :mod:`cardiodistill.evaluate.ceilings` read)."""
+    nt_probnp, bnp = _natriuretic_peptides(pop, rng)
+    troponin = _troponin(pop, rng)
+    return {
+        "nt_probnp": nt_probnp,
+        "bnp": bnp,
+        "troponin_t_hs": troponin,
+        "potassium": pop.potassium,
+        "creatinine": creatinine_from_egfr(pop.egfr, pop.age, pop.male),
+        "egfr": pop.egfr,
+        "haemoglobin": pop.haemoglobin,
+        **_chemistry(pop, rng),
+    }
+
+
 def sample_labs(pop: Population, rng: np.random.Generator, *, missing_rate: float = 0.08) -> pd.DataFrame:
     """One blood panel per patient: float32 columns :data:`LAB_UNITS` (canonical units), NaN where
     missing, indexed by ``pop.patient_id``. Deterministic given ``rng``."""
     if not 0.0 <= missing_rate <= 1.0:
         raise ValueError(f"missing_rate must be in [0, 1], got {missing_rate}")
     n = len(pop)
-    nt_probnp, bnp = _natriuretic_peptides(pop, rng)
-    troponin = _troponin(pop, rng)
-    chemistry = _chemistry(pop, rng)
+    true = true_labs(pop, rng)
     haemolysed = rng.random(n) < HAEMOLYSIS_RATE
-    potassium = pop.potassium + haemolysed * (0.3 + rng.exponential(0.5, n))
-    true = {
-        "nt_probnp": nt_probnp,
-        "bnp": bnp,
-        "troponin_t_hs": troponin,
-        "potassium": potassium,
-        "creatinine": creatinine_from_egfr(pop.egfr, pop.age, pop.male),
-        "haemoglobin": pop.haemoglobin,
-        **chemistry,
-    }
+    true["potassium"] = true["potassium"] + haemolysed * (0.3 + rng.exponential(0.5, n))
     measured = {name: _measure(name, true[name], rng) for name in LAB_SPECS if name != "egfr"}
     measured["egfr"] = report("egfr", ckd_epi_2021(measured["creatinine"], pop.age, pop.male))
     values = np.stack([measured[name] for name in LAB_SPECS], axis=1)

@@ -1,0 +1,304 @@
+"""How much could any model read from each modality? Oracle ceilings for every label.
+
+The simple probes (:mod:`cardiodistill.evaluate.probes`) read the written, noisy files and give a
+lower bound on what a modality carries. The **oracle** here gives the matching upper bound, up to
+the noise the simulator adds: for every modality set it sees the *noise-free* quantities that the
+simulator renders into that modality, and a flexible classifier is fitted on them out-of-fold.
+The stage-3 student (and any later model) is judged by how much of its lead set's ceiling it
+reaches, and a calibration of the simulator's physiology is checked by where these ceilings land.
+
+Because an oracle is by definition a measurement of the simulator, this module imports
+:mod:`cardiodistill.synth` (the probes only read files); nothing outside the evaluation tools
+depends on it.
+
+Same patients as the probes
+    The cohort of ``config.synth`` is regenerated chunk by chunk with
+    :func:`~cardiodistill.synth.cohort.generate_chunk`, with the echo and handheld renders switched
+    off (they draw from their own random streams, so the population, beats, ECG morphology, labs and
+    labels are unchanged) and the 12-lead rendered with ``noise=0``. Labels are the recorded
+    manifest labels, so triage keeps its label noise (``synth.label_noise``): no model can undo it.
+
+ECG sets (12-lead; 6-lead handheld I, II, III, aVR, aVL, aVF; 2-lead I, II; 1-lead I)
+    The 12-lead of the same population, beats and morphology parameters with every noise source off
+    (only the 1 uV ADC step remains). Per lead, the median beat from -300 ms to +600 ms around the
+    true R-peaks of the beat train, resampled to 250 Hz: without noise, beats differ only by the
+    rate adaptation of the QT and by AF's f-waves, so the median beat keeps the morphology exactly;
+    plus RR statistics from the true beat times (mean, coefficient of variation, RMSSD / mean,
+    min / max). The handheld sets use the limb leads as the 12-lead renders them: the handheld
+    device records the same lead vectors from the same dipole, and what differs (its 0.5-40 Hz
+    band-pass, a per-patient gain of 0.85-1.0, a 10 uV ADC step, more noise) is device and noise,
+    which the oracle removes. III, aVR, aVL and aVF are exact linear combinations of I and II, so the
+    6-lead and the 2-lead carry the same information and their ceilings differ only by fitting.
+Echo
+    The latent quantities the echo renderer (:mod:`cardiodistill.synth.echo`) takes from the
+    population: LVEF, end-diastolic and end-systolic volume, wall thickness, left-atrial size,
+    valve type (aortic stenosis / mitral regurgitation) and severity, infarct territory (the
+    hypokinetic segment), AF (no atrial kick), heart rate, and the atrial kick's lead on the
+    R-peak (PR + 0.45 QRS, the one way PR and QRS enter the cine: in a noise-free cine the shape
+    of late filling shows it, so bundle branch block and a long PR leave a faint trace there).
+Labs
+    The true analyte values before assay error, haemolysis, reporting precision, assay limits and
+    missingness: NT-proBNP, BNP, hs-troponin T, sodium, glucose, LDL and CRP as the lab simulator
+    draws them (biological variation included; redrawn with its own functions from its own random
+    stream, which a test pins against the measured panel), potassium, eGFR and haemoglobin from
+    the population, creatinine from eGFR (CKD-EPI 2021). Skewed ones enter as logarithms.
+All
+    The union: the 12-lead's median beats and RR statistics, echo and labs.
+Notes are not measured: the note probe is already at ~1.00 on the diagnoses.
+
+Model and protocol
+    Fixed in advance, the same for every label and modality set (nothing is chosen on a test
+    fold): waveforms are standardised and reduced by PCA (``min(64, n_train // 10)`` components,
+    fitted on each training fold without labels), tabular features standardised, and the score is
+    the mean probability of two classifiers fitted on the training fold: logistic regression
+    (C = 1) and histogram gradient boosting (which finds thresholds and interactions such as the
+    triage rule's "any of"). Averaging rather than picking one per fold keeps the pooled
+    out-of-fold scores on one scale. 5-fold stratified cross-validation like the probes, every
+    score out-of-fold, AUROC with a percentile bootstrap 95 % interval
+    (:func:`~cardiodistill.evaluate.metrics.auroc_ci`).
+
+What the ceiling is, and is not
+    A strong generic model on the modality's noise-free content: "up to the noise the simulator
+    adds", and up to what such a model learns from the cohort's size (with few positives the
+    ceiling is itself an estimate; its interval says how good). It is not the
+    information-theoretic limit of a noise-free signal: the simulator writes some latents into
+    small, exact details of the waveform (the left atrium, enlarged when LVEF < 40 %, sets the size
+    and timing of the P wave's left-atrial component), which a model handed the rendering
+    parameters themselves could read but which any recording's noise hides.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.signal import resample_poly
+
+from ..config import Config, SynthConfig
+from ..signals.leads import LEADS_12, LIMB_LEADS
+from ..synth.cohort import CohortChunk, chunk_bounds, generate_chunk
+from ..synth.labs import true_labs as synth_true_labs
+from ..synth.population import Population
+from .metrics import auroc_ci
+
+#: modality set -> display name; the ECG keys match the probes' (``probes.MODALITY_NAMES``)
+ORACLE_SETS = {
+    "ecg12": "12-lead ECG",
+    "mobile6": "6-lead handheld",
+    "mobile2": "2-lead (I, II)",
+    "mobile1": "1-lead handheld",
+    "echo": "echo",
+    "labs": "labs",
+    "all": "all",
+}
+ECG_LEADS = {"ecg12": LEADS_12, "mobile6": LIMB_LEADS, "mobile2": ("I", "II"), "mobile1": ("I",)}
+BEAT_WINDOW_S = (-0.30, 0.60)
+BEAT_FS = 250
+_LABS_STREAM = 6  # generate_chunk's random stream for the blood panel (SeedSequence([seed, chunk]).spawn(9)[6])
+_LOG_LABS = ("nt_probnp", "bnp", "troponin_t_hs", "creatinine", "glucose", "crp")
+
+
+@dataclass
+class OracleFeatures:
+    """Per patient: clean median beats ``[n, 12, window]`` (LEADS_12 order), RR statistics, the echo
+    and labs latents, and the manifest labels."""
+
+    beats: np.ndarray
+    rhythm: np.ndarray
+    echo: np.ndarray
+    labs: np.ndarray
+    labels: dict[str, np.ndarray]
+
+
+# ---------------------------------------------------------------------------------------------
+# features from the noise-free simulator
+
+
+def oracle_synth_config(cfg: SynthConfig) -> SynthConfig:
+    """``cfg`` with the 12-lead noise off and the echo and handheld renders skipped (same patients)."""
+    return cfg.model_copy(update={
+        "ecg": cfg.ecg.model_copy(update={"noise": 0.0}),
+        "mobile": cfg.mobile.model_copy(update={"enabled": False}),
+        "echo": cfg.echo.model_copy(update={"enabled": False}),
+    })
+
+
+def median_beats(ecg: np.ndarray, r_peaks: list[np.ndarray], fs: float) -> np.ndarray:
+    """Median beat of every lead ``[n, leads, window]`` at :data:`BEAT_FS` around the given R-peaks."""
+    pre, post = (round(abs(w) * fs) for w in BEAT_WINDOW_S)
+    out = []
+    for x, peaks in zip(ecg, r_peaks):
+        peaks = peaks[(peaks >= pre) & (peaks + post <= x.shape[-1])]
+        window = x[:, peaks[:, None] + np.arange(-pre, post)]  # [leads, beats, window]
+        out.append(np.median(window, axis=1))
+    return resample_poly(np.stack(out).astype(np.float64), BEAT_FS, round(fs), axis=-1)
+
+
+def rhythm_features(r_peaks: list[np.ndarray], fs: float) -> np.ndarray:
+    """Mean RR (s), its coefficient of variation, RMSSD / mean and shortest / longest RR."""
+    rows = []
+    for peaks in r_peaks:
+        rr = np.diff(peaks) / fs
+        rows.append([rr.mean(), rr.std() / rr.mean(), np.sqrt(np.mean(np.diff(rr) ** 2)) / rr.mean(), rr.min() / rr.max()])
+    return np.asarray(rows)
+
+
+def echo_latents(pop: Population) -> np.ndarray:
+    """What the echo renderer reads from the population (see the module docstring)."""
+    return np.column_stack([
+        pop.lvef, pop.lvedv, pop.lvesv, pop.wall_thickness, pop.la_scale,
+        pop.valve == 1, pop.valve == 2, (pop.valve > 0) & pop.valve_severe,
+        *(pop.mi_territory == k for k in (1, 2, 3)),
+        pop.af, pop.heart_rate, np.where(pop.af, 0.0, pop.pr_ms + 0.45 * pop.qrs_ms),
+    ]).astype(np.float64)
+
+
+def true_labs(pop: Population, cfg: SynthConfig, chunk_index: int) -> np.ndarray:
+    """The analytes of chunk ``chunk_index`` before measurement: the lab simulator's own draws, in its order."""
+    stream = np.random.SeedSequence([cfg.seed, chunk_index]).spawn(9)[_LABS_STREAM]
+    values = synth_true_labs(pop, np.random.default_rng(stream))
+    return np.column_stack([np.log(v) if k in _LOG_LABS else v for k, v in sorted(values.items())])
+
+
+def _chunk_features(chunk: CohortChunk, cfg: SynthConfig) -> tuple[np.ndarray, ...]:
+    r_peaks = chunk.beats.r_peak_samples(cfg.ecg.fs)
+    return (median_beats(chunk.ecg, r_peaks, cfg.ecg.fs), rhythm_features(r_peaks, cfg.ecg.fs),
+            echo_latents(chunk.pop), true_labs(chunk.pop, cfg, chunk.index))
+
+
+def oracle_features(cfg: SynthConfig) -> OracleFeatures:
+    """Regenerate the cohort of ``cfg`` without noise and return the oracle's features and labels."""
+    clean = oracle_synth_config(cfg)
+    parts, labels = [], []
+    for index in range(len(chunk_bounds(clean))):
+        chunk = generate_chunk(clean, index)
+        parts.append(_chunk_features(chunk, clean))
+        labels.append(chunk.labels)
+    beats, rhythm, echo, labs = (np.concatenate(p) for p in zip(*parts))
+    columns = ["triage"] + [c for c in labels[0].columns if c.startswith("dx_")]
+    return OracleFeatures(beats, rhythm, echo, labs,
+                          {c: np.concatenate([lab[c].to_numpy() for lab in labels]).astype(int) for c in columns})
+
+
+def modality_blocks(features: OracleFeatures, modality: str) -> tuple[np.ndarray | None, np.ndarray]:
+    """(waveform block or None, tabular block) that the oracle of ``modality`` sees."""
+    if modality in ECG_LEADS:
+        rows = [LEADS_12.index(lead) for lead in ECG_LEADS[modality]]
+        return features.beats[:, rows].reshape(len(features.beats), -1), features.rhythm
+    if modality == "echo":
+        return None, features.echo
+    if modality == "labs":
+        return None, features.labs
+    if modality == "all":
+        return features.beats.reshape(len(features.beats), -1), np.hstack([features.rhythm, features.echo, features.labs])
+    raise ValueError(f"unknown modality set {modality!r}; choose from {', '.join(ORACLE_SETS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# cross-validated fits
+
+
+def _reduce(wave: np.ndarray | None, tab: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Standardise (and PCA the waveform block), fitted on the ``train`` rows without labels."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    blocks = [StandardScaler().fit(tab[train]).transform(tab)]
+    if wave is not None:
+        scaled = StandardScaler().fit(wave[train]).transform(wave)
+        k = max(2, min(64, len(train) // 10, wave.shape[1]))
+        pca = PCA(n_components=k, svd_solver="randomized", random_state=0).fit(scaled[train])
+        blocks.insert(0, pca.transform(scaled) / np.sqrt(pca.explained_variance_[0]))
+    return np.hstack(blocks)
+
+
+def _models() -> list:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    return [LogisticRegression(C=1.0, max_iter=5000),
+            HistGradientBoostingClassifier(max_iter=150, learning_rate=0.06, max_leaf_nodes=15, min_samples_leaf=10,
+                                           l2_regularization=1.0, early_stopping=False, random_state=0)]
+
+
+def _out_of_fold(x_by_fold: list[np.ndarray], y: np.ndarray, folds: list) -> np.ndarray:
+    """Out-of-fold score: the mean probability of the logistic and the boosted model."""
+    score = np.zeros(len(y))
+    for x, (train, test) in zip(x_by_fold, folds):
+        score[test] = np.mean([m.fit(x[train], y[train]).predict_proba(x[test])[:, 1] for m in _models()], axis=0)
+    return score
+
+
+def oracle_ceilings(
+    config: Config,
+    *,
+    folds: int = 5,
+    bootstrap: int = 200,
+    seed: int = 0,
+    labels: list[str] | None = None,
+    modalities: list[str] | None = None,
+) -> dict:
+    """Out-of-fold AUROC of the noise-free oracle for every label and modality set of the cohort
+    ``config.synth`` describes, JSON-ready: see :func:`measure_ceilings`."""
+    return measure_ceilings(oracle_features(config.synth), folds=folds, bootstrap=bootstrap, seed=seed,
+                            labels=labels, modalities=modalities)
+
+
+def measure_ceilings(
+    features: OracleFeatures,
+    *,
+    folds: int = 5,
+    bootstrap: int = 200,
+    seed: int = 0,
+    labels: list[str] | None = None,
+    modalities: list[str] | None = None,
+) -> dict:
+    """``{"patients", "folds", "bootstrap", "seed", "labels": {label: {"positives", "auroc": {modality:
+    {"auc", "ci_low", "ci_high"}}}}}``; ``labels`` and ``modalities`` restrict it (default: all).
+    A label with fewer than ``2 * folds`` patients in a class gets a ``note`` instead."""
+    from sklearn.model_selection import StratifiedKFold
+
+    modalities = list(modalities or ORACLE_SETS)
+    n = len(features.rhythm)
+    results: dict = {"patients": n, "folds": folds, "bootstrap": bootstrap, "seed": seed, "labels": {}}
+    for label in labels or features.labels:
+        y = features.labels[label]
+        entry: dict = {"positives": int(y.sum()), "auroc": {}}
+        results["labels"][label] = entry
+        if min(y.sum(), n - y.sum()) < 2 * folds:
+            entry["note"] = f"fewer than {2 * folds} patients in a class: not measured"
+            continue
+        splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(y, y))
+        for modality in modalities:
+            wave, tab = modality_blocks(features, modality)
+            score = _out_of_fold([_reduce(wave, tab, train) for train, _ in splits], y, splits)
+            auc, lo, hi = auroc_ci(y, score, n_boot=bootstrap, seed=seed)
+            entry["auroc"][modality] = {"auc": round(auc, 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4)}
+    return json.loads(json.dumps(results))
+
+
+# ---------------------------------------------------------------------------------------------
+# the table
+
+
+def ceiling_table_markdown(results: dict, probes: dict | None = None) -> str:
+    """One row per label, one column per modality set: oracle AUROC [95 % CI], and the simple
+    probe's AUROC next to it where ``probes`` (``docs/simulator_results.json``'s format) has one."""
+    modalities = [m for m in ORACLE_SETS if any(m in e["auroc"] for e in results["labels"].values())]
+    lines = ["| label | positives | " + " | ".join(ORACLE_SETS[m] for m in modalities) + " |",
+             "|" + "---|" * (len(modalities) + 2)]
+    for label, entry in results["labels"].items():
+        probe_row = (probes or {}).get("labels", {}).get(label, {}).get("auroc", {})
+        cells = []
+        for m in modalities:
+            a = entry["auroc"].get(m)
+            cell = "n/a" if a is None else f"{a['auc']:.2f} [{a['ci_low']:.2f}, {a['ci_high']:.2f}]"
+            if a is not None and m in probe_row:
+                cell += f" (probe {probe_row[m]['auc']:.2f})"
+            cells.append(cell)
+        lines.append(f"| {label} | {entry['positives']} | " + " | ".join(cells) + " |")
+    lines += ["", f"Out-of-fold AUROC of the noise-free oracle, {results['folds']}-fold CV on {results['patients']} "
+              f"patients, 95 % bootstrap CI ({results['bootstrap']} resamples)"
+              + ("; after it in parentheses, the simple probe of the table above (same cohort, noisy files)." if probes else ".")]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,59 @@
+"""Measure the oracle ceilings of docs/simulator.md section 8 and write them next to the probes.
+
+    python docs/build_ceilings.py --patients 1500 --seed 7
+
+Regenerates the cohort the probe table was measured on (quick preset, ``synth.seed``, patients)
+without noise, fits the oracle of :mod:`cardiodistill.evaluate.ceilings` out-of-fold for every label
+and modality set, writes ``docs/ceilings_results.json`` and replaces the ``ceiling-table`` block of
+``docs/simulator.md``, with the probes of ``docs/simulator_results.json`` beside each figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+from cardiodistill.config import load_config
+from cardiodistill.evaluate.ceilings import ceiling_table_markdown, oracle_ceilings
+
+DOCS = Path(__file__).parent
+PAGE = DOCS / "simulator.md"
+BLOCK = "ceiling-table"
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.DOTALL)
+    if not pattern.search(text):
+        raise SystemExit(f"{PAGE}: marker {name} not found")
+    return pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--patients", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--bootstrap", type=int, default=200)
+    args = parser.parse_args()
+
+    config = load_config("quick", [f"synth.patients={args.patients}", f"synth.seed={args.seed}"])
+    start = time.perf_counter()
+    results = oracle_ceilings(config, folds=args.folds, bootstrap=args.bootstrap)
+    results["synth_seed"] = args.seed
+    results["seconds"] = round(time.perf_counter() - start, 1)
+    probes = json.loads((DOCS / "simulator_results.json").read_text())
+    if probes.get("patients") != args.patients:
+        print(f"note: the probes were measured on {probes.get('patients')} patients, the oracle on {args.patients}")
+        probes = None
+    (DOCS / "ceilings_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = ceiling_table_markdown(results, probes)
+    PAGE.write_text(replace_block(PAGE.read_text(), BLOCK, table))
+    print(table)
+    print(f"{results['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
