@@ -370,3 +370,21 @@ def test_a_stage_job_trains_the_same_model_whatever_ran_before_it(pipeline_run, 
     run_distill(cfg, cohort, None, tmp_path / "b", n_leads=1, distil=False, show_bar=False)
     a, b = (read_model_file(tmp_path / k / "student.pt")["state_dict"] for k in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+DDP = {"trainer.accelerator": "cpu", "trainer.devices": 2, "trainer.strategy": "ddp_spawn", "trainer.threads": 1}
+
+
+def test_teacher_and_student_under_ddp_with_two_cpu_processes(pipeline_run, cohort, tmp_path):
+    """Stage 3 on two CPU processes (gloo): the teacher, from the aligned model, and a distilled student."""
+    from cardiodistill.stages.stage3 import run_distill, run_finetune
+
+    cfg = tiny_config(**DDP, **{"finetune.optim.batch_size": 4, "distill.optim.batch_size": 4})  # 12 labelled studies
+    teacher = run_finetune(cfg, cohort, tmp_path / "teacher", aligned=pipeline_run / "align" / "aligned.pt",
+                           show_bar=False)
+    assert teacher["steps"] > 0 and (tmp_path / "teacher" / "teacher.pt").is_file()
+    assert (tmp_path / "teacher" / "teacher_outputs.npz").is_file()
+    student = run_distill(cfg, cohort, tmp_path / "teacher", tmp_path / "student", n_leads=1, show_bar=False)
+    assert student["steps"] > 0
+    with torch.no_grad():
+        assert torch.isfinite(load_model(tmp_path / "student" / "student.pt").predict(torch.randn(2, 1, 1000))).all()
