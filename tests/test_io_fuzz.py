@@ -96,7 +96,8 @@ def _edit_binary(data: bytes, rng: np.random.Generator, span: int) -> tuple[byte
     pos = int(rng.integers(0, max(min(span, len(data)) - size, 0) + 1)) // 2 * 2
     value = BINARY_EXTREMES[int(rng.integers(0, len(BINARY_EXTREMES)))]
     if fmt[-1] in "fd":
-        packed = np.array(value, dtype=fmt).tobytes()  # 1e300 as float32 is inf
+        with np.errstate(over="ignore"):  # 1e300 as float32 is inf, as intended
+            packed = np.array(value, dtype=fmt).tobytes()
     else:  # two's complement of the value, all ones for nan / inf
         number = int(value) % 2 ** (8 * size) if np.isfinite(value) else 2 ** (8 * size) - 1
         packed = number.to_bytes(size, "big" if fmt[0] == ">" else "little")
