@@ -595,19 +595,33 @@ _TRAIN_ONLY = frozenset({"torch", "lightning", "pandas", "sklearn", "matplotlib"
 _VIDEO_ONLY = frozenset({"av", "nibabel"})
 
 
+def _launch_rank() -> int:
+    """This process's global rank under torchrun (``RANK``) or SLURM (``SLURM_PROCID``); 0 otherwise."""
+    for name in ("RANK", "SLURM_PROCID"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: typed user errors become one line on stderr and exit status 2.
 
     Usage errors (an unknown command or option) are Typer's own: usage line, message, status 2.
+    Under a multi-process launcher (torchrun, SLURM) only the first process shows progress and
+    messages; any process shows its errors.
     """
+    console.quiet = _launch_rank() != 0
     try:
         app(args=argv)
     except CardiodistillError as err:
+        console.quiet = False
         console.print(f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except ModuleNotFoundError as err:  # an `edge` install running a training command
         if err.name not in _TRAIN_ONLY:
             raise
+        console.quiet = False
         console.print(f"[red]error:[/] this command needs {err.name}, part of the training install: "
                       + escape("pip install 'cardiodistill[train]'"), highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -261,3 +261,21 @@ def test_dataset_items_collate(cache):
     assert not item["has_labs"] and not item["labs"].any() and item["note"] and item["index"] == 3
     with pytest.raises(ConfigError, match="unknown modalities"):
         PairedDataset(cache, modalities=("ecg", "text"))
+
+
+def test_a_cache_committed_by_another_process_first_is_kept(tmp_path):
+    """Every rank of a torchrun / SLURM job builds the same cache; the first in place wins and is never
+    deleted under the others (their builds are dropped)."""
+    from cardiodistill.data.cache import CacheBuilder
+
+    folder = tmp_path / "cache"
+    first, second = CacheBuilder(folder, {"x": np.float32}), CacheBuilder(folder, {"x": np.float32})
+    second.tmp = folder.with_name(".cache.tmp-other-rank")  # a second process has its own temporary folder
+    with first, second:
+        for builder, value in ((first, 1.0), (second, 2.0)):
+            builder.add([{"i": 0}], x=np.full((1, 3), value, np.float32))
+        assert first.commit({"who": "first"}) == folder
+        kept = (folder / "cache.json").stat().st_ino
+        assert second.commit({"who": "second"}) == folder
+    assert (folder / "cache.json").stat().st_ino == kept and json.loads((folder / "cache.json").read_text())["who"] == "first"
+    assert not second.tmp.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["cache"]

@@ -8,6 +8,9 @@ which benchmarks/bench_ablation.py measures.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -388,3 +391,22 @@ def test_teacher_and_student_under_ddp_with_two_cpu_processes(pipeline_run, coho
     assert student["steps"] > 0
     with torch.no_grad():
         assert torch.isfinite(load_model(tmp_path / "student" / "student.pt").predict(torch.randn(2, 1, 1000))).all()
+
+
+def test_align_launched_by_torchrun_on_two_cpu_processes(cohort_dir, tmp_path):
+    """The multi-node recipe of README's Scale section, on one machine: torchrun starts two processes,
+    each runs the command (both build the same paired cache; the first in place is kept), Lightning
+    takes the ranks from the launcher, one aligned model is written and one process speaks."""
+    out, cache = tmp_path / "align", tmp_path / "cache"
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    ddp = ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp", "trainer.threads=1",
+           "align.optim.batch_size=4", f"pipeline.cache_dir={cache}"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+         "cardiodistill.cli", "align", "--cohort", str(cohort_dir), "-o", str(out), *sets,
+         *(arg for item in ddp for arg in ("--set", item))],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_model_file(out / "aligned.pt")["steps"] == 3
+    assert proc.stderr.count("alignment finished") == 1 and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["align", "cache"]  # no build left behind

@@ -293,11 +293,27 @@ class CacheBuilder:
         write_text_atomic(self.tmp / INDEX_NAME, pd.DataFrame(self.rows).to_csv(index=False))
         write_json_atomic(self.tmp / META_NAME, {**meta, "arrays": {k: str(v) for k, v in self.dtypes.items()},
                                                  "n_items": len(self.rows), "chunks": self.sizes})
-        if self.folder.exists():
-            shutil.rmtree(self.folder)
         self.folder.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp.rename(self.folder)
+        if self._built_elsewhere():
+            return self.folder
+        if self.folder.exists():  # a leftover without cache.json is never a complete cache
+            shutil.rmtree(self.folder)
+        try:
+            self.tmp.rename(self.folder)
+        except OSError:
+            if not self._built_elsewhere():
+                raise
         return self.folder
+
+    def _built_elsewhere(self) -> bool:
+        """True (and this build dropped) when another process committed the cache first: every rank of a
+        torchrun or SLURM job builds the same deterministic cache, and the first one in place is kept,
+        never deleted under the others' feet. (Callers check :func:`reuse_cache` before building, so a
+        complete cache here can only be such a concurrent build.)"""
+        if not (self.folder / META_NAME).is_file():
+            return False
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return True
 
 
 class ArrayCache:
