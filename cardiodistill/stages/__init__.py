@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import sources  # noqa: F401  (registers the simulator with the data layer)
 
-if TYPE_CHECKING:  # the same names, for type checkers and IDEs
-    from .common import fusion_of, spec_of
-    from .demo import run_pipeline
-    from .stage1 import pretrain_ecg, pretrain_video
-    from .stage2 import encoder_config, run_align, unaligned_fusion
-    from .stage3 import run_distill, run_finetune, student_leads
+if TYPE_CHECKING:  # the same names, for type checkers and IDEs (exported through __getattr__)
+    from .common import fusion_of, spec_of  # noqa: F401
+    from .demo import run_pipeline  # noqa: F401
+    from .stage1 import pretrain_ecg, pretrain_video  # noqa: F401
+    from .stage2 import encoder_config, run_align, unaligned_fusion  # noqa: F401
+    from .stage3 import run_distill, run_finetune, student_leads  # noqa: F401
 
 _WHERE = {
     "fusion_of": "common",
