@@ -29,12 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.augment import EcgAugment
-from ..errors import ConfigError
 from ..models import EcgMAE, EcgTransformer, XResNet1d, model_from_config
-from ..objectives.contrastive import ProjectionHead, nt_xent
-from ..objectives.mae import normalised_cross_correlation
 from ..signals.leads import LEADS_12
-from .module import TrainModule
+from .module import PretrainModule, TrainModule
 
 __all__ = ["EcgClassifierModule", "EcgPretrainModule"]
 
@@ -43,56 +40,26 @@ def _all_lead_ids() -> Tensor:
     return torch.arange(len(LEADS_12))
 
 
-class EcgPretrainModule(TrainModule):
+class EcgPretrainModule(PretrainModule):
     """Self-supervised pretraining of an ECG encoder (module doc)."""
 
     kind = "ecg_pretrain"
+    mae_class, encoder_class, mae_names = EcgMAE, EcgTransformer, "ecg_mae_*"
 
-    def __init__(
-        self,
-        model_config: dict[str, Any],
-        *,
-        objective: str = "mae",
-        lr: float = 1.5e-3,
-        weight_decay: float = 0.05,
-        betas: Sequence[float] = (0.9, 0.95),
-        warmup_steps: int = 100,
-        max_steps: int = 1000,
-        seed: int = 0,
-        temperature: float = 0.1,
-        projection_dim: int = 128,
-    ):
-        super().__init__()
-        self.save_hyperparameters()
-        self.model = model_from_config(model_config)
-        if objective == "mae":
-            if not isinstance(self.model, EcgMAE):
-                raise ConfigError(f"the mae objective needs a masked autoencoder (ecg_mae_*), got {model_config['name']!r}")
-        elif objective == "contrastive":
-            encoder = self.model.encoder if isinstance(self.model, EcgMAE) else self.model
-            if not isinstance(encoder, EcgTransformer):
-                raise ConfigError(f"the contrastive objective needs an ECG transformer, got {model_config['name']!r}")
-            self.model = encoder
-            self.head = ProjectionHead(encoder.embed_dim, out=projection_dim)
-            self.augment = EcgAugment(fs=float(encoder.model_config["fs"]))
-        else:
-            raise ConfigError(f"unknown pretraining objective {objective!r}; expected mae or contrastive")
+    def __init__(self, model_config: dict[str, Any], **options: Any):
+        super().__init__(model_config, **options)
         self.register_buffer("lead_ids", _all_lead_ids(), persistent=False)
 
-    @property
-    def encoder(self) -> EcgTransformer:
-        return self.model.encoder if isinstance(self.model, EcgMAE) else self.model
+    def _augmentation(self, encoder: EcgTransformer) -> EcgAugment:
+        return EcgAugment(fs=float(encoder.model_config["fs"]))
 
-    def _losses(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
-        x, present = batch["x"], batch["present"]
-        if self.hparams.objective == "mae":
-            out = self.model(x, self.lead_ids, present, generator=generator)
-            with torch.no_grad():
-                ncc = normalised_cross_correlation(out["pred"].float(), out["target"].float(), out["mask"])
-            return {"loss": out["loss"], "ncc": ncc}
-        views = [self.augment(x, present, generator=generator) for _ in range(2)]
-        z1, z2 = (self.head(self.encoder(v, self.lead_ids, p)) for v, p in views)
-        return {"loss": nt_xent(z1, z2, self.hparams.temperature)}
+    def _reconstruct(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
+        return self.model(batch["x"], self.lead_ids, batch["present"], generator=generator)
+
+    def _two_views(self, batch: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        views = [self.augment(batch["x"], batch["present"], generator=generator) for _ in range(2)]
+        z1, z2 = (self.encoder(v, self.lead_ids, p) for v, p in views)
+        return z1, z2
 
 
 class EcgClassifierModule(TrainModule):

@@ -16,6 +16,9 @@ and recorded in checkpoints) and implements ``_losses(batch, generator) -> {"los
   rate) with a warm-up cosine schedule per optimizer step (as in MAE);
 * counts the steps done in a buffer (it survives ``ddp_spawn``'s copy back to the main process);
 * writes into every checkpoint what :func:`~.checkpoints.read_model_file` needs to rebuild the model.
+
+:class:`PretrainModule` is the stage-1 base on top of it, shared by the ECG and the video encoders:
+one modality's masked autoencoder, or its encoder under a contrastive objective.
 """
 
 from __future__ import annotations
@@ -29,8 +32,12 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
+from ..errors import ConfigError
+from ..models import model_from_config
+from ..objectives.contrastive import ProjectionHead, nt_xent
+from ..objectives.mae import normalised_cross_correlation
 
-__all__ = ["TrainModule", "param_groups", "step_generator", "warmup_cosine"]
+__all__ = ["PretrainModule", "TrainModule", "param_groups", "step_generator", "warmup_cosine"]
 
 VAL_SEED_OFFSET = 1_000_003  # validation draws: a fixed stream, the same at every validation
 
@@ -119,3 +126,73 @@ class TrainModule(L.LightningModule):
             "version": __version__, "kind": f"{self.kind}/{objective}" if objective else self.kind,
             "model_config": self.model.model_config, "state_prefix": "model.",
         }
+
+
+class PretrainModule(TrainModule):
+    """Self-supervised pretraining of one modality's encoder, without labels (stage 1).
+
+    ``objective="mae"``: the masked autoencoder ``model_config`` names (a :attr:`mae_class`), its loss
+    on the hidden patches, and the normalised cross-correlation of the reconstruction as a metric;
+    ``objective="contrastive"``: SimCLR - the encoder (the autoencoder's, or an :attr:`encoder_class`
+    named directly) and a projection head, NT-Xent between two augmented views of each item. A
+    subclass names the two classes and says how a batch goes through them: :meth:`_reconstruct`,
+    :meth:`_two_views` (the encoder's embeddings of two augmented views) and :meth:`_augmentation`.
+    """
+
+    mae_class: type[nn.Module]
+    encoder_class: type[nn.Module]
+    mae_names = "*_mae_*"  # the registered names of the modality's autoencoders, for errors
+
+    def __init__(
+        self,
+        model_config: dict[str, Any],
+        *,
+        objective: str = "mae",
+        lr: float = 1.5e-3,
+        weight_decay: float = 0.05,
+        betas: Sequence[float] = (0.9, 0.95),
+        warmup_steps: int = 100,
+        max_steps: int = 1000,
+        seed: int = 0,
+        temperature: float = 0.1,
+        projection_dim: int = 128,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = model_from_config(model_config)
+        name = model_config["name"]
+        if objective == "mae":
+            if not isinstance(self.model, self.mae_class):
+                raise ConfigError(f"the mae objective needs a masked autoencoder ({self.mae_names}), got {name!r}")
+        elif objective == "contrastive":
+            self.model = self.encoder
+            if not isinstance(self.model, self.encoder_class):
+                raise ConfigError(f"the contrastive objective needs an encoder ({self.encoder_class.__name__}), got {name!r}")
+            self.head = ProjectionHead(self.model.embed_dim, out=projection_dim)
+            self.augment = self._augmentation(self.model)
+        else:
+            raise ConfigError(f"unknown pretraining objective {objective!r}; expected mae or contrastive")
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.model.encoder if isinstance(self.model, self.mae_class) else self.model
+
+    def _augmentation(self, encoder: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def _reconstruct(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
+        """The autoencoder's output: ``loss``, ``pred``, ``target``, ``mask``."""
+        raise NotImplementedError
+
+    def _two_views(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """The encoder's embeddings of two augmented views of every item."""
+        raise NotImplementedError
+
+    def _losses(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
+        if self.hparams.objective == "mae":
+            out = self._reconstruct(batch, generator)
+            with torch.no_grad():
+                ncc = normalised_cross_correlation(out["pred"].float(), out["target"].float(), out["mask"])
+            return {"loss": out["loss"], "ncc": ncc}
+        z1, z2 = (self.head(z) for z in self._two_views(batch, generator))
+        return {"loss": nt_xent(z1, z2, self.hparams.temperature)}

@@ -27,63 +27,28 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.augment import VideoAugment
-from ..errors import ConfigError
 from ..models import VideoMAE, VideoTransformer, model_from_config
-from ..objectives.contrastive import ProjectionHead, nt_xent
-from ..objectives.mae import normalised_cross_correlation
-from .module import TrainModule
+from .module import PretrainModule, TrainModule
 
 __all__ = ["VideoPretrainModule", "VideoSupervisedModule"]
 
 
-class VideoPretrainModule(TrainModule):
+class VideoPretrainModule(PretrainModule):
     """Self-supervised pretraining of a video encoder (module doc)."""
 
     kind = "video_pretrain"
+    mae_class, encoder_class, mae_names = VideoMAE, VideoTransformer, "video_mae_*"
 
-    def __init__(
-        self,
-        model_config: dict[str, Any],
-        *,
-        objective: str = "mae",
-        lr: float = 1.5e-3,
-        weight_decay: float = 0.05,
-        betas: Sequence[float] = (0.9, 0.95),
-        warmup_steps: int = 30,
-        max_steps: int = 300,
-        seed: int = 0,
-        temperature: float = 0.1,
-        projection_dim: int = 128,
-    ):
-        super().__init__()
-        self.save_hyperparameters()
-        self.model = model_from_config(model_config)
-        if objective == "mae":
-            if not isinstance(self.model, VideoMAE):
-                raise ConfigError(f"the mae objective needs a video masked autoencoder (video_mae_*), "
-                                  f"got {model_config['name']!r}")
-        elif objective == "contrastive":
-            self.model = self.encoder
-            if not isinstance(self.model, VideoTransformer):
-                raise ConfigError(f"the contrastive objective needs a video transformer, got {model_config['name']!r}")
-            self.head = ProjectionHead(self.model.embed_dim, out=projection_dim)
-            self.augment = VideoAugment()
-        else:
-            raise ConfigError(f"unknown pretraining objective {objective!r}; expected mae or contrastive")
+    def _augmentation(self, encoder: VideoTransformer) -> VideoAugment:
+        return VideoAugment()
 
-    @property
-    def encoder(self) -> VideoTransformer:
-        return self.model.encoder if isinstance(self.model, VideoMAE) else self.model
+    def _reconstruct(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
+        return self.model(batch["x"], generator=generator)
 
-    def _losses(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
-        x = batch["x"]
-        if self.hparams.objective == "mae":
-            out = self.model(x, generator=generator)
-            with torch.no_grad():
-                ncc = normalised_cross_correlation(out["pred"].float(), out["target"].float(), out["mask"])
-            return {"loss": out["loss"], "ncc": ncc}
-        z1, z2 = (self.head(self.encoder(self.augment(x, generator))) for _ in range(2))
-        return {"loss": nt_xent(z1, z2, self.hparams.temperature)}
+    def _two_views(self, batch: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        z1 = self.encoder(self.augment(batch["x"], generator))
+        z2 = self.encoder(self.augment(batch["x"], generator))
+        return z1, z2
 
 
 class VideoSupervisedModule(TrainModule):
