@@ -20,7 +20,9 @@ from cardiodistill.records import EcgRecord
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 #: What the `train` extra adds and an `edge` install lacks; importing any of them fails in the child.
-TRAIN_ONLY = ("torch", "lightning", "av", "nibabel", "matplotlib", "sklearn", "neurokit2", "onnx")
+# what an `edge` install lacks: the training libraries and the `serve` extra's
+NOT_IN_EDGE = ("torch", "lightning", "av", "nibabel", "matplotlib", "sklearn", "neurokit2", "onnx",
+               "fastapi", "starlette", "uvicorn", "multipart", "python_multipart")
 _BLOCKED_CLI = """
 import importlib.abc, sys
 BLOCKED = set(sys.argv[1].split(","))
@@ -134,20 +136,20 @@ def test_first_session_mistakes_are_one_line_errors(record, tmp_path):
 
 
 def test_edge_install_inspects_and_predicts_without_the_training_libraries(record):
-    """`inspect` and `predict` on an install without torch, lightning, av, nibabel, matplotlib, ...:
+    """`inspect` and `predict` on an install without torch, lightning, av, nibabel, matplotlib, fastapi, ...:
     importing any of them fails in the child, and none is imported."""
-    shown = cli("inspect", record, "--json", blocked=TRAIN_ONLY)
+    shown = cli("inspect", record, "--json", blocked=NOT_IN_EDGE)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["leads"] == ["I", "II"]
-    predicted = cli("predict", record, blocked=TRAIN_ONLY)
+    predicted = cli("predict", record, blocked=NOT_IN_EDGE)
     assert predicted.returncode == 0, predicted.stderr
     assert json.loads(predicted.stdout)["error"] is None
-    trained = cli("demo", "--out", record.parent / "demo", blocked=TRAIN_ONLY)
+    trained = cli("demo", "--out", record.parent / "demo", blocked=NOT_IN_EDGE)
     one_line_error(trained, "pip install 'cardiodistill[train]'")
 
 
 def test_edge_modules_do_not_import_torch():
     code = ("import sys, cardiodistill.edge, cardiodistill.edge.command, cardiodistill.inspection\n"
             "print(sorted(m for m in sys.modules if m.partition('.')[0] in sys.argv[1].split(',')))")
-    proc = subprocess.run([sys.executable, "-c", code, ",".join(TRAIN_ONLY)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code, ",".join(NOT_IN_EDGE)], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr + proc.stdout

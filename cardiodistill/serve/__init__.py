@@ -12,12 +12,30 @@
 
 Needs the ``serve`` extra (``pip install 'cardiodistill[serve]'``: the ``edge`` install plus FastAPI,
 uvicorn and python-multipart). See docs/serve.md.
+
+The names below are imported on first use, so that the CLI, which imports :mod:`.command`, starts
+on an ``edge`` install without FastAPI.
 """
 
-from .app import HEADER_IDENTIFIERS, PredictionOut, SamplesIn, ServeSettings, create_app, model_summary
-from .attribution import Attribution, explained_output, occlusion
+from __future__ import annotations
 
-__all__ = [
-    "HEADER_IDENTIFIERS", "Attribution", "PredictionOut", "SamplesIn", "ServeSettings", "create_app",
-    "explained_output", "model_summary", "occlusion",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the same names, for type checkers and IDEs (exported through __getattr__)
+    from .app import HEADER_IDENTIFIERS, PredictionOut, SamplesIn, ServeSettings, create_app, model_summary  # noqa: F401
+    from .attribution import Attribution, explained_output, occlusion  # noqa: F401
+
+_WHERE = {
+    "HEADER_IDENTIFIERS": "app", "PredictionOut": "app", "SamplesIn": "app", "ServeSettings": "app",
+    "create_app": "app", "model_summary": "app",
+    "Attribution": "attribution", "explained_output": "attribution", "occlusion": "attribution",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
