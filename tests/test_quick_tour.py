@@ -153,3 +153,41 @@ def test_edge_modules_do_not_import_torch():
             "print(sorted(m for m in sys.modules if m.partition('.')[0] in sys.argv[1].split(',')))")
     proc = subprocess.run([sys.executable, "-c", code, ",".join(NOT_IN_EDGE)], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr + proc.stdout
+
+
+def _closure(root: str, extras: set[str]) -> dict:
+    """The installed distributions that ``pip install "root[extras]"`` brings, from their metadata."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: dict[str, tuple] = {}
+    todo = [(root, frozenset(extras))]
+    while todo:
+        name, wanted = todo.pop()
+        key = canonicalize_name(name)
+        if key in seen and wanted <= seen[key][1]:
+            continue
+        dist = metadata.distribution(name)
+        seen[key] = (dist, wanted | (seen[key][1] if key in seen else frozenset()))
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in (wanted or {""})):
+                todo.append((req.name, frozenset(req.extras)))
+    return {key: dist for key, (dist, _) in seen.items()}
+
+
+def test_the_edge_install_is_lean():
+    """What `pip install "cardiodistill[edge]"` brings, read from the installed packages' metadata: none of
+    the training or serving stack, and the size README states (580 MB in a fresh venv, where compiled
+    bytecode and bundled libraries add to the files the packages list: 414 MB of listed files here)."""
+    edge = _closure("cardiodistill", {"edge"})
+    training_or_serving = {"torch", "lightning", "av", "nibabel", "scikit-learn", "neurokit2", "onnx", "fastapi",
+                           "starlette", "uvicorn", "python-multipart"}
+    assert not training_or_serving & set(edge), sorted(edge)
+    listed = {name: sum(f.size or 0 for f in dist.files or []) for name, dist in edge.items()}
+    heaviest = sorted(listed, key=listed.get, reverse=True)[:4]
+    assert set(heaviest) <= {"scipy", "onnxruntime", "numpy", "pandas", "matplotlib"}, heaviest
+    assert sum(listed.values()) < 500e6, {k: round(v / 1e6) for k, v in listed.items()}
+    assert {"wfdb", "onnxruntime", "pydicom", "defusedxml"} <= set(edge) and "cardiodistill" in edge
