@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
+
+from build_simulator_page import replace_block  # the page's block replacer (this folder)
 
 from cardiodistill.config import load_config
 from cardiodistill.evaluate.ceilings import ceiling_table_markdown, oracle_ceilings
@@ -22,13 +23,6 @@ from cardiodistill.evaluate.ceilings import ceiling_table_markdown, oracle_ceili
 DOCS = Path(__file__).parent
 PAGE = DOCS / "simulator.md"
 BLOCK = "ceiling-table"
-
-
-def replace_block(text: str, name: str, body: str) -> str:
-    pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.DOTALL)
-    if not pattern.search(text):
-        raise SystemExit(f"{PAGE}: marker {name} not found")
-    return pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text)
 
 
 def main() -> None:

@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.signal import resample_poly
@@ -230,19 +231,10 @@ def _out_of_fold(x_by_fold: list[np.ndarray], y: np.ndarray, folds: list) -> np.
     return score
 
 
-def oracle_ceilings(
-    config: Config,
-    *,
-    folds: int = 5,
-    bootstrap: int = 200,
-    seed: int = 0,
-    labels: list[str] | None = None,
-    modalities: list[str] | None = None,
-) -> dict:
+def oracle_ceilings(config: Config, **options: Any) -> dict:
     """Out-of-fold AUROC of the noise-free oracle for every label and modality set of the cohort
-    ``config.synth`` describes, JSON-ready: see :func:`measure_ceilings`."""
-    return measure_ceilings(oracle_features(config.synth), folds=folds, bootstrap=bootstrap, seed=seed,
-                            labels=labels, modalities=modalities)
+    ``config.synth`` describes, JSON-ready; ``options`` as for :func:`measure_ceilings`."""
+    return measure_ceilings(oracle_features(config.synth), **options)
 
 
 def measure_ceilings(
