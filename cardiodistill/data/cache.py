@@ -66,6 +66,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, one_line
+from ..io import limits
 from ..io.atomic import write_json_atomic, write_text_atomic
 from ..privacy import pseudonym
 
@@ -101,8 +102,9 @@ SPLIT_BUCKETS = 100_000
 #: The largest file of each kind a manifest may name, in bytes: far above any real record (a 24-hour
 #: 12-lead Holter, a long uncompressed cine, pages of notes), far below what exhausts a machine.
 MAX_FILE_BYTES = {"ecg": 1 << 30, "mobile": 1 << 30, "echo": 4 << 30, "note": 1 << 20}
-#: The largest table read whole (manifest.csv, labs.csv, timing.jsonl), in bytes.
-MAX_TABLE_BYTES = 1 << 30
+#: The largest table read whole (manifest.csv, labs.csv, timing.jsonl), in bytes: the readers' one
+#: bound for tables (:data:`cardiodistill.io.limits.MAX_TABLE_BYTES`).
+MAX_TABLE_BYTES = limits.MAX_TABLE_BYTES
 
 
 # ----------------------------------------------------------------------------------- ids and splits
