@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -160,8 +159,8 @@ def _aurocs(y: np.ndarray, prob: np.ndarray, outputs: tuple[str, ...]) -> dict[s
     return scores
 
 
-def _judgeable(y: np.ndarray, outputs: tuple[str, ...], min_class: int) -> tuple[list[str], dict[str, str]]:
-    """``(outputs the gate judges, {output: "not judged (n positives, m negatives)"})`` (see :data:`MIN_GATE_CLASS`)."""
+def _judgeable(y: np.ndarray, outputs: tuple[str, ...], min_class: int) -> tuple[list[str], dict[str, tuple[int, int]]]:
+    """``(outputs the gate judges, {output not judged: (positives, negatives)})`` (see :data:`MIN_GATE_CLASS`)."""
     judged, not_judged = [], {}
     for j, name in enumerate(outputs):
         known = y[~np.isnan(y[:, j]), j]
@@ -169,7 +168,7 @@ def _judgeable(y: np.ndarray, outputs: tuple[str, ...], min_class: int) -> tuple
         if min(n_pos, n_neg) >= min_class:
             judged.append(name)
         else:
-            not_judged[name] = f"not judged ({n_pos} positives, {n_neg} negatives)"
+            not_judged[name] = (n_pos, n_neg)
     return judged, not_judged
 
 
@@ -214,16 +213,13 @@ def _judge(record: dict, base: dict, judged: list[str], margin: float, min_class
     return ""
 
 
-_NUMBER = re.compile(r"\d+")
-
-
-def _summary(gate: Mapping[str, Any], refused: list[str], judged: list[str], not_judged: Mapping[str, str],
-             min_class: int) -> str:
+def _summary(gate: Mapping[str, Any], refused: list[str], judged: list[str],
+             not_judged: Mapping[str, tuple[int, int]], min_class: int) -> str:
     """The gate's one line for a person (module doc)."""
     chosen = gate["precision"]
     if not judged and refused:  # nothing could be judged: one reason, not one per precision tried
         tried = " or ".join(dict.fromkeys(r.split()[0] for r in refused))
-        counts = ", ".join(f"{name} {'/'.join(_NUMBER.findall(why))}" for name, why in not_judged.items())
+        counts = ", ".join(f"{name} {n_pos}/{n_neg}" for name, (n_pos, n_neg) in not_judged.items())
         return (f"{chosen} kept: cannot judge {tried}, no output has {min_class} validation positives and "
                 f"{min_class} negatives (positives/negatives: {counts})")
     head = "".join(f"{r} -> " for r in refused)
@@ -299,7 +295,9 @@ def export_student_model(
 
     judged, not_judged = _judgeable(y, spec.outputs, min_class)
     gate: dict[str, Any] = {"requested": precision, "margin": float(margin), "min_class": int(min_class),
-                            "n_validation": len(x), "judged": judged, "not_judged": not_judged,
+                            "n_validation": len(x), "judged": judged,
+                            "not_judged": {k: f"not judged ({p} positives, {n} negatives)"
+                                           for k, (p, n) in not_judged.items()},
                             "rule": "macro AUROC drop <= margin and every judged output's drop <= 2 * margin"}
     with tempfile.TemporaryDirectory(prefix="cardiodistill-export-") as tmp_dir:
         files = {p: Path(tmp_dir) / f"{p}.onnx" for p in PRECISIONS}
