@@ -596,11 +596,13 @@ _VIDEO_ONLY = frozenset({"av", "nibabel"})
 
 
 def _launch_rank() -> int:
-    """This process's global rank under torchrun (``RANK``) or SLURM (``SLURM_PROCID``); 0 otherwise."""
-    for name in ("RANK", "SLURM_PROCID"):
-        value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value)
+    """This process's rank as Lightning reads it from the launcher (torchrun, its own DDP launcher, SLURM,
+    LSF: the first of these variables that is set); 0 otherwise. Read here without importing Lightning,
+    which an ``edge`` install does not have."""
+    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        value = os.environ.get(name)
+        if value is not None:
+            return int(value) if value.isdigit() else 0
     return 0
 
 

@@ -35,6 +35,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
 from ..config import TrainerConfig
@@ -162,8 +163,9 @@ def last_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
 def _keep_earlier_log(log: Path) -> None:
     """Lightning's CSV logger starts ``metrics.csv`` afresh when a run resumes; move the earlier one
     aside (``metrics.1.csv``, ``metrics.2.csv``, ...) so a resumed run keeps its whole history. Only
-    the first process does it (the others of a DDP run start after it)."""
-    if not log.is_file() or os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+    the first process does it (the others of a DDP run start after it), by the rank Lightning reads from
+    the launcher (torchrun, SLURM, its own DDP launcher)."""
+    if not log.is_file() or rank_zero_only.rank != 0:
         return
     n = 1
     while log.with_name(f"metrics.{n}.csv").exists():
