@@ -165,9 +165,8 @@ def _read(path: Path, tabular: Mapping[str, Any] | None = None) -> EcgRecord:
     :class:`DataError` naming the file. ``tabular`` (``fs``, ``leads``, ``units``) is passed to the
     CSV and NumPy readers only: the other formats state their own."""
     try:
-        if tabular and detect_format(path) in _TABULAR:
-            return read_ecg(path, **tabular)
-        return read_ecg(path)
+        fmt = detect_format(path)
+        return read_ecg(path, format=fmt, **((tabular or {}) if fmt in _TABULAR else {}))
     except CardiodistillError:
         raise
     except Exception as err:  # any reader failure is a bad file here
