@@ -80,6 +80,8 @@ class LabsSynthConfig(_Strict):
 
 class NotesSynthConfig(_Strict):
     omission_rate: float = Field(0.1, ge=0, le=1, description="chance each finding is left out of the note")
+    style: Literal["clinical", "exact"] = Field(
+        "clinical", description="clinical: a reader's calls, with errors, hedging and pending echoes; exact: the truth")
 
 
 class SplitConfig(_Strict):

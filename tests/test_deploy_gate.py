@@ -97,11 +97,12 @@ def test_int8_is_smaller_runs_and_keeps_the_spec(tmp_path):
         assert got.precision == precision and got.leads == ("I",) and got.outputs == tuple(OUTPUTS)
     with torch.no_grad():
         expected = model.predict(torch.from_numpy(x[16:])).numpy()
-    for path, atol in ((int8, 0.1), (fp16, 1e-2)):
+    # int8's error grows with the output's size (one scale per tensor, calibrated on 16 other windows)
+    for path, atol, rtol in ((int8, 0.1, 0.1), (fp16, 1e-2, 0.0)):
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = session.run(None, {"ecg": x[16:]})[0]  # batch 8, inputs and outputs float32
         assert got.shape == (8, 3) and got.dtype == np.float32
-        np.testing.assert_allclose(got, expected, atol=atol)
+        np.testing.assert_allclose(got, expected, atol=atol, rtol=rtol)
     assert not _leftovers(tmp_path)
 
 

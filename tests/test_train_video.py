@@ -76,7 +76,9 @@ def test_clip_cache_holds_prepared_clips_labels_and_is_reused(synth_cache):
     assert {"lvef", "dx_mi", "heart_rate", "period_s", "split"} <= set(index.columns)
     assert (index.groupby("record")["split"].nunique() == 1).all()  # a video never straddles splits
     period = index["period_s"].to_numpy()
-    assert np.allclose(period, 60.0 / index["heart_rate"].to_numpy(), rtol=0.15)  # a cycle per clip
+    # a cycle per clip: the mean rate's, except where a premature beat's compensatory pause is the cycle seen
+    ratio = period * index["heart_rate"].to_numpy() / 60.0
+    assert np.mean(np.abs(ratio - 1.0) < 0.15) >= 0.85 and np.all((ratio > 0.8) & (ratio < 2.0)), ratio
     starts = index.groupby("record")["start_s"].agg(["min", "max"])
     assert (starts["max"] > starts["min"]).all()  # two distinct windows per video
 

@@ -43,8 +43,12 @@ Labs
     stream, which a test pins against the measured panel), potassium, eGFR and haemoglobin from
     the population, creatinine from eGFR (CKD-EPI 2021). Skewed ones enter as logarithms.
 All
-    The union: the 12-lead's median beats and RR statistics, echo and labs.
-Notes are not measured: the note probe is already at ~1.00 on the diagnoses.
+    The union: the 12-lead's median beats and RR statistics, echo, labs and notes.
+Notes
+    What the note states before it is worded: the clinician's calls (:func:`~cardiodistill.synth.notes.note_content`,
+    with the reader's errors and hedges of ``synth.notes.style``), the reported measurements and
+    the quoted labs, redrawn from the notes' own random stream; omissions and typos are the noise
+    removed. Missing values (no echo yet, labs not given) are filled with the median and flagged.
 
 Model and protocol
     Fixed in advance, the same for every label and modality set (nothing is chosen on a test
@@ -80,6 +84,7 @@ from ..config import Config, SynthConfig
 from ..signals.leads import LEADS_12, LIMB_LEADS
 from ..synth.cohort import CohortChunk, chunk_bounds, generate_chunk
 from ..synth.labs import true_labs as synth_true_labs
+from ..synth.notes import note_content
 from ..synth.population import Population
 from .metrics import auroc_ci
 
@@ -91,12 +96,41 @@ ORACLE_SETS = {
     "mobile1": "1-lead handheld",
     "echo": "echo",
     "labs": "labs",
+    "notes": "notes",
     "all": "all",
 }
 ECG_LEADS = {"ecg12": LEADS_12, "mobile6": LIMB_LEADS, "mobile2": ("I", "II"), "mobile1": ("I",)}
+
+
+@dataclass(frozen=True)
+class Published:
+    """A published deep-learning AUROC range for a label from a lead set, and where it comes from."""
+
+    low: float
+    high: float
+    source: str
+
+
+#: What deep learning reads from real ECGs (echo- or lab-defined labels, same study where possible): the
+#: ranges the simulated ECG's oracle ceilings are calibrated to (docs/simulator.md, "Calibration").
+PUBLISHED: dict[tuple[str, str], Published] = {
+    ("dx_reduced_ef", "ecg12"): Published(0.90, 0.96, "LVEF <= 35-40 %: 0.93 (Attia, Nat Med 2019); 0.962 (Lim, EHJ-DH 2025)"),
+    ("dx_reduced_ef", "mobile6"): Published(0.85, 0.93, "6-lead KardiaMobile 0.924 (Lim, EHJ-DH 2025)"),
+    ("dx_reduced_ef", "mobile1"): Published(0.85, 0.92, "Apple Watch lead I 0.88 (Attia, Nat Med 2022); single-lead "
+                                                        "stethoscope ECG 0.85-0.88 (EHJ-DH 2022); noisy lead I 0.87-0.90 "
+                                                        "(Khunte, npj DM 2023)"),
+    ("dx_aortic_stenosis", "ecg12"): Published(0.80, 0.90, "moderate/severe AS 0.884 internal, 0.861 external "
+                                                           "(Kwon, JAHA 2020)"),
+    ("dx_aortic_stenosis", "mobile1"): Published(0.78, 0.88, "single lead 0.845 internal, 0.821 external (Kwon, JAHA 2020)"),
+    ("dx_hyperkalaemia", "mobile2"): Published(0.83, 0.90, "two leads about 0.85-0.88 (Galloway, JAMA Cardiol 2019)"),
+    ("triage", "ecg12"): Published(0.80, 0.92, "several structural diseases at once: EchoNext 0.85 (Nature 2025)"),
+    ("triage", "mobile1"): Published(0.80, 0.92, "single lead from the 12-lead 0.92, smartwatch 0.88 (Yale, AHA 2025 "
+                                                 "abstract)"),
+}
 BEAT_WINDOW_S = (-0.30, 0.60)
 BEAT_FS = 250
 _LABS_STREAM = 6  # generate_chunk's random stream for the blood panel (SeedSequence([seed, chunk]).spawn(9)[6])
+_NOTES_STREAM = 7  # ... and for the notes
 _LOG_LABS = ("nt_probnp", "bnp", "troponin_t_hs", "creatinine", "glucose", "crp")
 
 
@@ -109,6 +143,7 @@ class OracleFeatures:
     rhythm: np.ndarray
     echo: np.ndarray
     labs: np.ndarray
+    notes: np.ndarray
     labels: dict[str, np.ndarray]
 
 
@@ -162,10 +197,25 @@ def true_labs(pop: Population, cfg: SynthConfig, chunk_index: int) -> np.ndarray
     return np.column_stack([np.log(v) if k in _LOG_LABS else v for k, v in sorted(values.items())])
 
 
+def note_latents(chunk: CohortChunk, cfg: SynthConfig) -> np.ndarray:
+    """What chunk ``chunk.index``'s notes state before wording, omission and typos (the clinician's
+    calls, reported measurements, quoted labs), redrawn from the notes' own random stream."""
+    stream = np.random.SeedSequence([cfg.seed, chunk.index]).spawn(9)[_NOTES_STREAM]
+    return note_content(chunk.pop, np.random.default_rng(stream), labs=chunk.labs, style=cfg.notes.style).to_numpy()
+
+
+def _fill_missing(x: np.ndarray) -> np.ndarray:
+    """NaN -> the column's median, plus a 0/1 column per column that has any (label-free, whole cohort)."""
+    missing = np.isnan(x)
+    cols = missing.any(axis=0)
+    filled = np.where(missing, np.nan_to_num(np.nanmedian(np.where(missing.all(0), 0.0, x), axis=0)), x)
+    return np.hstack([filled, missing[:, cols].astype(float)])
+
+
 def _chunk_features(chunk: CohortChunk, cfg: SynthConfig) -> tuple[np.ndarray, ...]:
     r_peaks = chunk.beats.r_peak_samples(cfg.ecg.fs)
     return (median_beats(chunk.ecg, r_peaks, cfg.ecg.fs), rhythm_features(r_peaks, cfg.ecg.fs),
-            echo_latents(chunk.pop), true_labs(chunk.pop, cfg, chunk.index))
+            echo_latents(chunk.pop), true_labs(chunk.pop, cfg, chunk.index), note_latents(chunk, cfg))
 
 
 def oracle_features(cfg: SynthConfig) -> OracleFeatures:
@@ -176,9 +226,9 @@ def oracle_features(cfg: SynthConfig) -> OracleFeatures:
         chunk = generate_chunk(clean, index)
         parts.append(_chunk_features(chunk, clean))
         labels.append(chunk.labels)
-    beats, rhythm, echo, labs = (np.concatenate(p) for p in zip(*parts))
+    beats, rhythm, echo, labs, notes = (np.concatenate(p) for p in zip(*parts))
     columns = ["triage"] + [c for c in labels[0].columns if c.startswith("dx_")]
-    return OracleFeatures(beats, rhythm, echo, labs,
+    return OracleFeatures(beats, rhythm, echo, labs, _fill_missing(notes),
                           {c: np.concatenate([lab[c].to_numpy() for lab in labels]).astype(int) for c in columns})
 
 
@@ -191,8 +241,11 @@ def modality_blocks(features: OracleFeatures, modality: str) -> tuple[np.ndarray
         return None, features.echo
     if modality == "labs":
         return None, features.labs
+    if modality == "notes":
+        return None, features.notes
     if modality == "all":
-        return features.beats.reshape(len(features.beats), -1), np.hstack([features.rhythm, features.echo, features.labs])
+        return (features.beats.reshape(len(features.beats), -1),
+                np.hstack([features.rhythm, features.echo, features.labs, features.notes]))
     raise ValueError(f"unknown modality set {modality!r}; choose from {', '.join(ORACLE_SETS)}")
 
 
@@ -271,7 +324,22 @@ def measure_ceilings(
 
 
 # ---------------------------------------------------------------------------------------------
-# the table
+# the tables
+
+
+def calibration_table_markdown(results: dict, probes: dict | None = None) -> str:
+    """One row per :data:`PUBLISHED` entry: the published range, the oracle ceiling [95 % CI], whether it
+    lands inside, and the simple probe (``docs/simulator_results.json``'s format) where it has one."""
+    lines = ["| label | lead set | published | oracle ceiling | inside | simple probe | source |",
+             "|---|---|---|---|---|---|---|"]
+    for (label, modality), ref in PUBLISHED.items():
+        a = results["labels"].get(label, {}).get("auroc", {}).get(modality)
+        probe = (probes or {}).get("labels", {}).get(label, {}).get("auroc", {}).get(modality)
+        ceiling = "n/a" if a is None else f"{a['auc']:.2f} [{a['ci_low']:.2f}, {a['ci_high']:.2f}]"
+        inside = "" if a is None else ("yes" if ref.low <= a["auc"] <= ref.high else "no")
+        lines.append(f"| {label} | {ORACLE_SETS[modality]} | {ref.low:.2f}-{ref.high:.2f} | {ceiling} | {inside} | "
+                     f"{'n/a' if probe is None else format(probe['auc'], '.2f')} | {ref.source} |")
+    return "\n".join(lines) + "\n"
 
 
 def ceiling_table_markdown(results: dict, probes: dict | None = None) -> str:

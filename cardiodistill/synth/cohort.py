@@ -119,7 +119,7 @@ def generate_chunk(cfg: SynthConfig, index: int) -> CohortChunk:
             duration_s=min(cfg.echo.duration_s, cfg.ecg.duration_s), noise=cfg.echo.noise, view=cfg.echo.views[0],
         )
     labs = sample_labs(pop, streams[6], missing_rate=cfg.labs.missing_rate)
-    notes = write_notes(pop, streams[7], omission_rate=cfg.notes.omission_rate, labs=labs)
+    notes = write_notes(pop, streams[7], omission_rate=cfg.notes.omission_rate, labs=labs, style=cfg.notes.style)
     rng = streams[8]
     labels = make_labels(pop, rng, cfg.label_noise)
     split = rng.choice(np.asarray(SPLITS), size=n, p=[cfg.splits.train, cfg.splits.val, cfg.splits.test])

@@ -8,7 +8,9 @@ vector (see :data:`WAVES`): atrial depolarisation (``P_ra`` then ``P_la``); the 
 ``Q``, early anterior ``R1``, main leftward ``R``, terminal ``S``, and ``R2``: the late right
 ventricle in right bundle branch block or the notch of left bundle branch block); ``Q_mi``, the
 unopposed forces pointing away from an old infarct; ``ST``, the injury current of ischaemia or of
-strain (flat-topped); and repolarisation ``T``. A kernel is a split generalised Gaussian
+strain (flat-topped); and repolarisation ``T``. A premature ventricular complex (a beat the
+:class:`~cardiodistill.synth.rhythm.BeatTrain` marks ``ectopic``) is drawn with its own three
+waves instead (``PVC_R``, ``PVC_S``: a broad QRS from one focus; ``PVC_T``: a discordant T). A kernel is a split generalised Gaussian
 ``exp(-|x|^p / 2)`` with ``x = (t - c) / sigma_left`` before its centre and ``(t - c) / sigma_right``
 after, ``p = 2`` for smooth waves and ``p = 4`` for the ST plateau. Centres and widths are linear in
 each beat's QRS onset and QT interval from the :class:`~cardiodistill.synth.rhythm.BeatTrain`, so
@@ -45,15 +47,23 @@ Physiology (all from :class:`~cardiodistill.synth.population.Population`)
   away from it (T inversion).
 * Acute ischaemia (``ischaemia_territory``): an injury vector toward the territory over the ST
   segment (ST elevation there, reciprocal depression opposite) and a hyperacute T.
-* LVH (``lvh``, graded by ``wall_thickness``): a larger, more posterior QRS (Sokolow-Lyon usually
-  > 3.5 mV) and, in most, lateral strain (ST depression, T inversion in I, aVL, V5-V6).
+* Wall thickness (hypertensive LVH, aortic stenosis, or a normal heart's spread): QRS voltage grows
+  by 11 % per mm above 9.5 mm, leftward and posterior (Sokolow-Lyon usually > 3.5 mV in LVH); above
+  11 mm, half the patients have lateral strain (ST depression, T inversion in I, aVL, V5-V6)
+  growing with the wall.
 * LBBB: no septal q, a broad notched leftward-posterior R (QS in V1), discordant ST-T. RBBB: a late
   rightward-anterior R' (rsR' in V1, broad S in I and V6), T inversion in V1-V3. With either block
   the largest deflection can sit up to ~25 ms before ``r``.
 * AF: no P waves; f waves of 4-9 Hz with drifting rate and amplitude, largest in V1 and the
   inferior leads.
 * Potassium: T height grows with K, steeply above 5.5 mmol/L (tall, narrow, peaked), P flattens.
-* Low LVEF: lower voltage and poor R-wave progression.
+* Low LVEF, graded by the deficit below 55 %: lower voltage, poor R-wave progression, a fragmented
+  QRS (a late notch, by a patient-specific amount, in normal conduction) and flatter T waves; the
+  wider QRS, faster rate, longer QTc, larger atrium and ectopy come from the population model.
+* Anaemia, graded by the haemoglobin deficit: flatter T, slight lateral ST depression (the higher
+  QRS voltage of thin blood is in ``voltage_scale``).
+* Ectopy: each patient's PVC focus is the right ventricular outflow tract (65 %: LBBB-like,
+  inferior axis) or the left ventricle (RBBB-like), 1.2-2.2 mV.
 
 Units: seconds, millivolts, Hz. Outputs are float32. Randomness comes only from the Generator
 passed in, drawn in a fixed order, so a seed fixes the output.
@@ -70,7 +80,7 @@ from scipy.interpolate import CubicSpline
 from ..errors import ConfigError, SamplingRateError
 from ..signals.leads import LEADS_12, LIMB_LEADS, derive_limb_leads
 from .population import Population
-from .rhythm import BeatTrain
+from .rhythm import PVC_ONSET_S, BeatTrain
 
 __all__ = [
     "DOWER",
@@ -101,9 +111,10 @@ DOWER = np.array(
     ]
 )
 
-WAVES: tuple[str, ...] = ("P_ra", "P_la", "Q", "R1", "R", "S", "R2", "Q_mi", "ST", "T")
+WAVES: tuple[str, ...] = ("P_ra", "P_la", "Q", "R1", "R", "S", "R2", "Q_mi", "ST", "T", "PVC_R", "PVC_S", "PVC_T")
 _W = {name: i for i, name in enumerate(WAVES)}
 _QRS = [_W[name] for name in ("Q", "R1", "R", "S", "R2")]
+_ECTOPIC = frozenset(_W[name] for name in ("PVC_R", "PVC_S", "PVC_T"))  # drawn only at ectopic beats, the rest never
 _POWER = {"ST": 4}  # kernel exponent; every other wave is a (split) Gaussian
 _MIN_SIGMA_S = 0.003
 _BLOCK = 64  # patients rendered together: bounds the temporaries and keeps them in cache
@@ -145,6 +156,9 @@ _P_LA = np.array([0.06, 0.04, 0.04])  # left atrium: leftward, posterior (P biph
 _T_NORMAL = np.array([0.40, 0.22, -0.20])  # concordant with the QRS: left, inferior, anterior
 _F_WAVE = _unit(0.20, 0.60, -0.75)  # atrial fibrillation, largest in V1 and the inferior leads
 _F_WAVE_MINOR = _unit(0.8, 0.2, -0.3)
+# premature ventricular complexes: most from the right ventricular outflow tract (LBBB-like, inferior
+# axis: left, inferior, posterior), the rest from the left ventricle (RBBB-like: right, anterior)
+_PVC_FOCI = np.stack([_unit(0.25, 0.85, 0.60), _unit(-0.55, 0.35, -0.75)])
 
 
 @dataclass
@@ -192,7 +206,7 @@ def _draw(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         "p_sigma": u(0.016, 0.021, n),  # s
         "scar": u(0.8, 1.2, n) * np.where(rng.random(n) < 0.15, 0.35, 1.0),  # 15 % small, non-Q infarcts
         "injury": u(0.15, 0.35, n),  # mV
-        "strain": rng.random(n) < 0.7,
+        "strain": rng.random(n) < 0.5,
         "lead_gain": 1.0 + normal(0.0, 0.04, (n, 8, 3)),
         "lead_shift": normal(0.0, 1.0, (n, 8, 3)) * np.array([0.02, 0.02] + [0.06] * 6)[:, None],
         "f_amp": u(0.035, 0.09, n),
@@ -201,6 +215,12 @@ def _draw(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         "f_am": np.stack([u(0.1, 0.3, (n, 3)), u(0.2, 1.5, (n, 3)), u(0, 2 * np.pi, (n, 3))], -1),
         "f_phase": u(0.0, 2 * np.pi, n),
         "f_tilt": normal(0.0, 0.15, (n, 2, 3)),
+        "fragmentation": u(0.0, 1.0, n),  # how much a failing ventricle notches its QRS
+        "notch_dir": rng.standard_normal((n, 3)),
+        "t_flattening": u(0.3, 1.0, n),
+        "pvc_focus": (rng.random(n) >= 0.65).astype(int),
+        "pvc_tilt": normal(0.0, 0.25, (n, 3)),
+        "pvc_mv": u(1.2, 2.2, n),
     }
 
 
@@ -243,23 +263,48 @@ def _personalise(vec: np.ndarray, d: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _hypertrophy(vec: np.ndarray, pop: Population, strain: np.ndarray) -> None:
-    """LVH: more voltage, leftward and posterior; strain turns lateral repolarisation away."""
-    gain = np.where(pop.lvh, np.clip(1.0 + 0.14 * (pop.wall_thickness - 9.5), 1.3, 2.2), 1.0)[:, None]
+    """Voltage grows with the wall's thickness (hypertensive LVH, aortic stenosis, or a normal heart's
+    spread), leftward and posterior; above ~11 mm, strain turns lateral repolarisation away."""
+    gain = np.clip(1.0 + 0.11 * (pop.wall_thickness - 9.5), 0.85, 2.0)[:, None]
     r = vec[:, _W["R"]]
-    shift = (gain - 1.0) * np.linalg.norm(r, axis=-1, keepdims=True) * np.array([0.10, -0.05, 0.35])
+    shift = np.clip(gain - 1.0, 0.0, None) * np.linalg.norm(r, axis=-1, keepdims=True) * np.array([0.10, -0.05, 0.35])
     vec[:, _W["R"]] = gain * r + shift
     vec[:, _W["S"]] *= gain
     lateral = _TERRITORY[3]
-    grade = (np.clip((pop.wall_thickness - 10.0) / 5.0, 0.3, 1.5) * (pop.lvh & strain))[:, None]
+    grade = (np.clip((pop.wall_thickness - 11.0) / 4.0, 0.0, 1.5) * strain)[:, None]
     vec[:, _W["T"]] -= grade * (2.0 * _toward(vec[:, _W["T"]], lateral) + 0.1) * lateral
     vec[:, _W["ST"]] -= grade * 0.1 * lateral
 
 
-def _low_ejection_fraction(vec: np.ndarray, pop: Population) -> None:
-    """Poor R-wave progression: weaker septal forces, a more posterior main R."""
-    low_ef = np.clip((50.0 - pop.lvef) / 30.0, 0.0, 1.0)[:, None]
-    vec[:, _W["Q"]] *= 1.0 - 0.5 * low_ef
-    vec[:, _W["R"], 2] += 0.35 * low_ef[:, 0] * np.linalg.norm(vec[:, _W["R"]], axis=-1)
+def _low_ejection_fraction(vec: np.ndarray, pop: Population, d: dict[str, np.ndarray]) -> None:
+    """A failing ventricle, graded by how far the LVEF is below 55 %: poor R-wave progression (weaker
+    septal forces, a more posterior main R), a fragmented QRS (a late notch from scar and fibrosis,
+    by a patient-specific amount, in normal conduction) and flattened T waves."""
+    low_ef = np.clip((55.0 - pop.lvef) / 30.0, 0.0, 1.3)[:, None]
+    size = np.linalg.norm(vec[:, _W["R"]], axis=-1, keepdims=True)
+    vec[:, _W["Q"]] *= 1.0 - 0.4 * np.minimum(low_ef, 1.0)
+    vec[:, _W["R"], 2] += 0.30 * low_ef[:, 0] * size[:, 0]
+    notch = d["notch_dir"] / np.linalg.norm(d["notch_dir"], axis=-1, keepdims=True)
+    vec[:, _W["R2"]] += (pop.bbb == 0)[:, None] * 0.25 * low_ef * d["fragmentation"][:, None] * size * notch
+    vec[:, _W["T"]] *= 1.0 - 0.5 * np.minimum(low_ef, 1.0) * d["t_flattening"][:, None]
+
+
+def _anaemia(vec: np.ndarray, pop: Population) -> None:
+    """Anaemia: demand on the subendocardium flattens T and depresses ST laterally, by the Hb deficit."""
+    deficit = np.clip(np.where(pop.male, 13.5, 12.5) - pop.haemoglobin, 0.0, None)[:, None]
+    lateral = _TERRITORY[3]
+    vec[:, _W["T"]] *= np.clip(1.0 - 0.06 * deficit, 0.6, 1.0)
+    vec[:, _W["ST"]] -= 0.012 * deficit * lateral
+
+
+def _ectopic(vec: np.ndarray, d: dict[str, np.ndarray]) -> None:
+    """The patient's premature ventricular complex: a broad QRS from one focus and a discordant T."""
+    focus = _PVC_FOCI[d["pvc_focus"]] + d["pvc_tilt"]
+    focus /= np.linalg.norm(focus, axis=-1, keepdims=True)
+    amp = d["pvc_mv"][:, None]
+    vec[:, _W["PVC_R"]] = amp * focus
+    vec[:, _W["PVC_S"]] = -0.3 * amp * _unit(1.0, -0.3, 0.2) - 0.2 * amp * focus
+    vec[:, _W["PVC_T"]] = -0.35 * amp * focus
 
 
 def _frontal_angle(axis_deg: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -346,6 +391,10 @@ def _timing(pop: Population, d: dict[str, np.ndarray]) -> np.ndarray:
     timing[:, _W["T"], [0, 2, 4]] = np.stack([peak, kappa_l, kappa_r], -1)
     # ST plateau from the J point (onset + QRS) to the T peak
     timing[:, _W["ST"]] = np.stack([0.5 * peak, 0.5 * qrs, 0.55 * peak, -0.55 * qrs, 0.55 * peak, -0.55 * qrs], -1)
+    # an ectopic beat: a broad (~160 ms) QRS peaking PVC_ONSET_S after its onset, then its own T
+    timing[:, _W["PVC_R"], [1, 3, 5]] = (PVC_ONSET_S, 0.022, 0.030)
+    timing[:, _W["PVC_S"], [1, 3, 5]] = (0.125, 0.022, 0.022)
+    timing[:, _W["PVC_T"], [0, 2, 4]] = np.stack([peak, kappa_l, kappa_r], -1)
     return timing
 
 
@@ -354,11 +403,13 @@ def sample_ecg_params(pop: Population, rng: np.random.Generator) -> EcgParams:
     d = _draw(rng, len(pop))
     vec = _personalise(_templates(pop), d)
     _hypertrophy(vec, pop, d["strain"])
-    _low_ejection_fraction(vec, pop)
+    _low_ejection_fraction(vec, pop, d)
     _orient(vec, pop.qrs_axis_deg)
     _infarct(vec, pop, d["scar"])
     _ischaemia(vec, pop, d["injury"])
     _potassium_and_atria(vec, pop)
+    _anaemia(vec, pop)
+    _ectopic(vec, d)
     vec *= (pop.voltage_scale * (1.0 - 0.2 * np.clip((50.0 - pop.lvef) / 30.0, 0.0, 1.0)))[:, None, None]
 
     f_dirs = np.stack([_F_WAVE, _F_WAVE_MINOR])[None] + d["f_tilt"]
@@ -437,8 +488,9 @@ def _dipole(beats: BeatTrain, params: EcgParams, t: np.ndarray) -> np.ndarray:
     patient, beat = np.nonzero(beats.valid)
     onset = beats.qrs_onset[patient, beat]
     qt = beats.t_end[patient, beat] - onset
+    ectopic = beats.ectopic[patient, beat]
     for w, name in enumerate(WAVES):
-        keep = np.any(params.vectors[patient, w] != 0.0, axis=1)
+        keep = np.any(params.vectors[patient, w] != 0.0, axis=1) & (ectopic == (w in _ECTOPIC))
         a, b, cl, dl, cr, dr = params.timing[patient[keep], w].T
         q = qt[keep]
         sigma_l = np.maximum(cl * q + dl, _MIN_SIGMA_S)

@@ -49,7 +49,10 @@ CONDITIONS: dict[str, tuple[str, Callable[[Population], np.ndarray]]] = {
     "af": ("Atrial fibrillation: no P waves, irregular RR", lambda p: _only(p, "af")),
     "hyperkalaemia": ("Hyperkalaemia: peaked T waves", lambda p: _only(p, "hyperkalaemia") & (p.potassium > 6.5)),
     "cardiomyopathy": ("Dilated cardiomyopathy: LVEF < 35 %", lambda p: _only(p, "cardiomyopathy") & (p.lvef < 35)),
-    "valve": ("Severe mitral regurgitation (echo only)", lambda p: (p.valve == 2) & p.valve_severe & _no_flags(p)),
+    "valve": ("Severe mitral regurgitation: a large LA (broad P) on the ECG, the valve on echo",
+              lambda p: (p.valve == 2) & p.valve_severe & _no_flags(p)),
+    "aortic_stenosis": ("Severe aortic stenosis: thick walls, so high voltage (strain in some)",
+                        lambda p: (p.valve == 1) & p.valve_severe & _no_flags(p) & (p.wall_thickness > 14)),
 }
 
 

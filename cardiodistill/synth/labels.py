@@ -36,6 +36,8 @@ DIAGNOSES = (
     "hyperkalaemia",
     "reduced_ef",
     "valve_disease",
+    "aortic_stenosis",
+    "mitral_regurgitation",
     "anaemia",
     "ckd",
 )
@@ -75,6 +77,8 @@ def diagnosis_labels(pop: Population) -> pd.DataFrame:
             "hyperkalaemia": pop.hyperkalaemia,
             "reduced_ef": pop.lvef < 40.0,
             "valve_disease": pop.valve > 0,
+            "aortic_stenosis": pop.valve == 1,
+            "mitral_regurgitation": pop.valve == 2,
             "anaemia": pop.anaemia,
             "ckd": pop.ckd,
         },

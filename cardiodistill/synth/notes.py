@@ -22,6 +22,23 @@ A note is written the way a clinician dictates one, from the latent state
   never is); **typos**: a note gets a letter swapped, dropped or doubled in one word with
   probability ``typo_rate``, and a second typo with the same probability.
 
+Two styles (``style``):
+
+``"clinical"`` (the default): the note is what one clinician *saw*, not the label table. Each
+finding is called with the sensitivity and false-positive rate of its reader (:data:`READER`):
+ECG voltage criteria find about half of echo-defined LVH (sensitivity 20-60 %, specificity > 90 %:
+Pewsner et al., BMJ 2007), old infarcts without Q waves are missed, a moderate valve lesion is
+missed or graded a step off more often than a severe one, peaked T waves are seen more often the
+higher the potassium, and a few findings are called that are not there. About one call in five
+(and most of the wrong ones) is hedged ("possible", "?", "cannot exclude", "borderline"). The echo
+is not yet done for ``NO_ECHO_RATE`` of the notes (its section is absent and the note says so),
+the past history misses some of what the patient has, and the stated reason for referral is
+the findings' own only most of the time. The impression follows the calls, so it inherits their
+errors; the triage decision is made later, from all the evidence.
+
+``"exact"``: every finding is stated as the simulator knows it (the behaviour before the clinical
+style existed), useful to check that a text model can read a note at all.
+
 Lab values in the note come from ``labs`` (as measured, canonical units) when given; without labs
 the note only mentions what a clinician knows without bloods (a history of CKD, known anaemia, a
 query hyperkalaemia from peaked T waves).
@@ -34,7 +51,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -374,6 +391,29 @@ def _grade(value: np.ndarray, cuts_male: Sequence[float], cuts_female: Sequence[
 
 _NOTE_LABS = ("nt_probnp", "bnp", "troponin_t_hs", "potassium", "haemoglobin", "egfr", "creatinine")
 
+NOTE_STYLES = ("clinical", "exact")
+NO_ECHO_RATE = 0.1  # clinical style: notes written before the echo was done
+#: clinical style, per finding: (sensitivity, false-positive rate) of the clinician's call
+READER = {
+    "af": (0.96, 0.01),
+    "bbb": (0.95, 0.01),
+    "mi": (0.80, 0.04),  # Q waves / RWMA / history together; small non-Q infarcts are missed
+    "ischaemia": (0.85, 0.03),
+    "lvh_voltage": (0.50, 0.06),  # ECG voltage criteria against echo LVH
+    "valve_moderate": (0.85, 0.04),  # false positives are called moderate
+    "valve_severe": (0.97, 0.0),
+    "history_ckd": (0.80, 0.02),
+    "history_anaemia": (0.70, 0.02),
+}
+VALVE_REGRADE = 0.15  # chance a detected lesion is graded one step off (moderate <-> severe)
+HEDGE_TRUE, HEDGE_FALSE = 0.2, 0.6  # chance a correct / a wrong positive call is hedged
+_HEDGES = ("possible {}", "?{}", "{} (borderline)", "cannot exclude {}", "probable {}", "query {}")
+_ECHO_SLOTS = ("lv", "wall_motion", "walls", "atrium", "valves")
+_NO_ECHO = ("echo awaited", "TTE requested", "echo not yet performed", "await echocardiogram")
+# which slot's call each impression problem rests on (a hedged slot hedges the problem too)
+_PROBLEM_SLOT = {"acs": "st", "hyperkalaemia": "t_waves", "af": "rhythm", "old_mi": "q_waves", "lvh": "voltage",
+                 "bbb": "qrs", "severe_as": "valves", "severe_mr": "valves", "moderate_valve": "valves"}
+
 
 @dataclass
 class _Reading:
@@ -433,6 +473,74 @@ def _read(pop: Population, labs: pd.DataFrame | None, rng: np.random.Generator) 
         labs=lab,
         labs_given=labs is not None,
     )
+
+
+@dataclass
+class _Calls:
+    """What the note states: the population as the clinician called it (same fields, findings
+    replaced by the calls), which slots are hedged ``[n, slots]``, and whether the echo was done."""
+
+    seen: Population
+    peaked: np.ndarray  # T waves called peaked (``seen.hyperkalaemia`` follows a measured K where there is one)
+    hedged: np.ndarray
+    echo_done: np.ndarray
+
+
+def _call(rng: np.random.Generator, truth: np.ndarray, sensitivity: np.ndarray | float, false_rate: float):
+    """(called, wrong) with the given sensitivity and false-positive rate; one uniform per patient."""
+    u = rng.random(len(truth))
+    called = np.where(truth, u < sensitivity, u < false_rate)
+    return called, called & ~truth
+
+
+def _perceive(pop: Population, rd: _Reading, rng: np.random.Generator, style: str) -> _Calls:
+    """The clinician's calls (see the module docstring); ``"exact"`` calls the truth and draws nothing."""
+    n = len(pop)
+    if style == "exact":
+        return _Calls(pop, pop.hyperkalaemia, np.zeros((n, len(_SLOT_NAMES)), bool), np.ones(n, bool))
+    if style not in NOTE_STYLES:
+        raise ValueError(f"unknown note style {style!r}; choose one of {', '.join(NOTE_STYLES)}")
+    wrong: dict[str, np.ndarray] = {}
+    af, wrong["rhythm"] = _call(rng, pop.af, *READER["af"])
+    has_bbb, wrong["qrs"] = _call(rng, pop.bbb > 0, *READER["bbb"])
+    bbb = np.where(has_bbb, np.where(pop.bbb > 0, pop.bbb, 1 + (rng.random(n) < 0.5)), 0).astype(np.int8)
+    mi, wrong["q_waves"] = _call(rng, pop.mi, *READER["mi"])
+    some_territory = (1 + rng.choice(3, size=n, p=[0.45, 0.35, 0.20])).astype(np.int8)
+    mi_territory = np.where(mi, np.where(pop.mi, pop.mi_territory, some_territory), 0).astype(np.int8)
+    isch, wrong["st"] = _call(rng, pop.ischaemia, *READER["ischaemia"])
+    isch_territory = np.where(isch, np.where(pop.ischaemia, pop.ischaemia_territory, some_territory), 0).astype(np.int8)
+    # peaked T waves: the higher the potassium, the likelier they are seen; with a measured K the
+    # clinician goes by the number
+    k_seen = np.clip(0.35 + 0.5 * (pop.potassium - 5.5), 0.35, 0.95)
+    peaked, wrong["t_waves"] = _call(rng, pop.hyperkalaemia, k_seen, 0.03)
+    k = rd.labs["potassium"]
+    hyperk = np.where(np.isfinite(k), k >= 5.5, peaked)
+    lvh, wrong["voltage"] = _call(rng, pop.lvh, *READER["lvh_voltage"])
+    # valves: detection depends on the grade; a detected lesion may be graded a step off
+    severe_truth = (pop.valve > 0) & pop.valve_severe
+    sens = np.where(severe_truth, READER["valve_severe"][0], READER["valve_moderate"][0])
+    has_valve, wrong["valves"] = _call(rng, pop.valve > 0, sens, READER["valve_moderate"][1])
+    regrade = rng.random(n) < VALVE_REGRADE
+    ckd = np.where(rd.labs_given, pop.ckd, _call(rng, pop.ckd, *READER["history_ckd"])[0])
+    anaemia = np.where(rd.labs_given, pop.anaemia, _call(rng, pop.anaemia, *READER["history_anaemia"])[0])
+    echo_done = rng.random(n) >= NO_ECHO_RATE
+    has_valve &= echo_done
+    valve = np.where(has_valve, np.where(pop.valve > 0, pop.valve, 1 + (rng.random(n) < 0.5)), 0).astype(np.int8)
+    valve_severe = has_valve & np.where(pop.valve > 0, severe_truth ^ regrade, False)
+    wrong["valves"] |= has_valve & (pop.valve > 0) & regrade
+    hedge_u = rng.random((n, len(_SLOT_NAMES)))
+
+    seen = replace(pop, af=af, bbb=bbb, mi=mi, mi_territory=mi_territory, ischaemia=isch,
+                   ischaemia_territory=isch_territory, hyperkalaemia=hyperk, lvh=lvh, valve=valve,
+                   valve_severe=valve_severe, ckd=ckd, anaemia=anaemia,
+                   cardiomyopathy=pop.cardiomyopathy & echo_done)
+    positive = {"rhythm": af, "qrs": has_bbb, "q_waves": mi, "st": isch, "t_waves": peaked, "voltage": lvh,
+                "valves": has_valve}
+    hedged = np.zeros((n, len(_SLOT_NAMES)), bool)
+    for slot, called in positive.items():
+        j = _SLOT_NAMES.index(slot)
+        hedged[:, j] = called & (hedge_u[:, j] < np.where(wrong[slot], HEDGE_FALSE, HEDGE_TRUE))
+    return _Calls(seen, peaked, hedged, echo_done)
 
 
 # --------------------------------------------------------------------------------------------
@@ -559,9 +667,9 @@ def _cases(pop: Population, rd: _Reading, fields: Mapping[str, np.ndarray]) -> d
     }
 
 
-def _problems(pop: Population, rd: _Reading) -> np.ndarray:
+def _problems(pop: Population, rd: _Reading, echo_done: np.ndarray) -> np.ndarray:
     """[n, len(_PROBLEMS)] bool: which impression problems apply, in priority order."""
-    ef = rd.measured["ef"]
+    ef = np.where(echo_done, rd.measured["ef"], np.nan)  # no echo: the EF is not known
     found = {
         "acs": pop.ischaemia,
         "hyperkalaemia": pop.hyperkalaemia,
@@ -572,8 +680,8 @@ def _problems(pop: Population, rd: _Reading) -> np.ndarray:
         "severe_mr": (pop.valve == 2) & pop.valve_severe,
         "af": pop.af,
         "moderate_valve": (pop.valve > 0) & ~pop.valve_severe,
-        "old_mi": pop.mi & (ef >= 40),
-        "lvh": (rd.lvh_grade >= 2) | ((rd.lvh_grade > 0) & pop.lvh),
+        "old_mi": pop.mi & ~(ef < 40),
+        "lvh": echo_done & (rd.lvh_grade >= 2) | ((echo_done & (rd.lvh_grade > 0)) & pop.lvh),
         "bbb": (pop.bbb > 0) & ~((pop.bbb == 1) & (ef <= 35)),
         "anaemia": rd.hb_low if rd.labs_given else pop.anaemia,
         "ckd": rd.labs["egfr"] < 60 if rd.labs_given else pop.ckd,
@@ -647,15 +755,20 @@ class _Layout:
 _SECTIONS = ("intro", "ecg", "echo", "labs")
 
 
-def _impression(fields: Mapping[str, str], present: np.ndarray, u: np.ndarray) -> str:
-    """``present``: bool per problem; ``u``: uniforms (form, then two per problem)."""
+def _impression(fields: Mapping[str, str], present: np.ndarray, hedged: np.ndarray, u: np.ndarray,
+                pending: str = "") -> str:
+    """``present``, ``hedged``: bool per problem; ``u``: uniforms (form, then two per problem);
+    ``pending``: a test still to do, added to the plan."""
     phrases, plans = [], []
     for j in np.flatnonzero(present)[:_MAX_PROBLEMS]:
         _, wordings, options = _PROBLEMS[j]
-        phrases.append(wordings[int(u[1 + 2 * j] * len(wordings))].format_map(fields))
+        phrase = wordings[int(u[1 + 2 * j] * len(wordings))].format_map(fields)
+        phrases.append(f"possible {phrase}" if hedged[j] else phrase)
         plan = options[int(u[2 + 2 * j] * len(options))].format_map(fields)
         if plan not in plans:
             plans.append(plan)
+    if pending:
+        plans.append(pending)
     form = _IMPRESSION_FORMS[int(u[0] * len(_IMPRESSION_FORMS))]
     return form.format(p="; ".join(phrases), plan="; ".join(plans))
 
@@ -696,12 +809,16 @@ def _typo(text: str, u: np.ndarray) -> str:
     return text[:i] + text[i] + text[i:]
 
 
-def _write_one(record: Mapping[str, str], templates: np.ndarray, present: np.ndarray, lay: _Layout, i: int,
-               typo_rate: float) -> str:
+def _write_one(record: Mapping[str, str], templates: np.ndarray, present: np.ndarray, calls: _Calls, lay: _Layout,
+               i: int, typo_rate: float) -> str:
     grouped: dict[str, list[tuple[float, str]]] = {name: [] for name in _SECTIONS}
+    hedge = lay.pick[i, ::-1]  # a second uniform per slot for the hedge's wording
     for j, slot in enumerate(_SLOT_NAMES):
         if templates[j] and not lay.omitted[i, j]:
-            grouped[_SLOTS[slot].section].append((lay.order[i, j], templates[j].format_map(record)))
+            text = templates[j].format_map(record)
+            if calls.hedged[i, j]:
+                text = _HEDGES[int(hedge[j] * len(_HEDGES))].format(text)
+            grouped[_SLOTS[slot].section].append((lay.order[i, j], text))
     order = ("intro", "echo", "ecg", "labs") if lay.echo_first[i] else _SECTIONS
     style = int(lay.style[i])
     parts = []
@@ -709,12 +826,37 @@ def _write_one(record: Mapping[str, str], templates: np.ndarray, present: np.nda
         if grouped[name]:
             header_u = lay.header[i, max(_SECTIONS.index(name) - 1, 0)]
             parts.append(_section([text for _, text in sorted(grouped[name])], name, style, header_u))
-    parts.append(_impression(record, present, lay.impression[i]))
+    problem_hedged = np.array([calls.hedged[i, _SLOT_NAMES.index(_PROBLEM_SLOT[name])] if name in _PROBLEM_SLOT
+                               else False for name, _, _ in _PROBLEMS])
+    pending = "" if calls.echo_done[i] else _NO_ECHO[int(lay.header[i, 1] * len(_NO_ECHO))]
+    parts.append(_impression(record, present, problem_hedged, lay.impression[i], pending))
     text = ("\n" if style == 0 else " ").join(parts)
     for t in range(lay.typo.shape[1]):
         if lay.typo[i, t, 3] < typo_rate:
             text = _typo(text, lay.typo[i, t])
     return text
+
+
+def note_content(pop: Population, rng: np.random.Generator, *, labs: pd.DataFrame | None = None,
+                 style: str = "clinical") -> pd.DataFrame:
+    """What the notes :func:`write_notes` writes with the same ``rng`` state, before wording, omission
+    and typos: the clinician's calls, the reported measurements (NaN when the echo is not done) and the
+    quoted labs, one row per patient (numbers and 0/1). For the oracle of evaluate/ceilings.py."""
+    reading = _read(pop, labs, rng)
+    calls = _perceive(pop, reading, rng, style)
+    seen, m = calls.seen, reading.measured
+    echo = {key: np.where(calls.echo_done, m[key], np.nan) for key in ("ef", "edv", "ivs")}
+    frame = {
+        "af": seen.af, "lbbb": seen.bbb == 1, "rbbb": seen.bbb == 2, "mi": seen.mi,
+        **{f"mi_{t}": seen.mi_territory == k for k, t in enumerate(_TERRITORY_NAMES) if k},
+        "ischaemia": seen.ischaemia, "peaked_t": calls.peaked, "hyperkalaemia": seen.hyperkalaemia,
+        "lvh_voltage": seen.lvh, "aortic_stenosis": seen.valve == 1, "mitral_regurgitation": seen.valve == 2,
+        "valve_severe": seen.valve_severe, "cardiomyopathy": seen.cardiomyopathy, "ckd": seen.ckd,
+        "anaemia": seen.anaemia, "echo_done": calls.echo_done, "hedged": calls.hedged.sum(axis=1),
+        **{key: m[key] for key in ("hr", "pr", "qrs", "qtc", "axis")}, **echo,
+        **{f"lab_{k}": v for k, v in reading.labs.items()},
+    }
+    return pd.DataFrame({k: np.asarray(v, float) for k, v in frame.items()}, index=np.asarray(pop.patient_id))
 
 
 def write_notes(
@@ -724,23 +866,28 @@ def write_notes(
     omission_rate: float = 0.1,
     labs: pd.DataFrame | None = None,
     typo_rate: float = TYPO_RATE,
+    style: str = "clinical",
 ) -> list[str]:
     """One cardiologist-style note per patient (see the module docstring). Deterministic given
     ``rng``; ``labs`` is a :func:`~cardiodistill.synth.labs.sample_labs` frame indexed by
-    patient id; ``typo_rate`` is the chance of each of up to two typos per note."""
+    patient id; ``typo_rate`` is the chance of each of up to two typos per note; ``style`` is
+    ``"clinical"`` (a reader's calls, with errors and hedging) or ``"exact"`` (the truth)."""
     if not 0.0 <= omission_rate <= 1.0:
         raise ValueError(f"omission_rate must be in [0, 1], got {omission_rate}")
     n = len(pop)
     if n == 0:
         return []
     reading = _read(pop, labs, rng)
-    fields = _fields(pop, reading, rng)
-    cases = _cases(pop, reading, fields)
-    present = _problems(pop, reading)
+    calls = _perceive(pop, reading, rng, style)
+    fields = _fields(calls.seen, reading, rng)
+    cases = _cases(calls.seen, reading, fields)
+    cases["t_waves"] = np.where(calls.peaked, "peaked", "normal")
+    present = _problems(calls.seen, reading, calls.echo_done)
     lay = _Layout.draw(n, rng, omission_rate)
+    lay.omitted[:, [_SLOT_NAMES.index(s) for s in _ECHO_SLOTS]] |= ~calls.echo_done[:, None]
     templates = np.stack(
         [_choose_by_case(cases[s], _SLOTS[s].banks, lay.pick[:, j]) for j, s in enumerate(_SLOT_NAMES)], axis=1
     )
     keys = list(fields)
     records = (dict(zip(keys, values)) for values in zip(*(fields[k] for k in keys)))
-    return [_write_one(record, templates[i], present[i], lay, i, typo_rate) for i, record in enumerate(records)]
+    return [_write_one(record, templates[i], present[i], calls, lay, i, typo_rate) for i, record in enumerate(records)]

@@ -76,6 +76,7 @@ class Population:
     lvesv: np.ndarray  # mL, end-systolic volume
     wall_thickness: np.ndarray  # mm, septal / posterior wall at end-diastole
     la_scale: np.ndarray  # left atrial size relative to normal (1.0)
+    pvc_per_min: np.ndarray  # mean rate of premature ventricular complexes (ectopy)
     heart_rate: np.ndarray  # bpm, mean ventricular rate
     pr_ms: np.ndarray  # ms (meaningless in AF)
     qrs_ms: np.ndarray  # ms
@@ -136,6 +137,8 @@ def sample_population(n: int, prevalence: PrevalenceConfig, rng: np.random.Gener
     bbb = np.where(has["bbb"], np.where(rng.random(n) < prevalence.lbbb_fraction, 1, 2), 0).astype(np.int8)
     valve = np.where(has["valve"], 1 + (rng.random(n) < 0.5), 0).astype(np.int8)
     valve_severe = has["valve"] & (rng.random(n) < prevalence.valve_severe_fraction)
+    valve_load = np.where(valve_severe, 1.0, 0.55) * (valve > 0)  # haemodynamic load: moderate 0.55, severe 1
+    stenosis, regurgitation = valve_load * (valve == 1), valve_load * (valve == 2)
 
     # --- LV function: LVEF from normal, lowered by infarct size (territory), cardiomyopathy, LBBB
     lvef = rng.normal(61.0, 5.0, n).clip(52.0, 75.0)
@@ -154,9 +157,15 @@ def sample_population(n: int, prevalence: PrevalenceConfig, rng: np.random.Gener
     lvesv = lvedv * (1.0 - lvef / 100.0)
 
     wall = 8.4 + 1.0 * male + 0.02 * (age - 50.0) + rng.normal(0.0, 0.7, n)
-    wall = wall + has["lvh"] * rng.normal(4.8, 1.3, n).clip(2.5, None) + 1.5 * (valve == 1)
+    wall = wall + has["lvh"] * rng.normal(4.8, 1.3, n).clip(2.5, None)
+    wall = wall + stenosis * rng.normal(5.0, 1.3, n).clip(1.0, None)  # concentric remodelling of pressure load
+    wall = wall + 1.0 * has["ckd"]  # uraemic and hypertensive remodelling
     wall = np.where(has["cardiomyopathy"], wall - 1.0, wall).clip(6.0, 22.0)
-    la_scale = 1.0 + 0.25 * has["af"] + 0.30 * (valve == 2) + 0.10 * (lvef < 40) + rng.normal(0.0, 0.05, n)
+    # the LA dilates with AF, with mitral regurgitation, and with the filling pressure of a failing or
+    # stiff (stenotic, hypertrophied) ventricle, in proportion to how much
+    low_ef = np.clip(55.0 - lvef, 0.0, None)  # % below normal: grades every failing-heart sign below
+    la_scale = (1.0 + 0.25 * has["af"] + 0.34 * regurgitation + 0.12 * stenosis + 0.006 * low_ef
+                + 0.05 * has["lvh"] + rng.normal(0.0, 0.05, n))
 
     # --- kidneys and blood
     egfr = (100.0 - 0.6 * (age - 30.0) + rng.normal(0.0, 11.0, n)).clip(61.0, 130.0)
@@ -168,20 +177,33 @@ def sample_population(n: int, prevalence: PrevalenceConfig, rng: np.random.Gener
     hb = np.where(has["anaemia"], hb_low, hb)
 
     # --- rhythm and intervals
-    sinus_hr = rng.normal(70.0, 10.0, n) + 8.0 * has["anaemia"] + 6.0 * (lvef < 40) - 4.0 * has["hyperkalaemia"]
+    hb_deficit = np.clip(np.where(male, 13.5, 12.5) - hb, 0.0, None)  # g/dL below the lower normal limit
+    sinus_hr = (rng.normal(70.0, 10.0, n) + 3.0 * hb_deficit + 0.3 * low_ef - 4.0 * has["hyperkalaemia"]
+                + 6.0 * has["ischaemia"])  # anaemia and ischaemia drive the rate up (output, sympathetic tone)
     af_hr = rng.normal(94.0, 19.0, n)
     heart_rate = np.where(has["af"], af_hr.clip(55.0, 150.0), sinus_hr.clip(48.0, 120.0))
     hyperk_excess = np.clip(potassium - 5.5, 0.0, None)
-    pr = rng.normal(158.0, 18.0, n) + 0.3 * (age - 50.0) + 25.0 * hyperk_excess
+    pr = rng.normal(158.0, 18.0, n) + 0.3 * (age - 50.0) + 25.0 * hyperk_excess + 10.0 * stenosis
     qrs = rng.normal(92.0, 8.0, n).clip(72.0, 112.0)
     # complete bundle branch block is defined by QRS >= 120 ms
     lbbb_qrs, rbbb_qrs = rng.normal(148.0, 10.0, n).clip(122.0, None), rng.normal(138.0, 9.0, n).clip(120.0, None)
     qrs = np.select([bbb == 1, bbb == 2], [lbbb_qrs, rbbb_qrs], qrs)
     qrs = qrs + 18.0 * np.clip(potassium - 6.0, 0.0, None)
-    qtc = rng.normal(412.0, 16.0, n) + 10.0 * ~male + 18.0 * has["ischaemia"] + 25.0 * (bbb == 1) - 12.0 * hyperk_excess
-    axis = rng.normal(45.0, 22.0, n) - 15.0 * has["lvh"] - 20.0 * (bbb == 1) + 15.0 * (bbb == 2) - 25.0 * (mi_territory == 2)
+    # a failing, fibrotic ventricle conducts slowly: intraventricular conduction delay grows as the EF
+    # falls, by a patient-specific amount (QRS >= 120 ms in about a third of LVEF < 35 %)
+    qrs = qrs + low_ef * rng.uniform(0.1, 0.8, n) + 6.0 * stenosis + 3.0 * has["lvh"]
+    qtc = (rng.normal(412.0, 16.0, n) + 10.0 * ~male + 18.0 * has["ischaemia"] + 25.0 * (bbb == 1)
+           - 12.0 * hyperk_excess + 0.7 * low_ef + 4.0 * has["lvh"] + 6.0 * has["ckd"] + 3.0 * hb_deficit)
+    axis = (rng.normal(45.0, 22.0, n) - 15.0 * has["lvh"] - 20.0 * (bbb == 1) + 15.0 * (bbb == 2)
+            - 25.0 * (mi_territory == 2) - 12.0 * stenosis - 0.4 * low_ef)
     axis = axis.clip(-60.0, 120.0)
-    voltage = np.exp(rng.normal(0.0, 0.18, n)) * np.where(male, 1.0, 0.9) * (1.0 - 0.003 * (age - 50.0))
+    # body habitus sets most of the spread; thin blood conducts better, so anaemia raises QRS voltage (Brody effect)
+    voltage = np.exp(rng.normal(0.0, 0.22, n)) * np.where(male, 1.0, 0.9) * (1.0 - 0.003 * (age - 50.0))
+    voltage = voltage * (1.0 + 0.04 * hb_deficit)
+    # ectopy: frequent premature ventricular complexes go with a failing or hypertrophied ventricle,
+    # age and deranged potassium (lognormal between patients: most have none in 10 s)
+    pvc = np.exp(rng.normal(np.log(0.15), 1.2, n)) * (1.0 + 0.15 * low_ef) * (1.0 + 1.0 * has["lvh"] + 1.5 * stenosis)
+    pvc = pvc * (1.0 + 0.02 * np.clip(age - 50.0, 0.0, None)) * (1.0 + 1.0 * hyperk_excess) * (1.0 + 1.5 * has["ischaemia"])
 
     ids = np.array([f"P{first_id + i:06d}" for i in range(n)])
     return Population(
@@ -206,6 +228,7 @@ def sample_population(n: int, prevalence: PrevalenceConfig, rng: np.random.Gener
         lvesv=lvesv,
         wall_thickness=wall,
         la_scale=la_scale,
+        pvc_per_min=np.clip(pvc, 0.0, 12.0),
         heart_rate=heart_rate,
         pr_ms=pr,
         qrs_ms=qrs,

@@ -10,9 +10,14 @@ The 12-lead ECG, the mobile ECG and the echo cine are all rendered from the same
   In the rare short cycle of atrial fibrillation where the next beat would arrive before that,
   systole is cut short: ``t_end`` is capped at ``ES_MAX_FRAC`` of the way to the next R-peak.
 
-Sinus rhythm has respiratory sinus arrhythmia (a few per cent of RR at 0.2-0.33 Hz); atrial
-fibrillation has independent, gamma-distributed RR intervals (coefficient of variation ~0.2),
-which is what makes it "irregularly irregular". Beats start before 0 s and end after the
+Sinus rhythm has respiratory sinus arrhythmia (a few per cent of RR at 0.2-0.33 Hz), smaller with
+age and blunted in heart failure (vagal withdrawal: heart-rate variability falls with the LVEF);
+atrial fibrillation has independent, gamma-distributed RR intervals (coefficient of variation
+~0.2), which is what makes it "irregularly irregular". Premature ventricular complexes
+(``ectopic``) arrive at ``Population.pvc_per_min``: early, at a fixed coupling of 55-75 % of the
+patient's cycle, followed in sinus rhythm by a full compensatory pause (the sinus node is not
+reset); never two in a row. An ectopic beat starts its (broad) QRS ``PVC_ONSET_S`` before its
+R-peak and its QT is ``PVC_QT_EXTRA_S`` longer. Beats start before 0 s and end after the
 recording so that waves at the edges are complete.
 """
 
@@ -27,6 +32,8 @@ from .population import Population
 EDGE_S = 1.6  # beats are generated this far beyond both ends of the recording
 MIN_RR_S = 0.33
 ES_MAX_FRAC = 0.8  # end-systole no later than this fraction of the following RR interval
+PVC_ONSET_S = 0.06  # an ectopic beat's QRS onset before its R-peak
+PVC_QT_EXTRA_S = 0.04
 
 
 @dataclass
@@ -38,13 +45,15 @@ class BeatTrain:
     qrs_onset: np.ndarray
     t_end: np.ndarray
     duration_s: float
+    ectopic: np.ndarray  # bool, a premature ventricular complex
 
     @property
     def valid(self) -> np.ndarray:
         return np.isfinite(self.r)
 
     def take(self, index) -> BeatTrain:
-        return BeatTrain(self.r[index], self.rr[index], self.qrs_onset[index], self.t_end[index], self.duration_s)
+        return BeatTrain(self.r[index], self.rr[index], self.qrs_onset[index], self.t_end[index], self.duration_s,
+                         self.ectopic[index])
 
     def r_peak_samples(self, fs: float) -> list[np.ndarray]:
         """R-peak sample indices inside the recording ``[0, duration)`` at rate ``fs``, per patient."""
@@ -79,7 +88,7 @@ def sample_beats(pop: Population, duration_s: float, rng: np.random.Generator) -
     # sinus: respiratory sinus arrhythmia, smaller in the elderly, plus beat-to-beat jitter
     resp_hz = rng.uniform(0.2, 0.33, n)
     resp_phase = rng.uniform(0.0, 2 * np.pi, n)
-    rsa = np.clip(0.05 - 0.0006 * (pop.age - 20.0), 0.01, 0.05)
+    rsa = np.clip(0.05 - 0.0006 * (pop.age - 20.0), 0.01, 0.05) * np.clip((pop.lvef - 10.0) / 45.0, 0.3, 1.0)
     beat_k = np.arange(n_beats)
     approx_t = beat_k[None, :] * rr_mean[:, None]
     sinus = rr_mean[:, None] * (1.0 + rsa[:, None] * np.sin(2 * np.pi * resp_hz[:, None] * approx_t + resp_phase[:, None]))
@@ -91,14 +100,24 @@ def sample_beats(pop: Population, duration_s: float, rng: np.random.Generator) -
     af = rng.gamma(shape[:, None], (rr_mean / shape)[:, None], size=(n, n_beats))
     rr = np.where(pop.af[:, None], af, sinus).clip(MIN_RR_S, 2.0)
 
+    # ectopy: a premature beat at a fixed coupling, then (in sinus rhythm) the compensatory pause
+    ectopic = rng.random((n, n_beats)) < (pop.pvc_per_min * rr_mean / 60.0)[:, None]
+    ectopic[:, 0] = False
+    ectopic[:, 1:] &= ~ectopic[:, :-1]  # no couplets
+    coupling = rng.uniform(0.55, 0.75, n)[:, None] * rr
+    after = np.concatenate([np.zeros((n, 1), bool), ectopic[:, :-1]], axis=1)
+    pause = np.where(pop.af[:, None], rr, 2.0 * np.roll(rr, 1, axis=1) - np.roll(coupling, 1, axis=1))
+    rr = np.where(ectopic, coupling, np.where(after, pause, rr)).clip(MIN_RR_S, 2.5)
+
     first = -EDGE_S + rng.uniform(0.0, 1.0, n) * rr_mean
     r = first[:, None] + np.concatenate([np.zeros((n, 1)), np.cumsum(rr[:, 1:], axis=1)], axis=1)
     r = np.where(r <= duration_s + EDGE_S, r, np.nan)
     rr = np.where(np.isfinite(r), rr, np.nan)
 
-    qrs_onset = r - 0.45 * pop.qrs_ms[:, None] / 1000.0
-    qt = pop.qtc_ms[:, None] / 1000.0 * np.cbrt(rr)
+    ectopic &= np.isfinite(r)
+    qrs_onset = np.where(ectopic, r - PVC_ONSET_S, r - 0.45 * pop.qrs_ms[:, None] / 1000.0)
+    qt = pop.qtc_ms[:, None] / 1000.0 * np.cbrt(rr) + PVC_QT_EXTRA_S * ectopic
     r_next = np.concatenate([r[:, 1:], np.full((n, 1), np.nan)], axis=1)
     cap = r + ES_MAX_FRAC * (r_next - r)
     t_end = np.where(np.isfinite(cap), np.minimum(qrs_onset + qt, cap), qrs_onset + qt)
-    return BeatTrain(r=r, rr=rr, qrs_onset=qrs_onset, t_end=t_end, duration_s=float(duration_s))
+    return BeatTrain(r=r, rr=rr, qrs_onset=qrs_onset, t_end=t_end, duration_s=float(duration_s), ectopic=ectopic)
