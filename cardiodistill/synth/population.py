@@ -190,7 +190,7 @@ def sample_population(n: int, prevalence: PrevalenceConfig, rng: np.random.Gener
     qrs = np.select([bbb == 1, bbb == 2], [lbbb_qrs, rbbb_qrs], qrs)
     qrs = qrs + 18.0 * np.clip(potassium - 6.0, 0.0, None)
     # a failing, fibrotic ventricle conducts slowly: intraventricular conduction delay grows as the EF
-    # falls, by a patient-specific amount (QRS >= 120 ms in about a third of LVEF < 35 %)
+    # falls, by a patient-specific amount (QRS >= 120 ms in about a quarter of LVEF < 35 %, BBB included)
     qrs = qrs + low_ef * rng.uniform(0.1, 0.8, n) + 6.0 * stenosis + 3.0 * has["lvh"]
     qtc = (rng.normal(412.0, 16.0, n) + 10.0 * ~male + 18.0 * has["ischaemia"] + 25.0 * (bbb == 1)
            - 12.0 * hyperk_excess + 0.7 * low_ef + 4.0 * has["lvh"] + 6.0 * has["ckd"] + 3.0 * hb_deficit)
