@@ -15,7 +15,9 @@ AUROC, bootstrap 95 % CIs; thresholds and temperatures from validation):
     python benchmarks/bench_ablation.py --out runs/ablation --patients 600 --preset quick
 
 Each finished run is kept, so an interrupted benchmark continues. Results go to
-``benchmarks/results/ablation.json`` and a markdown table on stdout.
+``benchmarks/results/ablation.json`` and a markdown table on stdout, then the paired differences
+(:data:`PAIRS`: what each stage, objective and distillation adds) in urgent-referral AUROC on the same
+test studies, with paired bootstrap 95 % CIs (:func:`~cardiodistill.evaluate.clinical.paired_difference`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 
 from cardiodistill.config import load_config
 from cardiodistill.data.cohort import open_cohort, paired_spec
+from cardiodistill.evaluate.clinical import paired_difference
 from cardiodistill.evaluate.pipeline_report import headline_rows
 from cardiodistill.evaluate.triage import _predict, _student_forward, _TeacherView, model_metrics
 from cardiodistill.io.atomic import write_json_atomic
@@ -47,6 +50,34 @@ ALIGN_VARIANTS = {
     "multimae only": {"objectives": ["multimae"]},
     "multimae, no modality dropout": {"objectives": ["multimae"], "modality_dropout": 0.0},
 }
+
+
+#: (model a, model b, what a - b measures): the paired comparisons the benchmark prints
+PAIRS = (
+    ("teacher: full", "teacher: no stage 1", "stage 1 (teacher with vs without it)"),
+    ("teacher: full", "teacher: no stage 2", "stage 2 (teacher with vs without it)"),
+    *((f"teacher: {name}", "teacher: no stage 2", f"stage 2 = {name.removesuffix(' only')} alone, vs no stage 2")
+      for name in ("clip only", "clip_loo only", "temporal only", "multimae only")),
+    ("teacher: multimae only", "teacher: multimae, no modality dropout", "modality dropout (MultiMAE)"),
+    ("student 1 lead, distilled", "student 1 lead, labels only", "distillation (lead-I student)"),
+    ("student 1 lead, distilled", "student 1 lead, distilled from the no-stage-2 teacher",
+     "stage 2 through the teacher (lead-I student)"),
+    ("student 1 lead, distilled", "teacher: full", "lead-I student minus the teacher"),
+)
+
+
+def paired_rows(labels: np.ndarray, scores: dict[str, tuple[np.ndarray, np.ndarray]], n_boot: int) -> list[dict]:
+    """Urgent-referral AUROC differences of :data:`PAIRS` (those whose two models ran) on the same test studies;
+    ``scores``: model -> (cache rows, probability), ``labels``: the label of every cache row."""
+    rows = []
+    for a, b, what in PAIRS:
+        if a in scores and b in scores:
+            (rows_a, p_a), (rows_b, p_b) = scores[a], scores[b]
+            if not np.array_equal(rows_a, rows_b):
+                raise RuntimeError(f"{a!r} and {b!r} were scored on different test studies")
+            d = paired_difference(labels[rows_a], p_a, p_b, n_boot=n_boot)
+            rows.append({"comparison": what, "a": a, "b": b, **{k: float(d[k]) for k in ("value", "ci_low", "ci_high")}})
+    return rows
 
 
 def _log(msg: str) -> None:
@@ -151,26 +182,37 @@ def main() -> None:
     val, test = cohort.splits["val"], cohort.splits["test"]
     results = {"models": {}, "cohort": {k: int(len(v)) for k, v in cohort.splits.items()},
                "preset": args.preset, "patients": args.patients, "overrides": args.overrides}
+    scores: dict[str, tuple] = {}  # (cache rows, calibrated urgent-referral probability) on the test studies
     for name, folder in teachers.items():
         teacher = load_model(folder / "teacher.pt")
         view = _TeacherView(teacher, teacher.fusion.modalities)
-        m = model_metrics(_predict(view, cohort, val), _predict(view, cohort, test), cohort,
-                          n_boot=cfg.pipeline.bootstrap, rule=cfg.pipeline.threshold)
+        pred = _predict(view, cohort, test)
+        m = model_metrics(_predict(view, cohort, val), pred, cohort, n_boot=cfg.pipeline.bootstrap,
+                          rule=cfg.pipeline.threshold)
+        scores[f"teacher: {name}"] = (pred["index"], m["_p_test"][:, 0])
         results["models"][f"teacher: {name}"] = {"kind": "teacher", "modalities_used": list(teacher.fusion.modalities),
                                                  **{k: v for k, v in m.items() if not k.startswith("_")}}
     for name, path in students.items():
         student = load_model(path)
         fwd = _student_forward(student)
-        m = model_metrics(_predict(fwd, cohort, val, ("mobile",)), _predict(fwd, cohort, test, ("mobile",)), cohort,
-                          n_boot=cfg.pipeline.bootstrap, rule=cfg.pipeline.threshold)
+        pred = _predict(fwd, cohort, test, ("mobile",))
+        m = model_metrics(_predict(fwd, cohort, val, ("mobile",)), pred, cohort, n_boot=cfg.pipeline.bootstrap,
+                          rule=cfg.pipeline.threshold)
+        scores[name] = (pred["index"], m["_p_test"][:, 0])
         results["models"][name] = {"kind": "student", "leads": list(student.leads),
                                    **{k: v for k, v in m.items() if not k.startswith("_")}}
+    results["paired_urgent_referral_auroc"] = paired_rows(cohort.labels[:, 0], scores, cfg.pipeline.bootstrap)
     results["seconds"] = round(time.time() - started, 1)
     write_json_atomic(args.result, json.loads(json.dumps(results, default=float).replace("NaN", "null")))
     keys = ["model", "urgent referral AUROC", "diagnoses macro AUROC", "LVEF MAE (%)"]
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for row in headline_rows(results):
         print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+    print("\n| what it measures | a | b | a - b, urgent referral AUROC (paired 95 % CI) |\n|---|---|---|---|")
+    for r in results["paired_urgent_referral_auroc"]:
+        bold = "**" if r["ci_low"] > 0 or r["ci_high"] < 0 else ""
+        print(f"| {r['comparison']} | {r['a']} | {r['b']} | {bold}{r['value']:+.3f}{bold} "
+              f"({r['ci_low']:+.3f}, {r['ci_high']:+.3f}) |")
     _log(f"done in {results['seconds']:.0f} s; {np.sum([1 for _ in results['models']])} models")
 
 
