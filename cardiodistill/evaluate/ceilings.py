@@ -82,7 +82,7 @@ from scipy.signal import resample_poly
 
 from ..config import Config, SynthConfig
 from ..signals.leads import LEADS_12, LIMB_LEADS
-from ..synth.cohort import CohortChunk, chunk_bounds, generate_chunk
+from ..synth.cohort import CohortChunk, chunk_bounds, chunk_rng, generate_chunk
 from ..synth.labs import true_labs as synth_true_labs
 from ..synth.notes import note_content
 from ..synth.population import Population
@@ -129,8 +129,6 @@ PUBLISHED: dict[tuple[str, str], Published] = {
 }
 BEAT_WINDOW_S = (-0.30, 0.60)
 BEAT_FS = 250
-_LABS_STREAM = 6  # generate_chunk's random stream for the blood panel (SeedSequence([seed, chunk]).spawn(9)[6])
-_NOTES_STREAM = 7  # ... and for the notes
 _LOG_LABS = ("nt_probnp", "bnp", "troponin_t_hs", "creatinine", "glucose", "crp")
 
 
@@ -192,16 +190,14 @@ def echo_latents(pop: Population) -> np.ndarray:
 
 def true_labs(pop: Population, cfg: SynthConfig, chunk_index: int) -> np.ndarray:
     """The analytes of chunk ``chunk_index`` before measurement: the lab simulator's own draws, in its order."""
-    stream = np.random.SeedSequence([cfg.seed, chunk_index]).spawn(9)[_LABS_STREAM]
-    values = synth_true_labs(pop, np.random.default_rng(stream))
+    values = synth_true_labs(pop, chunk_rng(cfg, chunk_index, "labs"))
     return np.column_stack([np.log(v) if k in _LOG_LABS else v for k, v in sorted(values.items())])
 
 
 def note_latents(chunk: CohortChunk, cfg: SynthConfig) -> np.ndarray:
     """What chunk ``chunk.index``'s notes state before wording, omission and typos (the clinician's
     calls, reported measurements, quoted labs), redrawn from the notes' own random stream."""
-    stream = np.random.SeedSequence([cfg.seed, chunk.index]).spawn(9)[_NOTES_STREAM]
-    return note_content(chunk.pop, np.random.default_rng(stream), labs=chunk.labs, style=cfg.notes.style).to_numpy()
+    return note_content(chunk.pop, chunk_rng(cfg, chunk.index, "notes"), labs=chunk.labs, style=cfg.notes.style).to_numpy()
 
 
 def _fill_missing(x: np.ndarray) -> np.ndarray:

@@ -95,10 +95,20 @@ def chunk_bounds(cfg: SynthConfig) -> list[tuple[int, int]]:
     return [(s, min(cfg.chunk_size, cfg.patients - s)) for s in range(0, cfg.patients, cfg.chunk_size)]
 
 
+#: generate_chunk's independent random streams, in spawn order
+STREAMS = ("population", "beats", "ecg_params", "ecg_noise", "mobile", "echo", "labs", "notes", "labels")
+
+
+def chunk_rng(cfg: SynthConfig, index: int, stream: str) -> np.random.Generator:
+    """The generator behind ``stream`` (one of :data:`STREAMS`) of chunk ``index``: redraws exactly what
+    :func:`generate_chunk` drew from it."""
+    return np.random.default_rng(np.random.SeedSequence([cfg.seed, index]).spawn(len(STREAMS))[STREAMS.index(stream)])
+
+
 def generate_chunk(cfg: SynthConfig, index: int) -> CohortChunk:
     """Generate chunk ``index`` of the cohort described by ``cfg`` (pure: no files)."""
     start, n = chunk_bounds(cfg)[index]
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence([cfg.seed, index]).spawn(9)]
+    streams = [chunk_rng(cfg, index, name) for name in STREAMS]
     pop = sample_population(n, cfg.prevalence, streams[0], first_id=start)
     beats = sample_beats(pop, cfg.ecg.duration_s, streams[1])
     params = sample_ecg_params(pop, streams[2])

@@ -79,7 +79,7 @@ from scipy.interpolate import CubicSpline
 
 from ..errors import ConfigError, SamplingRateError
 from ..signals.leads import LEADS_12, LIMB_LEADS, derive_limb_leads
-from .population import Population
+from .population import Population, haemoglobin_deficit
 from .rhythm import PVC_ONSET_S, BeatTrain
 
 __all__ = [
@@ -291,7 +291,7 @@ def _low_ejection_fraction(vec: np.ndarray, pop: Population, d: dict[str, np.nda
 
 def _anaemia(vec: np.ndarray, pop: Population) -> None:
     """Anaemia: demand on the subendocardium flattens T and depresses ST laterally, by the Hb deficit."""
-    deficit = np.clip(np.where(pop.male, 13.5, 12.5) - pop.haemoglobin, 0.0, None)[:, None]
+    deficit = haemoglobin_deficit(pop.male, pop.haemoglobin)[:, None]
     lateral = _TERRITORY[3]
     vec[:, _W["T"]] *= np.clip(1.0 - 0.06 * deficit, 0.6, 1.0)
     vec[:, _W["ST"]] -= 0.012 * deficit * lateral

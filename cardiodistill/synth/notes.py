@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from .labs import LAB_SPECS
-from .population import Population
+from .population import TERRITORY_PROBS, Population
 
 #: Words and phrases that negate a following finding in these notes (for later text models).
 NEGATION_CUES = ("no", "not", "not in", "without", "no evidence of", "no significant", "absent", "normal", "nil")
@@ -505,7 +505,7 @@ def _perceive(pop: Population, rd: _Reading, rng: np.random.Generator, style: st
     has_bbb, wrong["qrs"] = _call(rng, pop.bbb > 0, *READER["bbb"])
     bbb = np.where(has_bbb, np.where(pop.bbb > 0, pop.bbb, 1 + (rng.random(n) < 0.5)), 0).astype(np.int8)
     mi, wrong["q_waves"] = _call(rng, pop.mi, *READER["mi"])
-    some_territory = (1 + rng.choice(3, size=n, p=[0.45, 0.35, 0.20])).astype(np.int8)
+    some_territory = (1 + rng.choice(3, size=n, p=TERRITORY_PROBS)).astype(np.int8)
     mi_territory = np.where(mi, np.where(pop.mi, pop.mi_territory, some_territory), 0).astype(np.int8)
     isch, wrong["st"] = _call(rng, pop.ischaemia, *READER["ischaemia"])
     isch_territory = np.where(isch, np.where(pop.ischaemia, pop.ischaemia_territory, some_territory), 0).astype(np.int8)
@@ -681,7 +681,7 @@ def _problems(pop: Population, rd: _Reading, echo_done: np.ndarray) -> np.ndarra
         "af": pop.af,
         "moderate_valve": (pop.valve > 0) & ~pop.valve_severe,
         "old_mi": pop.mi & ~(ef < 40),
-        "lvh": echo_done & (rd.lvh_grade >= 2) | ((echo_done & (rd.lvh_grade > 0)) & pop.lvh),
+        "lvh": echo_done & ((rd.lvh_grade >= 2) | ((rd.lvh_grade > 0) & pop.lvh)),
         "bbb": (pop.bbb > 0) & ~((pop.bbb == 1) & (ef <= 35)),
         "anaemia": rd.hb_low if rd.labs_given else pop.anaemia,
         "ckd": rd.labs["egfr"] < 60 if rd.labs_given else pop.ckd,
@@ -809,8 +809,16 @@ def _typo(text: str, u: np.ndarray) -> str:
     return text[:i] + text[i] + text[i:]
 
 
-def _write_one(record: Mapping[str, str], templates: np.ndarray, present: np.ndarray, calls: _Calls, lay: _Layout,
-               i: int, typo_rate: float) -> str:
+def _problem_hedges(calls: _Calls) -> np.ndarray:
+    """[n, len(_PROBLEMS)] bool: the impression problems whose slot's call is hedged."""
+    rests_on = [j for j, (name, _, _) in enumerate(_PROBLEMS) if name in _PROBLEM_SLOT]
+    out = np.zeros((len(calls.hedged), len(_PROBLEMS)), bool)
+    out[:, rests_on] = calls.hedged[:, [_SLOT_NAMES.index(_PROBLEM_SLOT[_PROBLEMS[j][0]]) for j in rests_on]]
+    return out
+
+
+def _write_one(record: Mapping[str, str], templates: np.ndarray, present: np.ndarray, problem_hedged: np.ndarray,
+               calls: _Calls, lay: _Layout, i: int, typo_rate: float) -> str:
     grouped: dict[str, list[tuple[float, str]]] = {name: [] for name in _SECTIONS}
     hedge = lay.pick[i, ::-1]  # a second uniform per slot for the hedge's wording
     for j, slot in enumerate(_SLOT_NAMES):
@@ -826,8 +834,6 @@ def _write_one(record: Mapping[str, str], templates: np.ndarray, present: np.nda
         if grouped[name]:
             header_u = lay.header[i, max(_SECTIONS.index(name) - 1, 0)]
             parts.append(_section([text for _, text in sorted(grouped[name])], name, style, header_u))
-    problem_hedged = np.array([calls.hedged[i, _SLOT_NAMES.index(_PROBLEM_SLOT[name])] if name in _PROBLEM_SLOT
-                               else False for name, _, _ in _PROBLEMS])
     pending = "" if calls.echo_done[i] else _NO_ECHO[int(lay.header[i, 1] * len(_NO_ECHO))]
     parts.append(_impression(record, present, problem_hedged, lay.impression[i], pending))
     text = ("\n" if style == 0 else " ").join(parts)
@@ -890,4 +896,6 @@ def write_notes(
     )
     keys = list(fields)
     records = (dict(zip(keys, values)) for values in zip(*(fields[k] for k in keys)))
-    return [_write_one(record, templates[i], present[i], calls, lay, i, typo_rate) for i, record in enumerate(records)]
+    hedged = _problem_hedges(calls)
+    return [_write_one(record, templates[i], present[i], hedged[i], calls, lay, i, typo_rate)
+            for i, record in enumerate(records)]

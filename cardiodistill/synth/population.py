@@ -102,6 +102,11 @@ class Population:
         return frame
 
 
+def haemoglobin_deficit(male: np.ndarray, haemoglobin: np.ndarray) -> np.ndarray:
+    """g/dL below the lower normal limit (13.5 men, 12.5 women); 0 when within it."""
+    return np.clip(np.where(male, 13.5, 12.5) - haemoglobin, 0.0, None)
+
+
 def _liabilities(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     factors = rng.standard_normal((len(_FACTORS), n))
     out = {}
@@ -177,7 +182,7 @@ def sample_population(n: int, prevalence: PrevalenceConfig, rng: np.random.Gener
     hb = np.where(has["anaemia"], hb_low, hb)
 
     # --- rhythm and intervals
-    hb_deficit = np.clip(np.where(male, 13.5, 12.5) - hb, 0.0, None)  # g/dL below the lower normal limit
+    hb_deficit = haemoglobin_deficit(male, hb)
     sinus_hr = (rng.normal(70.0, 10.0, n) + 3.0 * hb_deficit + 0.3 * low_ef - 4.0 * has["hyperkalaemia"]
                 + 6.0 * has["ischaemia"])  # anaemia and ischaemia drive the rate up (output, sympathetic tone)
     af_hr = rng.normal(94.0, 19.0, n)
