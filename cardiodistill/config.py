@@ -171,7 +171,8 @@ class EcgPretrainConfig(_Strict):
         default_factory=lambda: {"name": "ecg_mae_tiny", "fs": 100.0, "patch_size": 50},
         description="registered model name plus overrides of its config (cardiodistill.models)",
     )
-    objective: Literal["mae", "contrastive"] = "mae"
+    objective: Literal["mae", "contrastive", "clocs"] = Field(
+        "mae", description="mae (masked autoencoder), contrastive (SimCLR) or clocs (segments and leads of one record)")
     sources: list[EcgSourceConfig] = Field(
         default_factory=lambda: [EcgSourceConfig(kind="synth", patients=300)], min_length=1
     )
@@ -353,7 +354,8 @@ class DistillConfig(_Strict):
     leads: list[Literal[1, 2, 6]] = Field(default_factory=lambda: [1, 2, 6], min_length=1,
                                           description="students to train: lead I; I and II; the six limb leads")
     backbone: dict[str, Any] = Field(default_factory=lambda: {"name": "student_cnn"},
-                                     description="student_cnn (compact 1-D CNN) or ecg_encoder (the stage-2 ECG encoder)")
+                                     description="student_cnn (compact 1-D CNN), ecg_encoder (the teacher's ECG encoder) "
+                                                 "or pretrained (path: a stage-1 encoder.pt, e.g. ecg_cnn under clocs)")
     label: float = Field(1.0, ge=0, description="weight of the hard labels (labelled studies)")
     soft: float = Field(1.0, ge=0, description="weight of the teacher's soft targets (all training studies)")
     embedding: float = Field(0.5, ge=0, description="weight of matching the teacher's embedding")

@@ -20,6 +20,7 @@ import torch
 from cardiodistill.cli import main
 from cardiodistill.config import load_config
 from cardiodistill.data.cohort import open_cohort, paired_spec
+from cardiodistill.errors import ConfigError
 from cardiodistill.models import create_model
 from cardiodistill.models.fusion import drop_modalities
 from cardiodistill.stages.stage2 import cohort_lab_stats, encoder_config, run_align
@@ -194,7 +195,6 @@ def test_commands_refuse_bad_input_in_one_line(cohort_dir, tmp_path, capsys):
 
 
 def test_stage1_must_not_share_the_cohort_seed():
-    from cardiodistill.errors import ConfigError
     from cardiodistill.stages.demo import stage1_sources_differ
 
     stage1_sources_differ(load_config("quick"))
@@ -238,6 +238,27 @@ def test_student_can_start_from_the_teachers_ecg_encoder(pipeline_run, cohort, t
     assert isinstance(student.backbone, EncoderBackbone)
     with torch.no_grad():
         assert torch.isfinite(student.predict(torch.randn(2, 2, 1000))).all()
+
+
+def test_student_can_start_from_a_stage_one_encoder_file(cohort, tmp_path):
+    from cardiodistill.models import EcgConvEncoder
+    from cardiodistill.stages.stage3 import run_distill
+    from cardiodistill.train.checkpoints import save_model
+
+    encoder = create_model("ecg_cnn", widths=[8, 16], depth_per_stage=1, dim=16)
+    save_model(encoder, tmp_path / "encoder.pt")
+    cfg = tiny_config(**{"distill.backbone": f'{{"name": "pretrained", "path": "{tmp_path / "encoder.pt"}"}}',
+                         "distill.min_steps": 1, "distill.optim.lr": 1e-12, "distill.optim.warmup_steps": 1})
+    run_distill(cfg, cohort, None, tmp_path / "s", n_leads=1, distil=False, show_bar=False)
+    student = load_model(tmp_path / "s" / "student.pt")
+    assert isinstance(student.backbone.encoder, EcgConvEncoder) and tuple(student.leads) == ("I",)
+    start = encoder.state_dict()
+    for name, value in student.backbone.encoder.state_dict().items():  # a vanishing rate: the file's weights
+        if value.is_floating_point() and "running" not in name:
+            torch.testing.assert_close(value, start[name], atol=1e-6, rtol=0)
+    bad = tiny_config(**{"distill.backbone": '{"name": "pretrained"}'})
+    with pytest.raises(ConfigError, match="path of a stage-1 encoder"):
+        run_distill(bad, cohort, None, tmp_path / "t", n_leads=1, distil=False, show_bar=False)
 
 
 STAGE1_TINY = [

@@ -15,8 +15,8 @@ from cardiodistill.config import load_config
 from cardiodistill.data.ecg_windows import EcgSource, WindowCache, WindowSpec, build_window_cache, record_windows
 from cardiodistill.data.sampling import ResumableSampler
 from cardiodistill.errors import DataError
-from cardiodistill.evaluate.ecg_downstream import evaluate_ecg_encoder, label_subset, parse_lead_set
-from cardiodistill.evaluate.metrics import auroc, macro_auroc_ci
+from cardiodistill.evaluate.ecg_downstream import evaluate_ecg_encoder, label_subset, parse_lead_set, results_table
+from cardiodistill.evaluate.metrics import auroc, macro_auroc_ci, paired_macro_auroc_ci
 from cardiodistill.io.wfdb import write_wfdb
 from cardiodistill.privacy import pseudonym
 from cardiodistill.records import EcgRecord
@@ -250,6 +250,22 @@ def test_label_subsets_are_nested_and_cover_every_class():
     assert parse_lead_set("limb6") == LIMB_LEADS and parse_lead_set("V2+I+MLII") == ("I", "II", "V2")
 
 
+def test_paired_macro_auroc_difference_cancels_what_records_share():
+    rng = np.random.default_rng(1)
+    y = rng.random((400, 2)) < 0.4
+    good = y + rng.normal(0, 0.8, size=(400, 2))
+    worse = y + rng.normal(0, 1.6, size=(400, 2))
+    delta, lo, hi = paired_macro_auroc_ci(y, good, worse, n_boot=300)
+    assert delta == pytest.approx(macro_auroc_ci(y, good, n_boot=0)[0] - macro_auroc_ci(y, worse, n_boot=0)[0])
+    assert 0 < lo < delta < hi
+    assert paired_macro_auroc_ci(y, good, good, n_boot=100) == (0.0, 0.0, 0.0)
+    # two models that err on the same records: the paired interval is far narrower than either model's own
+    close = good + rng.normal(0, 0.2, size=(400, 2))
+    _, lo_close, hi_close = paired_macro_auroc_ci(y, good, close, n_boot=300)
+    _, lo_a, hi_a, _ = macro_auroc_ci(y, good, n_boot=300)
+    assert hi_close - lo_close < 0.5 * (hi_a - lo_a)
+
+
 def test_macro_auroc_ci_averages_per_class_aurocs():
     rng = np.random.default_rng(0)
     y = rng.random((300, 3)) < 0.3
@@ -294,6 +310,14 @@ def test_evaluation_grid_scores_learnable_labels_and_resumes(tmp_path, monkeypat
     assert by_key[("supervised", "I", 1.0)]["macro_auroc"] > 0.9
     assert all(0 <= c["ci_low"] <= c["macro_auroc"] <= c["ci_high"] <= 1 for c in results["cells"])
     assert by_key[("linear", "I", 0.5)]["n_train"] == 60
+    # every method against the supervised CNN (no scratch run here), paired on the same records
+    paired = {(p["method"], p["leads"], p["label_fraction"]): p for p in results["paired"]}
+    assert {k[0] for k in paired} == {"linear", "finetune"} and len(paired) == 2 * 2 * 2
+    for (method, leads, fraction), p in paired.items():
+        expected = by_key[(method, leads, fraction)]["macro_auroc"] - by_key[("supervised", leads, fraction)]["macro_auroc"]
+        assert p["baseline"] == "supervised" and p["delta"] == pytest.approx(expected)
+        assert p["ci_low"] <= p["delta"] <= p["ci_high"]
+    assert "finetune - supervised" in results_table(results)
     recon = results["reconstruction"]
     assert recon["n_patches"] > 0 and "baseline_interp_mse" in recon
     assert (tmp_path / "eval" / "reconstruction.png").stat().st_size > 0

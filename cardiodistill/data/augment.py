@@ -30,6 +30,7 @@ __all__ = [
     "random_affine",
     "random_lead_drop",
     "random_scale",
+    "split_leads",
     "time_shift",
 ]
 
@@ -99,6 +100,21 @@ def random_lead_drop(present: Tensor, generator: torch.Generator | None, p: floa
     rescue = torch.zeros_like(keep)
     rescue[torch.arange(present.shape[0], device=present.device), survivor] = True
     return keep | (rescue & ~keep.any(dim=1, keepdim=True))
+
+
+def split_leads(present: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Deal each sample's present leads, in random order, alternately to two disjoint halves
+    ``(a, b)`` (``[B, L]`` bool each; with an odd count ``a`` gets the extra lead). A sample with a
+    single lead gives it to both halves, so neither is ever empty."""
+    present = present.bool()
+    if not bool(present.any(dim=1).all()):
+        raise ValueError("every sample needs at least one present lead")
+    draw = torch.rand(present.shape, generator=generator, device=present.device)
+    order = torch.where(present, draw, 2.0).argsort(dim=1)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(present.shape[1], device=present.device).expand_as(order))
+    a = present & (rank % 2 == 0)
+    b = present & (rank % 2 == 1)
+    return a, torch.where(b.any(dim=1, keepdim=True), b, a)
 
 
 def _per_sample(p: float, old: Tensor, new: Tensor, generator: torch.Generator | None) -> Tensor:

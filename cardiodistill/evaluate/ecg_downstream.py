@@ -37,9 +37,9 @@ import torch
 from ..config import EcgEvalConfig, TrainerConfig
 from ..data.ecg_windows import WindowSpec, record_windows
 from ..errors import ConfigError, DataError
-from ..io.atomic import write_json_atomic
+from ..io.atomic import save_npz_atomic, write_json_atomic
 from ..signals.leads import LEADS_12, LIMB_LEADS, normalize_lead_name
-from .metrics import macro_auroc_ci
+from .metrics import macro_auroc_ci, paired_macro_auroc_ci
 
 __all__ = ["LEAD_SETS", "evaluate_ecg_encoder", "label_subset", "load_labelled", "parse_lead_set"]
 
@@ -233,6 +233,7 @@ def evaluate_ecg_encoder(
                 if progress is not None:
                     progress(f"{method} on {lead_set} leads, {fraction:.0%} of labels")
                 scores = _run_method(method, encoder, encoder_config, part, evaluation, leads, cfg, trainer_cfg)
+                save_npz_atomic(path.with_suffix(".npz"), scores=scores, ecg_id=evaluation["ecg_id"])
                 macro, lo, hi, per_class = macro_auroc_ci(evaluation["y"], scores, n_boot=cfg.bootstrap, seed=cfg.seed)
                 cell = {"method": method, "leads": lead_set, "label_fraction": fraction, "n_train": len(subset),
                         "macro_auroc": macro, "ci_low": lo, "ci_high": hi,
@@ -241,13 +242,35 @@ def evaluate_ecg_encoder(
                 cells.append(cell)
     results = {"classes": classes, "n_train": len(train["y"]), "n_eval": len(evaluation["y"]),
                "train_folds": cfg.train_folds, "eval_folds": cfg.eval_folds, "spec": spec.__dict__, "cells": cells,
-               "encoder": encoder_config}
+               "paired": paired_differences(out / "cells", evaluation["y"], cfg), "encoder": encoder_config}
     if is_mae:
         if progress is not None:
             progress("reconstruction of the evaluation records")
         mae = build_model(saved, source=model_file)
         results["reconstruction"] = reconstruction_report(mae, evaluation, spec, out, cfg.seed)
     return results
+
+
+# (method, baseline): what pretraining adds over the same network from scratch, and over the supervised CNN
+PAIRS = (("linear", "scratch"), ("finetune", "scratch"), ("finetune", "supervised"), ("linear", "supervised"))
+
+
+def paired_differences(cells: Path, y: np.ndarray, cfg: EcgEvalConfig) -> list[dict[str, Any]]:
+    """Macro AUROC of each method minus its baseline (:data:`PAIRS`) per lead set and label fraction,
+    on the same evaluation records, with a paired bootstrap 95 % CI; pairs whose scores are not
+    both saved (``cells/*.npz``) are left out."""
+    rows = []
+    for fraction in cfg.label_fractions:
+        for lead_set in cfg.lead_sets:
+            for method, baseline in PAIRS:
+                files = [cells / f"{_cell_name(m, lead_set, fraction)}.npz" for m in (method, baseline)]
+                if not all(f.is_file() for f in files):
+                    continue
+                a, b = (np.load(f)["scores"] for f in files)
+                delta, lo, hi = paired_macro_auroc_ci(y, a, b, n_boot=cfg.bootstrap, seed=cfg.seed)
+                rows.append({"method": method, "baseline": baseline, "leads": lead_set, "label_fraction": fraction,
+                             "delta": delta, "ci_low": lo, "ci_high": hi})
+    return rows
 
 
 def reconstruction_report(mae, evaluation: dict[str, np.ndarray], spec: WindowSpec, out: Path, seed: int) -> dict:
@@ -301,4 +324,17 @@ def results_table(results: dict[str, Any]) -> str:
             values = [f"{row[s]['macro_auroc']:.3f} ({row[s]['ci_low']:.3f}-{row[s]['ci_high']:.3f})" if s in row
                       else "" for s in lead_sets]
             lines.append(f"| {method} | {fraction:.0%} ({n}) | " + " | ".join(values) + " |")
+    paired = results.get("paired") or []
+    if paired:
+        lines += ["", "Paired differences (same evaluation records, bootstrap 95 % CI):", "",
+                  "| difference | labels | " + " | ".join(f"{s} leads" for s in lead_sets) + " |",
+                  "|---|---|" + "---|" * len(lead_sets)]
+        for fraction in dict.fromkeys(p["label_fraction"] for p in paired):
+            for method, baseline in PAIRS:
+                row = {p["leads"]: p for p in paired
+                       if (p["method"], p["baseline"], p["label_fraction"]) == (method, baseline, fraction)}
+                if row:
+                    values = [f"{row[s]['delta']:+.3f} ({row[s]['ci_low']:+.3f} to {row[s]['ci_high']:+.3f})"
+                              if s in row else "" for s in lead_sets]
+                    lines.append(f"| {method} - {baseline} | {fraction:.0%} | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"

@@ -77,3 +77,27 @@ def macro_auroc_ci(
     macro = macro[np.isfinite(macro)]
     lo, hi = np.quantile(macro, [alpha / 2, 1 - alpha / 2])
     return point, float(lo), float(hi), per_class
+
+
+def paired_macro_auroc_ci(
+    y_true, scores_a, scores_b, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float]:
+    """Macro AUROC of ``scores_a`` minus that of ``scores_b`` on the same records, with a paired
+    percentile bootstrap interval: each resample draws records once and scores both on them, so what
+    the records share (their difficulty) cancels. Returns ``(difference, lo, hi)``; an interval that
+    includes 0 means the two are not distinguishable on these records."""
+    y = np.asarray(y_true).astype(bool)
+    a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
+    if y.ndim != 2 or y.shape != a.shape or y.shape != b.shape:
+        raise ValueError(f"y_true {y.shape} and scores {a.shape}, {b.shape} must all be [n, classes]")
+    point = macro_auroc_ci(y, a, n_boot=0)[0] - macro_auroc_ci(y, b, n_boot=0)[0]
+    if n_boot <= 0 or np.isnan(point):
+        return float(point), float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
+    with np.errstate(invalid="ignore"):
+        diff = np.stack([_auroc_rows(y[idx, c], a[idx, c]) - _auroc_rows(y[idx, c], b[idx, c])
+                         for c in range(y.shape[1])], axis=1)
+        diff = np.nanmean(diff, axis=1)
+    diff = diff[np.isfinite(diff)]
+    lo, hi = np.quantile(diff, [alpha / 2, 1 - alpha / 2])
+    return float(point), float(lo), float(hi)

@@ -1,5 +1,5 @@
 """Models: a lead-agnostic ECG transformer, a tubelet video transformer (each with a masked
-autoencoder), labs and note encoders, the multimodal fusion model and teacher of stages 2-3, the
+autoencoder), a lead-agnostic convolutional ECG encoder, labs and note encoders, the multimodal fusion model and teacher of stages 2-3, the
 mobile-ECG student, an xresnet1d baseline and an attention multiple-instance head for multi-view
 studies.
 
@@ -13,6 +13,7 @@ carries ``.model_config`` for its checkpoint::
 Models never read files; checkpoints are the trainer's business.
 """
 
+from .ecg_cnn import EcgConvEncoder
 from .ecg_transformer import PAD_LEAD_ID, EcgMAE, EcgTransformer, TokenLayout, lead_ids
 from .fusion import CardioFusion, CardioTeacher
 from .labs import LabNormaliser, LabsEncoder
@@ -40,6 +41,7 @@ __all__ = [
     "AttentionMIL",
     "CardioFusion",
     "CardioTeacher",
+    "EcgConvEncoder",
     "EcgMAE",
     "EcgTransformer",
     "HashingTokenizer",

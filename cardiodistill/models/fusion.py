@@ -136,6 +136,10 @@ class CardioFusion(nn.Module):
         self.modalities = tuple(m for m in MODALITIES if m in modalities)
         configs = {"ecg": ecg, "echo": echo, "labs": labs, "note": note}
         self.encoders = nn.ModuleDict({m: model_from_config(configs[m]) for m in self.modalities})
+        if "ecg" in self.modalities and not hasattr(self.encoders["ecg"], "embed"):
+            raise ConfigError(f"stages 2-3 fuse the ECG encoder's lead-patch tokens, and {configs['ecg'].get('name')!r} "
+                              "has none: use an ecg_vit encoder here (the convolutional ecg_cnn serves stage 1 "
+                              "and the students)")
         widths = {m: _width(enc) for m, enc in self.encoders.items()}
         self.dim, self.grad_checkpointing = dim, grad_checkpointing
 

@@ -237,7 +237,8 @@ def student_cnn(
 
 
 class EncoderBackbone(nn.Module):
-    """The lead-agnostic ECG transformer (stage 1 / 2) as a student backbone on fixed limb leads."""
+    """A lead-agnostic ECG encoder (the stage-1 / 2 transformer, or the stage-1 CNN) as a student
+    backbone on fixed limb leads."""
 
     def __init__(self, encoder: nn.Module, leads: Sequence[str]):
         super().__init__()
@@ -264,7 +265,7 @@ def ecg_encoder_backbone(
     normalisation: str = "per-lead z-score",
     band: Sequence[float] | None = DEFAULT_BAND,
 ) -> EncoderBackbone:
-    """A student backbone from an ECG encoder config (``encoder``: an ``ecg_vit`` model_config),
+    """A student backbone from an ECG encoder config (``encoder``: an ``ecg_vit`` or ``ecg_cnn`` model_config),
     reading ``leads`` (``in_leads=n``: the first ``n`` limb leads) at ``fs`` Hz for ``seconds``.
     Its weights come from the aligned model, so ``fs`` must be the encoder's own rate (its patches
     span fixed times) and a ``seconds`` window must fit the encoder's patches."""

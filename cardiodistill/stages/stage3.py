@@ -21,9 +21,9 @@ from ..config import Config
 from ..data.cohort import Cohort
 from ..errors import ConfigError, DataError
 from ..io.atomic import atomic_path
-from ..models import create_model
+from ..models import EcgConvEncoder, EcgMAE, EcgTransformer, create_model
 from ..models.surgery import subset_fusion_state, teacher_ecg_encoder
-from ..train.checkpoints import read_model_file, save_model
+from ..train.checkpoints import build_model, read_model_file, save_model
 from ..train.distill import StudentModule
 from ..train.engine import fit, start_job, steps_for_epochs
 from ..train.teacher import TeacherModule, init_heads_from_probe, predict_studies, recalibrate_standardise
@@ -102,12 +102,13 @@ def student_leads(n: int) -> tuple[str, ...]:
 
 def student_config(cfg: Config, n_leads: int, embed_dim: int, cohort: Cohort,
                    ecg_encoder: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The ``ecg_student`` config: ``distill.backbone`` for ``n_leads`` handheld leads (the name
-    ``ecg_encoder`` means the teacher's ECG transformer, whose config is ``ecg_encoder``)."""
+    """The ``ecg_student`` config: ``distill.backbone`` for ``n_leads`` handheld leads (the names
+    ``ecg_encoder`` - the teacher's ECG transformer - and ``pretrained`` - a stage-1 encoder file -
+    mean the lead-agnostic encoder whose config is ``ecg_encoder``)."""
     spec = cohort.cache.spec.ecg
-    if cfg.distill.backbone.get("name") == "ecg_encoder":
+    if cfg.distill.backbone.get("name") in ENCODER_BACKBONES:
         if ecg_encoder is None:
-            raise ConfigError("distill.backbone ecg_encoder needs a teacher with an ECG encoder")
+            raise ConfigError(f"distill.backbone {cfg.distill.backbone['name']} needs its ECG encoder")
         backbone = {"name": "ecg_encoder_backbone", "encoder": dict(ecg_encoder), "in_leads": n_leads}
     else:
         backbone = resolve_model_config({**cfg.distill.backbone, "in_leads": n_leads}, "distill.backbone")
@@ -116,6 +117,34 @@ def student_config(cfg: Config, n_leads: int, embed_dim: int, cohort: Cohort,
     mean, std = cohort.lvef_stats()
     return create_model("ecg_student", backbone=backbone, outputs=cohort.outputs, embed_dim=embed_dim,
                         lvef_mean=mean, lvef_std=std).model_config
+
+
+ENCODER_BACKBONES = ("ecg_encoder", "pretrained")  # distill.backbone names that start from an encoder's weights
+
+
+def student_start(backbone: Mapping[str, Any], teacher_dir: str | Path | None
+                  ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(encoder config, backbone weights)`` a student starts from: the teacher's fine-tuned ECG encoder
+    (``{"name": "ecg_encoder"}``), a stage-1 encoder file (``{"name": "pretrained", "path": ...}``:
+    ``encoder.pt``, or the ``mae.pt`` it came with), or nothing (a fresh backbone)."""
+    name = backbone.get("name")
+    if name == "ecg_encoder":
+        if teacher_dir is None:
+            raise ConfigError("distill.backbone ecg_encoder starts from the teacher's ECG encoder: give --teacher")
+        encoder, state = teacher_ecg_encoder(read_model_file(Path(teacher_dir) / "teacher.pt"))
+    elif name == "pretrained":
+        if not backbone.get("path"):
+            raise ConfigError("distill.backbone pretrained needs the path of a stage-1 encoder file (path: .../encoder.pt)")
+        saved = read_model_file(backbone["path"])
+        model = build_model(saved, source=backbone["path"])
+        model = model.encoder if isinstance(model, EcgMAE) else model
+        if not isinstance(model, (EcgTransformer, EcgConvEncoder)):
+            raise DataError(f"distill.backbone pretrained needs an ECG encoder, not {saved['model_config']['name']!r}",
+                            backbone["path"])
+        encoder, state = model.model_config, model.state_dict()
+    else:
+        return None, None
+    return dict(encoder), {f"encoder.{k}": v for k, v in state.items()}
 
 
 def _teacher_arrays(cohort: Cohort, teacher_dir: str | Path | None) -> dict[str, np.ndarray]:
@@ -148,12 +177,7 @@ def run_distill(cfg: Config, cohort: Cohort, teacher_dir: str | Path | None, out
     d, o = cfg.distill, cfg.distill.optim
     extra = _teacher_arrays(cohort, teacher_dir) if distil else {}
     embed_dim = extra["t_embedding"].shape[1] if distil else 0
-    encoder, backbone_state = None, None
-    if d.backbone.get("name") == "ecg_encoder":
-        if teacher_dir is None:
-            raise ConfigError("distill.backbone ecg_encoder starts from the teacher's ECG encoder: give --teacher")
-        encoder, state = teacher_ecg_encoder(read_model_file(Path(teacher_dir) / "teacher.pt"))
-        backbone_state = {f"encoder.{k}": v for k, v in state.items()}
+    encoder, backbone_state = student_start(d.backbone, teacher_dir)
     config = student_config(cfg, n_leads, embed_dim, cohort, encoder)
     weights = dict(label=d.label, soft=d.soft, embedding=d.embedding, lvef=d.lvef) if distil else \
         dict(label=d.label, soft=0.0, embedding=0.0, lvef=d.lvef)

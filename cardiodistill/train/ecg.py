@@ -10,7 +10,15 @@ z-scored windows in :data:`~cardiodistill.signals.leads.LEADS_12` order), ``pres
   patch masking plus whole-lead masking, loss on hidden patches);
 * ``objective="contrastive"``: SimCLR - two augmented views of each window
   (:class:`~cardiodistill.data.augment.EcgAugment`: lead dropout, shift, scale, wander, noise)
-  through the encoder and a projection head, NT-Xent loss.
+  through the encoder and a projection head, NT-Xent loss;
+* ``objective="clocs"``: contrast across time and leads of one recording (CLOCS' CMSC + CMLC,
+  Kiyasseh et al., ICML 2021): the first half of the window on a random half of its leads is the
+  positive of the second half on the other leads (:func:`~cardiodistill.data.augment.split_leads`;
+  a one-lead recording gives its lead to both), each view lightly augmented (shift, gain, wander,
+  noise; no lead drop). What the two views share is the patient's heart, not the beat or the lead.
+
+The contrastive objectives train any lead-agnostic encoder: the transformer or the convolutional
+:class:`~cardiodistill.models.EcgConvEncoder` (``ecg_cnn``), which learns in CPU minutes.
 
 Masks and augmentations are drawn from :func:`~.module.step_generator`, so every step can be
 replayed exactly and a resumed run continues as if it had never stopped.
@@ -28,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.augment import EcgAugment
-from ..models import EcgMAE, EcgTransformer, XResNet1d, model_from_config
+from ..data.augment import EcgAugment, split_leads
+from ..models import EcgConvEncoder, EcgMAE, EcgTransformer, XResNet1d, model_from_config
 from ..signals.leads import LEADS_12
 from .module import PretrainModule, TrainModule
 
@@ -44,20 +52,30 @@ class EcgPretrainModule(PretrainModule):
     """Self-supervised pretraining of an ECG encoder (module doc)."""
 
     kind = "ecg_pretrain"
-    mae_class, encoder_class, mae_names = EcgMAE, EcgTransformer, "ecg_mae_*"
+    mae_class, encoder_classes, mae_names = EcgMAE, (EcgTransformer, EcgConvEncoder), "ecg_mae_*"
+    contrastive_objectives = ("contrastive", "clocs")
 
     def __init__(self, model_config: dict[str, Any], **options: Any):
         super().__init__(model_config, **options)
         self.register_buffer("lead_ids", _all_lead_ids(), persistent=False)
 
-    def _augmentation(self, encoder: EcgTransformer) -> EcgAugment:
-        return EcgAugment(fs=float(encoder.model_config["fs"]))
+    def _augmentation(self, encoder: nn.Module) -> EcgAugment:
+        fs = float(encoder.model_config["fs"])
+        # clocs' views already differ in their leads: dropping more would leave one-lead views
+        return EcgAugment(fs=fs, p_lead_drop=0.0) if self.hparams.objective == "clocs" else EcgAugment(fs=fs)
 
     def _reconstruct(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
         return self.model(batch["x"], self.lead_ids, batch["present"], generator=generator)
 
     def _two_views(self, batch: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        views = [self.augment(batch["x"], batch["present"], generator=generator) for _ in range(2)]
+        x, present = batch["x"], batch["present"]
+        if self.hparams.objective == "clocs":
+            half = x.shape[-1] // 2
+            leads_a, leads_b = split_leads(present, generator)
+            views = [self.augment(x[..., :half], leads_a, generator=generator),
+                     self.augment(x[..., half : 2 * half], leads_b, generator=generator)]
+        else:
+            views = [self.augment(x, present, generator=generator) for _ in range(2)]
         z1, z2 = (self.encoder(v, self.lead_ids, p) for v, p in views)
         return z1, z2
 

@@ -18,7 +18,8 @@ and recorded in checkpoints) and implements ``_losses(batch, generator) -> {"los
 * writes into every checkpoint what :func:`~.checkpoints.read_model_file` needs to rebuild the model.
 
 :class:`PretrainModule` is the stage-1 base on top of it, shared by the ECG and the video encoders:
-one modality's masked autoencoder, or its encoder under a contrastive objective.
+one modality's masked autoencoder, or its encoder under a contrastive objective (SimCLR, or for the ECG
+CLOCS' segments and leads of one recording).
 """
 
 from __future__ import annotations
@@ -133,15 +134,17 @@ class PretrainModule(TrainModule):
 
     ``objective="mae"``: the masked autoencoder ``model_config`` names (a :attr:`mae_class`), its loss
     on the hidden patches, and the normalised cross-correlation of the reconstruction as a metric;
-    ``objective="contrastive"``: SimCLR - the encoder (the autoencoder's, or an :attr:`encoder_class`
-    named directly) and a projection head, NT-Xent between two augmented views of each item. A
-    subclass names the two classes and says how a batch goes through them: :meth:`_reconstruct`,
-    :meth:`_two_views` (the encoder's embeddings of two augmented views) and :meth:`_augmentation`.
+    ``objective="contrastive"`` (SimCLR) or another of :attr:`contrastive_objectives`: the encoder
+    (the autoencoder's, or one of :attr:`encoder_classes` named directly) and a projection head,
+    NT-Xent between two views of each item. A subclass names the classes and says how a batch goes
+    through them: :meth:`_reconstruct`, :meth:`_two_views` (the encoder's embeddings of the two
+    views the objective makes) and :meth:`_augmentation`.
     """
 
     mae_class: type[nn.Module]
-    encoder_class: type[nn.Module]
+    encoder_classes: tuple[type[nn.Module], ...]
     mae_names = "*_mae_*"  # the registered names of the modality's autoencoders, for errors
+    contrastive_objectives: tuple[str, ...] = ("contrastive",)
 
     def __init__(
         self,
@@ -164,14 +167,16 @@ class PretrainModule(TrainModule):
         if objective == "mae":
             if not isinstance(self.model, self.mae_class):
                 raise ConfigError(f"the mae objective needs a masked autoencoder ({self.mae_names}), got {name!r}")
-        elif objective == "contrastive":
+        elif objective in self.contrastive_objectives:
             self.model = self.encoder
-            if not isinstance(self.model, self.encoder_class):
-                raise ConfigError(f"the contrastive objective needs an encoder ({self.encoder_class.__name__}), got {name!r}")
+            if not isinstance(self.model, self.encoder_classes):
+                kinds = " or ".join(c.__name__ for c in self.encoder_classes)
+                raise ConfigError(f"the {objective} objective needs an encoder ({kinds}), got {name!r}")
             self.head = ProjectionHead(self.model.embed_dim, out=projection_dim)
             self.augment = self._augmentation(self.model)
         else:
-            raise ConfigError(f"unknown pretraining objective {objective!r}; expected mae or contrastive")
+            raise ConfigError(f"unknown pretraining objective {objective!r}; expected one of "
+                              f"{', '.join(('mae',) + self.contrastive_objectives)}")
 
     @property
     def encoder(self) -> nn.Module:
@@ -185,7 +190,7 @@ class PretrainModule(TrainModule):
         raise NotImplementedError
 
     def _two_views(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """The encoder's embeddings of two augmented views of every item."""
+        """The encoder's embeddings of the objective's two views of every item."""
         raise NotImplementedError
 
     def _losses(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Tensor]:

@@ -37,7 +37,7 @@ class VideoPretrainModule(PretrainModule):
     """Self-supervised pretraining of a video encoder (module doc)."""
 
     kind = "video_pretrain"
-    mae_class, encoder_class, mae_names = VideoMAE, VideoTransformer, "video_mae_*"
+    mae_class, encoder_classes, mae_names = VideoMAE, (VideoTransformer,), "video_mae_*"
 
     def _augmentation(self, encoder: VideoTransformer) -> VideoAugment:
         return VideoAugment()
