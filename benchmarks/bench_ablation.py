@@ -10,6 +10,10 @@ AUROC, bootstrap 95 % CIs; thresholds and temperatures from validation):
 * each stage-2 objective alone: ``clip``, ``clip_loo``, ``temporal``, ``multimae``, and
   ``multimae without modality dropout``
 * ``student without distillation``: the same student on the labelled studies alone
+* the students (distilled and labels only) started from **the student's stage 1**: the CPU-scale
+  ``ecg_cnn`` encoder pretrained under CLOCS (``--student-stage1-steps``, on
+  ``--student-stage1-patients`` simulated patients of the stage-1 population, never the cohort), which
+  on PTB-XL is the stage-1 recipe that beats training from scratch (docs/benchmarks.md)
 * the ``12-lead ECG only`` and ``echo only`` teachers (from the full stage 2)
 
     python benchmarks/bench_ablation.py --out runs/ablation --patients 600 --preset quick
@@ -63,7 +67,18 @@ PAIRS = (
     ("student 1 lead, distilled", "student 1 lead, distilled from the no-stage-2 teacher",
      "stage 2 through the teacher (lead-I student)"),
     ("student 1 lead, distilled", "teacher: full", "lead-I student minus the teacher"),
+    ("student 1 lead, distilled, stage-1 CNN start", "student 1 lead, distilled",
+     "student's stage 1 (CLOCS CNN start vs fresh), distilled"),
+    ("student 1 lead, labels only, stage-1 CNN start", "student 1 lead, labels only",
+     "student's stage 1 (CLOCS CNN start vs fresh), labels only"),
+    ("student 1 lead, distilled, stage-1 CNN start", "student 1 lead, labels only",
+     "stage 1 and distillation together vs neither (lead-I student)"),
 )
+
+#: the student's stage 1 (overrides of the preset): the lead-agnostic CNN under CLOCS
+STUDENT_STAGE1 = ("pretrain.ecg.model={name: ecg_cnn, fs: 100.0}", "pretrain.ecg.objective=clocs",
+                  "pretrain.ecg.optim.batch_size=128", "pretrain.ecg.optim.lr=1e-3",
+                  "pretrain.ecg.optim.warmup_steps=50")
 
 
 def paired_rows(labels: np.ndarray, scores: dict[str, tuple[np.ndarray, np.ndarray]], n_boot: int) -> list[dict]:
@@ -112,6 +127,9 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--variants", nargs="*", default=list(ALIGN_VARIANTS), help="stage-2 variants to run")
     ap.add_argument("--result", type=Path, default=Path("benchmarks/results/ablation.json"))
+    ap.add_argument("--student-stage1-steps", type=int, default=600,
+                    help="steps of the student's stage 1 (CLOCS ecg_cnn); 0: no stage-1 students")
+    ap.add_argument("--student-stage1-patients", type=int, default=2000)
     args = ap.parse_args()
     out: Path = args.out
     cfg = load_config(args.preset, [f"synth.patients={args.patients}", *args.overrides])
@@ -167,6 +185,24 @@ def main() -> None:
             _log("student without distillation")
             run_distill(cfg, cohort, None, folder, n_leads=n, distil=False, show_bar=False)
         students[f"student {n} lead, labels only"] = folder / "student.pt"
+    if "full" in teachers and args.student_stage1_steps > 0:
+        folder = out / "stage1-student-cnn"
+        if not (folder / "encoder.pt").is_file():
+            _log("stage 1 for the student: ecg_cnn under clocs")
+            s_cfg = load_config(args.preset, [*args.overrides, *STUDENT_STAGE1,
+                                              f"pretrain.ecg.optim.max_steps={args.student_stage1_steps}"])
+            s_cfg.pretrain.ecg.sources = [src.model_copy(update={"patients": args.student_stage1_patients})
+                                          for src in cfg.pretrain.ecg.sources]
+            pretrain_ecg(s_cfg, folder, show_bar=False)
+        d_cfg = cfg.model_copy(deep=True)
+        d_cfg.distill.backbone = {"name": "pretrained", "path": str(folder / "encoder.pt")}
+        n = cfg.distill.leads[0]
+        for label, teacher in (("distilled", teachers["full"]), ("labels only", None)):
+            s_folder = out / f"student-{n}-lead-{label.replace(' ', '-')}-stage1-cnn"
+            if not (s_folder / "student.pt").is_file():
+                _log(f"student {n} lead, {label}, from the stage-1 CNN")
+                run_distill(d_cfg, cohort, teacher, s_folder, n_leads=n, distil=teacher is not None, show_bar=False)
+            students[f"student {n} lead, {label}, stage-1 CNN start"] = s_folder / "student.pt"
     if "no stage 2" in teachers:
         n = cfg.distill.leads[0]
         folder = out / f"student-{n}-lead-no-stage2"

@@ -193,10 +193,13 @@ class EcgEvalConfig(_Strict):
     eval_folds: list[int] = Field(default_factory=lambda: [9])
     lead_sets: list[str] = Field(default_factory=lambda: ["12", "limb6", "I+II", "I"])
     label_fractions: list[float] = Field(default_factory=lambda: [0.1, 1.0])
-    methods: list[Literal["linear", "finetune", "scratch", "supervised"]] = Field(
-        default_factory=lambda: ["linear", "finetune", "scratch", "supervised"]
+    methods: list[Literal["linear", "finetune", "scratch", "supervised", "baselines"]] = Field(
+        default_factory=lambda: ["linear", "finetune", "scratch", "supervised", "baselines"]
     )
     supervised_model: str = Field("xresnet1d_small", description="the supervised CNN baseline (registry name)")
+    baselines: list[str] = Field(default_factory=lambda: ["resnet1d_wang", "inception1d"],
+                                 description="method 'baselines': the field's standard supervised models, trained "
+                                             "like 'supervised' (PTB-XL: resnet1d_wang, inception1d, xresnet1d101)")
     epochs: int = Field(20, ge=1, description="fine-tune / scratch / supervised training epochs")
     min_steps: int = Field(100, ge=1, description="trained runs take at least this many steps, however few the labels")
     lr: float = Field(3e-4, gt=0, description="peak learning rate of the transformer runs (AdamW, cosine)")

@@ -299,24 +299,26 @@ def test_evaluation_grid_scores_learnable_labels_and_resumes(tmp_path, monkeypat
     pretrain_ecg(_pretrain_config("pretrain.ecg.optim.max_steps=2"), tmp_path / "pre", show_bar=False)
     cfg = load_config("quick", [
         f"evaluate.ecg.data={data}", "evaluate.ecg.lead_sets=[I, limb6]", "evaluate.ecg.label_fractions=[0.5, 1.0]",
-        "evaluate.ecg.methods=[linear, finetune, supervised]", "evaluate.ecg.epochs=2", "evaluate.ecg.min_steps=20",
+        "evaluate.ecg.methods=[linear, finetune, supervised, baselines]", "evaluate.ecg.baselines=[resnet1d_wang]",
+        "evaluate.ecg.epochs=2", "evaluate.ecg.min_steps=20",
         "evaluate.ecg.bootstrap=50", "trainer.threads=1",
     ])
     results = evaluate_ecg_encoder(tmp_path / "pre" / "mae.pt", cfg.evaluate.ecg, cfg.trainer, tmp_path / "eval")
     assert results["classes"] == ["MI", "NORM"] and results["n_train"] == 120 and results["n_eval"] == 40
-    assert len(results["cells"]) == 2 * 2 * 3
+    assert len(results["cells"]) == 2 * 2 * 4
     by_key = {(c["method"], c["leads"], c["label_fraction"]): c for c in results["cells"]}
     # heart rate is in every lead: the supervised CNN must find it
     assert by_key[("supervised", "I", 1.0)]["macro_auroc"] > 0.9
+    assert by_key[("resnet1d_wang", "I", 1.0)]["macro_auroc"] > 0.9  # the field's baseline, trained the same way
     assert all(0 <= c["ci_low"] <= c["macro_auroc"] <= c["ci_high"] <= 1 for c in results["cells"])
     assert by_key[("linear", "I", 0.5)]["n_train"] == 60
-    # every method against the supervised CNN (no scratch run here), paired on the same records
-    paired = {(p["method"], p["leads"], p["label_fraction"]): p for p in results["paired"]}
-    assert {k[0] for k in paired} == {"linear", "finetune"} and len(paired) == 2 * 2 * 2
-    for (method, leads, fraction), p in paired.items():
-        expected = by_key[(method, leads, fraction)]["macro_auroc"] - by_key[("supervised", leads, fraction)]["macro_auroc"]
-        assert p["baseline"] == "supervised" and p["delta"] == pytest.approx(expected)
-        assert p["ci_low"] <= p["delta"] <= p["ci_high"]
+    # the methods against the supervised CNN and the field's baseline (no scratch run here), on the same records
+    paired = {(p["method"], p["baseline"], p["leads"], p["label_fraction"]): p for p in results["paired"]}
+    assert {k[:2] for k in paired} == {("linear", "supervised"), ("finetune", "supervised"),
+                                       ("finetune", "resnet1d_wang")} and len(paired) == 3 * 2 * 2
+    for (method, baseline, leads, fraction), p in paired.items():
+        expected = by_key[(method, leads, fraction)]["macro_auroc"] - by_key[(baseline, leads, fraction)]["macro_auroc"]
+        assert p["delta"] == pytest.approx(expected) and p["ci_low"] <= p["delta"] <= p["ci_high"]
     assert "finetune - supervised" in results_table(results)
     recon = results["reconstruction"]
     assert recon["n_patches"] > 0 and "baseline_interp_mse" in recon

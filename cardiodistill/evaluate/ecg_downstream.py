@@ -11,7 +11,10 @@ record becomes one window the way the encoder was pretrained (same rate, band, z
   logistic regression per class, the strength chosen by 3-fold CV on the training records only;
 * ``finetune`` - the pretrained encoder plus a linear head, all weights trained;
 * ``scratch`` - the same encoder architecture from random weights, trained the same way;
-* ``supervised`` - a fixed-lead 1-D CNN (xresnet1d family) trained on the same labels.
+* ``supervised`` - a fixed-lead 1-D CNN (xresnet1d family) trained on the same labels;
+* ``baselines`` - each of the field's standard supervised models (``baselines``: the PTB-XL
+  benchmark's ``resnet1d_wang``, ``inception1d``, ``xresnet1d101``) trained the same way; its cells
+  are named by the model.
 
 Trained runs use a fixed schedule (``epochs``, at least ``min_steps`` steps, AdamW with a
 cosine decay) and are scored once at the end: the evaluation folds never choose anything. Scores
@@ -205,7 +208,7 @@ def evaluate_ecg_encoder(
     from ..train.checkpoints import build_model, read_model_file
 
     out = Path(out)
-    methods = list(cfg.methods)
+    methods = [name for m in cfg.methods for name in (cfg.baselines if m == "baselines" else [m])]
     encoder, is_mae, band = None, False, DEFAULT_BAND
     if model_file is not None:
         saved = read_model_file(model_file)
@@ -213,8 +216,9 @@ def evaluate_ecg_encoder(
         band = saved.get("band", DEFAULT_BAND)  # the band the encoder was pretrained on
         encoder = build_model(saved, part="encoder" if is_mae else None, source=model_file)
         encoder_config = encoder.model_config
-    elif set(methods) - {"supervised"}:
-        raise ConfigError(f"methods {sorted(set(methods) - {'supervised'})} need a pretrained encoder (--checkpoint)")
+    elif set(methods) & {"linear", "finetune", "scratch"}:
+        raise ConfigError(f"methods {sorted(set(methods) & {'linear', 'finetune', 'scratch'})} need a pretrained "
+                          "encoder (--checkpoint)")
     else:
         encoder_config = None
     spec = window_spec(encoder_config or _supervised_input(cfg), band)
@@ -255,14 +259,19 @@ def evaluate_ecg_encoder(
 PAIRS = (("linear", "scratch"), ("finetune", "scratch"), ("finetune", "supervised"), ("linear", "supervised"))
 
 
+def pairs(cfg: EcgEvalConfig) -> tuple[tuple[str, str], ...]:
+    """:data:`PAIRS`, then the fine-tuned encoder against each of the field's baselines."""
+    return PAIRS + tuple(("finetune", name) for name in cfg.baselines)
+
+
 def paired_differences(cells: Path, y: np.ndarray, cfg: EcgEvalConfig) -> list[dict[str, Any]]:
-    """Macro AUROC of each method minus its baseline (:data:`PAIRS`) per lead set and label fraction,
+    """Macro AUROC of each method minus its baseline (:func:`pairs`) per lead set and label fraction,
     on the same evaluation records, with a paired bootstrap 95 % CI; pairs whose scores are not
     both saved (``cells/*.npz``) are left out."""
     rows = []
     for fraction in cfg.label_fractions:
         for lead_set in cfg.lead_sets:
-            for method, baseline in PAIRS:
+            for method, baseline in pairs(cfg):
                 files = [cells / f"{_cell_name(m, lead_set, fraction)}.npz" for m in (method, baseline)]
                 if not all(f.is_file() for f in files):
                     continue
@@ -302,8 +311,8 @@ def _run_method(method, encoder, encoder_config, train, evaluation, leads, cfg, 
         state = encoder.state_dict() if method == "finetune" else None
         return train_classifier(encoder_config, state, train, evaluation, leads, cfg, trainer_cfg, lr=cfg.lr,
                                 seed=cfg.seed)
-    if method == "supervised":
-        config = {"name": cfg.supervised_model}
+    if method == "supervised" or method in cfg.baselines:
+        config = {"name": cfg.supervised_model if method == "supervised" else method}
         return train_classifier(config, None, train, evaluation, leads, cfg, trainer_cfg, lr=cfg.supervised_lr,
                                 seed=cfg.seed)
     raise ConfigError(f"unknown evaluation method {method!r}")
@@ -330,7 +339,7 @@ def results_table(results: dict[str, Any]) -> str:
                   "| difference | labels | " + " | ".join(f"{s} leads" for s in lead_sets) + " |",
                   "|---|---|" + "---|" * len(lead_sets)]
         for fraction in dict.fromkeys(p["label_fraction"] for p in paired):
-            for method, baseline in PAIRS:
+            for method, baseline in dict.fromkeys((p["method"], p["baseline"]) for p in paired):
                 row = {p["leads"]: p for p in paired
                        if (p["method"], p["baseline"], p["label_fraction"]) == (method, baseline, fraction)}
                 if row:

@@ -1,6 +1,7 @@
 """Models: a lead-agnostic ECG transformer, a tubelet video transformer (each with a masked
 autoencoder), a lead-agnostic convolutional ECG encoder, labs and note encoders, the multimodal fusion model and teacher of stages 2-3, the
-mobile-ECG student, an xresnet1d baseline and an attention multiple-instance head for multi-view
+mobile-ECG student, the PTB-XL benchmark's supervised baselines (xresnet1d, resnet1d_wang,
+inception1d) and an attention multiple-instance head for multi-view
 studies.
 
 Build by name through the registry (every name builds from its defaults alone); every model
@@ -13,6 +14,7 @@ carries ``.model_config`` for its checkpoint::
 Models never read files; checkpoints are the trainer's business.
 """
 
+from .baselines import Inception1d, ResNet1dWang
 from .ecg_cnn import EcgConvEncoder
 from .ecg_transformer import PAD_LEAD_ID, EcgMAE, EcgTransformer, TokenLayout, lead_ids
 from .fusion import CardioFusion, CardioTeacher
@@ -46,11 +48,13 @@ __all__ = [
     "EcgTransformer",
     "HashingTokenizer",
     "HuggingFaceNoteEncoder",
+    "Inception1d",
     "LabNormaliser",
     "LabsEncoder",
     "ModelTest",
     "MultiViewEncoder",
     "NoteEncoder",
+    "ResNet1dWang",
     "StudentCNN",
     "StudentModel",
     "TokenLayout",

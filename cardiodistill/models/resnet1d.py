@@ -20,7 +20,7 @@ output logits ``[B, num_classes]`` (``num_classes=0``: the pooled features, for 
 or as a compact 1-D CNN student). ``forward_features`` always gives the pooled ``[B, 2 * C]``.
 
 Parameter counts (12 leads, 5 classes, measured in ``tests/test_models.py``): ``xresnet1d50``
-18.5 M (layers 3-4-6-3, bottleneck), ``xresnet1d_small`` 0.73 M (layers 1-1-1-1, basic, base 32).
+18.5 M (layers 3-4-6-3, bottleneck), ``xresnet1d101`` 33.1 M (3-4-23-3), ``xresnet1d_small`` 0.73 M (layers 1-1-1-1, basic, base 32).
 """
 
 from __future__ import annotations
@@ -144,6 +144,7 @@ class XResNet1d(nn.Module):
 
 # ``leads``: the ordered input leads (channel i of the input is leads[i]); ``in_leads = len(leads)``.
 @register_model("xresnet1d50")
+@register_model("xresnet1d101", layers=(3, 4, 23, 3))
 @register_model("xresnet1d_small", layers=(1, 1, 1, 1), expansion=1, base_width=32, dropout=0.2)
 def xresnet1d(
     *,
@@ -160,7 +161,7 @@ def xresnet1d(
     dropout: float = 0.5,
 ) -> XResNet1d:
     """``xresnet1d50``: bottleneck blocks 3-4-6-3, widths 64-512 (x4), kernel 5, at 100 Hz as in
-    PTB-XL; ``xresnet1d_small``: CPU-sized, basic blocks 1-1-1-1, widths 32-256."""
+    PTB-XL; ``xresnet1d101``: blocks 3-4-23-3, the PTB-XL benchmark's strongest; ``xresnet1d_small``: CPU-sized, basic blocks 1-1-1-1, widths 32-256."""
     lead_ids(leads)  # validates the names (LeadError on an unknown one)
     check_band(band)
     return XResNet1d(
@@ -177,4 +178,4 @@ def signal_example(model: nn.Module) -> tuple[tuple, dict]:
     return (x,), {}
 
 
-register_test("xresnet1d50", "xresnet1d_small", example=signal_example, seconds=2.5)
+register_test("xresnet1d50", "xresnet1d101", "xresnet1d_small", example=signal_example, seconds=2.5)

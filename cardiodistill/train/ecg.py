@@ -24,7 +24,8 @@ Masks and augmentations are drawn from :func:`~.module.step_generator`, so every
 replayed exactly and a resumed run continues as if it had never stopped.
 
 :class:`EcgClassifierModule` puts a linear head on an encoder (frozen or fine-tuned) or trains a
-fixed-lead CNN (:class:`~cardiodistill.models.XResNet1d`) from scratch, on any lead subset.
+fixed-lead CNN (``xresnet1d*`` or another supervised baseline of the PTB-XL benchmark:
+``resnet1d_wang``, ``inception1d``) from scratch, on any lead subset.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.augment import EcgAugment, split_leads
-from ..models import EcgConvEncoder, EcgMAE, EcgTransformer, XResNet1d, model_from_config
+from ..models import EcgConvEncoder, EcgMAE, EcgTransformer, model_defaults, model_from_config
 from ..signals.leads import LEADS_12
 from .module import PretrainModule, TrainModule
 
@@ -101,10 +102,10 @@ class EcgClassifierModule(TrainModule):
         super().__init__()
         self.save_hyperparameters()
         config = dict(backbone_config)
-        if config["name"].startswith("xresnet"):
+        self.cnn = "num_classes" in model_defaults(config["name"])  # a fixed-lead CNN with its own head
+        if self.cnn:
             config.update(leads=list(leads), num_classes=n_classes)
         self.backbone = model_from_config(config)
-        self.cnn = isinstance(self.backbone, XResNet1d)
         subset = torch.zeros(len(LEADS_12), dtype=torch.bool)
         subset[[LEADS_12.index(lead) for lead in leads]] = True
         self.register_buffer("subset", subset, persistent=False)
