@@ -90,9 +90,7 @@ def random_lead_drop(present: Tensor, generator: torch.Generator | None, p: floa
 
     Callers zero the dropped leads of the signal (``x * new_present[..., None]``).
     """
-    present = present.bool()
-    if not bool(present.any(dim=1).all()):
-        raise ValueError("every sample needs at least one present lead")
+    present = _check_present(present)
     draw = torch.rand(present.shape, generator=generator, device=present.device)
     keep = present & (draw >= p)
     # the survivor of an emptied sample: its present lead with the largest draw (uniform among them)
@@ -106,15 +104,21 @@ def split_leads(present: Tensor, generator: torch.Generator | None) -> tuple[Ten
     """Deal each sample's present leads, in random order, alternately to two disjoint halves
     ``(a, b)`` (``[B, L]`` bool each; with an odd count ``a`` gets the extra lead). A sample with a
     single lead gives it to both halves, so neither is ever empty."""
-    present = present.bool()
-    if not bool(present.any(dim=1).all()):
-        raise ValueError("every sample needs at least one present lead")
+    present = _check_present(present)
     draw = torch.rand(present.shape, generator=generator, device=present.device)
     order = torch.where(present, draw, 2.0).argsort(dim=1)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(present.shape[1], device=present.device).expand_as(order))
     a = present & (rank % 2 == 0)
     b = present & (rank % 2 == 1)
     return a, torch.where(b.any(dim=1, keepdim=True), b, a)
+
+
+def _check_present(present: Tensor) -> Tensor:
+    """``present`` as bool; every sample must have at least one present lead."""
+    present = present.bool()
+    if not bool(present.any(dim=1).all()):
+        raise ValueError("every sample needs at least one present lead")
+    return present
 
 
 def _per_sample(p: float, old: Tensor, new: Tensor, generator: torch.Generator | None) -> Tensor:

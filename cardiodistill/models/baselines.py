@@ -28,7 +28,7 @@ from ..signals.filters import DEFAULT_BAND
 from ..signals.leads import LEADS_12
 from .ecg_transformer import check_band, lead_ids
 from .registry import register_model, register_test
-from .resnet1d import conv_bn, signal_example
+from .resnet1d import check_signal, concat_pool, conv_bn, signal_example
 
 __all__ = ["Inception1d", "ResNet1dWang"]
 
@@ -52,10 +52,8 @@ class _FixedLeadCNN(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Pooled features ``[B, 2 * C]``."""
-        if x.ndim != 3 or x.shape[1] != self.in_leads:
-            raise ValueError(f"expected a signal [batch, {self.in_leads} leads, samples], got shape {tuple(x.shape)}")
-        x = self.body(x)
-        return torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
+        check_signal(x, self.in_leads)
+        return concat_pool(self.body(x))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.forward_features(x))

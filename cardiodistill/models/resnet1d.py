@@ -48,6 +48,17 @@ def conv_bn(
     return nn.Sequential(conv, bn, nn.ReLU(inplace=True)) if act else nn.Sequential(conv, bn)
 
 
+def check_signal(x: Tensor, in_leads: int) -> None:
+    """A fixed-lead CNN's input must be ``[batch, in_leads, samples]``."""
+    if x.ndim != 3 or x.shape[1] != in_leads:
+        raise ValueError(f"expected a signal [batch, {in_leads} leads, samples], got shape {tuple(x.shape)}")
+
+
+def concat_pool(x: Tensor) -> Tensor:
+    """Global average and max pooling over time, concatenated: ``[B, C, T] -> [B, 2 * C]``."""
+    return torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
+
+
 class ResBlock(nn.Module):
     """xresnet residual block; ``ni``/``nf`` are pre-expansion widths, as in fastai."""
 
@@ -133,10 +144,8 @@ class XResNet1d(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Pooled features ``[B, 2 * C]``: global average and max over time, concatenated."""
-        if x.ndim != 3 or x.shape[1] != self.in_leads:
-            raise ValueError(f"expected a signal [batch, {self.in_leads} leads, samples], got shape {tuple(x.shape)}")
-        x = self.stages(self.stem(x))
-        return torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
+        check_signal(x, self.in_leads)
+        return concat_pool(self.stages(self.stem(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.forward_features(x))

@@ -41,7 +41,7 @@ from ..signals.filters import DEFAULT_BAND
 from ..signals.leads import LIMB_LEADS, normalize_lead_name
 from .ecg_transformer import check_band
 from .registry import legacy_keys, model_from_config, model_test, register_model, register_test
-from .resnet1d import signal_example
+from .resnet1d import check_signal, concat_pool, signal_example
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -144,10 +144,8 @@ class StudentCNN(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Embedding ``[B, dim]`` of ``x [B, in_leads, T]``."""
-        if x.ndim != 3 or x.shape[1] != self.in_leads:
-            raise ValueError(f"expected a signal [batch, {self.in_leads} leads, samples], got shape {tuple(x.shape)}")
-        x = self.stages(self.stem(x))
-        return self.head(torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1))
+        check_signal(x, self.in_leads)
+        return self.head(concat_pool(self.stages(self.stem(x))))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x)
