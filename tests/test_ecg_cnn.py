@@ -142,9 +142,42 @@ def test_objectives_check_their_model():
         VideoPretrainModule({"name": "video_mae_tiny"}, objective="clocs")
 
 
-def test_students_start_from_it_and_stage_two_says_it_needs_tokens():
+def test_students_start_from_it_and_stage_two_refuses_an_encoder_without_patches():
     encoder = {"name": "ecg_cnn", **SMALL}
     student = create_model("ecg_student", backbone={"name": "ecg_encoder_backbone", "encoder": encoder, "leads": ["I"]})
     assert student(torch.randn(2, 1, 1000))["logits"].shape == (2, 1)
-    with pytest.raises(ConfigError, match="lead-patch tokens.*ecg_cnn"):
-        create_model("cardio_fusion", ecg=encoder)
+    with pytest.raises(ConfigError, match="lead-patch tokens.*xresnet1d_small"):
+        create_model("cardio_fusion", ecg={"name": "xresnet1d_small"})
+
+
+def test_patch_view_with_everything_kept_is_the_plain_embedding():
+    enc, x = _encoder(), torch.randn(3, 12, 1000)
+    pooled, tokens, present = enc.encode_patches(x, LEADS_12, torch.ones(3, 12 * 20, dtype=torch.bool))
+    assert enc.patch_size == 50 and enc.max_patches == 20
+    assert tokens.shape == (3, 20, 16) and present.all()
+    torch.testing.assert_close(pooled, enc(x, LEADS_12))
+
+
+def test_hidden_patches_never_reach_the_encoder():
+    enc, x = _encoder(), torch.randn(2, 12, 1025)  # 20 patches of 50 and a 25-sample tail
+    keep = torch.rand(2, 12, 20, generator=torch.Generator().manual_seed(0)) > 0.5
+    keep[:, :, 7] = False  # patch 7 hidden on every lead
+    shown = torch.cat([keep.repeat_interleave(50, 2), keep[..., -1:].expand(-1, -1, 25)], 2)
+    y = torch.where(shown, x, torch.randn_like(x) * 5)  # different content wherever it is hidden
+    a = enc.encode_patches(x, LEADS_12, keep.flatten(1))
+    b = enc.encode_patches(y, LEADS_12, keep.flatten(1))
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v)
+    assert not a[2][:, 7].any() and a[2].sum() == 2 * 19
+    # hiding is not absence: the presence channels tell the trunk what was hidden
+    slots = enc.slots(x, LEADS_12, sample_mask=shown)
+    assert (slots[:, 12:] == shown.float()).all()
+
+
+def test_a_row_with_nothing_kept_is_empty():
+    enc, keep = _encoder(), torch.ones(2, 12 * 20, dtype=torch.bool)
+    keep[1] = False
+    pooled, _, present = enc.encode_patches(torch.randn(2, 12, 1000), LEADS_12, keep)
+    assert pooled[1].abs().sum() == 0 and not present[1].any() and present[0].all()
+    with pytest.raises(ValueError, match="keep has shape"):
+        enc.encode_patches(torch.randn(2, 12, 1000), LEADS_12, keep[:, :-1])

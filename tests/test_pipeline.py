@@ -126,6 +126,19 @@ def test_alignment_objectives_train_and_export_an_aligned_model(cohort, tmp_path
     assert again["steps"] == 5
 
 
+def test_alignment_with_a_convolutional_ecg_encoder(cohort, tmp_path):
+    """Stage 2 from the CPU-scale stage-1 encoder: every objective, its tokens at the transformer's patch grid."""
+    cfg = tiny_config(**{"align.objectives": "[clip, temporal, multimae]", "align.optim.max_steps": 2})
+    encoder = create_model("ecg_cnn", widths=[8, 16], depth_per_stage=1, dim=16)
+    video = encoder_config(None, cfg.align.video_model, "v")
+    summary = run_align(cfg, cohort, tmp_path / "a", ecg=(encoder.model_config, encoder.state_dict()), video=video,
+                        show_bar=False)
+    for key in ("train/clip", "train/temporal", "train/mm_ecg", "train/mm_echo"):
+        assert np.isfinite(summary["metrics"][key]), key
+    model = load_model(tmp_path / "a" / "aligned.pt")
+    assert model.ecg_patch_size == 50 and type(model.encoders["ecg"]).__name__ == "EcgConvEncoder"
+
+
 def test_teacher_works_with_any_modality_missing(pipeline_run, cohort):
     teacher = load_model(pipeline_run / "teacher" / "teacher.pt")
     batch = next(iter(torch.utils.data.DataLoader(cohort.dataset("test"), batch_size=6)))

@@ -3,6 +3,7 @@
 ::
 
     12-lead ECG  -> EcgTransformer   -> tokens [L x P] -> lead-mean per patch   -> P time tokens ---+
+                 or EcgConvEncoder   -> feature map      -> pooled per patch      -> P time tokens ---+
     echo clip    -> VideoTransformer -> tokens [T x S] -> space-mean per slice  -> T time tokens ---+-> fusion
     labs         -> LabsEncoder      -> one token per measured lab                              ---+   blocks
     note         -> NoteEncoder      -> one summary token                                       ---+   -> pooled
@@ -11,7 +12,8 @@ Every modality encoder is the stage-1 model of its modality (or a fresh one); ea
 is projected to the fusion width and gets a modality embedding (time tokens also a sin-cos time
 position). A study may lack any modality, and any token may be hidden: hidden and absent tokens
 never reach an encoder (they are compacted away, as in MAE), so a missing echo costs nothing and
-changes nothing.
+changes nothing. A convolutional ECG encoder cannot drop tokens: it sees hidden and absent lead
+patches as zeros with a presence channel of 0 (:meth:`~cardiodistill.models.ecg_cnn.EcgConvEncoder.encode_patches`).
 
 What the stages read from one :meth:`CardioFusion.forward` (:class:`FusionOutput`):
 
@@ -136,10 +138,9 @@ class CardioFusion(nn.Module):
         self.modalities = tuple(m for m in MODALITIES if m in modalities)
         configs = {"ecg": ecg, "echo": echo, "labs": labs, "note": note}
         self.encoders = nn.ModuleDict({m: model_from_config(configs[m]) for m in self.modalities})
-        if "ecg" in self.modalities and not hasattr(self.encoders["ecg"], "embed"):
+        if "ecg" in self.modalities and not any(hasattr(self.encoders["ecg"], a) for a in ("embed", "encode_patches")):
             raise ConfigError(f"stages 2-3 fuse the ECG encoder's lead-patch tokens, and {configs['ecg'].get('name')!r} "
-                              "has none: use an ecg_vit encoder here (the convolutional ecg_cnn serves stage 1 "
-                              "and the students)")
+                              "has none: use an ecg_vit or ecg_cnn encoder here")
         widths = {m: _width(enc) for m, enc in self.encoders.items()}
         self.dim, self.grad_checkpointing = dim, grad_checkpointing
 
@@ -196,6 +197,10 @@ class CardioFusion(nn.Module):
     def _ecg(self, batch, has: Tensor, hide: Tensor | None):
         enc = self.encoders["ecg"]
         lead_present = batch["ecg_present"].bool() & has[:, None]
+        if not hasattr(enc, "embed"):  # a convolutional encoder hides patches in its input signal
+            x = batch["ecg"].float()
+            keep = lead_present.repeat_interleave(x.shape[-1] // enc.patch_size, dim=1)
+            return enc.encode_patches(x, list(LEADS_12[: x.shape[1]]), keep if hide is None else keep & ~hide)
         safe = lead_present.clone()
         safe[~safe.any(1), 0] = True  # the embedding wants a lead per row; its tokens are dropped below
         tokens, layout = enc.embed(batch["ecg"].float(), list(LEADS_12[: batch["ecg"].shape[1]]), safe)

@@ -142,10 +142,14 @@ class StudentCNN(nn.Module):
             if isinstance(m, nn.Conv1d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
 
+    def feature_map(self, x: Tensor) -> Tensor:
+        """The last stage's features ``[B, widths[-1], T']`` of ``x [B, in_leads, T]``, before pooling."""
+        check_signal(x, self.in_leads)
+        return self.stages(self.stem(x))
+
     def forward_features(self, x: Tensor) -> Tensor:
         """Embedding ``[B, dim]`` of ``x [B, in_leads, T]``."""
-        check_signal(x, self.in_leads)
-        return self.head(concat_pool(self.stages(self.stem(x))))
+        return self.head(concat_pool(self.feature_map(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x)
