@@ -476,6 +476,7 @@ def evaluate_ecg_cmd(
     Writes OUT/results.md, OUT/metrics.json and, for a masked autoencoder, OUT/reconstruction.json
     and OUT/reconstruction.png. Finished cells are kept, so an interrupted run continues.
     """
+    from . import stages  # noqa: F401  (registers the simulator: evaluate.ecg.data may be kind synth)
     from .evaluate.ecg_downstream import evaluate_ecg_encoder, results_table
     from .runs import prepare_run_folder
     from .train.engine import set_threads
@@ -505,6 +506,7 @@ def evaluate_video_cmd(
     Writes OUT/results.md, OUT/metrics.json, OUT/agreement.png (LVEF) and OUT/embedding_map.png
     (test clips in 2-D, coloured by condition). Finished cells are kept, so a rerun continues.
     """
+    from . import stages  # noqa: F401  (registers the simulator: the default evaluation echos are kind synth)
     from .evaluate.video_downstream import evaluate_video_encoder, video_results_table
     from .runs import prepare_run_folder
 

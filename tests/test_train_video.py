@@ -207,6 +207,28 @@ def test_cli_pretrain_then_evaluate_video(tmp_path, capsys):
     assert "random_init" in capsys.readouterr().out
 
 
+def test_evaluate_video_alone_in_a_fresh_process_reads_the_simulated_echos(tmp_path):
+    """The README's `cardiodistill evaluate video` on its own: nothing else in the process has registered the
+    simulator as a data source (in-process tests hide that, since an earlier stage job registered it)."""
+    import subprocess
+    import sys
+
+    from cardiodistill.models import create_model
+    from cardiodistill.train import save_model
+
+    vit = {k: v for k, v in TINY.items() if k != "name" and not k.startswith("decoder")}
+    path = save_model(create_model("video_vit_tiny", **vit), tmp_path / "encoder.pt")
+    sets = ["evaluate.video.data.patients=40", "evaluate.video.label_fractions=[1.0]", "evaluate.video.bootstrap=10",
+            "evaluate.video.embedding_map=pca", "evaluate.video.conditions=[reduced_ef]",
+            "evaluate.video.baselines=[]"]
+    done = subprocess.run([sys.executable, "-c", "from cardiodistill.cli import main; main()", "evaluate", "video",
+                           "--checkpoint", str(path),
+                           "--out", str(tmp_path / "out"), *(a for s in sets for a in ("--set", s))],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "out" / "metrics.json").is_file()
+
+
 def test_cli_evaluate_video_rejects_an_ecg_model(tmp_path, capsys):
     from cardiodistill.models import create_model
     from cardiodistill.train import save_model
