@@ -14,6 +14,8 @@ AUROC, bootstrap 95 % CIs; thresholds and temperatures from validation):
   ``ecg_cnn`` encoder pretrained under CLOCS (``--student-stage1-steps``, on
   ``--student-stage1-patients`` simulated patients of the stage-1 population, never the cohort), which
   on PTB-XL is the stage-1 recipe that beats training from scratch (docs/benchmarks.md)
+* the distilled student started from **the teacher's ECG encoder** (aligned in stage 2, fine-tuned in stage 3;
+  ``distill.backbone={name: ecg_encoder}``): the plan's route from alignment to the handheld model
 * the ``12-lead ECG only`` and ``echo only`` teachers (from the full stage 2)
 
     python benchmarks/bench_ablation.py --out runs/ablation --patients 600 --preset quick
@@ -73,6 +75,8 @@ PAIRS = (
      "student's stage 1 (CLOCS CNN start vs fresh), labels only"),
     ("student 1 lead, distilled, stage-1 CNN start", "student 1 lead, labels only",
      "stage 1 and distillation together vs neither (lead-I student)"),
+    ("student 1 lead, distilled, teacher's ECG encoder start", "student 1 lead, distilled",
+     "student started from the teacher's aligned, fine-tuned ECG encoder vs fresh, distilled"),
 )
 
 #: the student's stage 1 (overrides of the preset): the lead-agnostic CNN under CLOCS
@@ -81,11 +85,12 @@ STUDENT_STAGE1 = ("pretrain.ecg.model={name: ecg_cnn, fs: 100.0}", "pretrain.ecg
                   "pretrain.ecg.optim.warmup_steps=50")
 
 
-def paired_rows(labels: np.ndarray, scores: dict[str, tuple[np.ndarray, np.ndarray]], n_boot: int) -> list[dict]:
-    """Urgent-referral AUROC differences of :data:`PAIRS` (those whose two models ran) on the same test studies;
-    ``scores``: model -> (cache rows, probability), ``labels``: the label of every cache row."""
+def paired_rows(labels: np.ndarray, scores: dict[str, tuple[np.ndarray, np.ndarray]], n_boot: int,
+                extra: list[tuple[str, str, str]] = ()) -> list[dict]:
+    """Urgent-referral AUROC differences of :data:`PAIRS` plus ``extra`` (those whose two models ran) on the same
+    test studies; ``scores``: model -> (cache rows, probability), ``labels``: the label of every cache row."""
     rows = []
-    for a, b, what in PAIRS:
+    for a, b, what in (*PAIRS, *extra):
         if a in scores and b in scores:
             (rows_a, p_a), (rows_b, p_b) = scores[a], scores[b]
             if not np.array_equal(rows_a, rows_b):
@@ -130,6 +135,9 @@ def main() -> None:
     ap.add_argument("--student-stage1-steps", type=int, default=600,
                     help="steps of the student's stage 1 (CLOCS ecg_cnn); 0: no stage-1 students")
     ap.add_argument("--student-stage1-patients", type=int, default=2000)
+    ap.add_argument("--compare", default=None, metavar="LABEL=DIR",
+                    help="another finished ablation folder on the same cohort (e.g. other encoders): each of its "
+                         "models that this run also has is scored as '<model> [LABEL]', with its paired difference")
     args = ap.parse_args()
     out: Path = args.out
     cfg = load_config(args.preset, [f"synth.patients={args.patients}", *args.overrides])
@@ -185,6 +193,13 @@ def main() -> None:
             _log("student without distillation")
             run_distill(cfg, cohort, None, folder, n_leads=n, distil=False, show_bar=False)
         students[f"student {n} lead, labels only"] = folder / "student.pt"
+        folder = out / f"student-{n}-lead-teacher-encoder"  # the plan's student: the aligned ECG encoder's weights
+        if not (folder / "student.pt").is_file():
+            _log("student from the teacher's ECG encoder")
+            e_cfg = cfg.model_copy(deep=True)
+            e_cfg.distill.backbone = {"name": "ecg_encoder"}
+            run_distill(e_cfg, cohort, teachers["full"], folder, n_leads=n, show_bar=False)
+        students[f"student {n} lead, distilled, teacher's ECG encoder start"] = folder / "student.pt"
     if "full" in teachers and args.student_stage1_steps > 0:
         folder = out / "stage1-student-cnn"
         if not (folder / "encoder.pt").is_file():
@@ -215,9 +230,20 @@ def main() -> None:
         if name != "full":
             teachers[name] = stage2_variant(name, cfg, cohort, out, encoders, fresh)
 
+    compared: list[tuple[str, str]] = []  # (model here, the same model of the --compare run)
+    if args.compare:
+        label, other = args.compare.split("=", 1)
+        for models, pick, prefix in ((teachers, lambda f: f / "teacher.pt", "teacher: "), (students, lambda f: f, "")):
+            for name, path in list(models.items()):
+                twin = Path(other) / Path(path).relative_to(out)
+                if pick(twin).is_file():
+                    models[f"{name} [{label}]"] = twin
+                    compared.append((f"{prefix}{name}", f"{prefix}{name} [{label}]"))
+
     val, test = cohort.splits["val"], cohort.splits["test"]
     results = {"models": {}, "cohort": {k: int(len(v)) for k, v in cohort.splits.items()},
-               "preset": args.preset, "patients": args.patients, "overrides": args.overrides}
+               "preset": args.preset, "patients": args.patients, "overrides": args.overrides,
+               "compare": args.compare}
     scores: dict[str, tuple] = {}  # (cache rows, calibrated urgent-referral probability) on the test studies
     for name, folder in teachers.items():
         teacher = load_model(folder / "teacher.pt")
@@ -237,7 +263,9 @@ def main() -> None:
         scores[name] = (pred["index"], m["_p_test"][:, 0])
         results["models"][name] = {"kind": "student", "leads": list(student.leads),
                                    **{k: v for k, v in m.items() if not k.startswith("_")}}
-    results["paired_urgent_referral_auroc"] = paired_rows(cohort.labels[:, 0], scores, cfg.pipeline.bootstrap)
+    results["paired_urgent_referral_auroc"] = paired_rows(cohort.labels[:, 0], scores, cfg.pipeline.bootstrap,
+                                                          [(a, b, f"this run vs {b[b.rindex('[') + 1:-1]}: {a}")
+                                                           for a, b in compared])
     results["seconds"] = round(time.time() - started, 1)
     write_json_atomic(args.result, json.loads(json.dumps(results, default=float).replace("NaN", "null")))
     keys = ["model", "urgent referral AUROC", "diagnoses macro AUROC", "LVEF MAE (%)"]

@@ -2,7 +2,7 @@
 
 For one finished run (``cardiodistill demo`` or the stage commands), embeds every study of its cohort with the
 ECG modality ONLY (no echo, labs or note reach the model) through the fusion model's ECG branch
-(``fused.unimodal["ecg"]``, the encoder's pooled lead-patch tokens), for four encoders of the same config:
+(``fused.unimodal["ecg"]``, the encoder's pooled embedding), for four encoders of the same config:
 
 * ``random``: a randomly initialised ECG encoder (the floor);
 * ``stage 1``: the stage-1 encoder alone (``<run>/stage1-ecg/encoder.pt``);
@@ -74,7 +74,7 @@ from cardiodistill.io.atomic import write_json_atomic  # noqa: E402
 from cardiodistill.io.wfdb import read_wfdb  # noqa: E402
 from cardiodistill.models.registry import model_from_config  # noqa: E402
 from cardiodistill.signals.leads import LEADS_12  # noqa: E402
-from cardiodistill.stages.common import fusion_of, spec_of  # noqa: E402
+from cardiodistill.stages.common import fusion_of, resolve_model_config, spec_of  # noqa: E402
 from cardiodistill.train.checkpoints import load_model, read_model_file  # noqa: E402
 
 BINARY = ("triage", "reduced_ef", "valve_disease", "lvh")
@@ -144,7 +144,8 @@ def all_embeddings(args, cohort) -> dict[str, dict[str, np.ndarray]]:
     aligned_state = {k: v.clone() for k, v in fusion.encoders["ecg"].state_dict().items()}
     stage1 = read_model_file(args.encoder)
     ecg_config = fusion_of(args.aligned)["ecg"]
-    if {k: v for k, v in stage1["model_config"].items()} != dict(ecg_config):
+    # defaults filled in on both sides: a file saved before a model gained an option still matches
+    if resolve_model_config(dict(stage1["model_config"]), "encoder") != resolve_model_config(dict(ecg_config), "ecg"):
         raise SystemExit(f"{args.encoder} is not the config of the aligned model's ECG encoder")
     torch.manual_seed(args.seed)
     random_state = model_from_config(dict(ecg_config)).state_dict()
@@ -194,12 +195,13 @@ def _linear_cka(a: np.ndarray, b: np.ndarray) -> float:
 def alignment_change(args, emb: dict) -> dict:
     """How far stage 2 moved the ECG encoder: relative weight change, and embedding similarity (linear CKA,
     mean cosine of the same study's two embeddings) stage 1 vs aligned and stage 1 vs random."""
-    s1 = read_model_file(args.encoder)["state_dict"]
-    den = sum(float((v.float() ** 2).sum()) for v in s1.values() if v.is_floating_point())
+    s1 = {k: v for k, v in read_model_file(args.encoder)["state_dict"].items()  # weights, not BatchNorm statistics
+          if v.is_floating_point() and "running_" not in k}
+    den = sum(float((v.float() ** 2).sum()) for v in s1.values())
     out = {"relative_weight_change": {}, "embedding": {}}
     for name, path in {"aligned": args.aligned, **args.also_aligned}.items():
         al = _ecg_state(path)
-        num = sum(float(((al[k].float() - v.float()) ** 2).sum()) for k, v in s1.items() if v.is_floating_point())
+        num = sum(float(((al[k].float() - v.float()) ** 2).sum()) for k, v in s1.items())
         out["relative_weight_change"][name] = (num / den) ** 0.5
     for lead_set, e in emb.items():
         out["embedding"][lead_set] = {"cka_stage1_random": _linear_cka(e["stage 1"], e["random"])}
@@ -423,7 +425,9 @@ def main() -> None:
     results = {
         "kind": "stage2_probes",
         "command": "OMP_NUM_THREADS=1 python benchmarks/bench_stage2_probes.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in (("run", args.run), ("out", args.out))) + (
+            f"--{k.replace('_', '-')} {v}" for k, v in (("run", args.run), ("config", args.config), ("cohort", args.cohort),
+                                                        ("encoder", args.encoder), ("aligned", args.aligned),
+                                                        ("out", args.out))) + (
             " --also-aligned " + " ".join(f"'{k}={v}'" for k, v in args.also_aligned.items())
             if args.also_aligned else ""),
         "cohort": {"path": str(args.cohort), "studies": n, "splits": {s: int(len(cohort.splits[s]))
@@ -444,7 +448,8 @@ def main() -> None:
                      "bootstrap": args.bootstrap, "seed": args.seed,
                      "ci": "percentile bootstrap over studies, each resample averaging the repeats; "
                            "differences paired (same resamples)",
-                     "embedding": "fusion.unimodal['ecg'] (mean of the ECG encoder's lead-patch tokens), ECG only; "
+                     "embedding": "fusion.unimodal['ecg'] (the ECG encoder's pooled embedding: the mean of a "
+                                  "transformer's lead-patch tokens, a CNN's pooled features), ECG only; "
                                   "'aligned, CLIP' = clip_heads['ecg'] of it",
                      "lead_sets": {k: {"source": LEAD_SETS[k][0], "leads": list(LEAD_SETS[k][1])} for k in args.lead_sets}},
         "alignment_change": change,
