@@ -110,6 +110,8 @@ def test_bad_configs_are_one_line_config_errors():
         create_model("video_mae_tiny", mask_mode="block")
     with pytest.raises(ConfigError, match="mask_ratio"):
         create_model("video_mae_tiny", mask_ratio=1.0)
+    with pytest.raises(ConfigError, match="target_grid must divide"):
+        create_model("video_mae_tiny", target_grid=3)
 
 
 # ----------------------------------------------------------------------------- clip length and absent frames
@@ -230,6 +232,23 @@ def test_the_loss_scores_hidden_tubelets_only_and_the_encoder_never_sees_them():
     assert torch.equal(again["mask"], out["mask"])
     assert (again["pred"] - out["pred"]).abs().max() < 1e-6
     assert not torch.allclose(again["target"], out["target"])
+
+
+def test_coarse_targets_are_each_frames_block_means():
+    """target_grid=2 on 8 x 8 tubelets: the decoder predicts the 4 x 4-pixel block means of every frame."""
+    torch.manual_seed(0)
+    mae = small_mae(target_grid=2, norm_pix=False)
+    x = echo_like(2, 8)
+    out = mae(x, generator=torch.Generator().manual_seed(1))
+    assert out["pred"].shape == out["target"].shape == (2, N_T * N_S, 2 * 2 * 2)
+    blocks = torch.nn.functional.avg_pool2d(x, 4)  # [B, T, 8, 8]: block (row, col) of frame f
+    # token (slice i, grid cell r, c) holds frames 2i, 2i + 1, each as its 2 x 2 blocks
+    i, r, c = 1, 2, 3
+    token = out["target"][0, i * N_S + r * 4 + c].reshape(2, 2, 2)
+    torch.testing.assert_close(token, blocks[0, 2 * i: 2 * i + 2, 2 * r: 2 * r + 2, 2 * c: 2 * c + 2])
+    hidden = out["mask"].bool()
+    expected = ((out["pred"] - out["target"]) ** 2).mean(-1)[hidden].mean()
+    torch.testing.assert_close(out["loss"], expected)
 
 
 def test_mae_overfits_one_small_batch():

@@ -31,6 +31,15 @@ Masked autoencoder (:class:`VideoMAE`, Tong et al. 2022; Feichtenhofer et al. 20
     ``t * ph * pw`` pixels of every tubelet; the loss is the MSE over hidden, present tubelets
     (per-tubelet normalised targets with ``norm_pix``, the VideoMAE default).
 
+Coarse targets (``target_grid``)
+    On ultrasound the pixels of a tubelet are mostly speckle, and a per-tubelet normalised pixel
+    target asks the encoder to model exactly that. With ``target_grid=g`` each frame of a tubelet is
+    averaged to ``g x g`` blocks before it becomes the target (``t * g * g`` values, e.g. 4 x 4-pixel
+    blocks for 8 x 8 tubelets and ``g=2``): speckle averages out, and what is left to predict is where
+    the bright walls and the dark blood pool are in each frame - the heart's shape and its motion,
+    which is what the no-model 16 x 16 brightness and motion maps read (docs/benchmarks.md). Usually
+    with ``norm_pix=False``, so a tubelet's brightness stays in the target.
+
 Input: ``x`` float ``[B, T, H, W]``, ``H = W = size``, z-scored per clip inside the ultrasound
 sector and 0 outside (``normalisation`` in the config). The config also records ``cycles`` (the
 clip spans this many cardiac cycles, resampled to ``frames``) or, when ``cycles`` is None, ``fps``
@@ -237,13 +246,18 @@ class VideoMAE(MaskedDecoder):
         mask_mode: str = "tube",
         mask_ratio: float = 0.9,
         norm_pix: bool = True,
+        target_grid: int | None = None,
     ):
         if mask_mode not in MASK_MODES:
             raise ConfigError(f"mask_mode must be one of {', '.join(MASK_MODES)}, got {mask_mode!r}")
         if not 0.0 <= mask_ratio < 1.0:
             raise ConfigError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         t, ph, pw = encoder.tubelet
-        super().__init__(encoder.embed_dim, decoder_dim, decoder_depth, decoder_heads, t * ph * pw)
+        if target_grid is not None and (target_grid < 1 or ph % target_grid or pw % target_grid):
+            raise ConfigError(f"target_grid must divide the tubelet's {ph} x {pw} pixels, got {target_grid}")
+        self.target_grid = target_grid
+        g = target_grid
+        super().__init__(encoder.embed_dim, decoder_dim, decoder_depth, decoder_heads, t * (ph * pw if g is None else g * g))
         self.encoder = encoder
         self.mask_mode = mask_mode
         self.mask_ratio = mask_ratio
@@ -292,9 +306,19 @@ class VideoMAE(MaskedDecoder):
         ids_keep, keep_valid, mask = self.random_masking(layout, generator)
         latent, cls = self.encoder.encode(_gather(tokens, ids_keep), keep_valid)
         pred = self._decode(latent, cls, ids_keep, keep_valid, layout)
+        target = self.targets(layout.patches)
+        loss = masked_patch_loss(pred, target, mask, norm_pix=self.norm_pix)
+        return {"pred": pred, "target": target, "mask": mask.to(pred.dtype), "loss": loss}
 
-        loss = masked_patch_loss(pred, layout.patches, mask, norm_pix=self.norm_pix)
-        return {"pred": pred, "target": layout.patches, "mask": mask.to(pred.dtype), "loss": loss}
+    def targets(self, patches: Tensor) -> Tensor:
+        """What the decoder predicts for tubelet pixels ``[B, N, t * ph * pw]``: the pixels, or with
+        ``target_grid=g`` each frame's ``g x g`` block means ``[B, N, t * g * g]`` (module doc)."""
+        if self.target_grid is None:
+            return patches
+        (t, ph, pw), g = self.encoder.tubelet, self.target_grid
+        b, n, _ = patches.shape
+        blocks = patches.reshape(b, n, t, g, ph // g, g, pw // g).mean(dim=(4, 6))
+        return blocks.reshape(b, n, t * g * g)
 
     def _decode(
         self, latent: Tensor, cls: Tensor | None, ids_keep: Tensor, keep_valid: Tensor, layout: VideoLayout
@@ -372,10 +396,12 @@ def video_mae(
     mask_mode: str = "tube",
     mask_ratio: float = 0.9,
     norm_pix: bool = True,
+    target_grid: int | None = None,
 ) -> VideoMAE:
     """MAE pre-training of a :func:`video_vit` ``encoder`` (its model config). ``video_mae_tiny``:
     the tiny encoder with a 2-block, 128-wide decoder; ``video_mae_base``: the base encoder with
-    VideoMAE-B's 4-block, 384-wide, 6-head decoder."""
+    VideoMAE-B's 4-block, 384-wide, 6-head decoder. ``target_grid``: coarse block-mean targets
+    (module doc)."""
     # through the registry, so ``mae.encoder.model_config`` rebuilds the encoder on its own
     return VideoMAE(
         model_from_config(encoder),
@@ -385,6 +411,7 @@ def video_mae(
         mask_mode=mask_mode,
         mask_ratio=mask_ratio,
         norm_pix=norm_pix,
+        target_grid=target_grid,
     )
 
 
