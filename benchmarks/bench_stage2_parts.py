@@ -15,6 +15,7 @@ fresh labs and note encoders, an untrained fusion transformer):
 Each teacher is scored like the ablation's (urgent-referral AUROC on the test studies, temperature and threshold
 from validation) and compared, paired on the same studies, with the run's ``teacher: full`` (the aligned model as it
 is) and ``teacher: no stage 2``. A part whose reset recovers the no-stage-2 figure is where stage 2 does its harm.
+It also probes the labs encoder alone (:func:`labs_probe`): whether the aligned one has lost the labs' information.
 
     python benchmarks/bench_stage2_parts.py --run runs/ablation-cnn --patients 600 --preset quick \\
         --set align.optim.max_steps=80 --set finetune.epochs=6 --set distill.epochs=10 --set distill.min_steps=80 \\
@@ -31,11 +32,21 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch.utils.data import DataLoader
+
 from cardiodistill.config import load_config
 from cardiodistill.data.cohort import open_cohort, paired_spec
 from cardiodistill.evaluate.clinical import paired_difference
 from cardiodistill.evaluate.triage import _predict, _TeacherView, model_metrics
 from cardiodistill.io.atomic import write_json_atomic
+from cardiodistill.models.registry import model_from_config
 from cardiodistill.stages.stage2 import encoder_config, unaligned_fusion
 from cardiodistill.stages.stage3 import run_finetune
 from cardiodistill.train.checkpoints import load_model, read_model_file
@@ -54,6 +65,36 @@ PARTS = {
 
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+@torch.no_grad()
+def labs_probe(cohort, models: dict[str, torch.nn.Module], repeats: int = 5) -> dict[str, dict[str, float]]:
+    """Does a labs encoder still hold the labs' information? Urgent-referral AUROC of a linear probe (5-fold,
+    ``repeats`` shuffles, every study of the cohort) on the raw standardised lab values and on each model's
+    mean-pooled labs tokens, with the tokens' mean norm."""
+    rows = np.arange(len(cohort.cache))
+    y = cohort.labels[:, 0].astype(int)
+    feats = {"raw lab values": (np.nan_to_num(cohort.cache.load("labs").astype(float)), float("nan"))}
+    for name, model in models.items():
+        model.eval()
+        pooled, norms = [], []
+        for batch in DataLoader(cohort.dataset(rows, modalities=("labs",)), batch_size=100):
+            values = model.normalise_labs(batch["labs"].float())
+            values = torch.where(batch["has_labs"].bool()[:, None], values, torch.full_like(values, float("nan")))
+            tokens, present = model.encoders["labs"].forward_tokens(values, None)
+            keep = present[..., None].to(tokens.dtype)
+            pooled.append(((tokens * keep).sum(1) / keep.sum(1).clamp_min(1.0)).numpy())
+            norms.append(tokens.norm(dim=-1)[present].numpy())
+        feats[name] = (np.concatenate(pooled), float(np.concatenate(norms).mean()))
+    out = {}
+    for name, (x, norm) in feats.items():
+        probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
+        aucs = [roc_auc_score(y, cross_val_predict(probe, x, y, cv=StratifiedKFold(5, shuffle=True, random_state=r),
+                                                   method="predict_proba")[:, 1]) for r in range(repeats)]
+        out[name] = {"auroc_mean": float(np.mean(aucs)), "auroc_sd": float(np.std(aucs)), "token_norm": norm}
+        _log(f"labs probe, {name}: urgent referral AUROC {np.mean(aucs):.3f} (sd {np.std(aucs):.3f}), "
+             f"token norm {norm:.2f}")
+    return out
 
 
 def main() -> None:
@@ -106,6 +147,10 @@ def main() -> None:
             results["paired"].append({"a": name, "b": ref, **{k: float(d[k]) for k in ("value", "ci_low", "ci_high")}})
             cells.append("" if name == ref else f"{d['value']:+.3f} ({d['ci_low']:+.3f}, {d['ci_high']:+.3f})")
         print(f"| {name} | {auc['value']:.3f} ({auc['ci_low']:.3f}-{auc['ci_high']:.3f}) | {cells[0]} | {cells[1]} |")
+    fresh = model_from_config(dict(config))
+    fresh.load_state_dict(plain)
+    results["labs_probe"] = labs_probe(cohort, {"fresh labs encoder": fresh,
+                                                "aligned labs encoder": load_model(run / "align-full" / "aligned.pt")})
     results["seconds"] = round(time.time() - started, 1)
     write_json_atomic(args.result, json.loads(json.dumps(results, default=float).replace("NaN", "null")))
     _log(f"done in {results['seconds']:.0f} s")
