@@ -230,7 +230,7 @@ def main() -> None:
         if name != "full":
             teachers[name] = stage2_variant(name, cfg, cohort, out, encoders, fresh)
 
-    compared: list[tuple[str, str]] = []  # (model here, the same model of the --compare run)
+    compared: list[tuple[str, str, str]] = []  # (model here, the same model of the --compare run, what it measures)
     if args.compare:
         label, other = args.compare.split("=", 1)
         for models, pick, prefix in ((teachers, lambda f: f / "teacher.pt", "teacher: "), (students, lambda f: f, "")):
@@ -238,7 +238,8 @@ def main() -> None:
                 twin = Path(other) / Path(path).relative_to(out)
                 if pick(twin).is_file():
                     models[f"{name} [{label}]"] = twin
-                    compared.append((f"{prefix}{name}", f"{prefix}{name} [{label}]"))
+                    here = f"{prefix}{name}"
+                    compared.append((here, f"{here} [{label}]", f"this run vs {label}: {here}"))
 
     val, test = cohort.splits["val"], cohort.splits["test"]
     results = {"models": {}, "cohort": {k: int(len(v)) for k, v in cohort.splits.items()},
@@ -263,9 +264,7 @@ def main() -> None:
         scores[name] = (pred["index"], m["_p_test"][:, 0])
         results["models"][name] = {"kind": "student", "leads": list(student.leads),
                                    **{k: v for k, v in m.items() if not k.startswith("_")}}
-    results["paired_urgent_referral_auroc"] = paired_rows(cohort.labels[:, 0], scores, cfg.pipeline.bootstrap,
-                                                          [(a, b, f"this run vs {b[b.rindex('[') + 1:-1]}: {a}")
-                                                           for a, b in compared])
+    results["paired_urgent_referral_auroc"] = paired_rows(cohort.labels[:, 0], scores, cfg.pipeline.bootstrap, compared)
     results["seconds"] = round(time.time() - started, 1)
     write_json_atomic(args.result, json.loads(json.dumps(results, default=float).replace("NaN", "null")))
     keys = ["model", "urgent referral AUROC", "diagnoses macro AUROC", "LVEF MAE (%)"]
