@@ -100,6 +100,18 @@ def paired_rows(labels: np.ndarray, scores: dict[str, tuple[np.ndarray, np.ndarr
     return rows
 
 
+def score_teacher(folder: Path, cohort, cfg) -> tuple[np.ndarray, np.ndarray, dict, tuple[str, ...]]:
+    """``(test rows, calibrated urgent-referral probability, metrics, modalities used)`` of the teacher in
+    ``folder``: temperature and threshold from validation, scored on the test studies."""
+    teacher = load_model(folder / "teacher.pt")
+    view = _TeacherView(teacher, teacher.fusion.modalities)
+    pred = _predict(view, cohort, cohort.splits["test"])
+    m = model_metrics(_predict(view, cohort, cohort.splits["val"]), pred, cohort, n_boot=cfg.pipeline.bootstrap,
+                      rule=cfg.pipeline.threshold)
+    return pred["index"], m["_p_test"][:, 0], {k: v for k, v in m.items() if not k.startswith("_")}, \
+        tuple(teacher.fusion.modalities)
+
+
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -247,14 +259,9 @@ def main() -> None:
                "compare": args.compare}
     scores: dict[str, tuple] = {}  # (cache rows, calibrated urgent-referral probability) on the test studies
     for name, folder in teachers.items():
-        teacher = load_model(folder / "teacher.pt")
-        view = _TeacherView(teacher, teacher.fusion.modalities)
-        pred = _predict(view, cohort, test)
-        m = model_metrics(_predict(view, cohort, val), pred, cohort, n_boot=cfg.pipeline.bootstrap,
-                          rule=cfg.pipeline.threshold)
-        scores[f"teacher: {name}"] = (pred["index"], m["_p_test"][:, 0])
-        results["models"][f"teacher: {name}"] = {"kind": "teacher", "modalities_used": list(teacher.fusion.modalities),
-                                                 **{k: v for k, v in m.items() if not k.startswith("_")}}
+        rows, p, metrics, modalities = score_teacher(folder, cohort, cfg)
+        scores[f"teacher: {name}"] = (rows, p)
+        results["models"][f"teacher: {name}"] = {"kind": "teacher", "modalities_used": list(modalities), **metrics}
     for name, path in students.items():
         student = load_model(path)
         fwd = _student_forward(student)
