@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_ablation import score_teacher  # the script beside this one
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -44,7 +45,6 @@ from torch.utils.data import DataLoader
 from cardiodistill.config import load_config
 from cardiodistill.data.cohort import open_cohort, paired_spec
 from cardiodistill.evaluate.clinical import paired_difference
-from cardiodistill.evaluate.triage import _predict, _TeacherView, model_metrics
 from cardiodistill.io.atomic import write_json_atomic
 from cardiodistill.models.registry import model_from_config
 from cardiodistill.stages.stage2 import encoder_config, unaligned_fusion
@@ -125,17 +125,9 @@ def main() -> None:
             run_finetune(cfg, cohort, folder, base=(dict(config), state), show_bar=False)
         teachers[f"aligned, {part} reset"] = folder
 
-    val, test = cohort.splits["val"], cohort.splits["test"]
     scores, results = {}, {"run": str(run), "overrides": args.overrides, "models": {}, "paired": []}
     for name, folder in teachers.items():
-        teacher = load_model(folder / "teacher.pt")
-        view = _TeacherView(teacher, teacher.fusion.modalities)
-        pred = _predict(view, cohort, test)
-        m = model_metrics(_predict(view, cohort, val), pred, cohort, n_boot=cfg.pipeline.bootstrap,
-                          rule=cfg.pipeline.threshold)
-        scores[name] = m["_p_test"][:, 0]
-        results["models"][name] = {k: v for k, v in m.items() if not k.startswith("_")}
-        rows = pred["index"]
+        rows, scores[name], results["models"][name], _ = score_teacher(folder, cohort, cfg)
     labels = cohort.labels[rows, 0]
     print("| teacher | urgent referral AUROC | - aligned as it is (paired 95 % CI) | - no stage 2 (paired 95 % CI) |\n"
           "|---|---|---|---|")
@@ -147,8 +139,8 @@ def main() -> None:
             results["paired"].append({"a": name, "b": ref, **{k: float(d[k]) for k in ("value", "ci_low", "ci_high")}})
             cells.append("" if name == ref else f"{d['value']:+.3f} ({d['ci_low']:+.3f}, {d['ci_high']:+.3f})")
         print(f"| {name} | {auc['value']:.3f} ({auc['ci_low']:.3f}-{auc['ci_high']:.3f}) | {cells[0]} | {cells[1]} |")
+    torch.manual_seed(0)  # the fresh labs encoder of the probe: one fixed draw, so the figure reproduces
     fresh = model_from_config(dict(config))
-    fresh.load_state_dict(plain)
     results["labs_probe"] = labs_probe(cohort, {"fresh labs encoder": fresh,
                                                 "aligned labs encoder": load_model(run / "align-full" / "aligned.pt")})
     results["seconds"] = round(time.time() - started, 1)
