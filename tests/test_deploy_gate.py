@@ -200,6 +200,20 @@ def test_fp32_export_matches_torch(trained, tmp_path):
         np.testing.assert_allclose(session.run(None, {"ecg": batch})[0], expected, atol=1e-4)
 
 
+def test_a_student_saved_with_its_band_exports_and_a_contradicting_band_is_refused(trained, tmp_path):
+    """The CinC 2017 trainer records ``band_hz`` with the student: export must take it (it once failed with
+    'multiple values for band_hz'), and refuse, naming the file, a record that contradicts the model."""
+    path, x, y = trained
+    model = load_model(path)
+    band = list(model.backbone_config.get("band") or (0.5, 40.0))
+    good = save_model(model, tmp_path / "good.pt", task="multilabel", triage="square", band_hz=band)
+    export_student_model(good, tmp_path / "good.onnx", val_x=x, val_y=y, precision="fp32")
+    assert read_spec(tmp_path / "good.onnx").band_hz == tuple(band)
+    bad = save_model(model, tmp_path / "bad.pt", task="multilabel", triage="square", band_hz=[1.0, 30.0])
+    with pytest.raises(ConfigError, match=r"bad\.pt.*\[1\.0, 30\.0\] Hz band"):
+        export_student_model(bad, tmp_path / "bad.onnx", val_x=x, val_y=y, precision="fp32")
+
+
 def test_gate_refuses_bad_validation_data(trained, tmp_path):
     path, x, y = trained
     with pytest.raises(DataError, match=r"x \[N, 1, 1000\] and y \[N, 2\].*\(160, 2, 1000\)"):

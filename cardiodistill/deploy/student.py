@@ -108,8 +108,9 @@ def student_spec(
 ) -> EdgeSpec:
     """The float32 :class:`EdgeSpec` of a loaded student and the ``info`` stored with it (``read_model_file``).
 
-    ``task``, ``triage``, ``abstain_outputs``, ``thresholds`` and ``band_hz`` come from ``info`` when
-    present (defaults: multilabel, the first output is the triage output, 0.5-40 Hz); ``info["lvef"]``
+    ``task``, ``triage``, ``abstain_outputs`` and ``thresholds`` come from ``info`` when present (defaults:
+    multilabel, the first output is the triage output); the input (leads, rate, window, band) is the model's
+    own, and an ``info["band_hz"]`` that disagrees with it is refused; ``info["lvef"]``
     False marks a student whose LVEF head was never trained (no LVEF labels), so none is reported. ``model_id`` defaults to
     ``student-<n>lead-<first 12 hex of the file's sha256>``; ``provenance`` adds to the recorded
     source file, its hash and the training steps.
@@ -123,10 +124,14 @@ def student_spec(
     record = {"source": str(source), "sha256": digest, "trained_with": info.get("version"),
               **{k: info[k] for k in ("steps", "n_train", "distilled") if k in info}, **(provenance or {})}
     try:
+        fields = EdgeSpec.input_fields(InputSpec.from_model_config(model.backbone_config).with_leads(model.leads))
+        if "band_hz" in info and tuple(map(float, info["band_hz"])) != tuple(map(float, fields["band_hz"])):
+            raise ValueError(f"it was saved as trained on a {list(info['band_hz'])} Hz band but its model reads "
+                             f"{list(fields['band_hz'])} Hz")
         return EdgeSpec(
             model_id=model_id or f"student-{len(model.leads)}lead-{digest[:12]}",
             version=__version__,
-            **EdgeSpec.input_fields(InputSpec.from_model_config(model.backbone_config).with_leads(model.leads)),
+            **fields,
             outputs=outputs,
             task=info.get("task", "multilabel"),
             triage=info.get("triage", outputs[0]),
@@ -134,7 +139,6 @@ def student_spec(
             thresholds={k: float(v) for k, v in (thresholds or info.get("thresholds") or {}).items()},
             lvef_mean=getattr(model, "lvef_mean", None) if lvef else None,
             lvef_std=getattr(model, "lvef_std", None) if lvef else None,
-            **({"band_hz": tuple(info["band_hz"])} if "band_hz" in info else {}),
             provenance=record,
         )
     except ValueError as err:
