@@ -344,6 +344,10 @@ class FinetuneConfig(_Strict):
     probe_c: float = Field(0.1, gt=0, description="head_init probe: inverse L2 strength of the logistic heads")
     lvef_weight: float = Field(1.0, ge=0)
     encoder_lr_scale: float = Field(0.3, gt=0, le=1)
+    fresh_encoders: list[Literal["labs", "note"]] = Field(
+        default_factory=lambda: ["labs"],
+        description="encoders the teacher starts afresh rather than from stage 2 (they have no stage 1): the aligned "
+                    "labs encoder is a worse start than a new one (docs/benchmarks.md)")
     epochs: int = Field(20, ge=1)
     min_steps: int = Field(100, ge=1)
     label_fractions: list[float] = Field(default_factory=lambda: [0.1, 0.3, 1.0],

@@ -326,6 +326,30 @@ def test_probe_mode_trains_the_heads_only(pipeline_run, cohort, tmp_path):
         assert torch.equal(value, aligned.encoders["ecg"].state_dict()[name]), name
 
 
+def test_the_teacher_starts_its_labs_encoder_afresh_unless_told_otherwise(pipeline_run, cohort, tmp_path):
+    from cardiodistill.stages.stage3 import fresh_encoders, run_finetune
+    from cardiodistill.train.checkpoints import read_model_file
+
+    aligned_file = read_model_file(pipeline_run / "align" / "aligned.pt")
+    config, state = dict(aligned_file["model_config"]), aligned_file["state_dict"]
+    before = torch.random.get_rng_state()
+    new = fresh_encoders(config, state, ["labs"], seed=3)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the global random state is left alone
+    labs = [k for k in state if k.startswith("encoders.labs.")]
+    assert labs and all(torch.equal(new[k], fresh_encoders(config, state, ["labs"], seed=3)[k]) for k in labs)
+    assert any(not torch.equal(new[k], state[k]) for k in labs)
+    assert all(torch.equal(new[k], state[k]) for k in state if k not in labs)
+
+    # probe mode leaves the encoders as they start: the default draws the labs encoder anew, [] keeps stage 2's
+    for fresh, folder in (("[labs]", "fresh"), ("[]", "kept")):
+        cfg = tiny_config(**{"finetune.mode": "probe", "finetune.fresh_encoders": fresh})
+        run_finetune(cfg, cohort, tmp_path / folder, aligned=pipeline_run / "align" / "aligned.pt", show_bar=False)
+    start = fresh_encoders(config, state, ["labs"], seed=tiny_config().trainer.seed)
+    for folder, expected in (("fresh", start), ("kept", state)):
+        got = read_model_file(tmp_path / folder / "teacher.pt")["state_dict"]
+        assert all(torch.equal(got[f"fusion.{k}"], expected[k]) for k in labs), folder
+
+
 def test_attention_maps_are_recorded_from_one_forward_pass(pipeline_run, cohort):
     fusion = load_model(pipeline_run / "align" / "aligned.pt")
     batch = next(iter(torch.utils.data.DataLoader(cohort.dataset("test"), batch_size=3)))

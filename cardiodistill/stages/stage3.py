@@ -11,17 +11,20 @@ those cached outputs and the labels, and writes ``student.pt``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from ..config import Config
 from ..data.cohort import Cohort
 from ..errors import ConfigError, DataError
 from ..io.atomic import atomic_path
 from ..models import EcgConvEncoder, EcgMAE, EcgTransformer, create_model
+from ..models.registry import model_from_config
 from ..models.surgery import subset_fusion_state, teacher_ecg_encoder
 from ..train.checkpoints import build_model, read_model_file, save_model
 from ..train.distill import StudentModule
@@ -29,7 +32,8 @@ from ..train.engine import fit, start_job, steps_for_epochs
 from ..train.teacher import TeacherModule, init_heads_from_probe, predict_studies, recalibrate_standardise
 from .common import resolve_model_config
 
-__all__ = ["LIMB_ORDER", "cache_teacher_outputs", "run_distill", "run_finetune", "student_config", "student_leads"]
+__all__ = ["LIMB_ORDER", "cache_teacher_outputs", "fresh_encoders", "run_distill", "run_finetune", "student_config",
+           "student_leads"]
 
 LIMB_ORDER = ("I", "II", "III", "aVR", "aVL", "aVF")
 
@@ -40,14 +44,16 @@ LIMB_ORDER = ("I", "II", "III", "aVR", "aVL", "aVF")
 def run_finetune(cfg: Config, cohort: Cohort, out: str | Path, *, aligned: str | Path | None = None,
                  base: tuple[dict, dict | None] | None = None, show_bar: bool = True) -> dict[str, Any]:
     """Stage 3a in run folder ``out``: the teacher on the labelled studies, then its outputs on every
-    study cached in ``out/teacher_outputs.npz``. ``aligned``: the stage-2 model (None: no stage 2,
-    ``base = (fusion_config, state or None)`` is used as it is)."""
+    study cached in ``out/teacher_outputs.npz``. ``aligned``: the stage-2 model, with the encoders of
+    ``finetune.fresh_encoders`` drawn anew (None: no stage 2, ``base = (fusion_config, state or None)``
+    is used as it is)."""
     out = Path(out)
     start_job(cfg.trainer)
     f, o = cfg.finetune, cfg.finetune.optim
     if aligned is not None:
         data = read_model_file(aligned)
         fusion, state = dict(data["model_config"]), data["state_dict"]
+        state = fresh_encoders(fusion, state, f.fresh_encoders, seed=cfg.trainer.seed)
     elif base is not None:
         fusion, state = base
     else:
@@ -75,9 +81,24 @@ def run_finetune(cfg: Config, cohort: Cohort, out: str | Path, *, aligned: str |
     if result["is_global_zero"]:
         recalibrate_standardise(module.model, train, modality_dropout=f.modality_dropout, seed=cfg.trainer.seed)
         save_model(module.model, out / "teacher.pt", mode=f.mode, steps=result["steps"],
-                   n_labelled=len(cohort.splits["labelled"]), aligned=str(aligned) if aligned else None)
+                   n_labelled=len(cohort.splits["labelled"]), aligned=str(aligned) if aligned else None,
+                   fresh_encoders=list(f.fresh_encoders) if aligned else [])
         cache_teacher_outputs(module.model, cohort, out / "teacher_outputs.npz")
     return {"steps": result["steps"], "metrics": result["metrics"], "n_labelled": len(cohort.splits["labelled"])}
+
+
+def fresh_encoders(fusion: Mapping[str, Any], state: Mapping[str, Tensor], modalities: Sequence[str], *,
+                   seed: int) -> dict[str, Tensor]:
+    """``state`` (an aligned fusion model's) with the encoders of ``modalities`` replaced by new ones, drawn
+    under ``seed`` without touching the global random state: what the teacher starts from for encoders that
+    had no stage 1 (``finetune.fresh_encoders``)."""
+    prefixes = tuple(f"encoders.{m}." for m in modalities if m in fusion["modalities"])
+    if not prefixes:
+        return dict(state)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        new = model_from_config(dict(fusion)).state_dict()
+    return {k: (new[k] if k.startswith(prefixes) else v) for k, v in state.items()}
 
 
 def cache_teacher_outputs(teacher, cohort: Cohort, path: Path, batch_size: int = 64) -> Path:
