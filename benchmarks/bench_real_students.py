@@ -21,12 +21,19 @@ Two experiments on the public data in ``../shared/data``, with the project's tra
   through a projection). Macro AUROC with bootstrap 95 % CIs (:func:`multilabel_metrics`), plus paired
   bootstrap CIs of distilled minus labels-only and of the gap to the teacher.
 
+**Cross-validation** (``--only cinc2017 --cv 5``): the CinC 2017 recipe (``--passes``, ``--set``) in 5 stratified,
+seeded folds over the 6000 recordings (:func:`cinc_folds`: each fold's model trains on four fifths but a
+checkpoint-choice eighth and scores the fifth it never saw); the pooled out-of-fold predictions give every figure,
+the folds their spread. Each recipe is added to ``--cv-result`` and the table compares every recipe with the first,
+paired over the recordings. ``ship_cinc2017_student.py`` bundles the best one.
+
 Every trained model is saved under ``--out`` and reused when present, so an interrupted run continues.
 Results: ``benchmarks/results/real_students.json`` (only for a full run; ``--limit`` runs write
 ``<out>/results.json`` alone) and markdown tables on stdout::
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_real_students.py --out runs/real
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_real_students.py --out runs/real-dev --limit 300
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_real_students.py --out runs/real --only cinc2017 --cv 5 --passes 24
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.metrics import f1_score
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from cardiodistill.config import Config, load_config
 from cardiodistill.data.datasets import PTBXL, CinC2017
@@ -143,7 +150,8 @@ def challenge_scores(y: np.ndarray, pred: np.ndarray, n_boot: int, seed: int) ->
 
     point = scores(np.arange(len(y)))
     rng = np.random.default_rng(seed)
-    boot = np.stack([scores(rng.integers(0, len(y), len(y))) for _ in range(n_boot)]) if len(y) else np.empty((0, 5))
+    draws = [scores(rng.integers(0, len(y), len(y))) for _ in range(n_boot)] if len(y) else []
+    boot = np.stack(draws) if draws else np.empty((0, 5))
     names = [f"f1_{c}" for c in CINC_OUTPUTS] + ["challenge"]
     return {name: _interval(point[k], boot[:, k]) for k, name in enumerate(names)}
 
@@ -158,6 +166,7 @@ def evaluate_cinc(probs: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> d
     kept = pred != 3
     out["abstention"] = {
         "noisy_abstained": float((pred[y == 3] == 3).mean()) if (y == 3).any() else float("nan"),
+        "normal_abstained": float((pred[y == 0] == 3).mean()) if (y == 0).any() else float("nan"),
         "all_abstained": float(1 - kept.mean()),
         "challenge_kept": challenge_scores(y[kept], pred[kept], n_boot, seed)["challenge"],
     }
@@ -166,30 +175,51 @@ def evaluate_cinc(probs: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> d
     return out
 
 
+def cinc_folds(target: np.ndarray, k: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """``k`` stratified, seeded folds over the recordings: fold ``i`` tests on its own share; of the others,
+    a stratified eighth chooses the checkpoint and the rest trains (row indices, sorted)."""
+    rows = np.arange(len(target))
+    folds = []
+    for rest, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(rows, target):
+        train, val = train_test_split(rest, test_size=0.125, stratify=target[rest], random_state=seed)
+        folds.append({"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)})
+    return folds
+
+
+def cinc_student(arrays: dict[str, np.ndarray], split: dict[str, np.ndarray], folder: Path, cfg: Config,
+                 passes: int) -> Path:
+    """Train (or find) the lead-I student on ``split["train"]`` with its checkpoint chosen on ``split["val"]``;
+    ``passes``: listings of each normal recording, the rarer classes square-root more (module doc)."""
+    x, lengths, target = arrays["x"], arrays["lengths"], arrays["target"]
+    path = folder / "student.pt"
+    if path.is_file():
+        return path
+    seed = cfg.trainer.seed
+    counts = np.bincount(target[split["train"]], minlength=4)
+    per_class = np.round(passes * np.sqrt(counts.max() / np.maximum(counts, 1))).astype(np.int64)
+    onehot = np.eye(4, dtype=np.float32)[target]
+    train = ArrayDataset(x[split["train"]], onehot[split["train"]], lengths=lengths[split["train"]],
+                         crop=WINDOW, repeats=per_class[target[split["train"]]], seed=seed)
+    val = ArrayDataset(x[split["val"]], onehot[split["val"]], lengths=lengths[split["val"]], crop=WINDOW,
+                       random_crop=False)
+    _log(f"CinC 2017: lead-I student on {len(split['train'])} recordings ({len(train)} listings) -> {folder}")
+    start = time.time()
+    student = fit_array_student(train, val, folder, outputs=CINC_OUTPUTS, n_leads=1, config=cfg, fs=FS)
+    save_model(student, path, task="multiclass", triage=None, abstain_outputs=["noisy"], leads=["I"],
+               outputs=CINC_OUTPUTS, distilled=False, lvef=False, band_hz=[0.5, 40.0], window_s=WINDOW / FS,
+               train_seconds=round(time.time() - start, 1), n_train=len(split["train"]),
+               oversampling=dict(zip(CINC_OUTPUTS, per_class.tolist())),
+               data="PhysioNet/CinC 2017 A00001-A06000", seed=seed)
+    return path
+
+
 def run_cinc(out: Path, overrides: list[str], limit: int | None, n_boot: int) -> dict[str, Any]:
     cfg = _config(CINC_SETS, overrides)
     seed = cfg.trainer.seed
     arrays = cinc_arrays(DATA / "cinc2017", out / ("arrays.npz" if limit is None else f"arrays-{limit}.npz"), limit)
     x, lengths, target = arrays["x"], arrays["lengths"], arrays["target"]
     split = cinc_split(target, seed)
-    counts = np.bincount(target[split["train"]], minlength=4)
-    per_class = np.round(CINC_PASSES * np.sqrt(counts.max() / np.maximum(counts, 1))).astype(np.int64)
-    onehot = np.eye(4, dtype=np.float32)[target]
-    folder = out / "student-lead1"
-    path = folder / "student.pt"
-    if not path.is_file():
-        train = ArrayDataset(x[split["train"]], onehot[split["train"]], lengths=lengths[split["train"]],
-                             crop=WINDOW, repeats=per_class[target[split["train"]]], seed=seed)
-        val = ArrayDataset(x[split["val"]], onehot[split["val"]], lengths=lengths[split["val"]], crop=WINDOW,
-                           random_crop=False)
-        _log(f"CinC 2017: lead-I student on {len(split['train'])} recordings ({len(train)} listings)")
-        start = time.time()
-        student = fit_array_student(train, val, folder, outputs=CINC_OUTPUTS, n_leads=1, config=cfg, fs=FS)
-        save_model(student, path, task="multiclass", triage=None, abstain_outputs=["noisy"], leads=["I"],
-                   outputs=CINC_OUTPUTS, distilled=False, lvef=False, band_hz=[0.5, 40.0], window_s=WINDOW / FS,
-                   train_seconds=round(time.time() - start, 1), n_train=len(split["train"]),
-                   data="PhysioNet/CinC 2017 A00001-A06000: stratified seeded 70/10/20 split, train part",
-                   seed=seed)
+    path = cinc_student(arrays, split, out / "student-lead1", cfg, CINC_PASSES)
     student = load_model(path)
     info = read_model_file(path)
     set_threads(cfg.trainer.threads)
@@ -199,8 +229,72 @@ def run_cinc(out: Path, overrides: list[str], limit: int | None, n_boot: int) ->
     result.update(model=str(path), params=sum(p.numel() for p in student.parameters()),
                   train_seconds=info.get("train_seconds"),
                   split={k: np.bincount(target[v], minlength=4).tolist() for k, v in split.items()},
-                  oversampling=dict(zip(CINC_OUTPUTS, per_class.tolist())))
+                  oversampling=info.get("oversampling"))
     return result
+
+
+def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: int) -> dict[str, Any]:
+    """``k``-fold cross-validation of the CinC 2017 recipe (``passes``, ``overrides``) over A00001-A06000:
+    the challenge score of each test fold (mean and SD over folds), and every metric of
+    :func:`evaluate_cinc` on the pooled out-of-fold predictions (each recording scored by the one model that
+    never saw it; bootstrap CIs over recordings). ``out/cv{k}-{tag}/oof.npz`` keeps the predictions."""
+    cfg = _config(CINC_SETS, overrides)
+    seed = cfg.trainer.seed
+    arrays = cinc_arrays(DATA / "cinc2017", out / "arrays.npz", None)
+    x, lengths, target = arrays["x"], arrays["lengths"], arrays["target"]
+    folder = out / f"cv{k}-passes{passes}{''.join('-' + o.replace('/', '_') for o in overrides)}"
+    probs = np.full((len(target), len(CINC_OUTPUTS)), np.nan, np.float32)
+    per_fold, seconds = [], []
+    set_threads(cfg.trainer.threads)
+    for i, split in enumerate(cinc_folds(target, k, seed)):
+        path = cinc_student(arrays, split, folder / f"fold{i}", cfg, passes)
+        set_threads(cfg.trainer.threads)
+        test = split["test"]
+        probs[test] = predict_arrays(load_model(path), x[test], lengths=lengths[test], window=WINDOW)["probs"]
+        per_fold.append(challenge_scores(target[test], probs[test].argmax(1), 0, seed)["challenge"]["value"])
+        seconds.append(read_model_file(path).get("train_seconds"))
+    save_npz_atomic(folder / "oof.npz", probs=probs, target=target, record=arrays["record"])
+    result = evaluate_cinc(probs, target, n_boot, seed)
+    result.update(folds=k, passes=passes, overrides=overrides, folder=str(folder),
+                  challenge_per_fold=per_fold, challenge_fold_mean=float(np.mean(per_fold)),
+                  challenge_fold_sd=float(np.std(per_fold, ddof=1)), train_seconds=seconds)
+    return result
+
+
+def paired_challenge(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_boot: int, seed: int
+                     ) -> dict[str, float]:
+    """Challenge score of predictions ``pred_a`` minus that of ``pred_b`` on the same recordings, with a
+    paired bootstrap 95 % CI."""
+
+    def score(idx: np.ndarray, pred: np.ndarray) -> float:
+        return float(f1_score(y[idx], pred[idx], labels=[0, 1, 2], average=None, zero_division=0.0).mean())
+
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        boot.append(score(idx, pred_a) - score(idx, pred_b))
+    everyone = np.arange(len(y))
+    return _interval(score(everyone, pred_a) - score(everyone, pred_b), np.asarray(boot))
+
+
+def cinc_cv_table(results: dict[str, dict[str, Any]], n_boot: int, seed: int) -> str:
+    """Markdown: each cross-validated recipe (pooled out-of-fold figures, fold mean and SD), and each
+    recipe minus the first (paired bootstrap over the recordings)."""
+    rows = ["| recipe | F1 N | F1 A | F1 O | F1 ~ | challenge score, pooled | folds: mean (SD) | "
+            "- first recipe (paired 95 % CI) | macro AUROC | noisy abstained | normal abstained |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    first = None
+    for name, r in results.items():
+        with np.load(Path(r["folder"]) / "oof.npz") as saved:
+            pred, y = saved["probs"].argmax(1), saved["target"]
+        first = (pred, y) if first is None else first
+        delta = "" if first[0] is pred else _fmt(paired_challenge(y, pred, first[0], n_boot, seed), True)
+        a = r["abstention"]
+        rows.append(f"| {name} | " + " | ".join(_fmt(r[f"f1_{c}"]) for c in CINC_OUTPUTS)
+                    + f" | {_fmt(r['challenge'])} | {r['challenge_fold_mean']:.3f} ({r['challenge_fold_sd']:.3f}) | "
+                    f"{delta} | {_fmt(r['macro_auroc'])} | {a['noisy_abstained']:.1%} | {a['normal_abstained']:.1%} |")
+    return "\n".join(rows)
 
 
 def cinc_table(r: dict[str, Any]) -> str:
@@ -352,12 +446,31 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     ap.add_argument("--result", type=Path, default=Path("benchmarks/results/real_students.json"))
+    ap.add_argument("--cv", type=int, default=0,
+                    help="CinC 2017: k-fold cross-validation of the recipe (with --only cinc2017)")
+    ap.add_argument("--passes", type=int, default=CINC_PASSES,
+                    help="CinC 2017: listings of each normal recording (the rarer classes more)")
+    ap.add_argument("--cv-result", type=Path, default=Path("benchmarks/results/cinc2017_cv.json"),
+                    help="cross-validated recipes accumulate here, one entry per recipe")
     ap.add_argument("--crossfit", type=int, default=4,
                     help="PTB-XL: also distil from k out-of-fold teachers' soft targets (0: off)")
     args = ap.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA}: the shared data folder is not here")
     start = time.time()
+    if args.cv:
+        if args.only != "cinc2017" or args.limit is not None:
+            raise SystemExit("--cv cross-validates the CinC 2017 recipe: give --only cinc2017 and no --limit")
+        done = json.loads(args.cv_result.read_text()) if args.cv_result.is_file() else {}
+        name = f"{args.cv}-fold, passes {args.passes}" + "".join(f", {o}" for o in args.overrides)
+        done[name] = _clean(run_cinc_cv(args.out / "cinc2017", args.overrides, args.cv, args.passes, args.bootstrap))
+        done[name]["wall_seconds"] = round(time.time() - start, 1)
+        if args.cv_result.is_file():  # another recipe may have finished meanwhile
+            done = {**json.loads(args.cv_result.read_text()), name: done[name]}
+        write_json_atomic(args.cv_result, done)
+        print(cinc_cv_table(done, args.bootstrap, 0))
+        _log(f"done in {time.time() - start:.0f} s")
+        return
     results: dict[str, Any] = {"limit": args.limit, "crossfit": args.crossfit, "overrides": [*COMMON, *args.overrides],
                                "cinc2017_overrides": CINC_SETS, "ptbxl_overrides": PTBXL_SETS}
     tables = []

@@ -1,15 +1,19 @@
 """Package the CinC 2017 lead-I student as the model bundled with cardiodistill, and prove it end to end.
 
-After ``bench_real_students.py`` has trained ``runs/real/cinc2017/student-lead1/student.pt``:
+After ``bench_real_students.py --only cinc2017 --cv 5`` has cross-validated one or more recipes
+(``benchmarks/results/cinc2017_cv.json``):
 
-1. ``cardiodistill export``'s gate (:func:`cardiodistill.deploy.export_student_model`): int8 kept only
-   if its macro AUROC on the 600 validation recordings (one centred 10-s window each) is within 0.02 of
-   float32, else fp16, else fp32; written to ``cardiodistill/weights/cinc2017_lead1.onnx``.
-2. The shipped file is run by the **edge runtime** (:func:`cardiodistill.edge.predict.predict_paths`,
-   numpy + onnxruntime) on the 1200 held-out test recordings' original files (300 Hz WFDB): the scores a
-   user of ``cardiodistill predict`` gets, compared with the offline scores of the PyTorch model in
-   ``benchmarks/results/real_students.json``.
-3. The model card ``cardiodistill/weights/cinc2017_lead1.md`` is written from those measurements.
+1. The recipe with the best pooled out-of-fold challenge score (``--recipe`` to name one) is trained once more
+   on A00001-A06000 but a stratified, seeded tenth (the validation recordings: checkpoint choice, int8
+   calibration and the export gate), in ``runs/real/cinc2017/final-passes<P>``.
+2. ``cardiodistill export``'s gate (:func:`cardiodistill.deploy.export_student_model`): int8 kept only if its
+   macro AUROC on the validation recordings (one centred 10-s window each) is within 0.02 of float32, else
+   fp16, else fp32; written to ``cardiodistill/weights/cinc2017_lead1.onnx``.
+3. The shipped file is run by the **edge runtime** (:func:`cardiodistill.edge.predict.predict_paths`, numpy +
+   onnxruntime) on the validation recordings' original files (300 Hz WFDB) and compared with the PyTorch
+   model's scores on them: what ``cardiodistill predict`` adds or loses (quality abstentions, int8).
+4. The model card ``cardiodistill/weights/cinc2017_lead1.md`` quotes the **cross-validated** figures: each
+   recording scored by a model of the same recipe that never saw it, the estimate of what a new site sees.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/ship_cinc2017_student.py
 
@@ -27,7 +31,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_real_students import CINC_OUTPUTS, DATA, WINDOW, challenge_scores, cinc_split  # noqa: E402
+from bench_real_students import (  # noqa: E402
+    CINC_OUTPUTS,
+    CINC_SETS,
+    DATA,
+    WINDOW,
+    _config,
+    challenge_scores,
+    cinc_student,
+    evaluate_cinc,
+)
+from sklearn.model_selection import train_test_split  # noqa: E402
 
 from cardiodistill import __version__  # noqa: E402
 from cardiodistill.deploy import export_student_model  # noqa: E402
@@ -35,7 +49,9 @@ from cardiodistill.edge import EdgeModel  # noqa: E402
 from cardiodistill.edge.predict import predict_paths  # noqa: E402
 from cardiodistill.evaluate.clinical import multilabel_metrics  # noqa: E402
 from cardiodistill.io.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from cardiodistill.train.supervised import ArrayDataset  # noqa: E402
+from cardiodistill.train.checkpoints import load_model  # noqa: E402
+from cardiodistill.train.engine import set_threads  # noqa: E402
+from cardiodistill.train.supervised import ArrayDataset, predict_arrays  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "cardiodistill" / "weights"
@@ -77,12 +93,13 @@ def edge_scores(model: EdgeModel, files: list[Path], target: np.ndarray, n_boot:
     return out
 
 
-def model_card(spec, gate: dict, edge: dict, offline: dict, split: dict, size: int) -> str:
+def model_card(spec, gate: dict, edge: dict, offline: dict, cv: dict, recipe: str, split: dict, size: int) -> str:
     """The bundled model's card (markdown), from the measurements."""
     n = {k: len(v) for k, v in split.items()}
-    ab = edge["abstention"]
-    f1 = " | ".join(_ci(edge[f"f1_{c}"]) for c in CINC_OUTPUTS)
-    auc = " | ".join(_ci(edge["auroc"][c]) for c in CINC_OUTPUTS)
+    ab, cab = edge["abstention"], cv["abstention"]
+    f1 = " | ".join(_ci(cv[f"f1_{c}"]) for c in CINC_OUTPUTS)
+    auc = " | ".join(_ci(cv["auroc"][c]) for c in CINC_OUTPUTS)
+    folds = ", ".join(f"{v:.3f}" for v in cv["challenge_per_fold"])
     gate_rows = "\n".join(
         f"| {p} | {gate[p]['bytes'] / 1e3:.0f} kB | {gate[p]['macro_auroc']:.4f} | "
         f"{'reference' if p == 'fp32' else ('passed' if gate[p]['passed'] else 'failed')} |"
@@ -101,7 +118,7 @@ baseline for a team's own students. **It is not a medical device and is not vali
 decisions.** A recording it calls "noisy", or whose lead fails the quality check, is abstained on:
 the probabilities are reported but no rhythm is.
 
-## Training data
+## Training data and recipe
 
 PhysioNet/CinC Challenge 2017 training set, records A00001-A06000 (AliveCor single-lead recordings,
 300 Hz, 9-61 s; labels by the challenge: N, A, O, ~). Licence of the data: Open Data Commons
@@ -109,32 +126,45 @@ Attribution (ODC-By 1.0); cite Clifford et al., "AF classification from a short 
 recording: the PhysioNet/Computing in Cardiology Challenge 2017", CinC 2017. The records
 A06001-A08528 were not available to this project and were never used.
 
-A stratified, seeded (seed 0) split of the 6000: {n['train']} train, {n['val']} validation (checkpoint
-choice, int8 calibration and the export gate), {n['test']} test (reported below, used for nothing else).
-Each recording was resampled to 100 Hz and band-passed 0.5-40 Hz; the model trained on random 10-s
-crops, each z-scored, with square-root-balanced oversampling of the rarer classes. Architecture:
-`student_cnn` (depthwise-separable 1-D CNN, {offline['params']:,} parameters) with one sigmoid per class;
-the prediction is the most probable class, averaged over the recording's 10-s windows. No
-pretraining, no distillation (no richer-data teacher with these classes exists here).
+This file was trained on {n['train']} of the 6000 recordings; the other {n['val']} (a stratified, seeded tenth)
+chose its checkpoint, calibrated int8 and ran the export gate. Each recording was resampled to 100 Hz
+and band-passed 0.5-40 Hz; the model trained on random 10-s crops, each z-scored, with square-root-balanced
+oversampling of the rarer classes (each normal recording listed {cv['passes']} times per run; recipe
+`{recipe}` of `benchmarks/results/cinc2017_cv.json`). Architecture: `student_cnn` (depthwise-separable
+1-D CNN, {offline['params']:,} parameters) with one sigmoid per class; the prediction is the most probable
+class, averaged over the recording's 10-s windows. No pretraining, no distillation (no richer-data
+teacher with these classes exists here).
 
-## Metrics on the {edge['n_test']} held-out test recordings (95 % bootstrap CIs)
+## Cross-validated performance (what a new site should expect)
 
-Measured by running the shipped file through `cardiodistill predict`'s runtime on the original
-WFDB files (`benchmarks/ship_cinc2017_student.py`):
+{cv['folds']}-fold stratified cross-validation of the same recipe over the 6000 recordings
+(`benchmarks/bench_real_students.py --cv {cv['folds']}`): each recording is scored by the one model that
+never saw it (trained on four fifths but a checkpoint-choice eighth). 95 % bootstrap CIs over the 6000
+recordings:
 
 | | normal | AF | other | noisy |
 |---|---|---|---|---|
 | F1 | {f1} |
 | AUROC (one vs rest) | {auc} |
 
-- **Challenge score** (mean F1 of normal, AF, other): **{_ci(edge['challenge'])}**. The winning entries
-  of the 2017 challenge scored 0.83 on its hidden test set (a different set from ours; not comparable
-  one to one). The PyTorch model scored {_ci(offline['challenge'])} offline on the same recordings.
-- **Abstention**: {100 * ab['any_reason']:.1f} % of test recordings are abstained on ({100 * ab['noisy_abstained']:.0f} % of the
-  truly noisy ones, {100 * ab['normal_abstained']:.1f} % of the normal ones); on the rest the challenge score is
-  {_ci(ab['challenge_kept'])}.
-- **Speed**: {edge['ms_per_recording']} ms per recording end to end (reading, preprocessing, model) on
-  one CPU thread of the development machine.
+- **Challenge score** (mean F1 of normal, AF, other): **{_ci(cv['challenge'])}**; per fold {folds}
+  (mean {cv['challenge_fold_mean']:.3f}, SD {cv['challenge_fold_sd']:.3f}). The winning entries of the 2017
+  challenge scored 0.83 on its hidden test set (a different set; not comparable one to one).
+- **Noisy recordings**: the model calls {100 * cab['noisy_abstained']:.0f} % of the truly noisy ones noisy, and
+  {100 * cab['normal_abstained']:.1f} % of the normal ones; on the recordings it does not call noisy the challenge
+  score is {_ci(cab['challenge_kept'])}.
+- The figures are those of the recipe (five models); this file, trained on more recordings, is one more draw
+  of it. Choosing the recipe among those cross-validated used the same folds, a small optimistic bias.
+
+## The shipped file through `cardiodistill predict`
+
+On the {edge['n_test']} validation recordings (never trained on; they chose the checkpoint, so slightly
+optimistic), read from their original WFDB files by the edge runtime
+(`benchmarks/ship_cinc2017_student.py`): challenge score {_ci(edge['challenge'])}, against
+{_ci(offline['challenge'])} for the PyTorch model on the same recordings. The runtime's signal-quality
+check abstains as well: {100 * ab['any_reason']:.1f} % of these recordings in all ({100 * ab['noisy_abstained']:.0f} % of the
+truly noisy ones, {100 * ab['normal_abstained']:.1f} % of the normal ones). Speed: {edge['ms_per_recording']} ms per
+recording end to end (reading, preprocessing, model) on one CPU thread of the development machine.
 
 Export gate (validation, {gate['n_validation']} recordings; int8 kept only within a {gate['margin']:g} macro-AUROC margin):
 
@@ -144,8 +174,9 @@ Export gate (validation, {gate['n_validation']} recordings; int8 kept only withi
 
 ## Limitations
 
-- One device (AliveCor), one data set, one split: performance on other handheld devices, lead
-  placements, sampling rates or populations is unknown.
+- One device (AliveCor), one data set: performance on other handheld devices, lead placements,
+  sampling rates or populations is unknown. The data set records neither age nor sex, so no subgroup
+  figures can be given.
 - "Other rhythm" is a heterogeneous class and the weakest (F1 above); AF F1 is below the
   challenge winners'.
 - Trained on recordings of 9-61 s; recordings under 5 s are abstained on.
@@ -157,39 +188,58 @@ Model weights: Apache-2.0, as the code. Training data: ODC-By 1.0 (attribution a
 """
 
 
+def final_split(target: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    """All recordings but a stratified, seeded tenth (``val``: checkpoint choice and the export gate)."""
+    train, val = train_test_split(np.arange(len(target)), test_size=0.1, stratify=target, random_state=seed)
+    return {"train": np.sort(train), "val": np.sort(val)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "real" / "cinc2017")
+    ap.add_argument("--cv", type=Path, default=RESULTS / "cinc2017_cv.json", help="bench_real_students.py --cv results")
+    ap.add_argument("--recipe", default=None, help="a key of --cv (default: the best pooled challenge score)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     args = ap.parse_args()
+    recipes = json.loads(args.cv.read_text())
+    name = args.recipe or max(recipes, key=lambda k: recipes[k]["challenge"]["value"])
+    cv = recipes[name]
     with np.load(args.run / "arrays.npz") as saved:
         x, lengths, target, records = saved["x"], saved["lengths"], saved["target"], saved["record"]
-    split = cinc_split(target, seed=0)
-    offline = json.loads((RESULTS / "real_students.json").read_text())["cinc2017"]
+    split = final_split(target)
+    cfg = _config(CINC_SETS, cv["overrides"])
+    path = cinc_student({"x": x, "lengths": lengths, "target": target}, split,
+                        args.run / f"final-passes{cv['passes']}", cfg, cv["passes"])
+    set_threads(cfg.trainer.threads)
+    student = load_model(path)
+    val_rows = split["val"]
+    offline = evaluate_cinc(predict_arrays(student, x[val_rows], lengths=lengths[val_rows], window=WINDOW)["probs"],
+                            target[val_rows], args.bootstrap, 0)
+    offline["params"] = sum(p.numel() for p in student.parameters())
 
-    val = ArrayDataset(x[split["val"]], np.eye(4, dtype=np.float32)[target[split["val"]]],
-                       lengths=lengths[split["val"]], crop=WINDOW, random_crop=False)
+    val = ArrayDataset(x[val_rows], np.eye(4, dtype=np.float32)[target[val_rows]], lengths=lengths[val_rows],
+                       crop=WINDOW, random_crop=False)
     val_x = np.stack([val[i]["mobile"].numpy() for i in range(len(val))])
-    val_y = np.eye(4, dtype=np.float32)[target[split["val"]]]
     out = WEIGHTS / "cinc2017_lead1.onnx"
-    gate = export_student_model(args.run / "student-lead1" / "student.pt", out, val_x=val_x, val_y=val_y,
+    gate = export_student_model(path, out, val_x=val_x, val_y=np.eye(4, dtype=np.float32)[target[val_rows]],
                                 precision="int8", margin=0.02, model_id=MODEL_ID,
-                                provenance={"data": "PhysioNet/CinC 2017 A00001-A06000, seeded stratified split",
-                                            "card": "cinc2017_lead1.md"})
+                                provenance={"data": "PhysioNet/CinC 2017 A00001-A06000 but a stratified tenth",
+                                            "recipe": name, "card": "cinc2017_lead1.md"})
     model = EdgeModel.load(out)
-    files = [DATA / "cinc2017" / f"{name}.hea" for name in records[split["test"]]]
-    edge = edge_scores(model, files, target[split["test"]], args.bootstrap)
+    files = [DATA / "cinc2017" / f"{r}.hea" for r in records[val_rows]]
+    edge = edge_scores(model, files, target[val_rows], args.bootstrap)
     write_text_atomic(WEIGHTS / "cinc2017_lead1.md",
-                      model_card(model.spec, gate, edge, offline, split, out.stat().st_size))
+                      model_card(model.spec, gate, edge, offline, cv, name, split, out.stat().st_size))
     gate["path"] = str(out.relative_to(ROOT))
     result = {"model": gate["path"], "bytes": out.stat().st_size, "precision": model.spec.precision,
-              "gate": gate, "edge_test": edge,
-              "offline_test": {k: offline[k] for k in ("challenge", "macro_auroc", "abstention")},
-              "test_records": records[split["test"]].tolist()}  # tests check the shipped model on some of these
+              "recipe": name, "cross_validated": {k: cv[k] for k in ("challenge", "challenge_fold_mean",
+                                                                     "challenge_fold_sd", "macro_auroc", "abstention")},
+              "gate": gate, "edge_validation": edge, "offline_validation": offline,
+              "validation_records": records[val_rows].tolist()}  # never trained on: tests check the shipped model
     write_json_atomic(RESULTS / "cinc2017_shipped.json", json.loads(json.dumps(result, default=float)))
-    print(f"{out}: {model.spec.precision}, {out.stat().st_size / 1e3:.0f} kB; edge challenge score "
-          f"{_ci(edge['challenge'])} (offline {_ci(offline['challenge'])}), macro AUROC {_ci(edge['macro_auroc'])}, "
-          f"abstained {100 * edge['abstention']['any_reason']:.1f} %, {edge['ms_per_recording']} ms per recording")
+    print(f"{out}: {model.spec.precision}, {out.stat().st_size / 1e3:.0f} kB; recipe {name}: cross-validated "
+          f"challenge score {_ci(cv['challenge'])}; validation recordings through the edge runtime "
+          f"{_ci(edge['challenge'])} (PyTorch {_ci(offline['challenge'])}), {edge['ms_per_recording']} ms per recording")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,49 @@
+"""The splits the real-data benchmarks report on: every recording tested exactly once in cross-validation,
+and nothing a model is scored on ever trains it or chooses its checkpoint."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from bench_real_students import cinc_folds, paired_challenge  # noqa: E402
+from ship_cinc2017_student import final_split  # noqa: E402
+
+
+def _labels(n: int = 500) -> np.ndarray:
+    return np.random.default_rng(0).choice(4, size=n, p=[0.6, 0.08, 0.28, 0.04])
+
+
+def test_cross_validation_tests_every_recording_once_and_never_on_its_training_or_checkpoint_rows():
+    target = _labels()
+    folds = cinc_folds(target, 5, seed=0)
+    tested = np.concatenate([f["test"] for f in folds])
+    assert len(folds) == 5 and np.array_equal(np.sort(tested), np.arange(len(target)))
+    for f in folds:
+        parts = [set(f[k].tolist()) for k in ("train", "val", "test")]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert sum(map(len, parts)) == len(target)
+        # stratified: each fold's test share of AF is the cohort's, within one recording
+        assert abs((target[f["test"]] == 1).sum() - (target == 1).sum() / 5) <= 1
+    assert all(np.array_equal(a["test"], b["test"]) for a, b in zip(folds, cinc_folds(target, 5, seed=0)))
+
+
+def test_the_shipped_model_keeps_a_stratified_tenth_out_of_training():
+    target = _labels()
+    split = final_split(target)
+    assert not set(split["train"]) & set(split["val"])
+    assert len(split["train"]) + len(split["val"]) == len(target) and len(split["val"]) == 50
+
+
+def test_paired_challenge_difference_is_zero_for_the_same_predictions_and_signed_otherwise():
+    target = _labels()
+    right = target.copy()
+    wrong = np.where(np.arange(len(target)) % 3 == 0, (target + 1) % 4, target)
+    same = paired_challenge(target, wrong, wrong, n_boot=50, seed=0)
+    assert same["value"] == same["ci_low"] == same["ci_high"] == 0
+    better = paired_challenge(target, right, wrong, n_boot=50, seed=0)
+    assert better["value"] > 0 and better["ci_low"] > 0
