@@ -10,7 +10,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from bench_real_students import cinc_folds, paired_challenge  # noqa: E402
+from bench_real_students import abstention_threshold, cinc_folds, paired_challenge  # noqa: E402
 from ship_cinc2017_student import final_split  # noqa: E402
 
 
@@ -47,3 +47,17 @@ def test_paired_challenge_difference_is_zero_for_the_same_predictions_and_signed
     assert same["value"] == same["ci_low"] == same["ci_high"] == 0
     better = paired_challenge(target, right, wrong, n_boot=50, seed=0)
     assert better["value"] > 0 and better["ci_low"] > 0
+
+
+def test_the_abstention_threshold_catches_the_most_noisy_recordings_within_the_normal_budget():
+    rng = np.random.default_rng(1)
+    y = _labels(2000)
+    probs = rng.uniform(0, 0.5, size=(len(y), 4))
+    probs[np.arange(len(y)), y] += 0.45  # each recording's own class scores higher
+    t = abstention_threshold(probs, y, max_normal=0.05)
+    abstained = (probs.argmax(1) == 3) | (probs[:, 3] >= t)
+    assert abstained[y == 0].mean() <= 0.05
+    lower = np.max(probs[:, 3][probs[:, 3] < t])  # the next lower threshold breaks the budget
+    assert ((probs.argmax(1) == 3) | (probs[:, 3] >= lower))[y == 0].mean() > 0.05
+    assert abstained[y == 3].mean() > (probs.argmax(1) == 3)[y == 3].mean()  # it catches more than the argmax
+    assert (probs.argmax(1) == 3)[y == 0].any() and abstention_threshold(probs, y, max_normal=0.0) == 1.0

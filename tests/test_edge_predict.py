@@ -172,6 +172,24 @@ def test_model_output_abstains_and_multilabel_thresholds(edge):
     assert multilabel.predict(record)[0].prediction == ["af", "other"]
 
 
+def test_a_multiclass_abstention_threshold_abstains_below_the_argmax(edge):
+    """An abstain output's threshold (chosen on validation data) makes a multiclass model abstain when that
+    output's score reaches it, though another class is more probable; thresholds on other classes are refused."""
+    record = record_of(simulated(12.0, 300.0), 300.0, ("I",))
+    prediction, _ = edge.predict(record)
+    noisy = prediction.probabilities["noisy"]
+    assert max(prediction.probabilities, key=prediction.probabilities.get) != "noisy" and not prediction.abstain
+    for threshold, abstains in ((noisy * 0.99, True), (min(1.0, noisy * 1.01), False)):
+        model = EdgeModel(edge.session, replace(edge.spec, thresholds={"noisy": threshold}), edge.path)
+        got, _ = model.predict(record)
+        assert got.abstain == abstains and got.probabilities == prediction.probabilities
+        assert (got.reasons, got.prediction) == (((MODEL_ABSTAINS,), None) if abstains else ((), prediction.prediction))
+    with pytest.raises(ValueError, match="abstain outputs only"):
+        replace(edge.spec, thresholds={"af": 0.3})
+    with pytest.raises(ValueError, match=r"thresholds must be in \(0, 1\]"):
+        replace(edge.spec, thresholds={"noisy": 0.0})
+
+
 def test_spec_that_does_not_match_the_graph_is_refused(edge):
     with pytest.raises(DataError, match="does not match the spec"):
         EdgeModel(edge.session, replace(edge.spec, leads=("I", "II")), edge.path)

@@ -24,7 +24,8 @@ A result row (:func:`result_keys`; floats rounded to 4 decimals, NaN written as 
   the mean over windows);
 * ``triage_probability``: only for a model with a triage output (the triage output's entry above);
 * ``prediction``: multiclass: the most probable class; multilabel: the outputs at or above their
-  thresholds; None when abstaining;
+  thresholds; None when abstaining (a multiclass model also abstains when an abstain output's score
+  reaches its threshold in the spec);
 * ``lvef`` (%): only for a model trained with LVEF;
 * ``quality``: per lead used, ``usable``, ``issues`` (flat, clipped, lead_off, noisy, nan) and the
   measurements behind them (:class:`~cardiodistill.signals.quality.LeadQuality`);

@@ -28,8 +28,9 @@ probabilities are still reported (the prediction is None). The rules, in this or
   clipped, lead off, noisy, or a gap too long to interpolate);
 * the recording is shorter than ``min_seconds`` (default :data:`MIN_SECONDS`);
 * the model itself says it cannot read it: for a ``multiclass`` model the most probable output is
-  one of ``spec.abstain_outputs`` (CinC 2017's noisy class), for a ``multilabel`` model one of them
-  reaches its threshold (reason :data:`MODEL_ABSTAINS`).
+  one of ``spec.abstain_outputs`` (CinC 2017's noisy class) or one of them reaches its abstention
+  threshold in ``spec.thresholds``; for a ``multilabel`` model one of them reaches its threshold
+  (reason :data:`MODEL_ABSTAINS`).
 """
 
 from __future__ import annotations
@@ -185,7 +186,8 @@ class EdgeModel:
             lvef = float(spec.lvef_mean + spec.lvef_std * mean[len(spec.outputs)])
         if spec.task == "multiclass":
             prediction: str | list[str] = max(probabilities, key=probabilities.get)
-            unreadable = prediction in spec.abstain_outputs
+            unreadable = prediction in spec.abstain_outputs or any(
+                probabilities[name] >= self.threshold(name) for name in spec.abstain_outputs if name in spec.thresholds)
         else:
             prediction = [name for name, p in probabilities.items() if p >= self.threshold(name)]
             unreadable = any(name in spec.abstain_outputs for name in prediction)
@@ -200,7 +202,8 @@ class EdgeModel:
         )
 
     def threshold(self, output: str) -> float:
-        """Decision threshold of a multilabel ``output`` (``spec.thresholds``, else 0.5)."""
+        """Decision threshold of ``output`` (``spec.thresholds``, else 0.5): a multilabel output's, or a
+        multiclass abstain output's abstention threshold."""
         return float(self.spec.thresholds.get(output, DEFAULT_THRESHOLD))
 
     def predict(self, record: EcgRecord) -> tuple[Prediction, RecordInfo]:

@@ -42,7 +42,10 @@ class EdgeSpec:
     * ``triage``: the output whose probability is reported as the triage probability (or None).
     * ``abstain_outputs``: outputs that mean "this recording cannot be read" (CinC 2017's noisy
       class); a multiclass prediction of one of them is an abstention, not a diagnosis.
-    * ``thresholds``: per-output decision thresholds (multilabel), chosen on validation data.
+    * ``thresholds``: decision thresholds chosen on validation data. Multilabel: per output. Multiclass: only
+      for abstain outputs, each an abstention threshold: the model abstains when that output's probability
+      reaches it, even when another class is more probable (more unreadable recordings caught, at a cost in
+      readable ones abstained on).
     * ``band_hz``: the zero-phase band-pass (Hz) applied after resampling to ``fs``, as in training.
     * ``gate``: what the export's accuracy gate measured and decided (see ``cardiodistill export``).
     """
@@ -80,6 +83,11 @@ class EdgeSpec:
         unknown = [n for n in (self.triage, *self.abstain_outputs, *self.thresholds) if n and n not in self.outputs]
         if unknown:
             problems.append(f"names {unknown} are not among the outputs {list(self.outputs)}")
+        if self.task == "multiclass" and set(self.thresholds) - set(self.abstain_outputs):
+            problems.append(f"a multiclass model takes thresholds on its abstain outputs only, got "
+                            f"{sorted(set(self.thresholds) - set(self.abstain_outputs))}")
+        if any(not 0 < float(t) <= 1 for t in self.thresholds.values()):
+            problems.append(f"thresholds must be in (0, 1], got {dict(self.thresholds)}")
         if problems:
             raise ValueError("; ".join(problems))
         if not 0 <= self.band_hz[0] < self.band_hz[1] <= self.fs / 2:
