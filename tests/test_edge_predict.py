@@ -186,8 +186,8 @@ def test_a_multiclass_abstention_threshold_abstains_below_the_argmax(edge):
         assert (got.reasons, got.prediction) == (((MODEL_ABSTAINS,), None) if abstains else ((), prediction.prediction))
     with pytest.raises(ValueError, match="abstain outputs only"):
         replace(edge.spec, thresholds={"af": 0.3})
-    with pytest.raises(ValueError, match=r"thresholds must be in \(0, 1\]"):
-        replace(edge.spec, thresholds={"noisy": 0.0})
+    with pytest.raises(ValueError, match=r"thresholds must be in \[0, 1\]"):
+        replace(edge.spec, thresholds={"noisy": 1.5})
 
 
 def test_spec_that_does_not_match_the_graph_is_refused(edge):

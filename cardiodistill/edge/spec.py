@@ -86,8 +86,8 @@ class EdgeSpec:
         if self.task == "multiclass" and set(self.thresholds) - set(self.abstain_outputs):
             problems.append(f"a multiclass model takes thresholds on its abstain outputs only, got "
                             f"{sorted(set(self.thresholds) - set(self.abstain_outputs))}")
-        if any(not 0 < float(t) <= 1 for t in self.thresholds.values()):
-            problems.append(f"thresholds must be in (0, 1], got {dict(self.thresholds)}")
+        if any(not 0 <= float(t) <= 1 for t in self.thresholds.values()):
+            problems.append(f"thresholds must be in [0, 1], got {dict(self.thresholds)}")
         if problems:
             raise ValueError("; ".join(problems))
         if not 0 <= self.band_hz[0] < self.band_hz[1] <= self.fs / 2:
