@@ -364,3 +364,32 @@ def test_pretraining_under_ddp_with_two_cpu_processes(tmp_path):
     summary = pretrain_ecg(config, tmp_path / "ddp", show_bar=False)
     assert summary["steps"] == 3 and np.isfinite(summary["metrics"]["val/loss"])
     assert load_model(tmp_path / "ddp" / "encoder.pt").model_config["dim"] == 32
+
+
+class _RecordsItsProcessGroup(L.LightningModule):
+    """A one-layer model that writes, as the fit ends in each rank, whether a process group is still open."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder, self.layer = folder, torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def teardown(self, stage: str) -> None:  # Lightning calls it after every callback's teardown
+        Path(self.folder, f"rank{self.global_rank}").write_text(str(torch.distributed.is_initialized()))
+
+
+def test_spawned_workers_close_their_process_group_before_they_exit(tmp_path):
+    """Lightning leaves a gloo group open; a spawned worker that exits with it open aborts now and then."""
+    from cardiodistill.config import TrainerConfig
+    from cardiodistill.train.engine import make_trainer
+
+    trainer = make_trainer(TrainerConfig(accelerator="cpu", devices=2, strategy="ddp_spawn", threads=1), None,
+                           max_steps=2, checkpoint_every=None, progress=False)
+    data = torch.utils.data.TensorDataset(torch.randn(8, 2))
+    trainer.fit(_RecordsItsProcessGroup(str(tmp_path)), torch.utils.data.DataLoader(data, batch_size=2))
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"rank0": "False", "rank1": "False"}

@@ -35,6 +35,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
@@ -45,6 +46,7 @@ from ..io.atomic import atomic_path
 from .module import TrainModule
 
 __all__ = [
+    "CloseSpawnedProcessGroup",
     "SafeCheckpointIO",
     "StepProgressBar",
     "WindowDataModule",
@@ -88,6 +90,24 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict[str, Any]:
         return read_checkpoint(path)
+
+
+class CloseSpawnedProcessGroup(L.Callback):
+    """Closes the process group at the end of a fit in a worker that ``ddp_spawn`` (or ``ddp_fork``)
+    started, once every rank has got there.
+
+    Lightning destroys an NCCL group at exit but leaves a gloo one open, so each spawned worker's
+    interpreter tore down gloo's threads under it as it exited, and now and then a rank aborted
+    (SIGABRT, "terminate called without an active exception") after its work was done. A spawned
+    worker's fit is the last thing it does, so the group can go here. The callback does nothing in
+    a process that goes on after the fit (single-device, or DDP launched by ``torchrun``/subprocesses).
+    """
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        launcher = getattr(trainer.strategy, "launcher", None)
+        if isinstance(launcher, _MultiProcessingLauncher) and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
 
 
 #: What the progress bar shows of the logged metrics, under shorter names.
@@ -199,6 +219,7 @@ def make_trainer(
         ))
     if progress:
         callbacks.append(StepProgressBar())
+    callbacks.append(CloseSpawnedProcessGroup())
     if run_dir is not None:
         _keep_earlier_log(Path(run_dir) / "logs" / "metrics.csv")
     logger = CSVLogger(str(run_dir), name="logs", version="") if run_dir is not None else False
