@@ -52,7 +52,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from cardiodistill.config import Config, load_config
 from cardiodistill.data.datasets import PTBXL, CinC2017
 from cardiodistill.evaluate.clinical import multilabel_metrics
-from cardiodistill.evaluate.metrics import auroc
+from cardiodistill.evaluate.metrics import auroc, bootstrap_interval
 from cardiodistill.io.atomic import save_npz_atomic, write_json_atomic
 from cardiodistill.signals.leads import LEADS_12
 from cardiodistill.train.checkpoints import load_model, read_model_file, save_model
@@ -259,11 +259,15 @@ def run_cinc(out: Path, overrides: list[str], limit: int | None, n_boot: int) ->
     return result
 
 
-def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: int) -> dict[str, Any]:
+def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: int,
+                folds: list[int] | None = None) -> dict[str, Any] | None:
     """``k``-fold cross-validation of the CinC 2017 recipe (``passes``, ``overrides``) over A00001-A06000:
     the challenge score of each test fold (mean and SD over folds), and every metric of
     :func:`evaluate_cinc` on the pooled out-of-fold predictions (each recording scored by the one model that
-    never saw it; bootstrap CIs over recordings). ``out/cv{k}-{tag}/oof.npz`` keeps the predictions."""
+    never saw it; bootstrap CIs over recordings). ``out/cv{k}-{tag}/oof.npz`` keeps the predictions.
+
+    ``folds`` trains only those folds' models (several processes or machines can share the folds of one
+    recipe); the scores come once every fold's model is there, else ``None``."""
     cfg = _config(CINC_SETS, overrides)
     seed = cfg.trainer.seed
     arrays = cinc_arrays(DATA / "cinc2017", out / "arrays.npz", None)
@@ -273,8 +277,13 @@ def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: in
     thresholds = np.full(len(target), np.nan)  # each recording's model's noisy threshold, from its validation
     per_fold, seconds = [], []
     set_threads(cfg.trainer.threads)
-    for i, split in enumerate(cinc_folds(target, k, seed)):
-        path = cinc_student(arrays, split, folder / f"fold{i}", cfg, passes)
+    splits = cinc_folds(target, k, seed)
+    for i in range(k) if folds is None else folds:
+        cinc_student(arrays, splits[i], folder / f"fold{i}", cfg, passes)
+    if not all((folder / f"fold{i}" / "student.pt").is_file() for i in range(k)):
+        return None
+    for i, split in enumerate(splits):
+        path = cinc_student(arrays, split, folder / f"fold{i}", cfg, passes)  # trained above, or by another run
         set_threads(cfg.trainer.threads)
         model, test, val = load_model(path), split["test"], split["val"]
         probs[test] = predict_arrays(model, x[test], lengths=lengths[test], window=WINDOW)["probs"]
@@ -301,28 +310,34 @@ def paired_challenge(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_bo
     def score(idx: np.ndarray, pred: np.ndarray) -> float:
         return float(f1_score(y[idx], pred[idx], labels=[0, 1, 2], average=None, zero_division=0.0).mean())
 
-    rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        boot.append(score(idx, pred_a) - score(idx, pred_b))
-    everyone = np.arange(len(y))
-    return _interval(score(everyone, pred_a) - score(everyone, pred_b), np.asarray(boot))
+    return bootstrap_interval(lambda idx: score(idx, pred_a) - score(idx, pred_b), len(y), n_boot=n_boot, seed=seed)
+
+
+def recipe_difference(r: dict[str, Any], prev: dict[str, Any], n_boot: int, seed: int) -> str:
+    """Challenge score of cross-validated recipe ``r`` minus ``prev``: a paired bootstrap over the recordings
+    when both runs' out-of-fold predictions are here, else the mean of the per-fold differences (the same
+    seeded folds) with their range."""
+    saved = [Path(x["folder"]) / "oof.npz" for x in (r, prev)]
+    if all(path.is_file() for path in saved):
+        (pred, y), (prev_pred, _) = [(d["probs"].argmax(1), d["target"]) for d in map(np.load, saved)]
+        return _fmt(paired_challenge(y, pred, prev_pred, n_boot, seed), True)
+    if r["folds"] != prev["folds"]:
+        return "n/a"
+    d = np.subtract(r["challenge_per_fold"], prev["challenge_per_fold"])
+    return f"{d.mean():+.3f} (folds {d.min():+.3f} to {d.max():+.3f})"
 
 
 def cinc_cv_table(results: dict[str, dict[str, Any]], n_boot: int, seed: int) -> str:
     """Markdown: each cross-validated recipe (pooled out-of-fold figures, fold mean and SD), and each
-    recipe minus the first (paired bootstrap over the recordings)."""
+    recipe minus the one above it (:func:`recipe_difference`)."""
     rows = ["| recipe | F1 N | F1 A | F1 O | F1 ~ | challenge score, pooled | folds: mean (SD) | "
-            "- first recipe (paired 95 % CI) | macro AUROC | noisy / normal abstained (argmax) | "
+            "- recipe above (paired 95 % CI) | macro AUROC | noisy / normal abstained (argmax) | "
             "noisy / normal abstained (validation threshold) |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    first = None
+    prev = None
     for name, r in results.items():
-        with np.load(Path(r["folder"]) / "oof.npz") as saved:
-            pred, y = saved["probs"].argmax(1), saved["target"]
-        first = (pred, y) if first is None else first
-        delta = "" if first[0] is pred else _fmt(paired_challenge(y, pred, first[0], n_boot, seed), True)
+        delta = "" if prev is None else recipe_difference(r, prev, n_boot, seed)
+        prev = r
         a, t = r["abstention"], r.get("abstention_thresholded")
         rows.append(f"| {name} | " + " | ".join(_fmt(r[f"f1_{c}"]) for c in CINC_OUTPUTS)
                     + f" | {_fmt(r['challenge'])} | {r['challenge_fold_mean']:.3f} ({r['challenge_fold_sd']:.3f}) | "
@@ -353,16 +368,9 @@ def paired_macro_delta(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_boot: 
     """Macro AUROC of ``p_a`` minus that of ``p_b`` on the same records, with a paired bootstrap 95 % CI."""
 
     def macro(idx: np.ndarray, p: np.ndarray) -> float:
-        values = [auroc(y[idx, c], p[idx, c]) for c in range(y.shape[1])]
-        return float(np.nanmean(values))
+        return float(np.nanmean([auroc(y[idx, c], p[idx, c]) for c in range(y.shape[1])]))
 
-    everyone = np.arange(len(y))
-    rng = np.random.default_rng(seed)
-    boot = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        boot.append(macro(idx, p_a) - macro(idx, p_b))
-    return _interval(macro(everyone, p_a) - macro(everyone, p_b), np.asarray(boot))
+    return bootstrap_interval(lambda idx: macro(idx, p_a) - macro(idx, p_b), len(y), n_boot=n_boot, seed=seed)
 
 
 def run_ptbxl(out: Path, overrides: list[str], limit: int | None, n_boot: int, crossfit: int = 0) -> dict[str, Any]:
@@ -484,6 +492,8 @@ def main() -> None:
                     help="CinC 2017: k-fold cross-validation of the recipe (with --only cinc2017)")
     ap.add_argument("--passes", type=int, default=CINC_PASSES,
                     help="CinC 2017: listings of each normal recording (the rarer classes more)")
+    ap.add_argument("--cv-folds", type=int, nargs="+", default=None,
+                    help="CinC 2017: train only these folds (0-based), e.g. to share a recipe's folds out")
     ap.add_argument("--cv-result", type=Path, default=Path("benchmarks/results/cinc2017_cv.json"),
                     help="cross-validated recipes accumulate here, one entry per recipe")
     ap.add_argument("--crossfit", type=int, default=4,
@@ -497,7 +507,11 @@ def main() -> None:
             raise SystemExit("--cv cross-validates the CinC 2017 recipe: give --only cinc2017 and no --limit")
         done = json.loads(args.cv_result.read_text()) if args.cv_result.is_file() else {}
         name = f"{args.cv}-fold, passes {args.passes}" + "".join(f", {o}" for o in args.overrides)
-        done[name] = _clean(run_cinc_cv(args.out / "cinc2017", args.overrides, args.cv, args.passes, args.bootstrap))
+        result = run_cinc_cv(args.out / "cinc2017", args.overrides, args.cv, args.passes, args.bootstrap, args.cv_folds)
+        if result is None:
+            _log(f"trained folds {args.cv_folds}; the recipe is scored once every fold's model is there")
+            return
+        done[name] = _clean(result)
         done[name]["wall_seconds"] = round(time.time() - start, 1)
         if args.cv_result.is_file():  # another recipe may have finished meanwhile
             done = {**json.loads(args.cv_result.read_text()), name: done[name]}

@@ -36,7 +36,7 @@ from bench_ablation import score_teacher  # the script beside this one
 
 from cardiodistill.config import load_config
 from cardiodistill.data.cohort import open_cohort, paired_spec
-from cardiodistill.evaluate.metrics import auroc
+from cardiodistill.evaluate.metrics import auroc, bootstrap_interval
 from cardiodistill.io.atomic import write_json_atomic
 from cardiodistill.stages.stage2 import encoder_config, unaligned_fusion
 from cardiodistill.stages.stage3 import run_finetune
@@ -59,11 +59,7 @@ def seed_averaged_difference(y: np.ndarray, a: list[np.ndarray], b: list[np.ndar
     def diff(idx: np.ndarray) -> float:
         return float(np.mean([auroc(y[idx], pa[idx]) - auroc(y[idx], pb[idx]) for pa, pb in zip(a, b)]))
 
-    rng = np.random.default_rng(seed)
-    boot = [diff(idx) for idx in (rng.integers(0, len(y), len(y)) for _ in range(n_boot))]
-    boot = np.asarray(boot)[np.isfinite(boot)]
-    lo, hi = np.quantile(boot, [0.025, 0.975])
-    return {"value": diff(np.arange(len(y))), "ci_low": float(lo), "ci_high": float(hi)}
+    return bootstrap_interval(diff, len(y), n_boot=n_boot, seed=seed)
 
 
 def main() -> None:

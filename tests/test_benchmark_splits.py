@@ -10,7 +10,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from bench_real_students import abstention_threshold, cinc_folds, paired_challenge  # noqa: E402
+from bench_real_students import (  # noqa: E402
+    abstention_threshold,
+    cinc_folds,
+    paired_challenge,
+    recipe_difference,
+)
 from ship_cinc2017_student import final_split  # noqa: E402
 
 
@@ -61,3 +66,21 @@ def test_the_abstention_threshold_catches_the_most_noisy_recordings_within_the_n
     assert ((probs.argmax(1) == 3) | (probs[:, 3] >= lower))[y == 0].mean() > 0.05
     assert abstained[y == 3].mean() > (probs.argmax(1) == 3)[y == 3].mean()  # it catches more than the argmax
     assert (probs.argmax(1) == 3)[y == 0].any() and abstention_threshold(probs, y, max_normal=0.0) == 1.0
+
+
+def test_recipes_compare_on_their_recordings_when_both_predictions_are_here_else_fold_by_fold(tmp_path):
+    y = _labels(300)
+    rng = np.random.default_rng(1)
+    better = np.where(rng.random(len(y)) < 0.8, y, 2)
+    worse = np.where(rng.random(len(y)) < 0.6, y, 2)
+    runs = {}
+    for name, pred in (("better", better), ("worse", worse)):
+        (tmp_path / name).mkdir()
+        np.savez(tmp_path / name / "oof.npz", probs=np.eye(4)[pred], target=y)
+        runs[name] = {"folder": str(tmp_path / name), "folds": 3, "challenge_per_fold": [0.7, 0.8, 0.75]}
+    runs["better"]["challenge_per_fold"] = [0.75, 0.81, 0.80]
+    paired = recipe_difference(runs["better"], runs["worse"], 200, 0)
+    assert paired.startswith(f"{paired_challenge(y, better, worse, 0, 0)['value']:+.3f} (")
+    (tmp_path / "worse" / "oof.npz").unlink()  # an earlier run's predictions are not in this checkout
+    assert recipe_difference(runs["better"], runs["worse"], 200, 0) == "+0.037 (folds +0.010 to +0.050)"
+    assert recipe_difference(runs["better"], {**runs["worse"], "folds": 5}, 200, 0) == "n/a"

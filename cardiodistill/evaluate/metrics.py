@@ -1,10 +1,14 @@
 """Discrimination metrics with bootstrap confidence intervals.
 
 AUROC is computed from ranks (the Mann-Whitney U statistic, ties counted as one half), which
-lets a whole batch of bootstrap resamples be scored in one vectorised call.
+lets a whole batch of bootstrap resamples be scored in one vectorised call. :func:`bootstrap_interval`
+gives any other statistic of the records (a challenge score, a difference between two models scored
+on the same records, a mean over training seeds) its percentile interval.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from scipy.stats import rankdata
@@ -101,3 +105,18 @@ def paired_macro_auroc_ci(
     diff = diff[np.isfinite(diff)]
     lo, hi = np.quantile(diff, [alpha / 2, 1 - alpha / 2])
     return float(point), float(lo), float(hi)
+
+
+def bootstrap_interval(
+    statistic: Callable[[np.ndarray], float], n: int, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> dict[str, float]:
+    """``statistic(rows)`` on all ``n`` records and its percentile bootstrap interval:
+    ``{"value", "ci_low", "ci_high"}``. Each resample draws ``n`` row indices with replacement and hands
+    them to ``statistic``, so a statistic that scores two models (or several seeds of one) on those rows
+    gets a paired interval: what the records share cancels. Resamples where the statistic is undefined
+    (NaN, e.g. a class left out) are dropped; with none left the bounds are NaN."""
+    rng = np.random.default_rng(seed)
+    boot = np.array([statistic(rng.integers(0, n, n)) for _ in range(n_boot)], dtype=float)
+    boot = boot[np.isfinite(boot)]
+    lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2]) if len(boot) else (np.nan, np.nan)
+    return {"value": float(statistic(np.arange(n))), "ci_low": float(lo), "ci_high": float(hi)}
