@@ -259,6 +259,11 @@ def run_cinc(out: Path, overrides: list[str], limit: int | None, n_boot: int) ->
     return result
 
 
+def recipe_tag(passes: int, overrides: list[str]) -> str:
+    """A recipe's part of its run folders' names: ``passes24``, ``passes24-<override>``, ..."""
+    return f"passes{passes}" + "".join("-" + o.replace("/", "_") for o in overrides)
+
+
 def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: int,
                 folds: list[int] | None = None) -> dict[str, Any] | None:
     """``k``-fold cross-validation of the CinC 2017 recipe (``passes``, ``overrides``) over A00001-A06000:
@@ -272,7 +277,7 @@ def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: in
     seed = cfg.trainer.seed
     arrays = cinc_arrays(DATA / "cinc2017", out / "arrays.npz", None)
     x, lengths, target = arrays["x"], arrays["lengths"], arrays["target"]
-    folder = out / f"cv{k}-passes{passes}{''.join('-' + o.replace('/', '_') for o in overrides)}"
+    folder = out / f"cv{k}-{recipe_tag(passes, overrides)}"
     probs = np.full((len(target), len(CINC_OUTPUTS)), np.nan, np.float32)
     thresholds = np.full(len(target), np.nan)  # each recording's model's noisy threshold, from its validation
     per_fold, seconds = [], []

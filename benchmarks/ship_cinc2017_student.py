@@ -5,7 +5,7 @@ After ``bench_real_students.py --only cinc2017 --cv 5`` has cross-validated one 
 
 1. The recipe with the best pooled out-of-fold challenge score (``--recipe`` to name one) is trained once more
    on A00001-A06000 but a stratified, seeded tenth (the validation recordings: checkpoint choice, int8
-   calibration and the export gate), in ``runs/real/cinc2017/final-passes<P>``.
+   calibration and the export gate), in ``runs/real/cinc2017/final-passes<P>[-<overrides>]``.
 2. ``cardiodistill export``'s gate (:func:`cardiodistill.deploy.export_student_model`): int8 kept only if its
    macro AUROC on the validation recordings (one centred 10-s window each) is within 0.02 of float32, else
    fp16, else fp32; written to ``cardiodistill/weights/cinc2017_lead1.onnx``.
@@ -44,6 +44,7 @@ from bench_real_students import (  # noqa: E402
     challenge_scores,
     cinc_student,
     evaluate_cinc,
+    recipe_tag,
 )
 from sklearn.model_selection import train_test_split  # noqa: E402
 
@@ -217,7 +218,7 @@ def main() -> None:
     split = final_split(target)
     cfg = _config(CINC_SETS, cv["overrides"])
     path = cinc_student({"x": x, "lengths": lengths, "target": target}, split,
-                        args.run / f"final-passes{cv['passes']}", cfg, cv["passes"])
+                        args.run / f"final-{recipe_tag(cv['passes'], cv['overrides'])}", cfg, cv["passes"])
     set_threads(cfg.trainer.threads)
     student = load_model(path)
     val_rows = split["val"]
