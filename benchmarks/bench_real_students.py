@@ -213,9 +213,10 @@ def cinc_folds(target: np.ndarray, k: int, seed: int) -> list[dict[str, np.ndarr
 
 
 def cinc_student(arrays: dict[str, np.ndarray], split: dict[str, np.ndarray], folder: Path, cfg: Config,
-                 passes: int) -> Path:
+                 passes: int, window: int = WINDOW) -> Path:
     """Train (or find) the lead-I student on ``split["train"]`` with its checkpoint chosen on ``split["val"]``;
-    ``passes``: listings of each normal recording, the rarer classes square-root more (module doc)."""
+    ``passes``: listings of each normal recording, the rarer classes square-root more (module doc);
+    ``window``: samples per training crop and per evaluation window."""
     x, lengths, target = arrays["x"], arrays["lengths"], arrays["target"]
     path = folder / "student.pt"
     if path.is_file():
@@ -225,14 +226,14 @@ def cinc_student(arrays: dict[str, np.ndarray], split: dict[str, np.ndarray], fo
     per_class = np.round(passes * np.sqrt(counts.max() / np.maximum(counts, 1))).astype(np.int64)
     onehot = np.eye(4, dtype=np.float32)[target]
     train = ArrayDataset(x[split["train"]], onehot[split["train"]], lengths=lengths[split["train"]],
-                         crop=WINDOW, repeats=per_class[target[split["train"]]], seed=seed)
-    val = ArrayDataset(x[split["val"]], onehot[split["val"]], lengths=lengths[split["val"]], crop=WINDOW,
+                         crop=window, repeats=per_class[target[split["train"]]], seed=seed)
+    val = ArrayDataset(x[split["val"]], onehot[split["val"]], lengths=lengths[split["val"]], crop=window,
                        random_crop=False)
     _log(f"CinC 2017: lead-I student on {len(split['train'])} recordings ({len(train)} listings) -> {folder}")
     start = time.time()
     student = fit_array_student(train, val, folder, outputs=CINC_OUTPUTS, n_leads=1, config=cfg, fs=FS)
     save_model(student, path, task="multiclass", triage=None, abstain_outputs=["noisy"], leads=["I"],
-               outputs=CINC_OUTPUTS, distilled=False, lvef=False, band_hz=[0.5, 40.0], window_s=WINDOW / FS,
+               outputs=CINC_OUTPUTS, distilled=False, lvef=False, band_hz=[0.5, 40.0], window_s=window / FS,
                train_seconds=round(time.time() - start, 1), n_train=len(split["train"]),
                oversampling=dict(zip(CINC_OUTPUTS, per_class.tolist())),
                data="PhysioNet/CinC 2017 A00001-A06000", seed=seed)
@@ -259,13 +260,20 @@ def run_cinc(out: Path, overrides: list[str], limit: int | None, n_boot: int) ->
     return result
 
 
-def recipe_tag(passes: int, overrides: list[str]) -> str:
-    """A recipe's part of its run folders' names: ``passes24``, ``passes24-<override>``, ..."""
-    return f"passes{passes}" + "".join("-" + o.replace("/", "_") for o in overrides)
+def recipe_tag(passes: int, overrides: list[str], window: int = WINDOW) -> str:
+    """A recipe's part of its run folders' names: ``passes24``, ``passes24-window30s``, ``passes24-<override>``..."""
+    tag = f"passes{passes}" + ("" if window == WINDOW else f"-window{window / FS:g}s")
+    return tag + "".join("-" + o.replace("/", "_") for o in overrides)
+
+
+def recipe_name(k: int, passes: int, overrides: list[str], window: int = WINDOW) -> str:
+    """A cross-validated recipe's key in ``cinc2017_cv.json``: ``5-fold, passes 24[, window 30 s][, <override>]``."""
+    return (f"{k}-fold, passes {passes}" + ("" if window == WINDOW else f", window {window / FS:g} s")
+            + "".join(f", {o}" for o in overrides))
 
 
 def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: int,
-                folds: list[int] | None = None) -> dict[str, Any] | None:
+                folds: list[int] | None = None, window: int = WINDOW) -> dict[str, Any] | None:
     """``k``-fold cross-validation of the CinC 2017 recipe (``passes``, ``overrides``) over A00001-A06000:
     the challenge score of each test fold (mean and SD over folds), and every metric of
     :func:`evaluate_cinc` on the pooled out-of-fold predictions (each recording scored by the one model that
@@ -277,22 +285,22 @@ def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: in
     seed = cfg.trainer.seed
     arrays = cinc_arrays(DATA / "cinc2017", out / "arrays.npz", None)
     x, lengths, target = arrays["x"], arrays["lengths"], arrays["target"]
-    folder = out / f"cv{k}-{recipe_tag(passes, overrides)}"
+    folder = out / f"cv{k}-{recipe_tag(passes, overrides, window)}"
     probs = np.full((len(target), len(CINC_OUTPUTS)), np.nan, np.float32)
     thresholds = np.full(len(target), np.nan)  # each recording's model's noisy threshold, from its validation
     per_fold, seconds = [], []
     set_threads(cfg.trainer.threads)
     splits = cinc_folds(target, k, seed)
     for i in range(k) if folds is None else folds:
-        cinc_student(arrays, splits[i], folder / f"fold{i}", cfg, passes)
+        cinc_student(arrays, splits[i], folder / f"fold{i}", cfg, passes, window)
     if not all((folder / f"fold{i}" / "student.pt").is_file() for i in range(k)):
         return None
     for i, split in enumerate(splits):
-        path = cinc_student(arrays, split, folder / f"fold{i}", cfg, passes)  # trained above, or by another run
+        path = cinc_student(arrays, split, folder / f"fold{i}", cfg, passes, window)  # above, or by another run
         set_threads(cfg.trainer.threads)
         model, test, val = load_model(path), split["test"], split["val"]
-        probs[test] = predict_arrays(model, x[test], lengths=lengths[test], window=WINDOW)["probs"]
-        p_val = predict_arrays(model, x[val], lengths=lengths[val], window=WINDOW)["probs"]
+        probs[test] = predict_arrays(model, x[test], lengths=lengths[test], window=window)["probs"]
+        p_val = predict_arrays(model, x[val], lengths=lengths[val], window=window)["probs"]
         thresholds[test] = abstention_threshold(p_val, target[val])
         per_fold.append(challenge_scores(target[test], probs[test].argmax(1), 0, seed)["challenge"]["value"])
         seconds.append(read_model_file(path).get("train_seconds"))
@@ -301,7 +309,7 @@ def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: in
     result["abstention_thresholded"] = {**thresholded_abstention(probs, target, thresholds, n_boot, seed),
                                         "thresholds": sorted(set(thresholds.tolist())),
                                         "max_normal_on_validation": MAX_NORMAL_ABSTAINED}
-    result.update(folds=k, passes=passes, overrides=overrides, folder=str(folder),
+    result.update(folds=k, passes=passes, window=window, overrides=overrides, folder=str(folder),
                   challenge_per_fold=per_fold, challenge_fold_mean=float(np.mean(per_fold)),
                   challenge_fold_sd=float(np.std(per_fold, ddof=1)), train_seconds=seconds)
     return result
@@ -497,6 +505,8 @@ def main() -> None:
                     help="CinC 2017: k-fold cross-validation of the recipe (with --only cinc2017)")
     ap.add_argument("--passes", type=int, default=CINC_PASSES,
                     help="CinC 2017: listings of each normal recording (the rarer classes more)")
+    ap.add_argument("--window-s", type=float, default=WINDOW / FS,
+                    help="CinC 2017: seconds per training crop and per evaluation window")
     ap.add_argument("--cv-folds", type=int, nargs="+", default=None,
                     help="CinC 2017: train only these folds (0-based), e.g. to share a recipe's folds out")
     ap.add_argument("--cv-result", type=Path, default=Path("benchmarks/results/cinc2017_cv.json"),
@@ -511,8 +521,10 @@ def main() -> None:
         if args.only != "cinc2017" or args.limit is not None:
             raise SystemExit("--cv cross-validates the CinC 2017 recipe: give --only cinc2017 and no --limit")
         done = json.loads(args.cv_result.read_text()) if args.cv_result.is_file() else {}
-        name = f"{args.cv}-fold, passes {args.passes}" + "".join(f", {o}" for o in args.overrides)
-        result = run_cinc_cv(args.out / "cinc2017", args.overrides, args.cv, args.passes, args.bootstrap, args.cv_folds)
+        window = round(args.window_s * FS)
+        name = recipe_name(args.cv, args.passes, args.overrides, window)
+        result = run_cinc_cv(args.out / "cinc2017", args.overrides, args.cv, args.passes, args.bootstrap,
+                             args.cv_folds, window)
         if result is None:
             _log(f"trained folds {args.cv_folds}; the recipe is scored once every fold's model is there")
             return

@@ -217,18 +217,20 @@ def main() -> None:
         x, lengths, target, records = saved["x"], saved["lengths"], saved["target"], saved["record"]
     split = final_split(target)
     cfg = _config(CINC_SETS, cv["overrides"])
+    window = cv.get("window", WINDOW)  # entries before the window was a recipe's choice used WINDOW
     path = cinc_student({"x": x, "lengths": lengths, "target": target}, split,
-                        args.run / f"final-{recipe_tag(cv['passes'], cv['overrides'])}", cfg, cv["passes"])
+                        args.run / f"final-{recipe_tag(cv['passes'], cv['overrides'], window)}", cfg, cv["passes"],
+                        window)
     set_threads(cfg.trainer.threads)
     student = load_model(path)
     val_rows = split["val"]
-    p_val = predict_arrays(student, x[val_rows], lengths=lengths[val_rows], window=WINDOW)["probs"]
+    p_val = predict_arrays(student, x[val_rows], lengths=lengths[val_rows], window=window)["probs"]
     offline = evaluate_cinc(p_val, target[val_rows], args.bootstrap, 0)
     offline["params"] = sum(p.numel() for p in student.parameters())
     noisy_threshold = abstention_threshold(p_val, target[val_rows])
 
     val = ArrayDataset(x[val_rows], np.eye(4, dtype=np.float32)[target[val_rows]], lengths=lengths[val_rows],
-                       crop=WINDOW, random_crop=False)
+                       crop=window, random_crop=False)
     val_x = np.stack([val[i]["mobile"].numpy() for i in range(len(val))])
     out = WEIGHTS / "cinc2017_lead1.onnx"
     gate = export_student_model(path, out, val_x=val_x, val_y=np.eye(4, dtype=np.float32)[target[val_rows]],

@@ -11,10 +11,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from bench_real_students import (  # noqa: E402
+    WINDOW,
     abstention_threshold,
     cinc_folds,
     paired_challenge,
     recipe_difference,
+    recipe_name,
+    recipe_tag,
 )
 from ship_cinc2017_student import final_split  # noqa: E402
 
@@ -84,3 +87,11 @@ def test_recipes_compare_on_their_recordings_when_both_predictions_are_here_else
     (tmp_path / "worse" / "oof.npz").unlink()  # an earlier run's predictions are not in this checkout
     assert recipe_difference(runs["better"], runs["worse"], 200, 0) == "+0.037 (folds +0.010 to +0.050)"
     assert recipe_difference(runs["better"], {**runs["worse"], "folds": 5}, 200, 0) == "n/a"
+
+
+def test_a_recipe_with_another_window_gets_its_own_folders_and_key():
+    assert recipe_tag(24, []) == "passes24"
+    assert recipe_tag(24, [], WINDOW) == recipe_tag(24, [])
+    assert recipe_tag(24, ["a=1"], 3000) == "passes24-window30s-a=1"
+    assert recipe_name(5, 24, []) == "5-fold, passes 24"  # the keys already in cinc2017_cv.json stay valid
+    assert recipe_name(5, 24, ["a=1"], 3000) == "5-fold, passes 24, window 30 s, a=1"
