@@ -64,7 +64,7 @@ import io
 import json
 import math
 import multiprocessing
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from os import PathLike
 from pathlib import Path
@@ -102,7 +102,7 @@ from .cache import (
 )
 from .ecg_windows import WindowSpec, record_windows
 
-__all__ = ["MODALITIES", "PairedCache", "PairedDataset", "PairedSpec", "build_paired_cache"]
+__all__ = ["MODALITIES", "PairedCache", "PairedDataset", "PairedSpec", "build_paired_cache", "model_item", "model_zeros"]
 
 CACHE_FORMAT = "cardiodistill-paired"
 CACHE_VERSION = 2  # 2: pseudonymous ids, split_bucket, bounded and confined manifest paths
@@ -555,6 +555,46 @@ class PairedCache(ArrayCache):
         self.present = {m: self.load(f"has_{m}") for m in MODALITIES}
 
 
+def model_zeros(spec: PairedSpec, n_labs: int) -> dict[str, np.ndarray]:
+    """What an absent modality reads as (:func:`model_item`): zeros of each model input's shape and dtype."""
+    win, n_mobile, clip = spec.ecg.n_samples, len(spec.mobile_leads), spec.clip
+    return {
+        "ecg": np.zeros((len(LEADS_12), win), np.float32), "ecg_present": np.zeros(len(LEADS_12), bool),
+        "mobile": np.zeros((n_mobile, win), np.float32), "mobile_present": np.zeros(n_mobile, bool),
+        "echo": np.zeros((clip.frames, clip.size, clip.size), np.float32),
+        "echo_mask": np.zeros((clip.size,) * 2, bool), "labs": np.zeros(n_labs, np.float32),
+    }
+
+
+def model_item(stored: Callable[[str], np.ndarray], has: Mapping[str, bool], *, labels: Mapping[str, Any], note: str,
+               phases: Mapping[str, Any], row: int, zeros: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """One study as model input (:class:`PairedDataset`'s items) from its stored arrays (``stored(name)``, the
+    cache's dtypes), the modalities it has and may use (``has``), its labels, note text, phases and cache row.
+    Shared by the cache and the streaming format (:mod:`~cardiodistill.data.streaming`), so both feed the
+    models the same item."""
+    item: dict[str, Any] = {}
+
+    def array(name: str, present: bool) -> np.ndarray:
+        if not present:
+            return zeros[name].copy()  # a copy: an item modified in place must not change the next one
+        return np.array(stored(name), dtype=zeros[name].dtype)
+
+    for modality, names in (("ecg", ("ecg", "ecg_present")), ("mobile", ("mobile", "mobile_present")),
+                            ("echo", ("echo_mask",)), ("labs", ("labs",))):
+        for name in names:
+            item[name] = torch.from_numpy(array(name, has[modality]))
+    frames = stored("echo") if has["echo"] else zeros["echo"]  # normalising copies
+    item["echo"] = torch.from_numpy(normalise_frames(frames, item["echo_mask"].numpy()))
+    item["note"] = note if has["note"] else ""
+    item.update({f"has_{m}": torch.tensor(has[m]) for m in MODALITIES})
+    item.update({name: torch.tensor(v) for name, v in labels.items()})
+    for name in PHASES:
+        blank = name in ("ecg_phase", "echo_phase") and not has[name.split("_")[0]]
+        item[name] = torch.tensor(NONE if blank else phases[name], dtype=torch.long)
+    item["index"] = torch.tensor(row, dtype=torch.long)
+    return item
+
+
 class PairedDataset(Dataset):
     """Studies of a :class:`PairedCache` (optionally a subset, by cache row) as model input.
 
@@ -585,41 +625,16 @@ class PairedDataset(Dataset):
         }
         self._notes = table["note"].tolist()
         self._phases = {name: cache.load(name).astype(np.int64) for name in PHASES}
-        spec = cache.spec
-        win, n_mobile, clip = spec.ecg.n_samples, len(spec.mobile_leads), spec.clip
-        self._zeros = {
-            "ecg": np.zeros((len(LEADS_12), win), np.float32), "ecg_present": np.zeros(len(LEADS_12), bool),
-            "mobile": np.zeros((n_mobile, win), np.float32), "mobile_present": np.zeros(n_mobile, bool),
-            "echo": np.zeros((clip.frames, clip.size, clip.size), np.float32),
-            "echo_mask": np.zeros((clip.size,) * 2, bool), "labs": np.zeros(len(cache.lab_names), np.float32),
-        }
+        self._zeros = model_zeros(cache.spec, len(cache.lab_names))
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _array(self, name: str, row: int, present: bool) -> np.ndarray:
-        if not present:
-            return self._zeros[name].copy()  # a copy: an item modified in place must not change the next one
-        return np.array(self.cache.item(name, row), dtype=self._zeros[name].dtype)
-
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = int(self.indices[i])
-        has = {m: bool(self._has[m][row]) for m in MODALITIES}
-        item: dict[str, Any] = {}
-        for modality, names in (("ecg", ("ecg", "ecg_present")), ("mobile", ("mobile", "mobile_present")),
-                                ("echo", ("echo_mask",)), ("labs", ("labs",))):
-            for name in names:
-                item[name] = torch.from_numpy(self._array(name, row, has[modality]))
-        frames = self.cache.item("echo", row) if has["echo"] else self._zeros["echo"]  # normalising copies
-        item["echo"] = torch.from_numpy(normalise_frames(frames, item["echo_mask"].numpy()))
-        item["note"] = self._notes[row] if has["note"] else ""
-        item.update({f"has_{m}": torch.tensor(has[m]) for m in MODALITIES})
-        item.update({name: torch.tensor(v[row]) for name, v in self._labels.items()})
-        for name in PHASES:
-            blank = name in ("ecg_phase", "echo_phase") and not has[name.split("_")[0]]
-            item[name] = torch.tensor(NONE if blank else self._phases[name][row], dtype=torch.long)
-        item["index"] = torch.tensor(row, dtype=torch.long)
-        return item
+        return model_item(lambda name: self.cache.item(name, row), {m: bool(self._has[m][row]) for m in MODALITIES},
+                          labels={name: v[row] for name, v in self._labels.items()}, note=self._notes[row],
+                          phases={name: v[row] for name, v in self._phases.items()}, row=row, zeros=self._zeros)
 
     def targets(self, indices: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
         """``triage`` float32 ``[n]``, ``dx`` float32 ``[n, n_dx]``, ``lvef`` float32 ``[n]`` (NaN when

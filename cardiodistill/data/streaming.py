@@ -1,0 +1,229 @@
+"""The paired cohort in an established streaming format (LitData): object storage, shuffling, resume, rank balance.
+
+The paired cache (:mod:`~cardiodistill.data.paired`) is a local folder read by random access, which
+is right for a laptop and for one machine. A team with terabytes of echo keeps its studies in object
+storage and trains on many GPUs; for that the same studies, preprocessed the same way, are written
+by :func:`write_stream` as `LitData <https://github.com/Lightning-AI/litData>`_ chunks, one data
+set per split::
+
+    <root>/stream.json    format, version, the PairedSpec, lab and dx names, studies per split and the
+                          source cache's digest; written last, so a stream without it is incomplete
+    <root>/train/         LitData's index.json + chunk-*.bin
+    <root>/val/  <root>/test/
+
+``<root>`` is a local folder or an object-store URL (``s3://``, ``gs://``, ``azure://``): a remote
+stream is written locally and uploaded, ``stream.json`` last; read, LitData downloads the chunks it
+needs into a bounded local cache. :class:`StudyStream` reads one split and yields exactly
+:class:`~cardiodistill.data.paired.PairedDataset`'s items (both go through
+:func:`~cardiodistill.data.paired.model_item`) plus ``split_bucket``, so a job takes either.
+
+What LitData does, and this module does not re-implement: shuffling across chunks from
+``(seed, epoch)``; dealing chunks to ranks and DataLoader workers so that each study is read by one
+of them once per epoch, ``drop_last`` giving every rank the same number of studies under DDP; and
+resuming mid-epoch from a :class:`litdata.StreamingDataLoader`'s ``state_dict`` (Lightning keeps it
+in its checkpoints). The toolkit's own part is what a study is and that it reads the same from the
+cache and from the stream.
+
+LitData is pinned below 0.2.45: later releases require torchvision, whose PyPI build does not load
+against the CPU-only torch wheels, and a torchvision that is installed but does not load breaks
+``import torchmetrics`` and with it Lightning. Its streaming dataset asks PyPI for a newer LitData
+whenever one is made (a 30-s timeout on a cluster node without internet, and a warning); that check is
+switched off here, as a job must not reach the internet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from litdata import StreamingDataLoader, StreamingDataset
+from litdata.streaming import dataset as _litdata_dataset
+from litdata.streaming.writer import BinaryWriter
+
+from ..errors import DataError
+from ..io.atomic import write_json_atomic
+from .paired import MODALITIES, PHASES, PairedCache, PairedSpec, model_item, model_zeros
+
+__all__ = ["META_NAME", "SPLITS", "StudyStream", "read_stream_meta", "stream_loader", "write_stream"]
+
+META_NAME = "stream.json"
+STREAM_FORMAT = "cardiodistill-stream"
+STREAM_VERSION = 1
+SPLITS = ("train", "val", "test")
+DEFAULT_CHUNK_BYTES = "64MB"  # LitData's advice for remote reads: tens of MB per chunk
+
+if hasattr(_litdata_dataset, "_check_version_and_prompt_upgrade"):  # no PyPI look-up per dataset (module doc)
+    _litdata_dataset._check_version_and_prompt_upgrade = lambda version: None
+
+Progress = Callable[[int, int], None]  # (studies written so far, total)
+
+
+def is_remote(root: str | os.PathLike[str]) -> bool:
+    return "://" in str(root)
+
+
+def _join(root: str | os.PathLike[str], *parts: str) -> str:
+    return "/".join([str(root).rstrip("/"), *parts]) if is_remote(root) else str(Path(root).joinpath(*parts))
+
+
+def _source_digest(cache: PairedCache) -> str:
+    """What the stream was made from: the cache's spec and source files (not the ids or paths themselves)."""
+    data = json.dumps({"spec": cache.meta["spec"], "files": cache.meta.get("files"), "n": len(cache)}, sort_keys=True,
+                      default=str)
+    return hashlib.blake2b(data.encode(), digest_size=8).hexdigest()
+
+
+def stored_study(cache: PairedCache, row: int) -> dict[str, Any]:
+    """Row ``row`` of the cache as the stream stores it: the cache's arrays in their stored dtypes, the
+    labels, the note, the (pseudonymous) ids, ``split_bucket`` and the cache row."""
+    table = cache.table.iloc[row]
+    study: dict[str, Any] = {name: np.asarray(cache.item(name, row)) for name in cache.meta["arrays"]}
+    study.update(
+        row=int(row), split_bucket=int(table["split_bucket"]), triage=float(table["triage"]),
+        dx=table[cache.dx_names].to_numpy(np.float32).reshape(len(cache.dx_names)), lvef=float(table["lvef"]),
+        note=str(table["note"]) if isinstance(table["note"], str) else "", patient_id=str(table["patient_id"]),
+        study_id=str(table["study_id"]), sex=str(table["sex"]), age=float(table["age"]),
+    )
+    return study
+
+
+def _write_split(cache: PairedCache, rows: Iterable[int], folder: Path, chunk_bytes: str | int,
+                 progress: Callable[[], None]) -> int:
+    folder.mkdir(parents=True)
+    writer = BinaryWriter(str(folder), chunk_bytes=chunk_bytes)
+    n = 0
+    for n, row in enumerate(rows, 1):
+        writer[n - 1] = stored_study(cache, int(row))
+        progress()
+    if n:
+        writer.done()
+        writer.merge()
+    return n
+
+
+def _provider(url: str, storage_options: Mapping[str, Any] | None):
+    from litdata.streaming.fs_provider import _get_fs_provider
+
+    return _get_fs_provider(url, dict(storage_options or {}))
+
+
+def read_stream_meta(root: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+                     ) -> dict[str, Any] | None:
+    """``stream.json`` of the stream at ``root`` (a folder or a URL), or ``None`` where there is none."""
+    if not is_remote(root):
+        path = Path(root) / META_NAME
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise DataError(f"unreadable stream index ({err})", path) from None
+    provider, url = _provider(str(root), storage_options), _join(root, META_NAME)
+    if not provider.exists(url):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        provider.download_file(url, os.path.join(tmp, META_NAME))
+        return json.loads(Path(tmp, META_NAME).read_text())
+
+
+def write_stream(cache: PairedCache, out: str | os.PathLike[str], *, chunk_bytes: str | int = DEFAULT_CHUNK_BYTES,
+                 storage_options: Mapping[str, Any] | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Write the studies of ``cache`` as a stream at ``out`` (a folder or an object-store URL; module doc)
+    and return its ``stream.json``. A stream already there from the same cache is kept as it is; anything
+    else at ``out`` is refused. Written atomically: a local stream is built beside ``out`` and renamed, a
+    remote one uploaded with ``stream.json`` last."""
+    digest = _source_digest(cache)
+    old = read_stream_meta(out, storage_options)
+    if old is not None:
+        if old.get("format") == STREAM_FORMAT and old.get("version") == STREAM_VERSION and old.get("source") == digest:
+            return old
+        raise DataError("holds another stream; delete it or write elsewhere", out)
+    if not is_remote(out) and Path(out).exists() and any(Path(out).iterdir()):
+        raise DataError("exists and is not a stream; delete it or write elsewhere", out)
+    split = cache.table["split"].astype(str).to_numpy()
+    rows = {s: np.flatnonzero(split == s) for s in SPLITS}
+    total, done = sum(len(r) for r in rows.values()), [0]
+
+    def step() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
+    parent = Path(out).parent if not is_remote(out) else None
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{Path(str(out)).name}.partial-", dir=parent))
+    try:
+        counts = {s: _write_split(cache, r, tmp / s, chunk_bytes, step) for s, r in rows.items()}
+        meta = {"format": STREAM_FORMAT, "version": STREAM_VERSION, "spec": cache.spec.to_dict(),
+                "lab_names": cache.lab_names, "dx_names": cache.dx_names, "splits": counts, "source": digest,
+                "real_ids": bool(cache.meta.get("real_ids", False))}
+        write_json_atomic(tmp / META_NAME, meta)
+        if parent is not None:
+            if Path(out).exists():
+                Path(out).rmdir()  # empty (checked above)
+            os.replace(tmp, out)
+        else:
+            provider = _provider(str(out), storage_options)
+            files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != META_NAME)
+            for path in [*files, tmp / META_NAME]:  # the index last: readers see the stream whole or not at all
+                provider.upload_file(str(path), _join(out, *path.relative_to(tmp).parts))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+class StudyStream(StreamingDataset):
+    """One split of a stream (module doc) as model input: :class:`~cardiodistill.data.paired.PairedDataset`'s
+    items plus ``split_bucket``. A LitData ``StreamingDataset``: read it with :func:`stream_loader` (or
+    ``litdata.StreamingDataLoader``) to shuffle from ``(seed, epoch)``, share it between ranks and workers,
+    and resume mid-epoch from the loader's ``state_dict``. ``modalities`` as in ``PairedDataset``;
+    ``cache_dir`` / ``max_cache_size``: where and how much of a remote stream is kept locally."""
+
+    def __init__(self, root: str | os.PathLike[str], split: str = "train", *, modalities: Iterable[str] = MODALITIES,
+                 shuffle: bool = False, seed: int = 0, drop_last: bool | None = None,
+                 storage_options: Mapping[str, Any] | None = None, cache_dir: str | None = None,
+                 max_cache_size: str = "50GB"):
+        meta = read_stream_meta(root, storage_options)
+        if meta is None:
+            raise DataError(f"not a stream (no {META_NAME}; a stream is written by `cardiodistill stream`)", root)
+        if meta.get("format") != STREAM_FORMAT or meta.get("version") != STREAM_VERSION:
+            raise DataError(f"a stream of format {meta.get('format')} version {meta.get('version')}; this toolkit "
+                            f"reads {STREAM_FORMAT} version {STREAM_VERSION}: write it again", root)
+        if not meta["splits"].get(split):
+            raise DataError(f"the stream has no {split!r} studies", root)
+        unknown = sorted(set(modalities) - set(MODALITIES))
+        if unknown:
+            raise DataError(f"unknown modalities {', '.join(unknown)}; expected some of {', '.join(MODALITIES)}", root)
+        super().__init__(_join(root, split), cache_dir=cache_dir, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                         storage_options=dict(storage_options or {}), max_cache_size=max_cache_size)
+        self.root, self.split, self.meta = str(root), split, meta
+        self.spec = PairedSpec.from_dict(meta["spec"])
+        self.lab_names, self.dx_names = list(meta["lab_names"]), list(meta["dx_names"])
+        self.modalities = tuple(modalities)
+        self._zeros = model_zeros(self.spec, len(self.lab_names))
+
+    def __getitem__(self, index: Any) -> dict[str, Any]:
+        study = super().__getitem__(index)
+        has = {m: bool(study[f"has_{m}"]) and m in self.modalities for m in MODALITIES}
+        item = model_item(study.__getitem__, has,
+                          labels={"triage": np.float32(study["triage"]), "dx": np.asarray(study["dx"], np.float32),
+                                  "lvef": np.float32(study["lvef"])},
+                          note=study["note"], phases={name: np.asarray(study[name], np.int64) for name in PHASES},
+                          row=int(study["row"]), zeros=self._zeros)
+        item["split_bucket"] = torch.tensor(int(study["split_bucket"]), dtype=torch.long)
+        return item
+
+
+def stream_loader(stream: StudyStream, batch_size: int, *, num_workers: int = 0, **kwargs: Any):
+    """A ``litdata.StreamingDataLoader`` over ``stream``: it shares the stream between ranks and workers and
+    has the ``state_dict`` / ``load_state_dict`` that resume it mid-epoch."""
+    return StreamingDataLoader(stream, batch_size=batch_size, num_workers=num_workers, **kwargs)
