@@ -330,29 +330,87 @@ def _stage(kind: str, config: str, set_, out: Path, overwrite: bool):
     return cfg
 
 
-@app.command(short_help="Stage 2: align the modality encoders on paired studies.")
-def align(
+EcgEncoderOpt = Annotated[Optional[Path], typer.Option(
+    "--ecg-encoder", help="Stage-1 ECG encoder.pt (default: a fresh encoder).")]
+VideoEncoderOpt = Annotated[Optional[Path], typer.Option(
+    "--video-encoder", help="Stage-1 video encoder.pt (default: fresh).")]
+EndpointOpt = Annotated[Optional[str], typer.Option(
+    "--endpoint-url", metavar="URL", help="An S3-compatible server's address (MinIO, Ceph...) for s3:// streams.")]
+
+
+def _storage_options(endpoint_url: str | None) -> dict:
+    return {"endpoint_url": endpoint_url} if endpoint_url else {}
+
+
+@app.command("stream", short_help="Write a cohort as a stream: object storage, many GPUs.")
+def stream_cmd(
     cohort: CohortOpt,
-    out: RunOutOpt = Path("runs/align"),
-    ecg_encoder: Annotated[Optional[Path], typer.Option(help="Stage-1 ECG encoder.pt (default: a fresh encoder).")] = None,
-    video_encoder: Annotated[Optional[Path], typer.Option(help="Stage-1 video encoder.pt (default: fresh).")] = None,
+    out: Annotated[str, typer.Option("--out", "-o", metavar="FOLDER|URL",
+                                     help="A folder, or an object-store URL (s3://, gs://, azure://).")],
+    ecg_encoder: EcgEncoderOpt = None,
+    video_encoder: VideoEncoderOpt = None,
     config: ConfigOpt = "quick",
     set_: SetOpt = None,
+    endpoint_url: EndpointOpt = None,
+    chunk_mb: Annotated[int, typer.Option(min=1, metavar="MB", help="Size of a chunk.")] = 64,
+) -> None:
+    """Write a cohort folder (manifest.csv + clinical files) as a LitData stream that the stages read with
+    --stream: every study preprocessed once for the encoders' inputs (those of --ecg-encoder and
+    --video-encoder, else of align.*), one data set per split. A stream already there from the same
+    cohort is kept."""
+    from .data.streaming import write_stream
+    from .stages.stage2 import encoder_config
+
+    cfg = load_config(config, list(set_ or []))
+    ecg = encoder_config(ecg_encoder, cfg.align.ecg_model, "align.ecg_model")
+    video = encoder_config(video_encoder, cfg.align.video_model, "align.video_model")
+    data = _open(cfg, cohort, {"ecg": ecg[0], "echo": video[0]})
+    with _progress() as bar:
+        task = bar.add_task("writing the stream", total=len(data.table))
+        meta = write_stream(data.cache, out, chunk_bytes=chunk_mb * 1_000_000,
+                            storage_options=_storage_options(endpoint_url),
+                            progress=lambda done, total: bar.update(task, completed=done))
+    counts = ", ".join(f"{n} {split}" for split, n in meta["splits"].items())
+    console.print(f"[green]stream of {counts} studies:[/] {out}")
+
+
+@app.command(short_help="Stage 2: align the modality encoders on paired studies.")
+def align(
+    cohort: Annotated[Optional[Path], typer.Option(
+        "--cohort", metavar="FOLDER", help="Cohort folder: manifest.csv plus the files it names.")] = None,
+    stream: Annotated[Optional[str], typer.Option(
+        "--stream", metavar="FOLDER|URL", help="Or a stream written by `cardiodistill stream`.")] = None,
+    out: RunOutOpt = Path("runs/align"),
+    ecg_encoder: EcgEncoderOpt = None,
+    video_encoder: VideoEncoderOpt = None,
+    config: ConfigOpt = "quick",
+    set_: SetOpt = None,
+    endpoint_url: EndpointOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Stage 2: align the ECG, echo, labs and note encoders on paired studies, without labels.
 
     Objectives (align.objectives): clip, clip_loo, temporal (ECG R-peak / T end vs echo
     end-diastole / end-systole), multimae (joint masked modelling with modality dropout). Trains
-    on the training split; writes OUT/aligned.pt. An interrupted run continues from its checkpoint.
+    on the training split (its losses watched on a hashed share of it, or on a stream's val split);
+    writes OUT/aligned.pt. An interrupted run continues from its checkpoint, mid-epoch.
     """
     from .runs import finish_run
+    from .stages.common import spec_of
     from .stages.stage2 import encoder_config, run_align
 
+    if (cohort is None) == (stream is None):
+        raise typer.BadParameter("give one of --cohort and --stream")
     cfg = _stage("align", config, set_, out, overwrite)
     ecg = encoder_config(ecg_encoder, cfg.align.ecg_model, "align.ecg_model")
     video = encoder_config(video_encoder, cfg.align.video_model, "align.video_model")
-    data = _open(cfg, cohort, {"ecg": ecg[0], "echo": video[0]})
+    if stream is not None:
+        from .data.streaming import open_stream
+
+        data = open_stream(stream, spec_of({"ecg": ecg[0], "echo": video[0]}),
+                           storage_options=_storage_options(endpoint_url))
+    else:
+        data = _open(cfg, cohort, {"ecg": ecg[0], "echo": video[0]})
     summary = run_align(cfg, data, out, ecg=ecg, video=video)
     finish_run(out, "align", steps=summary["steps"])
     console.print(f"[green]alignment finished after {summary['steps']} steps:[/] {out / 'aligned.pt'}")

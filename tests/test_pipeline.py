@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -20,6 +21,7 @@ import torch
 from cardiodistill.cli import main
 from cardiodistill.config import load_config
 from cardiodistill.data.cohort import open_cohort, paired_spec
+from cardiodistill.data.streaming import open_stream, write_stream
 from cardiodistill.errors import ConfigError
 from cardiodistill.models import create_model
 from cardiodistill.models.fusion import drop_modalities
@@ -468,3 +470,57 @@ def test_align_launched_by_torchrun_on_two_cpu_processes(cohort_dir, tmp_path):
     assert read_model_file(out / "aligned.pt")["steps"] == 3
     assert proc.stderr.count("alignment finished") == 1 and "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["align", "cache"]  # no build left behind
+
+
+class _Crash(L.Callback):
+    """A job killed at ``at_step``."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.at_step:
+            raise RuntimeError("node lost")
+
+
+@pytest.fixture(scope="module")
+def stream_dir(cohort, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("stream") / "cohort"
+    write_stream(cohort.cache, out, chunk_bytes="100kB")
+    return out
+
+
+def test_alignment_from_a_stream_resumes_mid_epoch_bit_for_bit(cohort, stream_dir, tmp_path):
+    """Stage 2 on the streaming format: 20 training studies in batches of 4 (5 steps an epoch), killed at step 3
+    after the checkpoint of step 2, run again: the same weights as the run that was never stopped."""
+    cfg = tiny_config(**{"align.optim.max_steps": 7, "trainer.checkpoint_every": 2, "align.optim.batch_size": 4})
+    ecg = encoder_config(None, cfg.align.ecg_model, "e")
+    video = encoder_config(None, cfg.align.video_model, "v")
+    data = open_stream(stream_dir, paired_spec(ecg[0], video[0]))
+    assert cohort_lab_stats(data) == cohort_lab_stats(cohort)  # the model is sized and normalised as from the cache
+    summary = run_align(cfg, data, tmp_path / "straight", ecg=ecg, video=video, show_bar=False)
+    assert summary["steps"] == 7 and summary["n_train"] == len(cohort.splits["train"])
+    with pytest.raises(RuntimeError, match="node lost"):
+        run_align(cfg, data, tmp_path / "resumed", ecg=ecg, video=video, show_bar=False, callbacks=[_Crash(3)])
+    run_align(cfg, data, tmp_path / "resumed", ecg=ecg, video=video, show_bar=False)
+    reference = load_model(tmp_path / "straight" / "aligned.pt").state_dict()
+    resumed = load_model(tmp_path / "resumed" / "aligned.pt").state_dict()
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+
+
+def test_the_stream_command_writes_what_align_reads(cohort_dir, tmp_path):
+    sets = [arg for item in TINY + ["align.optim.max_steps=1"] for arg in ("--set", item)]
+    assert cli("stream", "--cohort", str(cohort_dir), "-o", str(tmp_path / "s"), *sets) == 0
+    assert (tmp_path / "s" / "stream.json").is_file()
+    assert cli("align", "--stream", str(tmp_path / "s"), "-o", str(tmp_path / "a"), *sets) == 0
+    assert load_model(tmp_path / "a" / "aligned.pt").modalities == ("ecg", "echo", "labs", "note")
+    assert cli("align", "--stream", str(tmp_path / "s"), "--cohort", str(cohort_dir), "-o", str(tmp_path / "b")) != 0
+
+
+def test_alignment_from_a_stream_under_ddp_with_two_cpu_processes(stream_dir, tmp_path):
+    cfg = tiny_config(**{"align.optim.max_steps": 2, "trainer.accelerator": "cpu", "trainer.devices": 2,
+                         "trainer.strategy": "ddp_spawn", "trainer.threads": 1, "align.optim.batch_size": 4})
+    ecg = encoder_config(None, cfg.align.ecg_model, "e")
+    video = encoder_config(None, cfg.align.video_model, "v")
+    summary = run_align(cfg, open_stream(stream_dir), tmp_path / "ddp", ecg=ecg, video=video, show_bar=False)
+    assert summary["steps"] == 2 and (tmp_path / "ddp" / "aligned.pt").is_file()

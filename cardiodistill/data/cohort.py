@@ -100,6 +100,24 @@ class Cohort:
     def table(self):
         return self.cache.table
 
+    # What a model is sized and normalised from; a stream (:class:`~cardiodistill.data.streaming.StreamCohort`)
+    # answers the same.
+    @property
+    def lab_names(self) -> list[str]:
+        return self.cache.lab_names
+
+    @property
+    def present_modalities(self) -> set[str]:
+        return {m for m, has in self.cache.present.items() if has.any()}
+
+    @property
+    def source(self) -> Path:
+        return self.cache.folder
+
+    def train_labs(self) -> np.ndarray:
+        """The training studies' labs ``[n_train, n_labs]`` (NaN = missing)."""
+        return self.cache.load("labs")[self.splits["train"]]
+
     def dataset(self, split: str | np.ndarray, modalities=("ecg", "mobile", "echo", "labs", "note")) -> PairedDataset:
         indices = self.splits[split] if isinstance(split, str) else split
         return PairedDataset(self.cache, indices, modalities=modalities)

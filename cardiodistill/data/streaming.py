@@ -10,6 +10,8 @@ set per split::
                           source cache's digest; written last, so a stream without it is incomplete
     <root>/train/         LitData's index.json + chunk-*.bin
     <root>/val/  <root>/test/
+    <root>/train_labs.npy the training studies' labs [n_train, n_labs] (NaN = missing): what the models'
+                          lab normalisation is fitted on, without a pass over the chunks
 
 ``<root>`` is a local folder or an object-store URL (``s3://``, ``gs://``, ``azure://``): a remote
 stream is written locally and uploaded, ``stream.json`` last; read, LitData downloads the chunks it
@@ -52,9 +54,11 @@ from ..errors import DataError
 from ..io.atomic import write_json_atomic
 from .paired import MODALITIES, PHASES, PairedCache, PairedSpec, model_item, model_zeros
 
-__all__ = ["META_NAME", "SPLITS", "StudyStream", "read_stream_meta", "stream_loader", "write_stream"]
+__all__ = ["EpochStreamingDataLoader", "META_NAME", "SPLITS", "StreamCohort", "StudyStream", "is_remote", "open_stream", "read_stream_meta",
+           "stream_loader", "write_stream"]
 
 META_NAME = "stream.json"
+LABS_NAME = "train_labs.npy"
 STREAM_FORMAT = "cardiodistill-stream"
 STREAM_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -115,23 +119,31 @@ def _provider(url: str, storage_options: Mapping[str, Any] | None):
     return _get_fs_provider(url, dict(storage_options or {}))
 
 
-def read_stream_meta(root: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
-                     ) -> dict[str, Any] | None:
-    """``stream.json`` of the stream at ``root`` (a folder or a URL), or ``None`` where there is none."""
+def _fetch(root: str | os.PathLike[str], name: str, storage_options: Mapping[str, Any] | None,
+           read: Callable[[Path], Any]) -> Any:
+    """``read(path)`` of the file ``name`` of the stream at ``root``; ``None`` where there is none."""
     if not is_remote(root):
-        path = Path(root) / META_NAME
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise DataError(f"unreadable stream index ({err})", path) from None
-    provider, url = _provider(str(root), storage_options), _join(root, META_NAME)
+        path = Path(root) / name
+        return read(path) if path.is_file() else None
+    provider, url = _provider(str(root), storage_options), _join(root, name)
     if not provider.exists(url):
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        provider.download_file(url, os.path.join(tmp, META_NAME))
-        return json.loads(Path(tmp, META_NAME).read_text())
+        provider.download_file(url, os.path.join(tmp, name))
+        return read(Path(tmp, name))
+
+
+def read_stream_meta(root: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+                     ) -> dict[str, Any] | None:
+    """``stream.json`` of the stream at ``root`` (a folder or a URL), or ``None`` where there is none."""
+
+    def read(path: Path) -> dict[str, Any]:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise DataError(f"unreadable stream index ({err})", _join(root, META_NAME)) from None
+
+    return _fetch(root, META_NAME, storage_options, read)
 
 
 def write_stream(cache: PairedCache, out: str | os.PathLike[str], *, chunk_bytes: str | int = DEFAULT_CHUNK_BYTES,
@@ -163,8 +175,10 @@ def write_stream(cache: PairedCache, out: str | os.PathLike[str], *, chunk_bytes
     tmp = Path(tempfile.mkdtemp(prefix=f".{Path(str(out)).name}.partial-", dir=parent))
     try:
         counts = {s: _write_split(cache, r, tmp / s, chunk_bytes, step) for s, r in rows.items()}
+        np.save(tmp / LABS_NAME, cache.load("labs")[rows["train"]].astype(np.float32))
         meta = {"format": STREAM_FORMAT, "version": STREAM_VERSION, "spec": cache.spec.to_dict(),
                 "lab_names": cache.lab_names, "dx_names": cache.dx_names, "splits": counts, "source": digest,
+                "present": {m: int(cache.present[m].sum()) for m in MODALITIES},
                 "real_ids": bool(cache.meta.get("real_ids", False))}
         write_json_atomic(tmp / META_NAME, meta)
         if parent is not None:
@@ -181,6 +195,16 @@ def write_stream(cache: PairedCache, out: str | os.PathLike[str], *, chunk_bytes
     return meta
 
 
+def _checked_meta(root: str | os.PathLike[str], storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    meta = read_stream_meta(root, storage_options)
+    if meta is None:
+        raise DataError(f"not a stream (no {META_NAME}; a stream is written by `cardiodistill stream`)", root)
+    if meta.get("format") != STREAM_FORMAT or meta.get("version") != STREAM_VERSION:
+        raise DataError(f"a stream of format {meta.get('format')} version {meta.get('version')}; this toolkit "
+                        f"reads {STREAM_FORMAT} version {STREAM_VERSION}: write it again", root)
+    return meta
+
+
 class StudyStream(StreamingDataset):
     """One split of a stream (module doc) as model input: :class:`~cardiodistill.data.paired.PairedDataset`'s
     items plus ``split_bucket``. A LitData ``StreamingDataset``: read it with :func:`stream_loader` (or
@@ -191,13 +215,8 @@ class StudyStream(StreamingDataset):
     def __init__(self, root: str | os.PathLike[str], split: str = "train", *, modalities: Iterable[str] = MODALITIES,
                  shuffle: bool = False, seed: int = 0, drop_last: bool | None = None,
                  storage_options: Mapping[str, Any] | None = None, cache_dir: str | None = None,
-                 max_cache_size: str = "50GB"):
-        meta = read_stream_meta(root, storage_options)
-        if meta is None:
-            raise DataError(f"not a stream (no {META_NAME}; a stream is written by `cardiodistill stream`)", root)
-        if meta.get("format") != STREAM_FORMAT or meta.get("version") != STREAM_VERSION:
-            raise DataError(f"a stream of format {meta.get('format')} version {meta.get('version')}; this toolkit "
-                            f"reads {STREAM_FORMAT} version {STREAM_VERSION}: write it again", root)
+                 max_cache_size: str = "50GB", meta: Mapping[str, Any] | None = None):
+        meta = _checked_meta(root, storage_options) if meta is None else meta
         if not meta["splits"].get(split):
             raise DataError(f"the stream has no {split!r} studies", root)
         unknown = sorted(set(modalities) - set(MODALITIES))
@@ -223,7 +242,67 @@ class StudyStream(StreamingDataset):
         return item
 
 
-def stream_loader(stream: StudyStream, batch_size: int, *, num_workers: int = 0, **kwargs: Any):
-    """A ``litdata.StreamingDataLoader`` over ``stream``: it shares the stream between ranks and workers and
-    has the ``state_dict`` / ``load_state_dict`` that resume it mid-epoch."""
-    return StreamingDataLoader(stream, batch_size=batch_size, num_workers=num_workers, **kwargs)
+class EpochStreamingDataLoader(StreamingDataLoader):
+    """LitData's loader, for a trainer that ends an epoch by counting batches. LitData's loader leaves its
+    "resuming" state when a restored epoch runs to its end; Lightning stops after ``len(loader)`` batches
+    instead, so every later epoch replayed the restored one (or failed past its end). An epoch begun after
+    a restored one is a new epoch here."""
+
+    _restored_epoch_begun = False
+
+    def __iter__(self) -> Any:
+        if self.restore and self._restored_epoch_begun:
+            self.restore = False
+        self._restored_epoch_begun = self.restore
+        yield from super().__iter__()
+
+
+def stream_loader(stream: StudyStream, batch_size: int, *, num_workers: int = 0, **kwargs: Any
+                  ) -> EpochStreamingDataLoader:
+    """A LitData loader over ``stream``: it shares the stream between ranks and workers and has the
+    ``state_dict`` / ``load_state_dict`` that resume it mid-epoch (:class:`EpochStreamingDataLoader`)."""
+    return EpochStreamingDataLoader(stream, batch_size=batch_size, num_workers=num_workers, **kwargs)
+
+
+class StreamCohort:
+    """A stream (module doc) as the stage jobs read a cohort: what a model is sized and normalised from
+    (``lab_names``, the modalities some study has, the training labs) and its splits as
+    :class:`StudyStream` s. Opened with :func:`open_stream`."""
+
+    def __init__(self, root: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None,
+                 cache_dir: str | None = None):
+        self.root, self.storage_options, self.cache_dir = str(root), dict(storage_options or {}), cache_dir
+        self.meta = _checked_meta(root, storage_options)
+        self.spec = PairedSpec.from_dict(self.meta["spec"])
+        self.lab_names: list[str] = list(self.meta["lab_names"])
+        self.dx_names: list[str] = list(self.meta["dx_names"])
+
+    @property
+    def source(self) -> str:
+        return self.root
+
+    @property
+    def present_modalities(self) -> set[str]:
+        return {m for m, n in self.meta["present"].items() if n}
+
+    def train_labs(self) -> np.ndarray:
+        """The training studies' labs ``[n_train, n_labs]`` (NaN = missing)."""
+        labs = _fetch(self.root, LABS_NAME, self.storage_options, lambda path: np.load(path, allow_pickle=False))
+        if labs is None:
+            raise DataError(f"the stream has no {LABS_NAME}; write it again", self.root)
+        return labs
+
+    def stream(self, split: str, *, modalities: Iterable[str] = MODALITIES, shuffle: bool = False,
+               seed: int = 0) -> StudyStream:
+        return StudyStream(self.root, split, modalities=modalities, shuffle=shuffle, seed=seed,
+                           storage_options=self.storage_options, cache_dir=self.cache_dir, meta=self.meta)
+
+
+def open_stream(root: str | os.PathLike[str], spec: PairedSpec | None = None, *,
+                storage_options: Mapping[str, Any] | None = None, cache_dir: str | None = None) -> StreamCohort:
+    """The stream at ``root``, checked against the input ``spec`` the models want (when given)."""
+    cohort = StreamCohort(root, storage_options, cache_dir)
+    if spec is not None and cohort.spec != spec:
+        raise DataError(f"the stream was written for {cohort.spec.to_dict()} but the models want {spec.to_dict()}; "
+                        f"write it again with the same config", root)
+    return cohort

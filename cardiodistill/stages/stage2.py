@@ -10,10 +10,11 @@ teacher without stage 2.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import lightning as L
 import numpy as np
 from torch import Tensor
 
@@ -28,6 +29,9 @@ from ..train.align import AlignModule
 from ..train.checkpoints import read_model_file, save_model
 from ..train.engine import fit, start_job
 from .common import resolve_model_config
+
+if TYPE_CHECKING:
+    from ..data.streaming import StreamCohort
 
 __all__ = ["cohort_lab_stats", "encoder_config", "fusion_config", "run_align", "unaligned_fusion"]
 
@@ -45,22 +49,21 @@ def encoder_config(path: str | Path | None, fallback: Mapping[str, Any], section
     return config, data["state_dict"]
 
 
-def cohort_lab_stats(cohort: Cohort) -> dict[str, Any]:
+def cohort_lab_stats(cohort: Cohort | StreamCohort) -> dict[str, Any]:
     """The fusion model's lab normalisation, fitted on the cohort's training studies."""
-    labs = cohort.cache.load("labs")[cohort.splits["train"]]
-    return LabNormaliser().fit(labs, cohort.cache.lab_names).to_dict()
+    return LabNormaliser().fit(cohort.train_labs(), cohort.lab_names).to_dict()
 
 
-def fusion_config(cfg: Config, cohort: Cohort, ecg: Mapping, video: Mapping) -> dict[str, Any]:
+def fusion_config(cfg: Config, cohort: Cohort | StreamCohort, ecg: Mapping, video: Mapping) -> dict[str, Any]:
     """The ``cardio_fusion`` model config for this cohort (encoders, lab statistics, sizes): the
     modalities of ``align.modalities`` that at least one study has."""
     a = cfg.align
-    labs = {**resolve_model_config(dict(a.labs_model), "align.labs_model"), "n_labs": len(cohort.cache.lab_names)}
+    labs = {**resolve_model_config(dict(a.labs_model), "align.labs_model"), "n_labs": len(cohort.lab_names)}
     note = resolve_model_config(dict(a.note_model), "align.note_model")
-    present = {m for m in ("ecg", "echo", "labs", "note") if cohort.cache.present[m].any()}
-    modalities = [m for m in a.modalities if m in present and (m != "labs" or cohort.cache.lab_names)]
+    present = cohort.present_modalities & {"ecg", "echo", "labs", "note"}
+    modalities = [m for m in a.modalities if m in present and (m != "labs" or cohort.lab_names)]
     if not modalities:
-        raise DataError(f"no study has any of the modalities {list(a.modalities)}", cohort.cache.folder)
+        raise DataError(f"no study has any of the modalities {list(a.modalities)}", cohort.source)
     model = create_model("cardio_fusion", ecg=dict(ecg), echo=dict(video), labs=labs, note=note,
                          lab_stats=cohort_lab_stats(cohort), modalities=modalities, **a.fusion)
     return model.model_config
@@ -80,9 +83,10 @@ def _val_holdout(cohort: Cohort, fraction: float) -> tuple[np.ndarray, np.ndarra
     return train[~held], train[held]
 
 
-def run_align(cfg: Config, cohort: Cohort, out: str | Path, *, ecg: Encoder, video: Encoder,
-              show_bar: bool = True) -> dict[str, Any]:
-    """Stage 2 in run folder ``out``: train the fusion model, write ``out/aligned.pt``."""
+def run_align(cfg: Config, cohort: Cohort | StreamCohort, out: str | Path, *, ecg: Encoder, video: Encoder,
+              show_bar: bool = True, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """Stage 2 in run folder ``out``: train the fusion model, write ``out/aligned.pt``. ``cohort``: a cached
+    cohort or a stream; ``callbacks``: more Lightning callbacks for the fit."""
     out = Path(out)
     start_job(cfg.trainer)
     a, o = cfg.align, cfg.align.optim
@@ -94,10 +98,17 @@ def run_align(cfg: Config, cohort: Cohort, out: str | Path, *, ecg: Encoder, vid
         weight_decay=o.weight_decay, betas=o.betas, warmup_steps=o.warmup_steps, max_steps=o.max_steps,
         seed=cfg.trainer.seed, encoder_lr_scale=a.encoder_lr_scale, encoder_states=states,
     )
-    train, val = _val_holdout(cohort, a.val_fraction)
-    result = fit(module, cohort.dataset(train), cohort.dataset(val), cfg.trainer, out, batch_size=o.batch_size,
-                 max_steps=o.max_steps, show_bar=show_bar)
+    from ..data.streaming import StreamCohort
+
+    if isinstance(cohort, StreamCohort):  # a stream holds its splits apart: stage 2 watches its losses on val
+        train, val = cohort.stream("train", shuffle=True, seed=cfg.trainer.seed), cohort.stream("val")
+        n_train, n_val = cohort.meta["splits"]["train"], cohort.meta["splits"]["val"]
+    else:
+        train, val = (cohort.dataset(rows) for rows in _val_holdout(cohort, a.val_fraction))
+        n_train, n_val = len(train), len(val)
+    result = fit(module, train, val, cfg.trainer, out, batch_size=o.batch_size, max_steps=o.max_steps,
+                 show_bar=show_bar, callbacks=callbacks)
     if result["is_global_zero"]:
         save_model(module.model, out / "aligned.pt", objectives=list(a.objectives), steps=result["steps"],
                    pretrained=sorted(states))
-    return {"steps": result["steps"], "metrics": result["metrics"], "n_train": len(train), "n_val": len(val)}
+    return {"steps": result["steps"], "metrics": result["metrics"], "n_train": n_train, "n_val": n_val}

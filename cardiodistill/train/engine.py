@@ -47,6 +47,7 @@ from .module import TrainModule
 
 __all__ = [
     "CloseSpawnedProcessGroup",
+    "StreamDataModule",
     "SafeCheckpointIO",
     "StepProgressBar",
     "WindowDataModule",
@@ -234,6 +235,8 @@ def make_trainer(
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*Total length of `list` across ranks is zero.*")  # no val set
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    # a LitData stream: its length is per rank and worker already (LitData shares it out)
+    warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
     return L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
@@ -295,6 +298,35 @@ class WindowDataModule(L.LightningDataModule):
         return [] if self.val_set is None or len(self.val_set) == 0 else self._loader(self.val_set)
 
 
+class StreamDataModule(L.LightningDataModule):
+    """Train/val loaders over LitData streams (:class:`~cardiodistill.data.streaming.StudyStream`): LitData
+    shuffles from ``(seed, epoch)`` and shares each epoch out between ranks and workers in equal whole batches;
+    its loader's ``state_dict``, which Lightning keeps in every checkpoint, resumes an epoch where it stopped."""
+
+    def __init__(self, train: Dataset, val: Dataset | None, *, batch_size: int, num_workers: int = 0):
+        super().__init__()
+        self.train_set, self.val_set = train, val
+        self.batch_size, self.num_workers = batch_size, num_workers
+
+    def _loader(self, dataset: Dataset, drop_last: bool = False):
+        from ..data.streaming import stream_loader
+
+        return stream_loader(dataset, self.batch_size, num_workers=self.num_workers,
+                             pin_memory=torch.cuda.is_available(), drop_last=drop_last)
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, drop_last=True)  # whole batches, as WindowDataModule
+
+    def val_dataloader(self):
+        return [] if self.val_set is None or len(self.val_set) == 0 else self._loader(self.val_set)
+
+
+def _is_stream(dataset: Dataset | DataLoader) -> bool:
+    from litdata import StreamingDataset
+
+    return isinstance(dataset, StreamingDataset)
+
+
 def fit(
     module: TrainModule,
     train_set: Dataset | DataLoader,
@@ -308,7 +340,8 @@ def fit(
     callbacks: Sequence[L.Callback] | None = None,
 ) -> dict[str, Any]:
     """Train ``module`` for ``max_steps`` optimizer steps on ``train_set`` (batches of ``batch_size`` in
-    the seeded, resumable order of :class:`WindowDataModule`; or a ready ``DataLoader``, used as it is),
+    the seeded, resumable order of :class:`WindowDataModule`; a LitData stream, read by
+    :class:`StreamDataModule`; or a ready ``DataLoader``, used as it is),
     validating on ``val_set`` every ``trainer.checkpoint_every`` steps.
 
     With a run folder ``out`` it checkpoints there at the same interval and resumes from
@@ -327,9 +360,13 @@ def fit(
             raise ValueError("fit: validation needs a dataset for training too, not a DataLoader")
         trainer.fit(module, train_set, ckpt_path=resume, weights_only=True)
     else:
-        data = WindowDataModule(train_set, val_set if has_val else None, batch_size=batch_size,
-                                num_workers=trainer_cfg.num_workers, seed=trainer_cfg.seed,
-                                accumulate=trainer_cfg.accumulate)
+        if _is_stream(train_set):
+            data = StreamDataModule(train_set, val_set if has_val else None, batch_size=batch_size,
+                                    num_workers=trainer_cfg.num_workers)
+        else:
+            data = WindowDataModule(train_set, val_set if has_val else None, batch_size=batch_size,
+                                    num_workers=trainer_cfg.num_workers, seed=trainer_cfg.seed,
+                                    accumulate=trainer_cfg.accumulate)
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return {"steps": int(module.steps_done), "metrics": metrics, "is_global_zero": trainer.is_global_zero,
