@@ -4,10 +4,12 @@ Each measurement runs `cardiodistill synth` in a fresh child process and reads t
 resident memory from the OS, so the numbers include everything a user's run would hold.
 
     python benchmarks/bench_synth.py --patients 1000 --workers 1 --output files
-    python benchmarks/bench_synth.py --patients 20000 --workers 2 --output shards
+    python benchmarks/bench_synth.py --patients 1000 --workers 2 --output stream
 
-``--output files`` writes the clinical files (WFDB, DICOM, CSV, text); ``shards`` writes only the
-streaming shards; ``none`` generates and discards (pure simulation cost). Results are appended to
+``--output files`` writes the clinical files (WFDB, DICOM, CSV, text); ``stream`` writes them and then the
+stream stage 2 reads (``synth.stream=true``: the paired cache, then LitData chunks); ``none`` generates and
+discards (pure simulation cost). Rows with output ``shards`` were measured with the ``.npz`` shards that the
+stream replaced (commit 6f552da and before). Results are appended to
 benchmarks/results/synth.jsonl; ``--table`` prints the markdown table for docs/benchmarks.md.
 """
 
@@ -36,10 +38,10 @@ def measure(patients: int, workers: int, output: str, chunk_size: int, keep: Pat
     root = Path(tempfile.mkdtemp(prefix="bench-synth-")) if keep is None else keep
     out = root / "cohort"
     overrides = [f"synth.chunk_size={chunk_size}"]
-    if output == "shards":
-        overrides += ["synth.files=false", "synth.shards=true"]
+    if output == "stream":
+        overrides += ["synth.stream=true"]
     elif output == "none":
-        overrides += ["synth.files=false", "synth.shards=false"]
+        overrides += ["synth.files=false"]
     cmd = [sys.executable, "-m", "cardiodistill.cli", "synth", "--out", str(out), "--patients", str(patients),
            "--workers", str(workers), "--overwrite"]
     for o in overrides:
@@ -131,7 +133,7 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--chunk-size", type=int, default=32)
-    parser.add_argument("--output", choices=["files", "shards", "none"], default="files")
+    parser.add_argument("--output", choices=["files", "stream", "none"], default="files")
     parser.add_argument("--keep", type=Path, help="write here and keep the cohort (default: temp, deleted)")
     parser.add_argument("--table", action="store_true", help="print the markdown table of all results and exit")
     parser.add_argument("--components", action="store_true", help="time each generator (ms per patient) and exit")

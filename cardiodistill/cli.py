@@ -112,6 +112,8 @@ def _synthesize(config: Config, out: Path, overwrite: bool) -> Path:
     with _progress() as bar:
         task = bar.add_task("simulating patients", total=config.synth.patients)
         manifest = write_cohort(config, out, progress=lambda n: bar.advance(task, n))
+    if config.synth.stream:
+        _write_stream(config, out, str(out / "stream"))
     counts = manifest["split"].value_counts().to_dict()
     finish_run(out, "cohort", patients=len(manifest), splits=counts,
                triage_prevalence=round(float(manifest["triage"].mean()), 4))
@@ -131,7 +133,8 @@ def synth(
 ) -> None:
     """Simulate a paired cohort (12-lead + mobile ECG, echo, labs, notes, labels) as clinical files.
 
-    Writes WFDB ECGs, multi-frame DICOM echo, labs.csv, notes, timing.jsonl and manifest.csv.
+    Writes WFDB ECGs, multi-frame DICOM echo, labs.csv, notes, timing.jsonl and manifest.csv; with
+    --set synth.stream=true (the full preset) also OUT/stream, as `cardiodistill stream` writes it.
     An interrupted run resumes where it stopped when run again with the same arguments.
     """
     overrides = list(set_ or [])
@@ -358,10 +361,15 @@ def stream_cmd(
     --stream: every study preprocessed once for the encoders' inputs (those of --ecg-encoder and
     --video-encoder, else of align.*), one data set per split. A stream already there from the same
     cohort is kept."""
+    cfg = load_config(config, list(set_ or []))
+    _write_stream(cfg, cohort, out, ecg_encoder, video_encoder, endpoint_url, chunk_mb)
+
+
+def _write_stream(cfg: Config, cohort: Path, out: str, ecg_encoder: str | None = None, video_encoder: str | None = None,
+                  endpoint_url: str | None = None, chunk_mb: int = 64) -> None:
     from .data.streaming import write_stream
     from .stages.stage2 import encoder_config
 
-    cfg = load_config(config, list(set_ or []))
     ecg = encoder_config(ecg_encoder, cfg.align.ecg_model, "align.ecg_model")
     video = encoder_config(video_encoder, cfg.align.video_model, "align.video_model")
     data = _open(cfg, cohort, {"ecg": ecg[0], "echo": video[0]})

@@ -111,7 +111,14 @@ class SynthConfig(_Strict):
     notes: NotesSynthConfig = Field(default_factory=NotesSynthConfig)
     splits: SplitConfig = Field(default_factory=SplitConfig)
     files: bool = Field(True, description="write per-patient clinical files (WFDB, DICOM, CSV, text)")
-    shards: bool = Field(False, description="also write one streaming shard per chunk (for large cohorts)")
+    stream: bool = Field(False, description="also write the cohort as a stream in OUT/stream, as `cardiodistill "
+                         "stream` does (the align encoders' inputs, for large cohorts and many GPUs); needs files")
+
+    @model_validator(mode="after")
+    def _stream_needs_files(self) -> SynthConfig:
+        if self.stream and not self.files:
+            raise ValueError("synth.stream=true needs synth.files=true: the stream is written from the clinical files")
+        return self
 
 
 class ProbeConfig(_Strict):

@@ -8,7 +8,7 @@ def test_presets_ship_with_the_package():
     assert {"quick", "full"} <= set(preset_names())
     quick, full = load_config("quick"), load_config("full")
     assert quick.synth.patients < 1000 <= full.synth.patients
-    assert full.synth.shards and not quick.synth.shards
+    assert full.synth.stream and not quick.synth.stream
 
 
 def test_overrides_are_parsed_as_yaml_and_nested():
@@ -54,3 +54,8 @@ def test_override_into_a_value_is_refused():
 
 def test_defaults_validate():
     Config()
+
+
+def test_the_simulator_stream_needs_the_files():
+    with pytest.raises(ConfigError, match="synth.stream=true needs synth.files=true"):
+        load_config("quick", ["synth.stream=true", "synth.files=false"])

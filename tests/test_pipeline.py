@@ -15,6 +15,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -515,6 +516,21 @@ def test_the_stream_command_writes_what_align_reads(cohort_dir, tmp_path):
     assert cli("align", "--stream", str(tmp_path / "s"), "-o", str(tmp_path / "a"), *sets) == 0
     assert load_model(tmp_path / "a" / "aligned.pt").modalities == ("ecg", "echo", "labs", "note")
     assert cli("align", "--stream", str(tmp_path / "s"), "--cohort", str(cohort_dir), "-o", str(tmp_path / "b")) != 0
+
+
+def test_the_simulator_writes_the_stream_with_synth_stream(tmp_path):
+    """synth.stream=true (the full preset's) writes OUT/stream for the align encoders' inputs beside the files."""
+    sets = [arg for item in TINY + ["synth.chunk_size=16", "synth.echo.size=48", "synth.stream=true",
+                                    "synth.splits.train=0.5", "synth.splits.val=0.25", "synth.splits.test=0.25"]
+            for arg in ("--set", item)]
+    assert cli("synth", "-o", str(tmp_path / "c"), "--patients", "16", *sets) == 0
+    cfg = load_config("quick", TINY)
+    ecg = encoder_config(None, cfg.align.ecg_model, "e")
+    video = encoder_config(None, cfg.align.video_model, "v")
+    stream = open_stream(tmp_path / "c" / "stream", paired_spec(ecg[0], video[0]))  # the encoders' spec, or it raises
+    manifest = pd.read_csv(tmp_path / "c" / "manifest.csv")
+    assert sum(stream.meta["splits"].values()) == 16
+    assert stream.meta["splits"] == manifest["split"].value_counts().to_dict()
 
 
 def test_alignment_from_a_stream_under_ddp_with_two_cpu_processes(stream_dir, tmp_path):

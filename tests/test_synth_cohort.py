@@ -11,11 +11,10 @@ import pytest
 import wfdb
 
 from cardiodistill.config import load_config
-from cardiodistill.data.shards import iter_shards, read_shard_index
 from cardiodistill.runs import prepare_run_folder
 from cardiodistill.synth.cohort import write_cohort
 
-OVERRIDES = ["synth.patients=10", "synth.chunk_size=4", "synth.shards=true"]
+OVERRIDES = ["synth.patients=10", "synth.chunk_size=4"]
 
 
 def _write(out, *extra):
@@ -70,18 +69,6 @@ def test_timing_ground_truth_matches_files(cohort):
         mobile_t = np.asarray(t["mobile_r_peaks"]) / t["mobile_fs"]
         assert np.abs(mobile_t[: len(peaks)] - peaks[: len(mobile_t)] / t["ecg_fs"]).max() < 2.0 / 300
         assert len(t["ed_frames"]) >= 2 and len(t["es_frames"]) >= 2
-
-
-def test_shards_hold_the_same_studies(cohort):
-    out, manifest = cohort
-    assert [e["n_studies"] for e in read_shard_index(out / "shards")["shards"]] == [4, 4, 2]  # chunks of 4
-    studies = list(iter_shards(out / "shards"))
-    assert [s["patient_id"] for s in studies] == list(manifest["patient_id"])
-    rec = wfdb.rdrecord(str(out / manifest.iloc[0].ecg_path))
-    assert np.abs(studies[0]["ecg"].T - rec.p_signal).max() < 1e-3
-    ds = pydicom.dcmread(out / manifest.iloc[1].echo_path)
-    assert np.array_equal(studies[1]["echo"], ds.pixel_array)
-    assert studies[2]["triage"] == manifest.iloc[2].triage and studies[2]["note"].strip()
 
 
 def test_same_seed_same_cohort_whatever_the_workers(cohort, tmp_path):

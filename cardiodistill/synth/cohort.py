@@ -17,8 +17,9 @@ Written layout (paths in the manifest are relative to the cohort folder)::
     mobile/<id>.hea/.dat   handheld ECG WFDB (lead I, or I and II plus the 4 derived limb leads), 300 Hz
     echo/<id>.dcm          apical four-chamber cine, multi-frame ultrasound DICOM
     notes/<id>.txt         cardiologist-style note
-    shards/                (optional) the same studies as streaming shards, one per chunk,
-                           read with cardiodistill.data.iter_shards / ShardDataset
+
+With ``synth.stream=true`` the ``synth`` command then writes ``stream/`` from these files, as
+``cardiodistill stream`` does (:mod:`cardiodistill.data.streaming`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config, SynthConfig
-from ..data.shards import write_shard, write_shard_index
 from ..io.atomic import write_json_atomic, write_text_atomic
 from ..io.dicom import write_echo_dicom
 from ..io.wfdb import write_wfdb
@@ -183,39 +183,12 @@ def _write_chunk_files(chunk: CohortChunk, cfg: SynthConfig, out: Path) -> pd.Da
     return manifest.reset_index()
 
 
-def _write_chunk_shard(chunk: CohortChunk, out: Path) -> dict:
-    """One shard per chunk (see :mod:`cardiodistill.data.shards`); returns its index entry."""
-    dx_cols = [c for c in chunk.labels.columns if c.startswith("dx_")]
-    dx = chunk.labels[dx_cols].to_numpy(np.int8)
-    labs = chunk.labs[list(LAB_UNITS)].to_numpy(np.float32)
-    studies = []
-    for i, pid in enumerate(chunk.pop.patient_id):
-        study = {
-            "patient_id": str(pid),
-            "split": str(chunk.split[i]),
-            "ecg": chunk.ecg[i],
-            "triage": np.int8(chunk.labels["triage"].iloc[i]),
-            "dx": dx[i],
-            "lvef": np.float32(chunk.labels["lvef"].iloc[i]),
-            "labs": labs[i],
-            "note": chunk.notes[i],
-        }
-        if chunk.mobile is not None:
-            study["mobile"] = chunk.mobile[i]
-        if chunk.echo is not None:
-            study["echo"] = chunk.echo.frames[i]
-        studies.append(study)
-    return write_shard(out / "shards", f"shard-{chunk.index:05d}.npz", studies, real_ids=True)  # made-up ids
-
-
 def _chunk_job(args: tuple[SynthConfig, int, str]) -> int:
     cfg, index, out = args
     out = Path(out)
     chunk = generate_chunk(cfg, index)
     manifest = _write_chunk_files(chunk, cfg, out)
     parts = out / PARTS_DIR
-    if cfg.shards:
-        write_json_atomic(parts / f"shard-{index:05d}.json", _write_chunk_shard(chunk, out))
     latent = chunk.pop.to_frame()
     labs = chunk.labs.reset_index(names="patient_id")
     # the part's manifest is written last: its presence means the chunk is complete
@@ -240,7 +213,7 @@ def write_cohort(config: Config, out: str | Path, progress: Callable[[int], None
     """
     cfg = config.synth
     out = Path(out)
-    for sub in ("ecg", "mobile", "echo", "notes", "shards", PARTS_DIR):
+    for sub in ("ecg", "mobile", "echo", "notes", PARTS_DIR):
         (out / sub).mkdir(parents=True, exist_ok=True)
     bounds = chunk_bounds(cfg)
     done = _done_chunks(out)
@@ -271,16 +244,12 @@ def _assemble(out: Path, n_chunks: int) -> pd.DataFrame:
     write_json_atomic(out / "lab_units.json", dict(LAB_UNITS))
     timing = "".join((parts / f"timing-{i:05d}.jsonl").read_text() for i in range(n_chunks))
     write_text_atomic(out / "timing.jsonl", timing)
-    shard_entries = [json.loads((parts / f"shard-{i:05d}.json").read_text()) for i in range(n_chunks)
-                     if (parts / f"shard-{i:05d}.json").is_file()]
-    if shard_entries:
-        write_shard_index(out / "shards", shard_entries)
     manifest = concat("manifest")
     write_text_atomic(out / "manifest.csv", manifest.to_csv(index=False))
     for p in parts.iterdir():
         os.remove(p)
     parts.rmdir()
-    for sub in ("ecg", "mobile", "echo", "notes", "shards"):
+    for sub in ("ecg", "mobile", "echo", "notes"):
         folder = out / sub
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
