@@ -15,6 +15,14 @@ child process per (format, size, workers), batches of 32. Peak memory is the lar
     python benchmarks/bench_stream.py --studies 1000 20000 --workers 1 2
 
 Results are appended to ``benchmarks/results/stream.jsonl``; ``--table`` prints the markdown table.
+
+``--ddp`` measures the other half of issue 19's item 4, the DDP speed-up on this machine: stage 2 (the quick
+preset's alignment) trained from a stream of ``--studies`` studies (the 64-patient cohort repeated, its
+splits kept) in one process with 2 threads, then in 2 DDP processes (gloo, one thread each), 32 studies per
+process per step. The time between the first and the last timed step's end, validation excluded, gives the
+training throughput; appended to ``benchmarks/results/stream_ddp.jsonl``:
+
+    python benchmarks/bench_stream.py --ddp --studies 2048 --steps 30
 """
 
 from __future__ import annotations
@@ -32,9 +40,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results" / "stream.jsonl"
+DDP_RESULTS = Path(__file__).parent / "results" / "stream_ddp.jsonl"
 BATCH = 32
 BASE_PATIENTS = 64
 
@@ -42,13 +52,14 @@ BASE_PATIENTS = 64
 class TiledCache:
     """A paired cache's rows repeated to ``n`` studies, with what ``write_stream`` reads of a cache."""
 
-    def __init__(self, cache, n: int):
+    def __init__(self, cache, n: int, keep_splits: bool = False):
         self.base, self.n = cache, n
         self.meta = {**cache.meta, "files": {"tiled": n}}
         self.spec, self.lab_names, self.dx_names = cache.spec, cache.lab_names, cache.dx_names
         rows = np.arange(n) % len(cache)
         table = cache.table.iloc[rows].reset_index(drop=True)
-        table["split"] = "train"  # every study read in the epoch
+        if not keep_splits:
+            table["split"] = "train"  # every study read in the epoch
         self.table = table
         self.present = {m: v[rows] for m, v in cache.present.items()}
         self._rows = rows
@@ -63,19 +74,25 @@ class TiledCache:
         return self.base.load(name)[self._rows]
 
 
-def _base_cache(work: Path):
+def _quick_config(*overrides: str):
     from cardiodistill.config import load_config
+
+    return load_config("quick", [f"synth.patients={BASE_PATIENTS}", f"synth.chunk_size={BASE_PATIENTS}", *overrides])
+
+
+def _base_cohort(work: Path):
+    """The 64-patient quick cohort, opened for the align encoders' inputs."""
     from cardiodistill.data.cohort import open_cohort
     from cardiodistill.stages.common import spec_of
     from cardiodistill.stages.stage2 import encoder_config
     from cardiodistill.synth.cohort import write_cohort
 
-    cfg = load_config("quick", [f"synth.patients={BASE_PATIENTS}", f"synth.chunk_size={BASE_PATIENTS}"])
+    cfg = _quick_config()
     if not (work / "cohort" / "manifest.csv").is_file():
         write_cohort(cfg, work / "cohort")
     ecg = encoder_config(None, cfg.align.ecg_model, "align.ecg_model")
     video = encoder_config(None, cfg.align.video_model, "align.video_model")
-    return open_cohort(cfg, work / "cohort", spec_of({"ecg": ecg[0], "echo": video[0]})).cache
+    return open_cohort(cfg, work / "cohort", spec_of({"ecg": ecg[0], "echo": video[0]}))
 
 
 def _write(fmt: str, cache: TiledCache, out: Path) -> float:
@@ -168,6 +185,78 @@ def _read(fmt: str, folder: str, workers: int) -> dict[str, Any]:
     return {"studies_read": n, "seconds": round(seconds, 2), "peak_pss_mib": round(memory.peak_kib / 1024, 1)}
 
 
+class StepClock(L.Callback):
+    """Seconds of training between the end of step ``skip`` and the last step's end, validation excluded;
+    rank 0 writes ``{"steps", "seconds"}`` to ``path``."""
+
+    def __init__(self, path: str, skip: int):
+        self.path, self.skip = path, skip
+        self.start = self.last = None
+        self.val, self.steps, self._val_start = 0.0, 0, 0.0
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        now = time.perf_counter()
+        if trainer.global_step == self.skip:
+            self.start, self.val, self.steps = now, 0.0, 0
+        elif self.start is not None:
+            self.steps, self.last = self.steps + 1, now
+
+    def on_validation_start(self, trainer, *args) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer, *args) -> None:
+        if self.start is not None:
+            self.val += time.perf_counter() - self._val_start
+
+    def on_train_end(self, trainer, *args) -> None:
+        if trainer.is_global_zero:
+            Path(self.path).write_text(json.dumps({"steps": self.steps, "seconds": self.last - self.start - self.val}))
+
+
+def _ddp_child(stream: str, processes: int, steps: int, clock: str) -> dict[str, Any]:
+    """Stage 2 from the stream in ``processes`` processes (run in the child); the timed part from the clock."""
+    from cardiodistill.data.streaming import open_stream
+    from cardiodistill.stages.stage2 import encoder_config, run_align
+
+    sets = [f"align.optim.max_steps={steps}", "align.optim.batch_size=32", "trainer.accelerator=cpu",
+            "trainer.checkpoint_every=100000", f"trainer.threads={2 // processes}"]
+    if processes > 1:
+        sets += [f"trainer.devices={processes}", "trainer.strategy=ddp_spawn"]
+    cfg = _quick_config(*sets)
+    ecg = encoder_config(None, cfg.align.ecg_model, "align.ecg_model")
+    video = encoder_config(None, cfg.align.video_model, "align.video_model")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        run_align(cfg, open_stream(stream), out, ecg=ecg, video=video, show_bar=False,
+                  callbacks=[StepClock(clock, skip=5)])
+    timed = json.loads(Path(clock).read_text())
+    return {"wall_seconds": round(time.perf_counter() - start, 1), **timed}
+
+
+def ddp(studies: int, steps: int, work: Path) -> None:
+    from cardiodistill.data.streaming import write_stream
+
+    out = work / f"ddp-{studies}"
+    shutil.rmtree(out, ignore_errors=True)
+    write_stream(TiledCache(_base_cohort(work).cache, studies, keep_splits=True), out)
+    single = None
+    for processes in (1, 2):
+        clock = work / f"clock-{processes}.json"
+        child = subprocess.run([sys.executable, __file__, "--ddp-child", str(out), str(processes), str(steps),
+                                str(clock)], capture_output=True, text=True)
+        if child.returncode:
+            raise SystemExit(child.stderr[-3000:])
+        got = json.loads(child.stdout.strip().splitlines()[-1])
+        per_s = got["steps"] * 32 * processes / got["seconds"]
+        single = single or per_s
+        row = {"processes": processes, "threads_each": 2 // processes, "batch_per_process": 32, "studies": studies,
+               **got, "seconds": round(got["seconds"], 2), "seconds_per_step": round(got["seconds"] / got["steps"], 3), "studies_per_s": round(per_s, 1),
+               "speedup": round(per_s / single, 2), "machine": platform.node(), "time": time.strftime("%Y-%m-%d %H:%M")}
+        print(json.dumps(row), flush=True)
+        with DDP_RESULTS.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--studies", type=int, nargs="+", default=[1000])
@@ -175,17 +264,32 @@ def main() -> None:
     ap.add_argument("--formats", nargs="+", default=["stream", "stream-raw"])
     ap.add_argument("--work", type=Path, default=None, help="keep the written data here")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--ddp", action="store_true", help="the DDP speed-up of stage 2 from a stream")
+    ap.add_argument("--steps", type=int, default=30, help="--ddp: optimizer steps per run (the first 5 untimed)")
     ap.add_argument("--child", nargs=3, metavar=("FORMAT", "FOLDER", "WORKERS"), help=argparse.SUPPRESS)
+    ap.add_argument("--ddp-child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(_read(args.child[0], args.child[1], int(args.child[2]))))
+        return
+    if args.ddp_child:
+        stream, processes, steps, clock = args.ddp_child
+        print(json.dumps(_ddp_child(stream, int(processes), int(steps), clock)))
         return
     if args.table:
         print(table())
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-stream-"))
     work.mkdir(parents=True, exist_ok=True)
-    base = _base_cache(work)
+    if args.ddp:
+        try:
+            for n in args.studies:
+                ddp(n, args.steps, work)
+        finally:
+            if args.work is None:
+                shutil.rmtree(work, ignore_errors=True)
+        return
+    base = _base_cohort(work).cache
     try:
         for n in args.studies:
             cache = TiledCache(base, n)

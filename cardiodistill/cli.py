@@ -337,6 +337,10 @@ EcgEncoderOpt = Annotated[Optional[Path], typer.Option(
     "--ecg-encoder", help="Stage-1 ECG encoder.pt (default: a fresh encoder).")]
 VideoEncoderOpt = Annotated[Optional[Path], typer.Option(
     "--video-encoder", help="Stage-1 video encoder.pt (default: fresh).")]
+OptionalCohortOpt = Annotated[Optional[Path], typer.Option(
+    "--cohort", metavar="FOLDER", help="Cohort folder: manifest.csv plus the files it names.")]
+StreamOpt = Annotated[Optional[str], typer.Option(
+    "--stream", metavar="FOLDER|URL", help="Or a stream written by `cardiodistill stream`.")]
 EndpointOpt = Annotated[Optional[str], typer.Option(
     "--endpoint-url", metavar="URL", help="An S3-compatible server's address (MinIO, Ceph...) for s3:// streams.")]
 
@@ -384,10 +388,8 @@ def _write_stream(cfg: Config, cohort: Path, out: str, ecg_encoder: str | None =
 
 @app.command(short_help="Stage 2: align the modality encoders on paired studies.")
 def align(
-    cohort: Annotated[Optional[Path], typer.Option(
-        "--cohort", metavar="FOLDER", help="Cohort folder: manifest.csv plus the files it names.")] = None,
-    stream: Annotated[Optional[str], typer.Option(
-        "--stream", metavar="FOLDER|URL", help="Or a stream written by `cardiodistill stream`.")] = None,
+    cohort: OptionalCohortOpt = None,
+    stream: StreamOpt = None,
     out: RunOutOpt = Path("runs/align"),
     ecg_encoder: EcgEncoderOpt = None,
     video_encoder: VideoEncoderOpt = None,
@@ -462,26 +464,38 @@ def finetune(
 
 @app.command(short_help="Stage 3b: distil the teacher into a handheld-ECG student.")
 def distill(
-    cohort: CohortOpt,
     teacher: Annotated[Path, typer.Option(help="The teacher's run folder (teacher.pt, teacher_outputs.npz).")],
+    cohort: OptionalCohortOpt = None,
+    stream: StreamOpt = None,
     leads: Annotated[int, typer.Option(help="Handheld leads the student reads: 1 (I), 2 (I, II) or 6 (limb).")] = 1,
     out: RunOutOpt = Path("runs/student"),
     no_teacher: Annotated[bool, typer.Option("--no-teacher", help="Train the same student on labels alone.")] = False,
     config: ConfigOpt = "quick",
     set_: SetOpt = None,
+    endpoint_url: EndpointOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Stage 3b: distil the teacher into a 1-6 lead handheld-ECG student; writes OUT/student.pt.
 
     The student learns the labels where known and the teacher's soft targets, embedding and LVEF on
     every training study (distill.* weights); --no-teacher trains it on the labelled studies alone.
+    With --stream (the teacher's cohort written by `cardiodistill stream`) it reads the handheld ECGs
+    from the stream and the teacher's outputs and targets from its teacher_outputs.npz.
     """
     from .runs import finish_run
-    from .stages.common import fusion_of
+    from .stages.common import fusion_of, spec_of
     from .stages.stage3 import run_distill
 
+    if (cohort is None) == (stream is None):
+        raise typer.BadParameter("give one of --cohort and --stream")
     cfg = _stage("distill", config, set_, out, overwrite)
-    data = _open(cfg, cohort, fusion_of(teacher / "teacher.pt"))
+    if stream is not None:
+        from .data.streaming import open_stream
+
+        data = open_stream(stream, spec_of(fusion_of(teacher / "teacher.pt")),
+                           storage_options=_storage_options(endpoint_url))
+    else:
+        data = _open(cfg, cohort, fusion_of(teacher / "teacher.pt"))
     summary = run_distill(cfg, data, teacher, out, n_leads=leads, distil=not no_teacher)
     finish_run(out, "distill", steps=summary["steps"], leads=leads)
     console.print(f"[green]{leads}-lead student trained on {summary['n_train']} studies:[/] {out / 'student.pt'}")

@@ -518,6 +518,44 @@ def test_the_stream_command_writes_what_align_reads(cohort_dir, tmp_path):
     assert cli("align", "--stream", str(tmp_path / "s"), "--cohort", str(cohort_dir), "-o", str(tmp_path / "b")) != 0
 
 
+def test_a_student_distils_from_a_stream_with_the_teachers_cached_targets(pipeline_run, cohort, stream_dir):
+    """Stage 3b from a stream: each training study arrives with the targets and teacher outputs the cohort path
+    gives it (from teacher_outputs.npz, by cache row)."""
+    from cardiodistill.stages.stage3 import _stream_students, _teacher_arrays, _teacher_outputs
+
+    cfg = tiny_config()
+    extra, frame, train, _, n_train = _stream_students(cfg, open_stream(stream_dir), pipeline_run / "teacher", True)
+    assert n_train == len(cohort.splits["train"]) and frame[1] == cohort.outputs
+    reference = cohort.with_targets(cohort.dataset(cohort.splits["train"], modalities=("mobile",)),
+                                    _teacher_arrays(_teacher_outputs(pipeline_run / "teacher")[1], cohort.splits["train"]))
+    by_row = {int(reference[i]["index"]): reference[i] for i in range(len(reference))}
+    for i in range(3):
+        item = train[i]
+        want = by_row[int(item["index"])]
+        for name in ("mobile", "targets", "lvef_z", "t_logits", "t_lvef", "t_embedding"):
+            assert torch.equal(torch.nan_to_num(item[name]), torch.nan_to_num(want[name])), name
+    with pytest.raises(ConfigError, match="labels-only student reads the cohort"):
+        _stream_students(cfg, open_stream(stream_dir), pipeline_run / "teacher", False)
+
+
+def test_the_distill_command_reads_a_stream(pipeline_run, stream_dir, tmp_path):
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    assert cli("distill", "--stream", str(stream_dir), "--teacher", str(pipeline_run / "teacher"), "--leads", "1",
+               "-o", str(tmp_path / "s"), *sets) == 0
+    student = read_model_file(tmp_path / "s" / "student.pt")
+    assert student["distilled"] and student["n_train"] == open_stream(stream_dir).meta["splits"]["train"]
+
+
+def test_distillation_from_a_stream_under_ddp_with_two_cpu_processes(pipeline_run, stream_dir, tmp_path):
+    from cardiodistill.stages.stage3 import run_distill
+
+    cfg = tiny_config(**{"distill.min_steps": 2, "trainer.accelerator": "cpu", "trainer.devices": 2,
+                         "trainer.strategy": "ddp_spawn", "trainer.threads": 1, "distill.optim.batch_size": 4})
+    summary = run_distill(cfg, open_stream(stream_dir), pipeline_run / "teacher", tmp_path / "ddp", n_leads=1,
+                          show_bar=False)
+    assert summary["steps"] >= 2 and (tmp_path / "ddp" / "student.pt").is_file()
+
+
 def test_the_simulator_writes_the_stream_with_synth_stream(tmp_path):
     """synth.stream=true (the full preset's) writes OUT/stream for the align encoders' inputs beside the files."""
     sets = [arg for item in TINY + ["synth.chunk_size=16", "synth.echo.size=48", "synth.stream=true",

@@ -78,7 +78,7 @@ def _join(root: str | os.PathLike[str], *parts: str) -> str:
     return "/".join([str(root).rstrip("/"), *parts]) if is_remote(root) else str(Path(root).joinpath(*parts))
 
 
-def _source_digest(cache: PairedCache) -> str:
+def source_digest(cache: PairedCache) -> str:
     """What the stream was made from: the cache's spec and source files (not the ids or paths themselves)."""
     data = json.dumps({"spec": cache.meta["spec"], "files": cache.meta.get("files"), "n": len(cache)}, sort_keys=True,
                       default=str)
@@ -152,7 +152,7 @@ def write_stream(cache: PairedCache, out: str | os.PathLike[str], *, chunk_bytes
     and return its ``stream.json``. A stream already there from the same cache is kept as it is; anything
     else at ``out`` is refused. Written atomically: a local stream is built beside ``out`` and renamed, a
     remote one uploaded with ``stream.json`` last."""
-    digest = _source_digest(cache)
+    digest = source_digest(cache)
     old = read_stream_meta(out, storage_options)
     if old is not None:
         if old.get("format") == STREAM_FORMAT and old.get("version") == STREAM_VERSION and old.get("source") == digest:
@@ -210,12 +210,15 @@ class StudyStream(StreamingDataset):
     items plus ``split_bucket``. A LitData ``StreamingDataset``: read it with :func:`stream_loader` (or
     ``litdata.StreamingDataLoader``) to shuffle from ``(seed, epoch)``, share it between ranks and workers,
     and resume mid-epoch from the loader's ``state_dict``. ``modalities`` as in ``PairedDataset``;
-    ``cache_dir`` / ``max_cache_size``: where and how much of a remote stream is kept locally."""
+    ``cache_dir`` / ``max_cache_size``: where and how much of a remote stream is kept locally. ``extra``:
+    per-study arrays in the source cache's row order (a teacher's outputs and targets) that each item gets
+    at its row, ``item[name] = extra[name][row]``, as :class:`~cardiodistill.data.cohort.WithTargets` does."""
 
     def __init__(self, root: str | os.PathLike[str], split: str = "train", *, modalities: Iterable[str] = MODALITIES,
                  shuffle: bool = False, seed: int = 0, drop_last: bool | None = None,
                  storage_options: Mapping[str, Any] | None = None, cache_dir: str | None = None,
-                 max_cache_size: str = "50GB", meta: Mapping[str, Any] | None = None):
+                 max_cache_size: str = "50GB", meta: Mapping[str, Any] | None = None,
+                 extra: Mapping[str, np.ndarray] | None = None):
         meta = _checked_meta(root, storage_options) if meta is None else meta
         if not meta["splits"].get(split):
             raise DataError(f"the stream has no {split!r} studies", root)
@@ -229,6 +232,7 @@ class StudyStream(StreamingDataset):
         self.lab_names, self.dx_names = list(meta["lab_names"]), list(meta["dx_names"])
         self.modalities = tuple(modalities)
         self._zeros = model_zeros(self.spec, len(self.lab_names))
+        self.extra = {k: torch.as_tensor(np.asarray(v)) for k, v in (extra or {}).items()}
 
     def __getitem__(self, index: Any) -> dict[str, Any]:
         study = super().__getitem__(index)
@@ -239,6 +243,7 @@ class StudyStream(StreamingDataset):
                           note=study["note"], phases={name: np.asarray(study[name], np.int64) for name in PHASES},
                           row=int(study["row"]), zeros=self._zeros)
         item["split_bucket"] = torch.tensor(int(study["split_bucket"]), dtype=torch.long)
+        item.update({name: values[int(study["row"])] for name, values in self.extra.items()})
         return item
 
 
@@ -293,9 +298,9 @@ class StreamCohort:
         return labs
 
     def stream(self, split: str, *, modalities: Iterable[str] = MODALITIES, shuffle: bool = False,
-               seed: int = 0) -> StudyStream:
+               seed: int = 0, extra: Mapping[str, np.ndarray] | None = None) -> StudyStream:
         return StudyStream(self.root, split, modalities=modalities, shuffle=shuffle, seed=seed,
-                           storage_options=self.storage_options, cache_dir=self.cache_dir, meta=self.meta)
+                           storage_options=self.storage_options, cache_dir=self.cache_dir, meta=self.meta, extra=extra)
 
 
 def open_stream(root: str | os.PathLike[str], spec: PairedSpec | None = None, *,

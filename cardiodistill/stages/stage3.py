@@ -6,14 +6,16 @@ distilled from it (``distill``).
 writes ``teacher.pt`` and caches its outputs on every study (:func:`cache_teacher_outputs`), so
 distilling several students never reruns it. :func:`run_distill` trains a 1-, 2- or 6-lead
 :class:`~cardiodistill.train.distill.StudentModule` (:func:`student_config`, :func:`student_leads`) from
-those cached outputs and the labels, and writes ``student.pt``.
+those cached outputs and the labels, and writes ``student.pt``. The cached outputs carry the training targets
+and the split beside the teacher's outputs, so a student can also train from a stream of the same cohort
+(``cardiodistill stream``), every training study's handheld ECG read from object storage.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,6 +33,9 @@ from ..train.distill import StudentModule
 from ..train.engine import fit, start_job, steps_for_epochs
 from ..train.teacher import TeacherModule, init_heads_from_probe, predict_studies, recalibrate_standardise
 from .common import resolve_model_config
+
+if TYPE_CHECKING:
+    from ..data.streaming import StreamCohort
 
 __all__ = ["LIMB_ORDER", "cache_teacher_outputs", "fresh_encoders", "run_distill", "run_finetune", "student_config",
            "student_leads"]
@@ -102,12 +107,24 @@ def fresh_encoders(fusion: Mapping[str, Any], state: Mapping[str, Tensor], modal
 
 
 def cache_teacher_outputs(teacher, cohort: Cohort, path: Path, batch_size: int = 64) -> Path:
-    """The teacher's ``logits``, standardised ``lvef`` and fused ``embedding`` for every study, in
-    cache order, written atomically (what every student of this teacher trains from)."""
+    """The teacher's ``logits``, standardised ``lvef`` and fused ``embedding`` for every study (with their
+    cache rows, ``index``), and what a student trains from beside them, in cache order: ``targets`` and
+    ``lvef_z`` as the teacher saw them (unlabelled studies' labels hidden), the ``split``, the ``outputs``'
+    names, ``lvef_stats`` (mean, SD) and the cache's ``source`` digest, which a stream of the same cache
+    carries too. Written atomically; every student of this teacher trains from it."""
+    from ..data.streaming import source_digest
+
     teacher.eval()
     outputs = predict_studies(teacher, cohort.dataset(np.arange(len(cohort.cache))), batch_size=batch_size)
+    mean, std = cohort.lvef_stats()
+    split = np.full(len(cohort.cache), "", dtype="<U5")
+    for name in ("train", "val", "test"):
+        split[cohort.splits[name]] = name
+    student = dict(targets=cohort.targets.astype(np.float32), lvef_z=((cohort.lvef - mean) / std).astype(np.float32),
+                   split=split, outputs=np.asarray(cohort.outputs), lvef_stats=np.asarray([mean, std], np.float64),
+                   source=np.asarray(source_digest(cohort.cache)))
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **outputs)
+        np.savez(fh, **outputs, **student)
     return path
 
 
@@ -122,11 +139,14 @@ def student_leads(n: int) -> tuple[str, ...]:
 
 
 def student_config(cfg: Config, n_leads: int, embed_dim: int, cohort: Cohort,
-                   ecg_encoder: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   ecg_encoder: Mapping[str, Any] | None = None, *,
+                   frame: tuple[Any, list[str], tuple[float, float]] | None = None) -> dict[str, Any]:
     """The ``ecg_student`` config: ``distill.backbone`` for ``n_leads`` handheld leads (the names
     ``ecg_encoder`` - the teacher's ECG transformer - and ``pretrained`` - a stage-1 encoder file -
-    mean the lead-agnostic encoder whose config is ``ecg_encoder``)."""
-    spec = cohort.cache.spec.ecg
+    mean the lead-agnostic encoder whose config is ``ecg_encoder``). ``frame``: the ECG input spec, the
+    output names and the LVEF statistics, where they do not come from ``cohort`` (a stream)."""
+    spec, outputs, (mean, std) = frame if frame is not None else (cohort.cache.spec.ecg, cohort.outputs,
+                                                                   cohort.lvef_stats())
     if cfg.distill.backbone.get("name") in ENCODER_BACKBONES:
         if ecg_encoder is None:
             raise ConfigError(f"distill.backbone {cfg.distill.backbone['name']} needs its ECG encoder")
@@ -135,8 +155,7 @@ def student_config(cfg: Config, n_leads: int, embed_dim: int, cohort: Cohort,
         backbone = resolve_model_config({**cfg.distill.backbone, "in_leads": n_leads}, "distill.backbone")
     backbone["fs"], backbone["seconds"] = spec.fs, spec.seconds
     backbone["band"] = list(spec.band) if spec.band is not None else None  # what the cohort cache was filtered with
-    mean, std = cohort.lvef_stats()
-    return create_model("ecg_student", backbone=backbone, outputs=cohort.outputs, embed_dim=embed_dim,
+    return create_model("ecg_student", backbone=backbone, outputs=outputs, embed_dim=embed_dim,
                         lvef_mean=mean, lvef_std=std).model_config
 
 
@@ -168,49 +187,85 @@ def student_start(backbone: Mapping[str, Any], teacher_dir: str | Path | None
     return dict(encoder), {f"encoder.{k}": v for k, v in state.items()}
 
 
-def _teacher_arrays(cohort: Cohort, teacher_dir: str | Path | None) -> dict[str, np.ndarray]:
-    """The teacher's cached outputs per study (``t_logits``, ``t_lvef``, ``t_embedding`` centred on the
-    training mean), in cache order."""
+def _teacher_outputs(teacher_dir: str | Path | None) -> tuple[Path, dict[str, np.ndarray]]:
+    """``teacher_outputs.npz`` of the teacher's run folder, the teacher's outputs in cache order."""
     if teacher_dir is None:
         raise ConfigError("distillation needs the teacher's run folder (teacher_outputs.npz)")
     path = Path(teacher_dir) / "teacher_outputs.npz"
     if not path.is_file():
         raise DataError("no teacher_outputs.npz: run finetune first", teacher_dir)
     with np.load(path) as saved:
-        order = np.argsort(saved["index"])
-        embedding = saved["embedding"][order]
-        extra = {"t_logits": saved["logits"][order], "t_lvef": saved["lvef"][order]}
-    if len(order) != len(cohort.cache):
-        raise DataError("teacher_outputs.npz was made for another cohort", path)
+        saved = dict(saved)
+    order = np.argsort(saved["index"])
+    for name in ("index", "logits", "lvef", "embedding"):
+        saved[name] = saved[name][order]
+    return path, saved
+
+
+def _teacher_arrays(saved: Mapping[str, np.ndarray], train: np.ndarray) -> dict[str, np.ndarray]:
+    """The teacher's outputs as a student's targets per study (``t_logits``, ``t_lvef``, ``t_embedding``
+    centred on the ``train`` rows' mean), in cache order."""
+    extra = {"t_logits": saved["logits"], "t_lvef": saved["lvef"]}
     # Matched after centring on the training mean: the raw fused embeddings share a large common
     # direction, so their cosine is near 1 for any pair and matching them teaches nothing.
-    extra["t_embedding"] = embedding - embedding[cohort.splits["train"]].mean(0)
+    extra["t_embedding"] = saved["embedding"] - saved["embedding"][train].mean(0)
     return extra
 
 
-def run_distill(cfg: Config, cohort: Cohort, teacher_dir: str | Path | None, out: str | Path, *, n_leads: int,
-                distil: bool = True, show_bar: bool = True) -> dict[str, Any]:
+def _stream_students(cfg: Config, stream, teacher_dir: str | Path | None, distil: bool):
+    """What a student trains from on a stream: every training study with the teacher's outputs and the
+    targets the teacher saw, from ``teacher_outputs.npz``; the input frame for :func:`student_config`."""
+    if not (distil and cfg.distill.unlabelled):
+        raise ConfigError("a student trains from a stream on every training study with the teacher's outputs "
+                          "(distill.unlabelled=true); a labels-only student reads the cohort (--cohort)")
+    path, saved = _teacher_outputs(teacher_dir)
+    if "source" not in saved:
+        raise DataError("teacher_outputs.npz predates streams (no targets or source); run finetune again", path)
+    if str(saved["source"]) != stream.meta["source"] or len(saved["index"]) != sum(stream.meta["splits"].values()):
+        raise DataError(f"the teacher's outputs are of another cohort than the stream {stream.root} "
+                        f"(or of the same cohort prepared for other inputs)", path)
+    extra = {**_teacher_arrays(saved, np.flatnonzero(saved["split"] == "train")),
+             "targets": saved["targets"], "lvef_z": saved["lvef_z"]}
+    frame = (stream.spec.ecg, [str(o) for o in saved["outputs"]], tuple(float(v) for v in saved["lvef_stats"]))
+    train = stream.stream("train", modalities=("mobile",), shuffle=True, seed=cfg.trainer.seed, extra=extra)
+    val = stream.stream("val", modalities=("mobile",), extra=extra)
+    return extra, frame, train, val, stream.meta["splits"]["train"]
+
+
+def run_distill(cfg: Config, cohort: Cohort | "StreamCohort", teacher_dir: str | Path | None, out: str | Path, *,
+                n_leads: int, distil: bool = True, show_bar: bool = True) -> dict[str, Any]:
     """Stage 3b in run folder ``out``: an ``n_leads`` student from the teacher's cached outputs in
     ``teacher_dir`` (``distil=False``: the same student from the labels alone); writes
-    ``out/student.pt``."""
+    ``out/student.pt``. ``cohort``: a cached cohort, or a stream of it (every training study, distilled)."""
+    from ..data.streaming import StreamCohort
+
     out = Path(out)
     start_job(cfg.trainer)
     d, o = cfg.distill, cfg.distill.optim
-    extra = _teacher_arrays(cohort, teacher_dir) if distil else {}
-    embed_dim = extra["t_embedding"].shape[1] if distil else 0
     encoder, backbone_state = student_start(d.backbone, teacher_dir)
-    config = student_config(cfg, n_leads, embed_dim, cohort, encoder)
+    if isinstance(cohort, StreamCohort):
+        extra, frame, train, val, n_train = _stream_students(cfg, cohort, teacher_dir, distil)
+    else:
+        extra = {}
+        if distil:
+            path, saved = _teacher_outputs(teacher_dir)
+            if len(saved["index"]) != len(cohort.cache):
+                raise DataError("teacher_outputs.npz was made for another cohort", path)
+            extra = _teacher_arrays(saved, cohort.splits["train"])
+        rows = cohort.splits["train"] if (distil and d.unlabelled) else cohort.splits["labelled"]
+        train = cohort.with_targets(cohort.dataset(rows, modalities=("mobile",)), extra)
+        val = cohort.with_targets(cohort.dataset("val", modalities=("mobile",)), extra)
+        frame, n_train = None, len(rows)
+    embed_dim = extra["t_embedding"].shape[1] if distil else 0
+    config = student_config(cfg, n_leads, embed_dim, cohort, encoder, frame=frame)
     weights = dict(label=d.label, soft=d.soft, embedding=d.embedding, lvef=d.lvef) if distil else \
         dict(label=d.label, soft=0.0, embedding=0.0, lvef=d.lvef)
-    rows = cohort.splits["train"] if (distil and d.unlabelled) else cohort.splits["labelled"]
-    steps = steps_for_epochs(len(rows), o.batch_size, d.epochs, d.min_steps)
+    steps = steps_for_epochs(n_train, o.batch_size, d.epochs, d.min_steps)
     module = StudentModule(config, **weights, temperature=d.temperature, lr=o.lr, weight_decay=o.weight_decay,
                            betas=o.betas, warmup_steps=o.warmup_steps, max_steps=steps, seed=cfg.trainer.seed,
                            backbone_state=backbone_state, encoder_lr_scale=cfg.finetune.encoder_lr_scale)
-    train = cohort.with_targets(cohort.dataset(rows, modalities=("mobile",)), extra)
-    val = cohort.with_targets(cohort.dataset("val", modalities=("mobile",)), extra)
     result = fit(module, train, val, cfg.trainer, out, batch_size=o.batch_size, max_steps=steps, show_bar=show_bar)
     if result["is_global_zero"]:
         save_model(module.model, out / "student.pt", leads=list(student_leads(n_leads)), distilled=distil,
-                   steps=result["steps"], n_train=len(rows))
-    return {"steps": result["steps"], "metrics": result["metrics"], "n_train": len(rows), "leads": n_leads}
+                   steps=result["steps"], n_train=n_train)
+    return {"steps": result["steps"], "metrics": result["metrics"], "n_train": n_train, "leads": n_leads}
