@@ -20,7 +20,8 @@ Results are appended to ``benchmarks/results/stream.jsonl``; ``--table`` prints 
 preset's alignment) trained from a stream of ``--studies`` studies (the 64-patient cohort repeated, its
 splits kept) in one process with 2 threads, then in 2 DDP processes (gloo, one thread each), 32 studies per
 process per step. The time between the first and the last timed step's end, validation excluded, gives the
-training throughput; appended to ``benchmarks/results/stream_ddp.jsonl``:
+training throughput; the peak memory is that of all the run's processes together (PSS); appended to
+``benchmarks/results/stream_ddp.jsonl``:
 
     python benchmarks/bench_stream.py --ddp --studies 2048 --steps 30
 """
@@ -186,18 +187,18 @@ def _read(fmt: str, folder: str, workers: int) -> dict[str, Any]:
 
 
 class StepClock(L.Callback):
-    """Seconds of training between the end of step ``skip`` and the last step's end, validation excluded;
-    rank 0 writes ``{"steps", "seconds"}`` to ``path``."""
+    """Seconds of training between the end of step ``skip`` and the last step's end, less the validation
+    passes in between; rank 0 writes ``{"steps", "seconds"}`` to ``path``."""
 
     def __init__(self, path: str, skip: int):
         self.path, self.skip = path, skip
         self.start = self.last = None
-        self.val, self.steps, self._val_start = 0.0, 0, 0.0
+        self.steps, self._val_start, self.vals = 0, 0.0, []
 
     def on_train_batch_end(self, trainer, *args) -> None:
         now = time.perf_counter()
         if trainer.global_step == self.skip:
-            self.start, self.val, self.steps = now, 0.0, 0
+            self.start, self.steps = now, 0
         elif self.start is not None:
             self.steps, self.last = self.steps + 1, now
 
@@ -205,12 +206,12 @@ class StepClock(L.Callback):
         self._val_start = time.perf_counter()
 
     def on_validation_end(self, trainer, *args) -> None:
-        if self.start is not None:
-            self.val += time.perf_counter() - self._val_start
+        self.vals.append((self._val_start, time.perf_counter()))
 
     def on_train_end(self, trainer, *args) -> None:
         if trainer.is_global_zero:
-            Path(self.path).write_text(json.dumps({"steps": self.steps, "seconds": self.last - self.start - self.val}))
+            val = sum(b - a for a, b in self.vals if self.start <= a and b <= self.last)
+            Path(self.path).write_text(json.dumps({"steps": self.steps, "seconds": self.last - self.start - val}))
 
 
 def _ddp_child(stream: str, processes: int, steps: int, clock: str) -> dict[str, Any]:
@@ -226,11 +227,12 @@ def _ddp_child(stream: str, processes: int, steps: int, clock: str) -> dict[str,
     ecg = encoder_config(None, cfg.align.ecg_model, "align.ecg_model")
     video = encoder_config(None, cfg.align.video_model, "align.video_model")
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as out, PeakMemory(every=0.1) as memory:
         run_align(cfg, open_stream(stream), out, ecg=ecg, video=video, show_bar=False,
                   callbacks=[StepClock(clock, skip=5)])
     timed = json.loads(Path(clock).read_text())
-    return {"wall_seconds": round(time.perf_counter() - start, 1), **timed}
+    return {"wall_seconds": round(time.perf_counter() - start, 1), "peak_pss_mib": round(memory.peak_kib / 1024, 1),
+            **timed}
 
 
 def ddp(studies: int, steps: int, work: Path) -> None:

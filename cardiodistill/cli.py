@@ -255,14 +255,19 @@ def _is_cine(path: Path) -> bool:
     return is_video_file(path)
 
 
-def _pretrain(kind: str, job, what: str, config: str, set_: list[str] | None, out: Path, overwrite: bool) -> None:
-    """Run a stage-1 ``job(cfg, out, progress=...)`` in a run folder, one progress bar per source."""
+EndpointOpt = Annotated[Optional[str], typer.Option(
+    "--endpoint-url", metavar="URL", help="An S3-compatible server's address (MinIO, Ceph...) for s3:// streams.")]
+
+
+def _pretrain(kind: str, job, what: str, config: str, set_: list[str] | None, out: Path, overwrite: bool,
+              **kwargs) -> None:
+    """Run a stage-1 ``job(cfg, out, progress=..., **kwargs)`` in a run folder, one progress bar per source."""
     from .runs import finish_run, prepare_run_folder
 
     cfg = load_config(config, list(set_ or []))
     prepare_run_folder(out, cfg, overwrite=overwrite, kind=kind)
     with _progress() as bar:
-        summary = job(cfg, out, progress=_per_source(bar, what))
+        summary = job(cfg, out, progress=_per_source(bar, what), **kwargs)
     finish_run(out, kind, **summary)
     console.print(f"[green]pretraining finished after {summary['steps']} steps:[/] {out}")
 
@@ -277,6 +282,10 @@ def pretrain_ecg_cmd(
     out: RunOutOpt = Path("runs/pretrain-ecg"),
     config: ConfigOpt = "quick",
     set_: SetOpt = None,
+    stream: Annotated[Optional[str], typer.Option(
+        "--stream", metavar="FOLDER|URL",
+        help="Train on a stream's 12-lead ECGs instead of pretrain.ecg.sources.")] = None,
+    endpoint_url: EndpointOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Pretrain the lead-agnostic ECG encoder on unlabelled ECGs (masked autoencoder or contrastive).
@@ -286,11 +295,18 @@ def pretrain_ecg_cmd(
     z-scored windows once (a cache in OUT/windows). An interrupted run continues exactly where its
     last checkpoint left it when run again with the same arguments. Writes OUT/mae.pt (or
     model.pt), OUT/encoder.pt, the training log and, for the masked autoencoder, reconstruction
-    metrics and a figure on the held-out windows.
+    metrics and a figure on the held-out windows. With --stream (written by `cardiodistill stream` for
+    this encoder's input) it trains on the stream's training studies' 12-lead ECGs and watches its
+    validation ones.
     """
     from .stages.stage1 import pretrain_ecg
 
-    _pretrain("pretrain-ecg", pretrain_ecg, "windows from", config, set_, out, overwrite)
+    data = None
+    if stream is not None:
+        from .data.streaming import open_stream
+
+        data = open_stream(stream, storage_options=_storage_options(endpoint_url))
+    _pretrain("pretrain-ecg", pretrain_ecg, "windows from", config, set_, out, overwrite, stream=data)
 
 
 @pretrain_app.command("video", short_help="Pretrain a video encoder on unlabelled echo / cine-MR clips.")
@@ -325,6 +341,21 @@ def _open(cfg, cohort: Path, fusion: dict):
         return open_cohort(cfg, cohort, spec_of(fusion), _per_task(bar))
 
 
+def _one_source(cohort: Path | None, stream: str | None) -> None:
+    if (cohort is None) == (stream is None):
+        raise typer.BadParameter("give one of --cohort and --stream")
+
+
+def _cohort_or_stream(cfg, cohort: Path | None, stream: str | None, fusion: dict, endpoint_url: str | None):
+    """The cohort folder's cache, or the stream, for the encoders of ``fusion`` (:func:`_one_source` checked)."""
+    if stream is None:
+        return _open(cfg, cohort, fusion)
+    from .data.streaming import open_stream
+    from .stages.common import spec_of
+
+    return open_stream(stream, spec_of(fusion), storage_options=_storage_options(endpoint_url))
+
+
 def _stage(kind: str, config: str, set_, out: Path, overwrite: bool):
     from .runs import prepare_run_folder
 
@@ -341,8 +372,6 @@ OptionalCohortOpt = Annotated[Optional[Path], typer.Option(
     "--cohort", metavar="FOLDER", help="Cohort folder: manifest.csv plus the files it names.")]
 StreamOpt = Annotated[Optional[str], typer.Option(
     "--stream", metavar="FOLDER|URL", help="Or a stream written by `cardiodistill stream`.")]
-EndpointOpt = Annotated[Optional[str], typer.Option(
-    "--endpoint-url", metavar="URL", help="An S3-compatible server's address (MinIO, Ceph...) for s3:// streams.")]
 
 
 def _storage_options(endpoint_url: str | None) -> dict:
@@ -363,8 +392,8 @@ def stream_cmd(
 ) -> None:
     """Write a cohort folder (manifest.csv + clinical files) as a LitData stream that the stages read with
     --stream: every study preprocessed once for the encoders' inputs (those of --ecg-encoder and
-    --video-encoder, else of align.*), one data set per split. A stream already there from the same
-    cohort is kept."""
+    --video-encoder, else of align.*), one data set per split, and one of the finetune.labelled share of
+    the training studies for the teacher. A stream already there from the same cohort is kept."""
     cfg = load_config(config, list(set_ or []))
     _write_stream(cfg, cohort, out, ecg_encoder, video_encoder, endpoint_url, chunk_mb)
 
@@ -379,7 +408,7 @@ def _write_stream(cfg: Config, cohort: Path, out: str, ecg_encoder: str | None =
     data = _open(cfg, cohort, {"ecg": ecg[0], "echo": video[0]})
     with _progress() as bar:
         task = bar.add_task("writing the stream", total=len(data.table))
-        meta = write_stream(data.cache, out, chunk_bytes=chunk_mb * 1_000_000,
+        meta = write_stream(data.cache, out, labelled=cfg.finetune.labelled, chunk_bytes=chunk_mb * 1_000_000,
                             storage_options=_storage_options(endpoint_url),
                             progress=lambda done, total: bar.update(task, completed=done))
     counts = ", ".join(f"{n} {split}" for split, n in meta["splits"].items())
@@ -406,21 +435,13 @@ def align(
     writes OUT/aligned.pt. An interrupted run continues from its checkpoint, mid-epoch.
     """
     from .runs import finish_run
-    from .stages.common import spec_of
     from .stages.stage2 import encoder_config, run_align
 
-    if (cohort is None) == (stream is None):
-        raise typer.BadParameter("give one of --cohort and --stream")
+    _one_source(cohort, stream)
     cfg = _stage("align", config, set_, out, overwrite)
     ecg = encoder_config(ecg_encoder, cfg.align.ecg_model, "align.ecg_model")
     video = encoder_config(video_encoder, cfg.align.video_model, "align.video_model")
-    if stream is not None:
-        from .data.streaming import open_stream
-
-        data = open_stream(stream, spec_of({"ecg": ecg[0], "echo": video[0]}),
-                           storage_options=_storage_options(endpoint_url))
-    else:
-        data = _open(cfg, cohort, {"ecg": ecg[0], "echo": video[0]})
+    data = _cohort_or_stream(cfg, cohort, stream, {"ecg": ecg[0], "echo": video[0]}, endpoint_url)
     summary = run_align(cfg, data, out, ecg=ecg, video=video)
     finish_run(out, "align", steps=summary["steps"])
     console.print(f"[green]alignment finished after {summary['steps']} steps:[/] {out / 'aligned.pt'}")
@@ -428,7 +449,8 @@ def align(
 
 @app.command(short_help="Stage 3a: train the multimodal teacher on labelled studies.")
 def finetune(
-    cohort: CohortOpt,
+    cohort: OptionalCohortOpt = None,
+    stream: StreamOpt = None,
     aligned: Annotated[Optional[Path], typer.Option(
         help="The stage-2 model (aligned.pt). Without it the teacher starts from the stage-1 encoders.")] = None,
     ecg_encoder: Annotated[Optional[Path], typer.Option(help="Without --aligned: a stage-1 ECG encoder.pt.")] = None,
@@ -436,27 +458,30 @@ def finetune(
     out: RunOutOpt = Path("runs/teacher"),
     config: ConfigOpt = "quick",
     set_: SetOpt = None,
+    endpoint_url: EndpointOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Stage 3a: the multimodal teacher (triage, diagnoses, LVEF) on the labelled training studies.
 
     finetune.labelled sets the share of training studies with labels, finetune.mode probe or
     finetune, finetune.modalities what the teacher reads. Writes OUT/teacher.pt and
-    OUT/teacher_outputs.npz (its outputs on every study, what distillation reads).
+    OUT/teacher_outputs.npz (its outputs on every study, what distillation reads). With --stream the
+    studies come from a stream written with the same finetune.labelled.
     """
     from .runs import finish_run
     from .stages.common import fusion_of
     from .stages.stage2 import encoder_config, unaligned_fusion
     from .stages.stage3 import run_finetune
 
+    _one_source(cohort, stream)
     cfg = _stage("finetune", config, set_, out, overwrite)
     if aligned is not None:
-        data = _open(cfg, cohort, fusion_of(aligned))
+        data = _cohort_or_stream(cfg, cohort, stream, fusion_of(aligned), endpoint_url)
         summary = run_finetune(cfg, data, out, aligned=aligned)
     else:
         ecg = encoder_config(ecg_encoder, cfg.align.ecg_model, "align.ecg_model")
         video = encoder_config(video_encoder, cfg.align.video_model, "align.video_model")
-        data = _open(cfg, cohort, {"ecg": ecg[0], "echo": video[0]})
+        data = _cohort_or_stream(cfg, cohort, stream, {"ecg": ecg[0], "echo": video[0]}, endpoint_url)
         summary = run_finetune(cfg, data, out, base=unaligned_fusion(cfg, data, ecg, video))
     finish_run(out, "finetune", steps=summary["steps"], labelled=summary["n_labelled"])
     console.print(f"[green]teacher trained on {summary['n_labelled']} labelled studies:[/] {out / 'teacher.pt'}")
@@ -483,19 +508,12 @@ def distill(
     from the stream and the teacher's outputs and targets from its teacher_outputs.npz.
     """
     from .runs import finish_run
-    from .stages.common import fusion_of, spec_of
+    from .stages.common import fusion_of
     from .stages.stage3 import run_distill
 
-    if (cohort is None) == (stream is None):
-        raise typer.BadParameter("give one of --cohort and --stream")
+    _one_source(cohort, stream)
     cfg = _stage("distill", config, set_, out, overwrite)
-    if stream is not None:
-        from .data.streaming import open_stream
-
-        data = open_stream(stream, spec_of(fusion_of(teacher / "teacher.pt")),
-                           storage_options=_storage_options(endpoint_url))
-    else:
-        data = _open(cfg, cohort, fusion_of(teacher / "teacher.pt"))
+    data = _cohort_or_stream(cfg, cohort, stream, fusion_of(teacher / "teacher.pt"), endpoint_url)
     summary = run_distill(cfg, data, teacher, out, n_leads=leads, distil=not no_teacher)
     finish_run(out, "distill", steps=summary["steps"], leads=leads)
     console.print(f"[green]{leads}-lead student trained on {summary['n_train']} studies:[/] {out / 'student.pt'}")

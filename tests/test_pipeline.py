@@ -487,7 +487,7 @@ class _Crash(L.Callback):
 @pytest.fixture(scope="module")
 def stream_dir(cohort, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("stream") / "cohort"
-    write_stream(cohort.cache, out, chunk_bytes="100kB")
+    write_stream(cohort.cache, out, labelled=tiny_config().finetune.labelled, chunk_bytes="100kB")
     return out
 
 
@@ -538,12 +538,26 @@ def test_a_student_distils_from_a_stream_with_the_teachers_cached_targets(pipeli
         _stream_students(cfg, open_stream(stream_dir), pipeline_run / "teacher", False)
 
 
-def test_the_distill_command_reads_a_stream(pipeline_run, stream_dir, tmp_path):
+def test_the_teacher_and_students_train_from_a_stream(pipeline_run, stream_dir, tmp_path):
+    """finetune --stream and distill --stream: the teacher learns from the stream's labelled studies and caches
+    what its students need, the same targets, splits and statistics as the teacher of the cohort folder."""
     sets = [arg for item in TINY for arg in ("--set", item)]
-    assert cli("distill", "--stream", str(stream_dir), "--teacher", str(pipeline_run / "teacher"), "--leads", "1",
+    assert cli("finetune", "--stream", str(stream_dir), "--aligned", str(pipeline_run / "align" / "aligned.pt"),
+               "-o", str(tmp_path / "t"), *sets) == 0
+    with np.load(tmp_path / "t" / "teacher_outputs.npz") as streamed, \
+            np.load(pipeline_run / "teacher" / "teacher_outputs.npz") as cached:
+        assert sorted(streamed["index"]) == sorted(cached["index"])
+        for name in ("targets", "lvef_z", "split", "outputs", "lvef_stats", "source"):
+            assert np.array_equal(streamed[name], cached[name], equal_nan=name in ("targets", "lvef_z")), name
+    teacher = read_model_file(tmp_path / "t" / "teacher.pt")
+    assert teacher["n_labelled"] == read_model_file(pipeline_run / "teacher" / "teacher.pt")["n_labelled"]
+    assert cli("distill", "--stream", str(stream_dir), "--teacher", str(tmp_path / "t"), "--leads", "1",
                "-o", str(tmp_path / "s"), *sets) == 0
     student = read_model_file(tmp_path / "s" / "student.pt")
     assert student["distilled"] and student["n_train"] == open_stream(stream_dir).meta["splits"]["train"]
+    # the stream's labelled studies were chosen with finetune.labelled; another share is refused
+    assert cli("finetune", "--stream", str(stream_dir), "--aligned", str(pipeline_run / "align" / "aligned.pt"),
+               "-o", str(tmp_path / "u"), *sets, "--set", "finetune.labelled=0.9") != 0
 
 
 def test_distillation_from_a_stream_under_ddp_with_two_cpu_processes(pipeline_run, stream_dir, tmp_path):
@@ -554,6 +568,46 @@ def test_distillation_from_a_stream_under_ddp_with_two_cpu_processes(pipeline_ru
     summary = run_distill(cfg, open_stream(stream_dir), pipeline_run / "teacher", tmp_path / "ddp", n_leads=1,
                           show_bar=False)
     assert summary["steps"] >= 2 and (tmp_path / "ddp" / "student.pt").is_file()
+
+
+def test_the_teacher_from_a_stream_under_ddp_with_two_cpu_processes(pipeline_run, stream_dir, tmp_path):
+    """Two ranks share the labelled studies; the teacher's outputs afterwards cover every study once."""
+    from cardiodistill.stages.stage3 import run_finetune
+
+    cfg = tiny_config(**{"finetune.min_steps": 2, "trainer.accelerator": "cpu", "trainer.devices": 2,
+                         "trainer.strategy": "ddp_spawn", "trainer.threads": 1, "finetune.optim.batch_size": 2})
+    summary = run_finetune(cfg, open_stream(stream_dir), tmp_path / "ddp", aligned=pipeline_run / "align" / "aligned.pt",
+                           show_bar=False)
+    assert summary["steps"] >= 2
+    with np.load(tmp_path / "ddp" / "teacher_outputs.npz") as saved:
+        assert sorted(saved["index"]) == list(range(open_stream(stream_dir).n_studies))
+
+
+def test_stage_one_pretrains_the_ecg_encoder_from_a_stream(stream_dir, tmp_path):
+    """pretrain ecg --stream: the stream's 12-lead ECGs as stage 1's windows; an encoder that wants other
+    inputs is refused with both specs named."""
+    mae = "{name: ecg_mae_tiny, fs: 100.0, patch_size: 50, dim: 32, depth: 1, heads: 2, decoder_dim: 32, decoder_depth: 1}"
+    sets = ["--set", f"pretrain.ecg.model={mae}", "--set", "pretrain.ecg.optim.max_steps=2",
+            "--set", "pretrain.ecg.optim.batch_size=4", "--set", "trainer.threads=1"]
+    assert cli("pretrain", "ecg", "--stream", str(stream_dir), "--out", str(tmp_path / "pre"), *sets) == 0
+    run = json.loads((tmp_path / "pre" / "run.json").read_text())
+    assert run["n_train_windows"] == open_stream(stream_dir).meta["splits"]["train"]
+    assert read_model_file(tmp_path / "pre" / "encoder.pt")["steps"] == 2
+    assert not (tmp_path / "pre" / "windows").exists()  # no window cache: the stream is read as it is
+    other = mae.replace("fs: 100.0", "fs: 250.0")
+    assert cli("pretrain", "ecg", "--stream", str(stream_dir), "--out", str(tmp_path / "bad"), *sets,
+               "--set", f"pretrain.ecg.model={other}") != 0
+
+
+def test_stage_one_from_a_stream_under_ddp_with_two_cpu_processes(stream_dir, tmp_path):
+    from cardiodistill.stages.stage1 import pretrain_ecg
+
+    mae = "{name: ecg_mae_tiny, fs: 100.0, patch_size: 50, dim: 32, depth: 1, heads: 2, decoder_dim: 32, decoder_depth: 1}"
+    cfg = load_config("quick", [f"pretrain.ecg.model={mae}", "pretrain.ecg.optim.max_steps=2",
+                                "pretrain.ecg.optim.batch_size=4", "trainer.accelerator=cpu", "trainer.devices=2",
+                                "trainer.strategy=ddp_spawn", "trainer.threads=1"])
+    summary = pretrain_ecg(cfg, tmp_path / "ddp", stream=open_stream(stream_dir), show_bar=False)
+    assert summary["steps"] == 2 and (tmp_path / "ddp" / "encoder.pt").is_file()
 
 
 def test_the_simulator_writes_the_stream_with_synth_stream(tmp_path):
@@ -567,8 +621,8 @@ def test_the_simulator_writes_the_stream_with_synth_stream(tmp_path):
     video = encoder_config(None, cfg.align.video_model, "v")
     stream = open_stream(tmp_path / "c" / "stream", paired_spec(ecg[0], video[0]))  # the encoders' spec, or it raises
     manifest = pd.read_csv(tmp_path / "c" / "manifest.csv")
-    assert sum(stream.meta["splits"].values()) == 16
-    assert stream.meta["splits"] == manifest["split"].value_counts().to_dict()
+    assert stream.n_studies == 16 and stream.meta["labelled_fraction"] == cfg.finetune.labelled
+    assert {s: n for s, n in stream.meta["splits"].items() if s != "labelled"} == manifest["split"].value_counts().to_dict()
 
 
 def test_alignment_from_a_stream_under_ddp_with_two_cpu_processes(stream_dir, tmp_path):

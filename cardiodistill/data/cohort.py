@@ -38,7 +38,7 @@ from .cache import in_fraction
 from .ecg_windows import WindowSpec
 from .paired import PairedCache, PairedDataset, PairedSpec, build_paired_cache
 
-__all__ = ["Cohort", "WithTargets", "clip_spec", "open_cohort", "paired_spec", "window_spec"]
+__all__ = ["Cohort", "Labels", "WithTargets", "cohort_labels", "clip_spec", "open_cohort", "paired_spec", "window_spec"]
 
 Progress = Callable[[str, int, int | None], None]  # (task, advance, total)
 
@@ -80,21 +80,67 @@ class WithTargets(Dataset):
 
 
 @dataclass
-class Cohort:
-    """A paired cache with its splits and training targets (module doc).
+class Labels:
+    """A cohort's splits and training targets by cache row (module doc); what a stream of the cohort
+    rebuilds from its ``labels.npz`` (:meth:`~cardiodistill.data.streaming.StreamCohort.labels`).
 
     ``targets [N, C]`` (float32): the binary ``outputs`` (triage first, then diagnoses), NaN where
     a study is unlabelled (unlabelled training studies, or a missing label); ``lvef [N]`` in %,
     NaN likewise; ``labels`` the same without the hiding (for evaluation on val / test only).
     """
 
-    cache: PairedCache
     splits: dict[str, np.ndarray]
     outputs: list[str]
     labels: np.ndarray
     lvef_labels: np.ndarray
     targets: np.ndarray
     lvef: np.ndarray
+
+    def lvef_stats(self) -> tuple[float, float]:
+        known = self.lvef[self.splits["labelled"]]
+        known = known[np.isfinite(known)]
+        return (float(known.mean()), float(known.std() + 1e-6)) if len(known) > 1 else (55.0, 10.0)
+
+    def target_arrays(self) -> dict[str, np.ndarray]:
+        """Per-study arrays every stage-3 item carries: ``targets`` and ``lvef_z`` (LVEF standardised)."""
+        mean, std = self.lvef_stats()
+        return {"targets": self.targets, "lvef_z": (self.lvef - mean) / std}
+
+
+def cohort_labels(cfg: Config, table: pd.DataFrame, dx_names: Sequence[str], where: str | Path) -> Labels:
+    """The splits and targets of the studies in ``table`` (one row per study in cache order, with ``split``,
+    ``split_bucket``, ``triage``, the ``dx_names`` columns and ``lvef``): ``finetune.labelled`` of the
+    training studies keep their labels, ``finetune.outputs`` are the targets."""
+    split = table["split"].astype(str).to_numpy()
+    labelled = in_fraction(table["split_bucket"], cfg.finetune.labelled) & (split == "train")
+    splits = {s: np.flatnonzero(split == s) for s in ("train", "val", "test")}
+    splits["labelled"] = np.flatnonzero(labelled)
+    if min(len(splits["train"]), len(splits["val"]), len(splits["test"])) == 0:
+        raise DataError("the manifest's split column needs train, val and test studies", where)
+
+    outputs = list(cfg.finetune.outputs)
+    columns = []
+    for name in outputs:
+        if name == "triage":
+            columns.append(table["triage"].to_numpy(np.float32))
+        elif name in dx_names or f"dx_{name}" in dx_names:
+            columns.append(table[name if name in dx_names else f"dx_{name}"].to_numpy(np.float32))
+        else:
+            raise ConfigError(f"finetune.outputs: {name!r} is neither triage nor a diagnosis of the cohort "
+                              f"({', '.join(c.removeprefix('dx_') for c in dx_names)})")
+    labels = np.stack(columns, 1)
+    lvef_labels = table["lvef"].to_numpy(np.float32)
+    hidden = (split == "train") & ~labelled
+    targets = np.where(hidden[:, None], np.nan, labels).astype(np.float32)
+    lvef = np.where(hidden, np.nan, lvef_labels).astype(np.float32)
+    return Labels(splits, outputs, labels, lvef_labels, targets, lvef)
+
+
+@dataclass
+class Cohort(Labels):
+    """A paired cache with its splits and training targets (:class:`Labels`, module doc)."""
+
+    cache: PairedCache
 
     @property
     def table(self):
@@ -122,14 +168,8 @@ class Cohort:
         indices = self.splits[split] if isinstance(split, str) else split
         return PairedDataset(self.cache, indices, modalities=modalities)
 
-    def lvef_stats(self) -> tuple[float, float]:
-        known = self.lvef[self.splits["labelled"]]
-        known = known[np.isfinite(known)]
-        return (float(known.mean()), float(known.std() + 1e-6)) if len(known) > 1 else (55.0, 10.0)
-
     def with_targets(self, dataset: PairedDataset, extra: Mapping[str, np.ndarray] | None = None) -> WithTargets:
-        mean, std = self.lvef_stats()
-        return WithTargets(dataset, {"targets": self.targets, "lvef_z": (self.lvef - mean) / std, **(extra or {})})
+        return WithTargets(dataset, {**self.target_arrays(), **(extra or {})})
 
 
 def open_cohort(cfg: Config, cohort: str | Path, spec: PairedSpec, progress: Progress | None = None) -> Cohort:
@@ -148,27 +188,5 @@ def open_cohort(cfg: Config, cohort: str | Path, spec: PairedSpec, progress: Pro
         done[0] = n
 
     cache = build_paired_cache(cohort, folder, spec, progress=step, workers=cfg.pipeline.workers)
-    table = cache.table
-    split = table["split"].astype(str).to_numpy()
-    labelled = in_fraction(table["split_bucket"], cfg.finetune.labelled) & (split == "train")
-    splits = {s: np.flatnonzero(split == s) for s in ("train", "val", "test")}
-    splits["labelled"] = np.flatnonzero(labelled)
-    if min(len(splits["train"]), len(splits["val"]), len(splits["test"])) == 0:
-        raise DataError("the manifest's split column needs train, val and test studies", cohort / "manifest.csv")
-
-    outputs = list(cfg.finetune.outputs)
-    columns = []
-    for name in outputs:
-        if name == "triage":
-            columns.append(table["triage"].to_numpy(np.float32))
-        elif name in cache.dx_names or f"dx_{name}" in cache.dx_names:
-            columns.append(table[name if name in cache.dx_names else f"dx_{name}"].to_numpy(np.float32))
-        else:
-            raise ConfigError(f"finetune.outputs: {name!r} is neither triage nor a diagnosis of the cohort "
-                              f"({', '.join(c.removeprefix('dx_') for c in cache.dx_names)})")
-    labels = np.stack(columns, 1)
-    lvef_labels = table["lvef"].to_numpy(np.float32)
-    hidden = (split == "train") & ~labelled
-    targets = np.where(hidden[:, None], np.nan, labels).astype(np.float32)
-    lvef = np.where(hidden, np.nan, lvef_labels).astype(np.float32)
-    return Cohort(cache, splits, outputs, labels, lvef_labels, targets, lvef)
+    labels = cohort_labels(cfg, cache.table, cache.dx_names, cohort / "manifest.csv")
+    return Cohort(**vars(labels), cache=cache)

@@ -10,8 +10,13 @@ set per split::
                           source cache's digest; written last, so a stream without it is incomplete
     <root>/train/         LitData's index.json + chunk-*.bin
     <root>/val/  <root>/test/
+    <root>/labelled/      with ``labelled=f``: the training studies that keep their labels under
+                          ``finetune.labelled=f`` again, as a data set of their own that the teacher
+                          streams (LitData reads a data set whole; a subset would be read by random access)
     <root>/train_labs.npy the training studies' labs [n_train, n_labs] (NaN = missing): what the models'
                           lab normalisation is fitted on, without a pass over the chunks
+    <root>/labels.npz     every study's split, split_bucket, triage, dx and lvef by cache row: the
+                          targets stage 3 trains on (:meth:`StreamCohort.labels`), without a pass either
 
 ``<root>`` is a local folder or an object-store URL (``s3://``, ``gs://``, ``azure://``): a remote
 stream is written locally and uploaded, ``stream.json`` last; read, LitData downloads the chunks it
@@ -45,13 +50,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
 from litdata.streaming import dataset as _litdata_dataset
 from litdata.streaming.writer import BinaryWriter
+from litdata.utilities.env import _DistributedEnv
 
+from ..config import Config
 from ..errors import DataError
 from ..io.atomic import write_json_atomic
+from .cache import in_fraction
+from .cohort import Labels, cohort_labels
 from .paired import MODALITIES, PHASES, PairedCache, PairedSpec, model_item, model_zeros
 
 __all__ = ["EpochStreamingDataLoader", "META_NAME", "SPLITS", "StreamCohort", "StudyStream", "is_remote", "open_stream", "read_stream_meta",
@@ -59,6 +69,7 @@ __all__ = ["EpochStreamingDataLoader", "META_NAME", "SPLITS", "StreamCohort", "S
 
 META_NAME = "stream.json"
 LABS_NAME = "train_labs.npy"
+LABELS_NAME = "labels.npz"
 STREAM_FORMAT = "cardiodistill-stream"
 STREAM_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -146,22 +157,28 @@ def read_stream_meta(root: str | os.PathLike[str], storage_options: Mapping[str,
     return _fetch(root, META_NAME, storage_options, read)
 
 
-def write_stream(cache: PairedCache, out: str | os.PathLike[str], *, chunk_bytes: str | int = DEFAULT_CHUNK_BYTES,
-                 storage_options: Mapping[str, Any] | None = None, progress: Progress | None = None) -> dict[str, Any]:
+def write_stream(cache: PairedCache, out: str | os.PathLike[str], *, labelled: float | None = None,
+                 chunk_bytes: str | int = DEFAULT_CHUNK_BYTES, storage_options: Mapping[str, Any] | None = None,
+                 progress: Progress | None = None) -> dict[str, Any]:
     """Write the studies of ``cache`` as a stream at ``out`` (a folder or an object-store URL; module doc)
-    and return its ``stream.json``. A stream already there from the same cache is kept as it is; anything
-    else at ``out`` is refused. Written atomically: a local stream is built beside ``out`` and renamed, a
-    remote one uploaded with ``stream.json`` last."""
+    and return its ``stream.json``; ``labelled``: also the ``labelled`` data set, the training studies a
+    teacher with ``finetune.labelled=labelled`` learns from. A stream already there from the same cache
+    (and ``labelled``) is kept as it is; anything else at ``out`` is refused. Written atomically: a local
+    stream is built beside ``out`` and renamed, a remote one uploaded with ``stream.json`` last."""
     digest = source_digest(cache)
     old = read_stream_meta(out, storage_options)
     if old is not None:
-        if old.get("format") == STREAM_FORMAT and old.get("version") == STREAM_VERSION and old.get("source") == digest:
+        if (old.get("format") == STREAM_FORMAT and old.get("version") == STREAM_VERSION and old.get("source") == digest
+                and old.get("labelled_fraction") == labelled):
             return old
         raise DataError("holds another stream; delete it or write elsewhere", out)
     if not is_remote(out) and Path(out).exists() and any(Path(out).iterdir()):
         raise DataError("exists and is not a stream; delete it or write elsewhere", out)
-    split = cache.table["split"].astype(str).to_numpy()
+    table = cache.table
+    split = table["split"].astype(str).to_numpy()
     rows = {s: np.flatnonzero(split == s) for s in SPLITS}
+    if labelled is not None:
+        rows["labelled"] = rows["train"][in_fraction(table["split_bucket"].to_numpy()[rows["train"]], labelled)]
     total, done = sum(len(r) for r in rows.values()), [0]
 
     def step() -> None:
@@ -176,8 +193,12 @@ def write_stream(cache: PairedCache, out: str | os.PathLike[str], *, chunk_bytes
     try:
         counts = {s: _write_split(cache, r, tmp / s, chunk_bytes, step) for s, r in rows.items()}
         np.save(tmp / LABS_NAME, cache.load("labs")[rows["train"]].astype(np.float32))
+        np.savez(tmp / LABELS_NAME, split=np.asarray(split, dtype=str),
+                 split_bucket=table["split_bucket"].to_numpy(np.int64), triage=table["triage"].to_numpy(np.float32), dx=table[cache.dx_names].to_numpy(np.float32),
+                 lvef=table["lvef"].to_numpy(np.float32))
         meta = {"format": STREAM_FORMAT, "version": STREAM_VERSION, "spec": cache.spec.to_dict(),
                 "lab_names": cache.lab_names, "dx_names": cache.dx_names, "splits": counts, "source": digest,
+                "labelled_fraction": labelled,
                 "present": {m: int(cache.present[m].sum()) for m in MODALITIES},
                 "real_ids": bool(cache.meta.get("real_ids", False))}
         write_json_atomic(tmp / META_NAME, meta)
@@ -212,13 +233,18 @@ class StudyStream(StreamingDataset):
     and resume mid-epoch from the loader's ``state_dict``. ``modalities`` as in ``PairedDataset``;
     ``cache_dir`` / ``max_cache_size``: where and how much of a remote stream is kept locally. ``extra``:
     per-study arrays in the source cache's row order (a teacher's outputs and targets) that each item gets
-    at its row, ``item[name] = extra[name][row]``, as :class:`~cardiodistill.data.cohort.WithTargets` does."""
+    at its row, ``item[name] = extra[name][row]``, as :class:`~cardiodistill.data.cohort.WithTargets` does.
+    ``whole``: this process reads the whole split even inside a distributed job (a pass outside the
+    trainer, such as the teacher's outputs on every study); otherwise LitData gives each rank its share.
+    ``keys``: only these keys of an item, renamed (``{"ecg": "x", "ecg_present": "present"}`` gives stage 1's
+    ECG windows)."""
 
     def __init__(self, root: str | os.PathLike[str], split: str = "train", *, modalities: Iterable[str] = MODALITIES,
                  shuffle: bool = False, seed: int = 0, drop_last: bool | None = None,
                  storage_options: Mapping[str, Any] | None = None, cache_dir: str | None = None,
                  max_cache_size: str = "50GB", meta: Mapping[str, Any] | None = None,
-                 extra: Mapping[str, np.ndarray] | None = None):
+                 extra: Mapping[str, np.ndarray] | None = None, whole: bool = False,
+                 keys: Mapping[str, str] | None = None):
         meta = _checked_meta(root, storage_options) if meta is None else meta
         if not meta["splits"].get(split):
             raise DataError(f"the stream has no {split!r} studies", root)
@@ -227,12 +253,15 @@ class StudyStream(StreamingDataset):
             raise DataError(f"unknown modalities {', '.join(unknown)}; expected some of {', '.join(MODALITIES)}", root)
         super().__init__(_join(root, split), cache_dir=cache_dir, shuffle=shuffle, seed=seed, drop_last=drop_last,
                          storage_options=dict(storage_options or {}), max_cache_size=max_cache_size)
+        if whole:
+            self.distributed_env = _DistributedEnv(world_size=1, global_rank=0, num_nodes=1)
         self.root, self.split, self.meta = str(root), split, meta
         self.spec = PairedSpec.from_dict(meta["spec"])
         self.lab_names, self.dx_names = list(meta["lab_names"]), list(meta["dx_names"])
         self.modalities = tuple(modalities)
         self._zeros = model_zeros(self.spec, len(self.lab_names))
         self.extra = {k: torch.as_tensor(np.asarray(v)) for k, v in (extra or {}).items()}
+        self.keys = dict(keys) if keys is not None else None
 
     def __getitem__(self, index: Any) -> dict[str, Any]:
         study = super().__getitem__(index)
@@ -244,7 +273,7 @@ class StudyStream(StreamingDataset):
                           row=int(study["row"]), zeros=self._zeros)
         item["split_bucket"] = torch.tensor(int(study["split_bucket"]), dtype=torch.long)
         item.update({name: values[int(study["row"])] for name, values in self.extra.items()})
-        return item
+        return item if self.keys is None else {new: item[old] for old, new in self.keys.items()}
 
 
 class EpochStreamingDataLoader(StreamingDataLoader):
@@ -290,6 +319,11 @@ class StreamCohort:
     def present_modalities(self) -> set[str]:
         return {m for m, n in self.meta["present"].items() if n}
 
+    @property
+    def n_studies(self) -> int:
+        """Studies in the cohort (the ``labelled`` data set repeats training studies)."""
+        return sum(self.meta["splits"].get(split, 0) for split in SPLITS)
+
     def train_labs(self) -> np.ndarray:
         """The training studies' labs ``[n_train, n_labs]`` (NaN = missing)."""
         labs = _fetch(self.root, LABS_NAME, self.storage_options, lambda path: np.load(path, allow_pickle=False))
@@ -297,10 +331,28 @@ class StreamCohort:
             raise DataError(f"the stream has no {LABS_NAME}; write it again", self.root)
         return labs
 
+    def labels(self, cfg: Config) -> Labels:
+        """The splits and training targets by cache row, as :func:`~cardiodistill.data.cohort.open_cohort`
+        makes them from the cache (``finetune.labelled`` and ``finetune.outputs`` of ``cfg``)."""
+
+        def read(path: Path) -> pd.DataFrame:
+            with np.load(path, allow_pickle=False) as z:
+                table = pd.DataFrame({"split": z["split"], "split_bucket": z["split_bucket"], "triage": z["triage"],
+                                      "lvef": z["lvef"]})
+                table[self.dx_names] = z["dx"]
+            return table
+
+        table = _fetch(self.root, LABELS_NAME, self.storage_options, read)
+        if table is None:
+            raise DataError(f"the stream has no {LABELS_NAME}; write it again", self.root)
+        return cohort_labels(cfg, table, self.dx_names, self.root)
+
     def stream(self, split: str, *, modalities: Iterable[str] = MODALITIES, shuffle: bool = False,
-               seed: int = 0, extra: Mapping[str, np.ndarray] | None = None) -> StudyStream:
+               seed: int = 0, extra: Mapping[str, np.ndarray] | None = None, whole: bool = False,
+               keys: Mapping[str, str] | None = None) -> StudyStream:
         return StudyStream(self.root, split, modalities=modalities, shuffle=shuffle, seed=seed,
-                           storage_options=self.storage_options, cache_dir=self.cache_dir, meta=self.meta, extra=extra)
+                           storage_options=self.storage_options, cache_dir=self.cache_dir, meta=self.meta, extra=extra,
+                           whole=whole, keys=keys)
 
 
 def open_stream(root: str | os.PathLike[str], spec: PairedSpec | None = None, *,

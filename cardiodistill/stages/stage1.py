@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 from torch.utils.data import Dataset
@@ -21,13 +21,16 @@ from ..data.cohort import clip_spec, window_spec
 from ..data.ecg_windows import EcgSource, build_window_cache
 from ..data.sampling import CachedWindowDataset
 from ..data.video_clips import ClipDataset, VideoSource, build_clip_cache
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..train.checkpoints import save_model
 from ..train.ecg import EcgPretrainModule
 from ..train.engine import fit, start_job
 from ..train.module import TrainModule
 from ..train.video import VideoPretrainModule
 from .common import resolve_model_config
+
+if TYPE_CHECKING:
+    from ..data.streaming import StreamCohort
 
 __all__ = ["ecg_sources", "pretrain_ecg", "pretrain_video", "video_sources"]
 
@@ -61,12 +64,15 @@ def pretrain_ecg(
     config: Config,
     out: str | Path,
     *,
+    stream: StreamCohort | None = None,
     progress: Callable[[str, int], None] | None = None,
     show_bar: bool = True,
     callbacks: list[L.Callback] | None = None,
 ) -> dict[str, Any]:
     """Build (or reuse) the window cache, train (resuming from ``out/checkpoints/last.ckpt`` if a
     previous run left one), and export ``out/mae.pt`` (or ``model.pt``) and ``out/encoder.pt``.
+    ``stream``: train on its studies' 12-lead ECGs instead of ``pretrain.ecg.sources`` (the stream must
+    have been written for this encoder's input: rate, length and band).
 
     Returns a summary: windows per source, steps, final losses, where the files are.
     """
@@ -80,12 +86,26 @@ def pretrain_ecg(
         projection_dim=cfg.projection_dim,
     )
     spec = window_spec(module.encoder.model_config, cfg.band)
+    model_file = "mae.pt" if cfg.objective == "mae" else "model.pt"
+    if stream is not None:
+        if stream.spec.ecg != spec:
+            raise DataError(f"the stream's ECGs are {stream.spec.ecg.to_dict()}, the encoder wants {spec.to_dict()}; "
+                            f"write the stream for this encoder (cardiodistill stream --ecg-encoder)", stream.root)
+        keys = {"ecg": "x", "ecg_present": "present"}
+        train = stream.stream("train", modalities=("ecg",), shuffle=True, seed=tcfg.seed, keys=keys)
+        val = stream.stream("val", modalities=("ecg",), keys=keys)
+        counts = {"stream": stream.meta["splits"]["train"] + stream.meta["splits"]["val"]}
+        result = _fit_and_export(module, train, val, cfg.optim, tcfg, out, model_file=model_file, show_bar=show_bar,
+                                 callbacks=callbacks, info={"windows": counts, "stream": stream.root,
+                                                            "band": list(spec.band) if spec.band else None})
+        return {**result, "windows": counts, "n_train_windows": stream.meta["splits"]["train"],
+                "n_val_windows": stream.meta["splits"]["val"]}
     cache = build_window_cache(Path(cfg.cache_dir) if cfg.cache_dir else out / "windows", ecg_sources(cfg), spec,
                                val_fraction=cfg.val_fraction, progress=progress)
     train_idx, val_idx = cache.split_indices("train"), cache.split_indices("val")
     result = _fit_and_export(
         module, CachedWindowDataset(cache, train_idx), CachedWindowDataset(cache, val_idx), cfg.optim, tcfg, out,
-        model_file="mae.pt" if cfg.objective == "mae" else "model.pt", show_bar=show_bar, callbacks=callbacks,
+        model_file=model_file, show_bar=show_bar, callbacks=callbacks,
         info={"windows": cache.meta["counts"], "band": list(spec.band) if spec.band else None},
     )
     return {**result, "windows": cache.meta["counts"], "n_train_windows": len(train_idx),

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import ChainDataset, Dataset
 
 from ..config import Config
-from ..data.cohort import Cohort
+from ..data.cohort import Cohort, Labels
 from ..errors import ConfigError, DataError
 from ..io.atomic import atomic_path
 from ..models import EcgConvEncoder, EcgMAE, EcgTransformer, create_model
@@ -46,10 +47,10 @@ LIMB_ORDER = ("I", "II", "III", "aVR", "aVL", "aVF")
 # ----------------------------------------------------------------------------------- stage 3a: the teacher
 
 
-def run_finetune(cfg: Config, cohort: Cohort, out: str | Path, *, aligned: str | Path | None = None,
+def run_finetune(cfg: Config, cohort: Cohort | StreamCohort, out: str | Path, *, aligned: str | Path | None = None,
                  base: tuple[dict, dict | None] | None = None, show_bar: bool = True) -> dict[str, Any]:
     """Stage 3a in run folder ``out``: the teacher on the labelled studies, then its outputs on every
-    study cached in ``out/teacher_outputs.npz``. ``aligned``: the stage-2 model, with the encoders of
+    study cached in ``out/teacher_outputs.npz``. ``cohort``: a cached cohort or a stream of it. ``aligned``: the stage-2 model, with the encoders of
     ``finetune.fresh_encoders`` drawn anew (None: no stage 2, ``base = (fusion_config, state or None)``
     is used as it is)."""
     out = Path(out)
@@ -70,26 +71,44 @@ def run_finetune(cfg: Config, cohort: Cohort, out: str | Path, *, aligned: str |
         if state is not None:
             state = subset_fusion_state(state, fusion["modalities"], modalities)
         fusion = {**fusion, "modalities": modalities}
-    mean, std = cohort.lvef_stats()
-    config = create_model("cardio_teacher", fusion=fusion, outputs=cohort.outputs, lvef_mean=mean,
+    from ..data.streaming import SPLITS, StreamCohort, source_digest
+
+    if isinstance(cohort, StreamCohort):  # the labelled studies are a data set of the stream's own
+        if cohort.meta.get("labelled_fraction") != f.labelled:
+            raise ConfigError(f"the stream's labelled studies are finetune.labelled="
+                              f"{cohort.meta.get('labelled_fraction')}, this run asks for {f.labelled}; write the "
+                              f"stream with this config (cardiodistill stream)")
+        labels = cohort.labels(cfg)
+        arrays = labels.target_arrays()
+        train = cohort.stream("labelled", shuffle=True, seed=cfg.trainer.seed, extra=arrays)
+        val = cohort.stream("val", extra=arrays)
+        labelled = cohort.stream("labelled", extra=arrays, whole=True)  # passes outside the trainer
+        every = ChainDataset([cohort.stream(split, whole=True) for split in SPLITS])
+        source = cohort.meta["source"]
+    else:
+        labels = cohort
+        train = labelled = cohort.with_targets(cohort.dataset("labelled"))
+        val = cohort.with_targets(cohort.dataset("val"))
+        every, source = cohort.dataset(np.arange(len(cohort.cache))), source_digest(cohort.cache)
+    n_labelled = len(labels.splits["labelled"])
+    mean, std = labels.lvef_stats()
+    config = create_model("cardio_teacher", fusion=fusion, outputs=labels.outputs, lvef_mean=mean,
                           lvef_std=std).model_config
-    steps = steps_for_epochs(len(cohort.splits["labelled"]), o.batch_size, f.epochs, f.min_steps)
+    steps = steps_for_epochs(n_labelled, o.batch_size, f.epochs, f.min_steps)
     module = TeacherModule(config, mode=f.mode, modality_dropout=f.modality_dropout, lvef_weight=f.lvef_weight,
                            lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, warmup_steps=o.warmup_steps,
                            max_steps=steps, seed=cfg.trainer.seed, encoder_lr_scale=f.encoder_lr_scale,
                            fusion_state=state)
-    train = cohort.with_targets(cohort.dataset("labelled"))
-    val = cohort.with_targets(cohort.dataset("val"))
     if f.head_init == "probe":  # a resumed run's checkpoint overwrites these weights with its own
-        init_heads_from_probe(module.model, train, c=f.probe_c)
+        init_heads_from_probe(module.model, labelled, c=f.probe_c)
     result = fit(module, train, val, cfg.trainer, out, batch_size=o.batch_size, max_steps=steps, show_bar=show_bar)
     if result["is_global_zero"]:
-        recalibrate_standardise(module.model, train, modality_dropout=f.modality_dropout, seed=cfg.trainer.seed)
+        recalibrate_standardise(module.model, labelled, modality_dropout=f.modality_dropout, seed=cfg.trainer.seed)
         save_model(module.model, out / "teacher.pt", mode=f.mode, steps=result["steps"],
-                   n_labelled=len(cohort.splits["labelled"]), aligned=str(aligned) if aligned else None,
+                   n_labelled=n_labelled, aligned=str(aligned) if aligned else None,
                    fresh_encoders=list(f.fresh_encoders) if aligned else [])
-        cache_teacher_outputs(module.model, cohort, out / "teacher_outputs.npz")
-    return {"steps": result["steps"], "metrics": result["metrics"], "n_labelled": len(cohort.splits["labelled"])}
+        cache_teacher_outputs(module.model, every, labels, source, out / "teacher_outputs.npz")
+    return {"steps": result["steps"], "metrics": result["metrics"], "n_labelled": n_labelled}
 
 
 def fresh_encoders(fusion: Mapping[str, Any], state: Mapping[str, Tensor], modalities: Sequence[str], *,
@@ -106,23 +125,25 @@ def fresh_encoders(fusion: Mapping[str, Any], state: Mapping[str, Tensor], modal
     return {k: (new[k] if k.startswith(prefixes) else v) for k, v in state.items()}
 
 
-def cache_teacher_outputs(teacher, cohort: Cohort, path: Path, batch_size: int = 64) -> Path:
-    """The teacher's ``logits``, standardised ``lvef`` and fused ``embedding`` for every study (with their
-    cache rows, ``index``), and what a student trains from beside them, in cache order: ``targets`` and
-    ``lvef_z`` as the teacher saw them (unlabelled studies' labels hidden), the ``split``, the ``outputs``'
-    names, ``lvef_stats`` (mean, SD) and the cache's ``source`` digest, which a stream of the same cache
-    carries too. Written atomically; every student of this teacher trains from it."""
-    from ..data.streaming import source_digest
-
+def cache_teacher_outputs(teacher, studies: Dataset, labels: Labels, source: str, path: Path,
+                          batch_size: int = 64) -> Path:
+    """The teacher's ``logits``, standardised ``lvef`` and fused ``embedding`` for every study of ``studies``
+    (with their cache rows, ``index``), and what a student trains from beside them, in cache order: ``targets``
+    and ``lvef_z`` as the teacher saw them (unlabelled studies' labels hidden), the ``split``, the ``outputs``'
+    names and ``lvef_stats`` (mean, SD) of ``labels``, and the cache's ``source`` digest, which a stream of
+    the same cache carries too. Written atomically; every student of this teacher trains from it."""
     teacher.eval()
-    outputs = predict_studies(teacher, cohort.dataset(np.arange(len(cohort.cache))), batch_size=batch_size)
-    mean, std = cohort.lvef_stats()
-    split = np.full(len(cohort.cache), "", dtype="<U5")
+    outputs = predict_studies(teacher, studies, batch_size=batch_size)
+    n = len(labels.targets)
+    if sorted(outputs["index"].tolist()) != list(range(n)):
+        raise DataError(f"the teacher's pass saw {len(outputs['index'])} studies, not the cohort's {n} once each", path)
+    split = np.full(n, "", dtype="<U5")
     for name in ("train", "val", "test"):
-        split[cohort.splits[name]] = name
-    student = dict(targets=cohort.targets.astype(np.float32), lvef_z=((cohort.lvef - mean) / std).astype(np.float32),
-                   split=split, outputs=np.asarray(cohort.outputs), lvef_stats=np.asarray([mean, std], np.float64),
-                   source=np.asarray(source_digest(cohort.cache)))
+        split[labels.splits[name]] = name
+    arrays = labels.target_arrays()
+    student = dict(targets=arrays["targets"].astype(np.float32), lvef_z=arrays["lvef_z"].astype(np.float32),
+                   split=split, outputs=np.asarray(labels.outputs), source=np.asarray(source),
+                   lvef_stats=np.asarray(labels.lvef_stats(), np.float64))
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **outputs, **student)
     return path
@@ -221,7 +242,7 @@ def _stream_students(cfg: Config, stream, teacher_dir: str | Path | None, distil
     path, saved = _teacher_outputs(teacher_dir)
     if "source" not in saved:
         raise DataError("teacher_outputs.npz predates streams (no targets or source); run finetune again", path)
-    if str(saved["source"]) != stream.meta["source"] or len(saved["index"]) != sum(stream.meta["splits"].values()):
+    if str(saved["source"]) != stream.meta["source"] or len(saved["index"]) != stream.n_studies:
         raise DataError(f"the teacher's outputs are of another cohort than the stream {stream.root} "
                         f"(or of the same cohort prepared for other inputs)", path)
     extra = {**_teacher_arrays(saved, np.flatnonzero(saved["split"] == "train")),
@@ -232,7 +253,7 @@ def _stream_students(cfg: Config, stream, teacher_dir: str | Path | None, distil
     return extra, frame, train, val, stream.meta["splits"]["train"]
 
 
-def run_distill(cfg: Config, cohort: Cohort | "StreamCohort", teacher_dir: str | Path | None, out: str | Path, *,
+def run_distill(cfg: Config, cohort: Cohort | StreamCohort, teacher_dir: str | Path | None, out: str | Path, *,
                 n_leads: int, distil: bool = True, show_bar: bool = True) -> dict[str, Any]:
     """Stage 3b in run folder ``out``: an ``n_leads`` student from the teacher's cached outputs in
     ``teacher_dir`` (``distil=False``: the same student from the labels alone); writes
