@@ -71,8 +71,8 @@ def main() -> None:
     ecg = encoder_config(None, cfg.align.ecg_model, "align.ecg_model")
     video = encoder_config(None, cfg.align.video_model, "align.video_model")
     mean, std = cohort.lvef_stats()
-    teacher = create_model("cardio_teacher", fusion=fusion_config(cfg, cohort, ecg[0], video[0]), outputs=cohort.outputs,
-                           lvef_mean=mean, lvef_std=std).eval()
+    fusion = fusion_config(cfg, cohort, ecg[0], video[0])
+    teacher = create_model("cardio_teacher", fusion=fusion, outputs=cohort.outputs, lvef_mean=mean, lvef_std=std).eval()
 
     rows = cohort.splits["train"]
     start = time.perf_counter()

@@ -252,7 +252,8 @@ def ddp(studies: int, steps: int, work: Path) -> None:
         per_s = got["steps"] * 32 * processes / got["seconds"]
         single = single or per_s
         row = {"processes": processes, "threads_each": 2 // processes, "batch_per_process": 32, "studies": studies,
-               **got, "seconds": round(got["seconds"], 2), "seconds_per_step": round(got["seconds"] / got["steps"], 3), "studies_per_s": round(per_s, 1),
+               **got, "seconds": round(got["seconds"], 2), "seconds_per_step": round(got["seconds"] / got["steps"], 3),
+               "studies_per_s": round(per_s, 1),
                "speedup": round(per_s / single, 2), "machine": platform.node(), "time": time.strftime("%Y-%m-%d %H:%M")}
         print(json.dumps(row), flush=True)
         with DDP_RESULTS.open("a") as f:

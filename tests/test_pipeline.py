@@ -30,6 +30,8 @@ from cardiodistill.stages.stage2 import cohort_lab_stats, encoder_config, run_al
 from cardiodistill.synth.cohort import write_cohort
 from cardiodistill.train.checkpoints import load_model, read_model_file
 
+TINY_MAE = ("{name: ecg_mae_tiny, fs: 100.0, patch_size: 50, dim: 32, depth: 1, heads: 2, decoder_dim: 32, "
+            "decoder_depth: 1}")
 TINY = [
     'align.ecg_model={"name": "ecg_vit_tiny", "fs": 100.0, "patch_size": 50, "dim": 32, "depth": 1, "heads": 2}',
     'align.video_model={"name": "video_vit_tiny", "size": 32, "frames": 8, "tubelet": [2, 8, 8], "dim": 32, '
@@ -527,7 +529,8 @@ def test_a_student_distils_from_a_stream_with_the_teachers_cached_targets(pipeli
     extra, frame, train, _, n_train = _stream_students(cfg, open_stream(stream_dir), pipeline_run / "teacher", True)
     assert n_train == len(cohort.splits["train"]) and frame[1] == cohort.outputs
     reference = cohort.with_targets(cohort.dataset(cohort.splits["train"], modalities=("mobile",)),
-                                    _teacher_arrays(_teacher_outputs(pipeline_run / "teacher")[1], cohort.splits["train"]))
+                                    _teacher_arrays(_teacher_outputs(pipeline_run / "teacher")[1],
+                                                    cohort.splits["train"]))
     by_row = {int(reference[i]["index"]): reference[i] for i in range(len(reference))}
     for i in range(3):
         item = train[i]
@@ -576,8 +579,8 @@ def test_the_teacher_from_a_stream_under_ddp_with_two_cpu_processes(pipeline_run
 
     cfg = tiny_config(**{"finetune.min_steps": 2, "trainer.accelerator": "cpu", "trainer.devices": 2,
                          "trainer.strategy": "ddp_spawn", "trainer.threads": 1, "finetune.optim.batch_size": 2})
-    summary = run_finetune(cfg, open_stream(stream_dir), tmp_path / "ddp", aligned=pipeline_run / "align" / "aligned.pt",
-                           show_bar=False)
+    summary = run_finetune(cfg, open_stream(stream_dir), tmp_path / "ddp",
+                           aligned=pipeline_run / "align" / "aligned.pt", show_bar=False)
     assert summary["steps"] >= 2
     with np.load(tmp_path / "ddp" / "teacher_outputs.npz") as saved:
         assert sorted(saved["index"]) == list(range(open_stream(stream_dir).n_studies))
@@ -586,7 +589,7 @@ def test_the_teacher_from_a_stream_under_ddp_with_two_cpu_processes(pipeline_run
 def test_stage_one_pretrains_the_ecg_encoder_from_a_stream(stream_dir, tmp_path):
     """pretrain ecg --stream: the stream's 12-lead ECGs as stage 1's windows; an encoder that wants other
     inputs is refused with both specs named."""
-    mae = "{name: ecg_mae_tiny, fs: 100.0, patch_size: 50, dim: 32, depth: 1, heads: 2, decoder_dim: 32, decoder_depth: 1}"
+    mae = TINY_MAE
     sets = ["--set", f"pretrain.ecg.model={mae}", "--set", "pretrain.ecg.optim.max_steps=2",
             "--set", "pretrain.ecg.optim.batch_size=4", "--set", "trainer.threads=1"]
     assert cli("pretrain", "ecg", "--stream", str(stream_dir), "--out", str(tmp_path / "pre"), *sets) == 0
@@ -602,7 +605,7 @@ def test_stage_one_pretrains_the_ecg_encoder_from_a_stream(stream_dir, tmp_path)
 def test_stage_one_from_a_stream_under_ddp_with_two_cpu_processes(stream_dir, tmp_path):
     from cardiodistill.stages.stage1 import pretrain_ecg
 
-    mae = "{name: ecg_mae_tiny, fs: 100.0, patch_size: 50, dim: 32, depth: 1, heads: 2, decoder_dim: 32, decoder_depth: 1}"
+    mae = TINY_MAE
     cfg = load_config("quick", [f"pretrain.ecg.model={mae}", "pretrain.ecg.optim.max_steps=2",
                                 "pretrain.ecg.optim.batch_size=4", "trainer.accelerator=cpu", "trainer.devices=2",
                                 "trainer.strategy=ddp_spawn", "trainer.threads=1"])
@@ -622,7 +625,8 @@ def test_the_simulator_writes_the_stream_with_synth_stream(tmp_path):
     stream = open_stream(tmp_path / "c" / "stream", paired_spec(ecg[0], video[0]))  # the encoders' spec, or it raises
     manifest = pd.read_csv(tmp_path / "c" / "manifest.csv")
     assert stream.n_studies == 16 and stream.meta["labelled_fraction"] == cfg.finetune.labelled
-    assert {s: n for s, n in stream.meta["splits"].items() if s != "labelled"} == manifest["split"].value_counts().to_dict()
+    per_split = {s: n for s, n in stream.meta["splits"].items() if s != "labelled"}
+    assert per_split == manifest["split"].value_counts().to_dict()
 
 
 def test_alignment_from_a_stream_under_ddp_with_two_cpu_processes(stream_dir, tmp_path):

@@ -64,8 +64,8 @@ from .cache import in_fraction
 from .cohort import Labels, cohort_labels
 from .paired import MODALITIES, PHASES, PairedCache, PairedSpec, model_item, model_zeros
 
-__all__ = ["EpochStreamingDataLoader", "META_NAME", "SPLITS", "StreamCohort", "StudyStream", "is_remote", "open_stream", "read_stream_meta",
-           "stream_loader", "write_stream"]
+__all__ = ["EpochStreamingDataLoader", "LABELS_NAME", "META_NAME", "SPLITS", "StreamCohort", "StudyStream",
+           "is_remote", "open_stream", "read_stream_meta", "source_digest", "stream_loader", "write_stream"]
 
 META_NAME = "stream.json"
 LABS_NAME = "train_labs.npy"
@@ -194,7 +194,8 @@ def write_stream(cache: PairedCache, out: str | os.PathLike[str], *, labelled: f
         counts = {s: _write_split(cache, r, tmp / s, chunk_bytes, step) for s, r in rows.items()}
         np.save(tmp / LABS_NAME, cache.load("labs")[rows["train"]].astype(np.float32))
         np.savez(tmp / LABELS_NAME, split=np.asarray(split, dtype=str),
-                 split_bucket=table["split_bucket"].to_numpy(np.int64), triage=table["triage"].to_numpy(np.float32), dx=table[cache.dx_names].to_numpy(np.float32),
+                 split_bucket=table["split_bucket"].to_numpy(np.int64), triage=table["triage"].to_numpy(np.float32),
+                 dx=table[cache.dx_names].to_numpy(np.float32),
                  lvef=table["lvef"].to_numpy(np.float32))
         meta = {"format": STREAM_FORMAT, "version": STREAM_VERSION, "spec": cache.spec.to_dict(),
                 "lab_names": cache.lab_names, "dx_names": cache.dx_names, "splits": counts, "source": digest,

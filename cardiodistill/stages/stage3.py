@@ -50,9 +50,9 @@ LIMB_ORDER = ("I", "II", "III", "aVR", "aVL", "aVF")
 def run_finetune(cfg: Config, cohort: Cohort | StreamCohort, out: str | Path, *, aligned: str | Path | None = None,
                  base: tuple[dict, dict | None] | None = None, show_bar: bool = True) -> dict[str, Any]:
     """Stage 3a in run folder ``out``: the teacher on the labelled studies, then its outputs on every
-    study cached in ``out/teacher_outputs.npz``. ``cohort``: a cached cohort or a stream of it. ``aligned``: the stage-2 model, with the encoders of
-    ``finetune.fresh_encoders`` drawn anew (None: no stage 2, ``base = (fusion_config, state or None)``
-    is used as it is)."""
+    study cached in ``out/teacher_outputs.npz``. ``cohort``: a cached cohort or a stream of it (its
+    ``labelled`` data set). ``aligned``: the stage-2 model, with the encoders of ``finetune.fresh_encoders``
+    drawn anew (None: no stage 2, ``base = (fusion_config, state or None)`` is used as it is)."""
     out = Path(out)
     start_job(cfg.trainer)
     f, o = cfg.finetune, cfg.finetune.optim
@@ -233,7 +233,7 @@ def _teacher_arrays(saved: Mapping[str, np.ndarray], train: np.ndarray) -> dict[
     return extra
 
 
-def _stream_students(cfg: Config, stream, teacher_dir: str | Path | None, distil: bool):
+def _stream_students(cfg: Config, stream: StreamCohort, teacher_dir: str | Path | None, distil: bool):
     """What a student trains from on a stream: every training study with the teacher's outputs and the
     targets the teacher saw, from ``teacher_outputs.npz``; the input frame for :func:`student_config`."""
     if not (distil and cfg.distill.unlabelled):
