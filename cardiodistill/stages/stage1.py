@@ -86,7 +86,7 @@ def pretrain_ecg(
         projection_dim=cfg.projection_dim,
     )
     spec = window_spec(module.encoder.model_config, cfg.band)
-    model_file = "mae.pt" if cfg.objective == "mae" else "model.pt"
+    source: dict[str, Any] = {}
     if stream is not None:
         if stream.spec.ecg != spec:
             raise DataError(f"the stream's ECGs are {stream.spec.ecg.to_dict()}, the encoder wants {spec.to_dict()}; "
@@ -94,22 +94,20 @@ def pretrain_ecg(
         keys = {"ecg": "x", "ecg_present": "present"}
         train = stream.stream("train", modalities=("ecg",), shuffle=True, seed=tcfg.seed, keys=keys)
         val = stream.stream("val", modalities=("ecg",), keys=keys)
-        counts = {"stream": stream.meta["splits"]["train"] + stream.meta["splits"]["val"]}
-        result = _fit_and_export(module, train, val, cfg.optim, tcfg, out, model_file=model_file, show_bar=show_bar,
-                                 callbacks=callbacks, info={"windows": counts, "stream": stream.root,
-                                                            "band": list(spec.band) if spec.band else None})
-        return {**result, "windows": counts, "n_train_windows": stream.meta["splits"]["train"],
-                "n_val_windows": stream.meta["splits"]["val"]}
-    cache = build_window_cache(Path(cfg.cache_dir) if cfg.cache_dir else out / "windows", ecg_sources(cfg), spec,
-                               val_fraction=cfg.val_fraction, progress=progress)
-    train_idx, val_idx = cache.split_indices("train"), cache.split_indices("val")
+        n_train, n_val = stream.meta["splits"]["train"], stream.meta["splits"]["val"]
+        counts, source = {"stream": n_train + n_val}, {"stream": stream.root}
+    else:
+        cache = build_window_cache(Path(cfg.cache_dir) if cfg.cache_dir else out / "windows", ecg_sources(cfg), spec,
+                                   val_fraction=cfg.val_fraction, progress=progress)
+        train_idx, val_idx = cache.split_indices("train"), cache.split_indices("val")
+        train, val = CachedWindowDataset(cache, train_idx), CachedWindowDataset(cache, val_idx)
+        n_train, n_val, counts = len(train_idx), len(val_idx), cache.meta["counts"]
     result = _fit_and_export(
-        module, CachedWindowDataset(cache, train_idx), CachedWindowDataset(cache, val_idx), cfg.optim, tcfg, out,
-        model_file=model_file, show_bar=show_bar, callbacks=callbacks,
-        info={"windows": cache.meta["counts"], "band": list(spec.band) if spec.band else None},
+        module, train, val, cfg.optim, tcfg, out, model_file="mae.pt" if cfg.objective == "mae" else "model.pt",
+        show_bar=show_bar, callbacks=callbacks,
+        info={"windows": counts, **source, "band": list(spec.band) if spec.band else None},
     )
-    return {**result, "windows": cache.meta["counts"], "n_train_windows": len(train_idx),
-            "n_val_windows": len(val_idx)}
+    return {**result, "windows": counts, "n_train_windows": n_train, "n_val_windows": n_val}
 
 
 def _with_band(model: dict[str, Any], band: Sequence[float] | None) -> dict[str, Any]:
