@@ -16,31 +16,40 @@ AUROC, bootstrap 95 % CIs; thresholds and temperatures from validation):
   on PTB-XL is the stage-1 recipe that beats training from scratch (docs/benchmarks.md)
 * the distilled student started from **the teacher's ECG encoder** (aligned in stage 2, fine-tuned in stage 3;
   ``distill.backbone={name: ecg_encoder}``): the plan's route from alignment to the handheld model
+* the distilled lead-I student with one distillation loss left out: ``no soft targets``, ``no embedding matching``
 * the ``12-lead ECG only`` and ``echo only`` teachers (from the full stage 2)
 
+Then each student and the full teacher against the simulator's oracle ceiling for its input, and the ECG-only
+embedding before and after alignment (``bench_stage2_probes.py`` on this run's stage-1 encoder and full alignment:
+urgent referral and the echo-defined labels at 1, 10 and 100 % of labels).
+
+    python benchmarks/bench_ablation.py --preset value --out runs/value   # the stage-value preset: < 2 h, 2 cores
     python benchmarks/bench_ablation.py --out runs/ablation --patients 600 --preset quick
 
-Each finished run is kept, so an interrupted benchmark continues. Results go to
-``benchmarks/results/ablation.json`` and a markdown table on stdout, then the paired differences
-(:data:`PAIRS`: what each stage, objective and distillation adds) in urgent-referral AUROC on the same
-test studies, with paired bootstrap 95 % CIs (:func:`~cardiodistill.evaluate.clinical.paired_difference`).
+Each finished run is kept, so an interrupted benchmark continues; the run's config is written to
+``<out>/config.yaml``. Results go to ``benchmarks/results/ablation.json`` and markdown tables on stdout: the
+models, the paired differences (:data:`PAIRS`: what each stage, objective and distillation adds) in urgent-referral
+AUROC on the same test studies with paired bootstrap 95 % CIs
+(:func:`~cardiodistill.evaluate.clinical.paired_difference`), the ceilings and the probes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from cardiodistill.config import load_config
+from cardiodistill.config import config_to_yaml, load_config
 from cardiodistill.data.cohort import open_cohort, paired_spec
 from cardiodistill.evaluate.clinical import paired_difference
 from cardiodistill.evaluate.pipeline_report import headline_rows
 from cardiodistill.evaluate.triage import _predict, _student_forward, _TeacherView, model_metrics
-from cardiodistill.io.atomic import write_json_atomic
+from cardiodistill.io.atomic import write_json_atomic, write_text_atomic
 from cardiodistill.stages.stage1 import pretrain_ecg, pretrain_video
 from cardiodistill.stages.stage2 import encoder_config, run_align, unaligned_fusion
 from cardiodistill.stages.stage3 import run_distill, run_finetune
@@ -66,6 +75,9 @@ PAIRS = (
       for name in ("clip only", "clip_loo only", "temporal only", "multimae only")),
     ("teacher: multimae only", "teacher: multimae, no modality dropout", "modality dropout (MultiMAE)"),
     ("student 1 lead, distilled", "student 1 lead, labels only", "distillation (lead-I student)"),
+    ("student 1 lead, distilled", "student 1 lead, distilled, no soft targets", "soft targets (lead-I student)"),
+    ("student 1 lead, distilled", "student 1 lead, distilled, no embedding matching",
+     "embedding matching (lead-I student)"),
     ("student 1 lead, distilled", "student 1 lead, distilled from the no-stage-2 teacher",
      "stage 2 through the teacher (lead-I student)"),
     ("student 1 lead, distilled", "teacher: full", "lead-I student minus the teacher"),
@@ -78,6 +90,12 @@ PAIRS = (
     ("student 1 lead, distilled, teacher's ECG encoder start", "student 1 lead, distilled",
      "student started from the teacher's aligned, fine-tuned ECG encoder vs fresh, distilled"),
 )
+
+#: the distillation losses, each left out of the lead-I student in turn (``distill.*`` weights)
+DISTIL_LOSSES = {"no soft targets": {"soft": 0.0}, "no embedding matching": {"embedding": 0.0}}
+
+#: the simulator's oracle ceilings (docs/simulator.md, "Ceilings"): urgent-referral AUROC from noise-free content
+CEILINGS = Path(__file__).resolve().parents[1] / "docs" / "ceilings_results.json"
 
 #: the student's stage 1 (overrides of the preset): the lead-agnostic CNN under CLOCS
 STUDENT_STAGE1 = ("pretrain.ecg.model={name: ecg_cnn, fs: 100.0}", "pretrain.ecg.objective=clocs",
@@ -112,6 +130,55 @@ def score_teacher(folder: Path, cohort, cfg) -> tuple[np.ndarray, np.ndarray, di
         tuple(teacher.fusion.modalities)
 
 
+def ceiling_rows(results: dict, path: Path = CEILINGS) -> list[dict]:
+    """Each student and the full teacher against the simulator's oracle ceiling for its input (lead I, leads I + II,
+    the six limb leads, all modalities; measured on another cohort of the same kind, docs/simulator.md), with the
+    share of it reached and the student's distance to the full teacher. Empty without the ceilings file."""
+    if not path.is_file():
+        return []
+    ceilings = json.loads(path.read_text())["labels"]["triage"]["auroc"]
+    rows = []
+    for name, m in results["models"].items():
+        run = name[name.rindex(" ["):] if name.endswith("]") else ""  # a --compare run's model: its own teacher
+        if m["kind"] == "student":
+            teacher = results["models"].get(f"teacher: full{run}", {}).get("triage", {}).get("auroc", {})
+            key, minus = f"mobile{len(m['leads'])}", teacher.get("value")
+        elif name == f"teacher: full{run}":
+            key, minus = "all", None
+        else:
+            continue
+        auroc, ceiling = m["triage"]["auroc"]["value"], ceilings[key]["auc"]
+        rows.append({"model": name, "auroc": auroc, "ceiling": ceiling, "ceiling_input": key,
+                     "share_of_ceiling": auroc / ceiling,
+                     "minus_teacher": None if minus is None else auroc - minus})
+    return rows
+
+
+def ecg_only_probes(out: Path, repeats: int, n_boot: int) -> list[dict]:
+    """The ECG-only embedding before and after alignment (``bench_stage2_probes.py`` on this run's stage-1 ECG
+    encoder and full alignment, in its own process: it sets its own thread count); the cells for urgent referral
+    and the echo-defined labels, AUROC. Its whole result is kept in ``<out>/stage2_probes.json``."""
+    path = out / "stage2_probes.json"
+    if not path.is_file():
+        _log(f"ECG-only probes, {repeats} repeats")
+        script = Path(__file__).with_name("bench_stage2_probes.py")
+        aligned = out / "align-full" / "aligned.pt"
+        subprocess.run([sys.executable, str(script), "--run", str(out), "--aligned", str(aligned),
+                        "--out", str(path), "--repeats", str(repeats), "--bootstrap", str(n_boot),
+                        "--cache-dir", str(out / "probes-cache"), "--no-reference"],
+                       check=True, stdout=subprocess.DEVNULL)
+    rows = []
+    for cell in json.loads(path.read_text())["cells"]:
+        if cell["metric"] != "auroc":
+            continue
+        d = cell["diffs"]
+        rows.append({"label": cell["label"], "lead_set": cell["lead_set"], "fraction": cell["fraction"],
+                     **{m: cell["models"][m]["value"] for m in ("random", "stage 1", "aligned")},
+                     **{k: (d[k]["value"], d[k]["ci_low"], d[k]["ci_high"])
+                        for k in ("aligned - stage 1", "stage 1 - random")}})
+    return rows
+
+
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -139,7 +206,7 @@ def stage2_variant(name: str, cfg, cohort, out: Path, encoders: dict, fresh: dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
-    ap.add_argument("--patients", type=int, default=600)
+    ap.add_argument("--patients", type=int, default=None, help="cohort size (default: the preset's synth.patients)")
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--variants", nargs="*", default=list(ALIGN_VARIANTS), help="stage-2 variants to run")
@@ -147,13 +214,20 @@ def main() -> None:
     ap.add_argument("--student-stage1-steps", type=int, default=600,
                     help="steps of the student's stage 1 (CLOCS ecg_cnn); 0: no stage-1 students")
     ap.add_argument("--student-stage1-patients", type=int, default=2000)
+    ap.add_argument("--probe-repeats", type=int, default=3,
+                    help="repeats of the ECG-only probes (bench_stage2_probes.py) on stage 1 vs the full alignment; "
+                         "0: no probes")
     ap.add_argument("--compare", default=None, metavar="LABEL=DIR",
                     help="another finished ablation folder on the same cohort (e.g. other encoders): each of its "
                          "models that this run also has is scored as '<model> [LABEL]', with its paired difference")
     args = ap.parse_args()
     out: Path = args.out
-    cfg = load_config(args.preset, [f"synth.patients={args.patients}", *args.overrides])
+    size = [f"synth.patients={args.patients}"] if args.patients else []
+    cfg = load_config(args.preset, [*size, *args.overrides])
+    args.patients = cfg.synth.patients
     started = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config.yaml", config_to_yaml(cfg))  # what every stage here ran with
 
     if not (out / "cohort" / "manifest.csv").is_file():
         _log(f"simulating {args.patients} patients")
@@ -205,6 +279,14 @@ def main() -> None:
             _log("student without distillation")
             run_distill(cfg, cohort, None, folder, n_leads=n, distil=False, show_bar=False)
         students[f"student {n} lead, labels only"] = folder / "student.pt"
+        for label, weights in DISTIL_LOSSES.items():
+            folder = out / f"student-{n}-lead-{label.replace(' ', '-')}"
+            if not (folder / "student.pt").is_file():
+                _log(f"student {n} lead, distilled, {label}")
+                l_cfg = cfg.model_copy(deep=True)
+                l_cfg.distill = l_cfg.distill.model_copy(update=weights)
+                run_distill(l_cfg, cohort, teachers["full"], folder, n_leads=n, show_bar=False)
+            students[f"student {n} lead, distilled, {label}"] = folder / "student.pt"
         folder = out / f"student-{n}-lead-teacher-encoder"  # the plan's student: the aligned ECG encoder's weights
         if not (folder / "student.pt").is_file():
             _log("student from the teacher's ECG encoder")
@@ -214,6 +296,9 @@ def main() -> None:
         students[f"student {n} lead, distilled, teacher's ECG encoder start"] = folder / "student.pt"
     if "full" in teachers and args.student_stage1_steps > 0:
         folder = out / "stage1-student-cnn"
+        ecg1 = cfg.pretrain.ecg
+        if ecg1.model.get("name") == "ecg_cnn" and ecg1.objective == "clocs":  # the preset's stage 1 is that recipe
+            folder = out / "stage1-ecg"
         if not (folder / "encoder.pt").is_file():
             _log("stage 1 for the student: ecg_cnn under clocs")
             s_cfg = load_config(args.preset, [*args.overrides, *STUDENT_STAGE1,
@@ -272,6 +357,9 @@ def main() -> None:
         results["models"][name] = {"kind": "student", "leads": list(student.leads),
                                    **{k: v for k, v in m.items() if not k.startswith("_")}}
     results["paired_urgent_referral_auroc"] = paired_rows(cohort.labels[:, 0], scores, cfg.pipeline.bootstrap, compared)
+    results["against_ceilings"] = ceiling_rows(results)
+    if args.probe_repeats > 0 and (out / "align-full" / "aligned.pt").is_file():
+        results["ecg_only_probes"] = ecg_only_probes(out, args.probe_repeats, cfg.pipeline.bootstrap)
     results["seconds"] = round(time.time() - started, 1)
     write_json_atomic(args.result, json.loads(json.dumps(results, default=float).replace("NaN", "null")))
     keys = ["model", "urgent referral AUROC", "diagnoses macro AUROC", "LVEF MAE (%)"]
@@ -283,7 +371,21 @@ def main() -> None:
         bold = "**" if r["ci_low"] > 0 or r["ci_high"] < 0 else ""
         print(f"| {r['comparison']} | {r['a']} | {r['b']} | {bold}{r['value']:+.3f}{bold} "
               f"({r['ci_low']:+.3f}, {r['ci_high']:+.3f}) |")
-    _log(f"done in {results['seconds']:.0f} s; {np.sum([1 for _ in results['models']])} models")
+    print("\n| model (urgent referral) | AUROC | its oracle ceiling | share of the ceiling | minus the full teacher |\n"
+          "|---|---|---|---|---|")
+    for r in results["against_ceilings"]:
+        gap = "" if r["minus_teacher"] is None else f"{r['minus_teacher']:+.3f}"
+        print(f"| {r['model']} | {r['auroc']:.3f} | {r['ceiling']:.3f} ({r['ceiling_input']}) | "
+              f"{r['share_of_ceiling']:.0%} | {gap} |")
+    if "ecg_only_probes" in results:
+        print("\nECG-only probes (out of fold over every study; paired bootstrap 95 % CI):\n\n"
+              "| label | lead set | labels | stage 1 | aligned | aligned - stage 1 | stage 1 - random |\n"
+              "|---|---|---|---|---|---|---|")
+        for r in results["ecg_only_probes"]:
+            print(f"| {r['label']} | {r['lead_set']} | {r['fraction']:.0%} | {r['stage 1']:.3f} | {r['aligned']:.3f} | "
+                  + " | ".join(f"{r[k][0]:+.3f} ({r[k][1]:+.3f}, {r[k][2]:+.3f})"
+                               for k in ("aligned - stage 1", "stage 1 - random")) + " |")
+    _log(f"done in {results['seconds']:.0f} s; {len(results['models'])} models")
 
 
 if __name__ == "__main__":

@@ -442,8 +442,25 @@ def _read_yaml(path: Path | Any, label: str) -> dict:
     return data
 
 
-def load_preset(preset: str) -> dict:
-    """Return the raw mapping of a named preset or of a YAML file path."""
+def _merge(base: dict, over: dict) -> dict:
+    """``over`` laid over ``base``: mappings merge key by key, anything else (lists too) replaces, and so does a
+    model spec that names another model (``{name: ...}``: the old model's keys mean nothing to the new one)."""
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        mergeable = isinstance(value, dict) and isinstance(old, dict) and old.get("name", value.get("name")) == \
+            value.get("name", old.get("name"))
+        out[key] = _merge(old, value) if mergeable else value
+    return out
+
+
+def load_preset(preset: str, _seen: tuple[str, ...] = ()) -> dict:
+    """Return the raw mapping of a named preset or of a YAML file path.
+
+    A preset may start from another one: ``extends: quick`` lays its own keys over that preset's (:func:`_merge`),
+    so a preset sized for one job states only what it changes."""
+    if preset in _seen:
+        raise ConfigError(f"preset {preset!r} extends itself ({' -> '.join((*_seen, preset))})")
     if preset.endswith((".yaml", ".yml")) or "/" in preset:
         path = Path(preset)
         if not path.is_file():
@@ -454,6 +471,13 @@ def load_preset(preset: str) -> dict:
         if not resource.is_file():
             raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(preset_names())} or give a YAML path")
         data = _read_yaml(resource, f"preset {preset}")
+    base = data.pop("extends", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"preset {preset}: extends must name one preset, got {base!r}")
+        inherited = load_preset(base, (*_seen, preset))
+        inherited.pop("preset", None)
+        data = _merge(inherited, data)
     data.setdefault("preset", Path(preset).stem)
     return data
 

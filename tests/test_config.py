@@ -59,3 +59,26 @@ def test_defaults_validate():
 def test_the_simulator_stream_needs_the_files():
     with pytest.raises(ConfigError, match="synth.stream=true needs synth.files=true"):
         load_config("quick", ["synth.stream=true", "synth.files=false"])
+
+
+def test_a_preset_extends_another(tmp_path):
+    quick, value = load_config("quick"), load_config("value")
+    assert value.preset == "value" and value.synth.patients == 2000
+    assert value.align.optim.max_steps == 150  # its own key
+    assert value.align.optim.batch_size == quick.align.optim.batch_size  # the rest of the mapping from quick
+    assert value.pretrain.video.model == quick.pretrain.video.model
+    # a model spec naming another model replaces the old one's keys (ecg_cnn has no patch_size)
+    assert value.pretrain.ecg.model == {"name": "ecg_cnn", "fs": 100.0}
+    own = tmp_path / "mine.yaml"
+    own.write_text("extends: value\nsynth: {patients: 50}\ndistill: {leads: [1]}\n")
+    mine = load_config(str(own), ["distill.epochs=3"])
+    assert (mine.preset, mine.synth.patients, mine.distill.leads, mine.distill.epochs) == ("mine", 50, [1], 3)
+    assert mine.pretrain.ecg.objective == "clocs"
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"extends: {loop}\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(str(loop))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: [quick, full]\n")
+    with pytest.raises(ConfigError, match="extends must name one preset"):
+        load_config(str(bad))
