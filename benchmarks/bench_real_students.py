@@ -213,10 +213,12 @@ def cinc_folds(target: np.ndarray, k: int, seed: int) -> list[dict[str, np.ndarr
 
 
 def cinc_student(arrays: dict[str, np.ndarray], split: dict[str, np.ndarray], folder: Path, cfg: Config,
-                 passes: int, window: int = WINDOW) -> Path:
+                 passes: int, window: int = WINDOW, start: tuple[dict, dict | None] | None = None) -> Path:
     """Train (or find) the lead-I student on ``split["train"]`` with its checkpoint chosen on ``split["val"]``;
     ``passes``: listings of each normal recording, the rarer classes square-root more (module doc);
-    ``window``: samples per training crop and per evaluation window."""
+    ``window``: samples per training crop and per evaluation window; ``start``: ``(encoder config, backbone
+    weights or None)``, a lead-agnostic encoder as the backbone instead of ``distill.backbone``
+    (:func:`~cardiodistill.stages.stage3.student_start`)."""
     x, lengths, target = arrays["x"], arrays["lengths"], arrays["target"]
     path = folder / "student.pt"
     if path.is_file():
@@ -231,7 +233,9 @@ def cinc_student(arrays: dict[str, np.ndarray], split: dict[str, np.ndarray], fo
                        random_crop=False)
     _log(f"CinC 2017: lead-I student on {len(split['train'])} recordings ({len(train)} listings) -> {folder}")
     start = time.time()
-    student = fit_array_student(train, val, folder, outputs=CINC_OUTPUTS, n_leads=1, config=cfg, fs=FS)
+    encoder, state = start or (None, None)
+    student = fit_array_student(train, val, folder, outputs=CINC_OUTPUTS, n_leads=1, config=cfg, fs=FS,
+                                encoder=encoder, backbone_state=state)
     save_model(student, path, task="multiclass", triage=None, abstain_outputs=["noisy"], leads=["I"],
                outputs=CINC_OUTPUTS, distilled=False, lvef=False, band_hz=[0.5, 40.0], window_s=window / FS,
                train_seconds=round(time.time() - start, 1), n_train=len(split["train"]),

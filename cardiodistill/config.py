@@ -169,6 +169,8 @@ class EcgSourceConfig(_Strict):
     pattern: str = Field("**/*.hea", description="files: glob under path")
     max_records: int | None = Field(None, ge=1)
     max_windows: int = Field(3, ge=1, description="windows taken per record, spread over it")
+    exclude: str | None = Field(None, description="a text file of record ids to leave out, one per line "
+                                                    "(e.g. the records an evaluation holds out)")
 
 
 class EcgPretrainConfig(_Strict):

@@ -105,6 +105,30 @@ def test_student_learns_a_toy_task(tmp_path):
     assert auroc(y_test[:, 0], probs[:, 0]) > 0.9
 
 
+def test_student_starts_from_an_encoders_weights(tmp_path):
+    """A lead-agnostic encoder as the backbone: given weights (a stage-1 encoder's), the student starts from them
+    and moves them at finetune.encoder_lr_scale of the rate; without, it starts fresh."""
+    cfg = load_config("quick", [*FAST, "distill.epochs=1", "distill.min_steps=3", "distill.optim.lr=1e-4",
+                                "finetune.encoder_lr_scale=0.1"])
+    torch.manual_seed(123)
+    encoder = create_model("ecg_cnn", seconds=2.5, widths=[8, 16, 16, 16], dim=16)
+    state = {f"encoder.{k}": v.clone() for k, v in encoder.state_dict().items()}
+    weights = list(encoder.named_parameters())
+    x, y = _task(32, seed=4, samples=250)
+    data = ArrayDataset(x, y, crop=250, seed=0)
+
+    def distance(student) -> float:
+        now = student.backbone.state_dict()  # weights only: BatchNorm statistics move at any learning rate
+        return max(float((now[f"encoder.{k}"] - state[f"encoder.{k}"]).abs().max()) for k, _ in weights)
+
+    started = fit_array_student(data, None, tmp_path / "pre", outputs=["fast", "slow"], n_leads=1, config=cfg,
+                                fs=100.0, encoder=encoder.model_config, backbone_state=state)
+    fresh = fit_array_student(data, None, tmp_path / "fresh", outputs=["fast", "slow"], n_leads=1, config=cfg,
+                              fs=100.0, encoder=encoder.model_config)
+    assert started.backbone_config["name"] == fresh.backbone_config["name"] == "ecg_encoder_backbone"
+    assert distance(started) < 0.01 < distance(fresh)
+
+
 def test_teacher_then_distilled_student(tmp_path):
     cfg = load_config("quick", [*FAST, "distill.epochs=1", "finetune.epochs=1"])
     x, y = _task(48, seed=3, leads=12, samples=250)

@@ -12,7 +12,14 @@ import torch
 
 from cardiodistill.cli import main
 from cardiodistill.config import load_config
-from cardiodistill.data.ecg_windows import EcgSource, WindowCache, WindowSpec, build_window_cache, record_windows
+from cardiodistill.data.ecg_windows import (
+    EcgSource,
+    WindowCache,
+    WindowSpec,
+    build_window_cache,
+    record_windows,
+    source_loaders,
+)
 from cardiodistill.data.sampling import ResumableSampler
 from cardiodistill.errors import DataError
 from cardiodistill.evaluate.ecg_downstream import evaluate_ecg_encoder, label_subset, parse_lead_set, results_table
@@ -102,6 +109,23 @@ def test_window_cache_mixes_sources_skips_bad_files_and_is_reused(tmp_path):
         build_window_cache(tmp_path / "cache", sources[:1], spec, val_fraction=0.3)
     assert len(WindowCache(tmp_path / "cache")) == 12
 
+
+def test_a_source_leaves_out_the_records_it_is_told_to(tmp_path):
+    folder = _ecg_folder(tmp_path / "ecgs")
+    ids = [rid for rid, _ in source_loaders(EcgSource("files", str(folder)))]
+    ids.sort(key=lambda rid: "broken" in rid)  # six readable records, then the broken one
+    left_out = tmp_path / "held-out.txt"
+    left_out.write_text(f"# the evaluation's test records\n{ids[0]}\n\n{ids[1].rsplit('/', 1)[-1]}  # a bare name\n")
+    source = EcgSource("files", str(folder), exclude=str(left_out))
+    assert sorted(rid for rid, _ in source_loaders(source)) == sorted(ids[2:])
+    spec = WindowSpec(100.0, 10.0)
+    cache = build_window_cache(tmp_path / "cache", [source], spec, val_fraction=0.0)
+    assert not set(cache.index["record"]) & {pseudonym(i) for i in ids[:2]} and len(cache) == 4
+    left_out.write_text(ids[0])  # another list is another cache
+    with pytest.raises(DataError, match="other sources or another spec"):
+        build_window_cache(tmp_path / "cache", [source], spec, val_fraction=0.0)
+    with pytest.raises(DataError, match="cannot read the list of records to exclude"):
+        list(source_loaders(EcgSource("files", str(folder), exclude=str(tmp_path / "missing.txt"))))
 
 def test_resumable_sampler_orders_shards_and_skips():
     a = list(ResumableSampler(103, 8, seed=1))

@@ -88,6 +88,7 @@ class EcgSource:
     pattern: str = "**/*.hea"  # files: glob under path
     max_records: int | None = None
     max_windows: int = 3  # windows per record
+    exclude: str | None = None  # a text file of record ids to leave out (see excluded_records)
 
     @property
     def label(self) -> str:
@@ -144,10 +145,24 @@ def source_loaders(source: EcgSource) -> Iterator[tuple[str, Loader]]:
     if kind in _NEEDS_PATH and not source.path:
         raise DataError(f"ECG source of kind {kind!r} needs a path", None)
     items = _READERS[kind](source)
+    if source.exclude is not None:
+        leave_out = excluded_records(source.exclude)
+        items = (item for item in items if item[0] not in leave_out and item[0].rsplit("/", 1)[-1] not in leave_out)
     for count, item in enumerate(items):
         if source.max_records is not None and count >= source.max_records:
             return
         yield item
+
+
+def excluded_records(path: str | PathLike[str]) -> frozenset[str]:
+    """The record ids a source leaves out, one per line of the text file ``path``: the id the window cache
+    gives (``cinc2017/A00001``) or the bare record name (``A00001``); blank lines and ``#`` comments skipped.
+    Records held out for evaluation go here, so that pretraining never sees them, not even unlabelled."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as err:
+        raise DataError(f"cannot read the list of records to exclude ({err.strerror})", path) from None
+    return frozenset(line.split("#", 1)[0].strip() for line in lines) - {""}
 
 
 def _ptbxl(source: EcgSource) -> Iterator[tuple[str, Loader]]:
@@ -207,13 +222,17 @@ def register_ecg_source(kind: str, reader: SourceReader) -> None:
 
 
 def _fingerprint(spec: WindowSpec, sources: Sequence[EcgSource], val_fraction: float) -> dict[str, Any]:
-    return {
+    found = {
         "format": CACHE_FORMAT,
         "version": CACHE_VERSION,
         "spec": spec.to_dict(),
-        "sources": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()} for s in sources],
+        "sources": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items() if k != "exclude"}
+                    for s in sources],
         "val_fraction": val_fraction,
     }
+    if any(s.exclude for s in sources):  # what is left out, not where the list lies (older caches stay valid)
+        found["excluded"] = [sorted(excluded_records(s.exclude)) if s.exclude else None for s in sources]
+    return found
 
 
 def build_window_cache(

@@ -226,11 +226,16 @@ def fit_array_student(
     config: Config | None = None,
     fs: float = 100.0,
     show_bar: bool = False,
+    encoder: Mapping[str, Any] | None = None,
+    backbone_state: Mapping[str, Tensor] | None = None,
 ) -> StudentModel:
     """Train an ``ecg_student`` on the first ``n_leads`` leads of ``train`` in run folder ``out``.
 
     The backbone is ``config.distill.backbone`` (``student_cnn``) with ``in_leads=n_leads``, input ``fs`` Hz
-    and ``train.crop`` samples. Distillation is on when ``train`` carries the teacher's arrays: soft targets
+    and ``train.crop`` samples; or, given ``encoder`` (an ``ecg_cnn`` / ``ecg_vit`` model config), that
+    lead-agnostic encoder, fresh or started from ``backbone_state`` (a stage-1 encoder's weights as
+    :func:`cardiodistill.stages.stage3.student_start` returns them; the backbone then trains at
+    ``finetune.encoder_lr_scale`` times the rate). Distillation is on when ``train`` carries the teacher's arrays: soft targets
     from ``t_logits`` (weight ``distill.soft``, temperature ``distill.temperature``) and embedding matching
     to ``t_embedding`` through a projection (``distill.embedding``); otherwise the labels alone. LVEF is not
     trained. Steps: ``distill.epochs`` passes over the items (at least ``distill.min_steps``). Returns the
@@ -241,14 +246,17 @@ def fit_array_student(
     d, o = cfg.distill, cfg.distill.optim
     soft = d.soft if "t_logits" in train.extra else 0.0
     embed_dim = int(train.extra["t_embedding"].shape[1]) if "t_embedding" in train.extra and d.embedding > 0 else 0
-    backbone = {**d.backbone, "in_leads": n_leads, "fs": fs, "seconds": train.crop / fs}
+    base = d.backbone if encoder is None else {"name": "ecg_encoder_backbone", "encoder": dict(encoder)}
+    backbone = {**base, "in_leads": n_leads, "fs": fs, "seconds": train.crop / fs}
     model_config = create_model("ecg_student", backbone=backbone, outputs=list(outputs),
                                 embed_dim=embed_dim).model_config
     steps = steps_for_epochs(len(train), o.batch_size, d.epochs, d.min_steps)
     module = _seeded(cfg, lambda: StudentModule(
         model_config, label=d.label, soft=soft, embedding=d.embedding if embed_dim else 0.0, lvef=0.0,
         temperature=d.temperature, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas,
-        warmup_steps=o.warmup_steps, max_steps=steps, seed=cfg.trainer.seed))
+        warmup_steps=o.warmup_steps, max_steps=steps, seed=cfg.trainer.seed,
+        encoder_lr_scale=cfg.finetune.encoder_lr_scale if backbone_state is not None else 1.0,
+        backbone_state=backbone_state))
     _fit(module, train, val, Path(out), cfg, o, steps, "val/label", show_bar)
     return module.model
 
