@@ -586,6 +586,23 @@ def test_the_teacher_from_a_stream_under_ddp_with_two_cpu_processes(pipeline_run
         assert sorted(saved["index"]) == list(range(open_stream(stream_dir).n_studies))
 
 
+def test_the_teacher_from_a_stream_launched_by_torchrun(pipeline_run, stream_dir, tmp_path):
+    """Under torchrun's ddp (unlike ddp_spawn) every process is still in the process group when the trained teacher
+    passes over the studies: each must read the whole stream there (``whole=True``), or the cache would hold one
+    rank's share. One process writes it and speaks."""
+    out = tmp_path / "teacher"
+    sets = [*TINY, "finetune.min_steps=2", "finetune.optim.batch_size=2", "trainer.accelerator=cpu",
+            "trainer.devices=2", "trainer.strategy=ddp", "trainer.threads=1"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+         "cardiodistill.cli", "finetune", "--stream", str(stream_dir), "--aligned",
+         str(pipeline_run / "align" / "aligned.pt"), "-o", str(out), *(arg for item in sets for arg in ("--set", item))],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(out / "teacher_outputs.npz") as saved:
+        assert sorted(saved["index"]) == list(range(open_stream(stream_dir).n_studies))
+    assert "Traceback" not in proc.stderr
+
 def test_stage_one_pretrains_the_ecg_encoder_from_a_stream(stream_dir, tmp_path):
     """pretrain ecg --stream: the stream's 12-lead ECGs as stage 1's windows; an encoder that wants other
     inputs is refused with both specs named."""
