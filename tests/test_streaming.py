@@ -164,3 +164,29 @@ def test_an_incomplete_stream_is_not_read(stream, tmp_path):
     (copy / META_NAME).unlink()
     with pytest.raises(DataError, match="not a stream"):
         StudyStream(copy)
+
+
+def test_writing_a_stream_holds_one_cache_chunk_at_a_time(small_cohort, tmp_path, monkeypatch):
+    """A pass over a memory-mapped cache keeps every page it read resident until the files are unmapped, so writing a
+    20k-study stream ended holding the whole cache. The writer unmaps at each new chunk: between two releases it reads
+    from one chunk file only, and it leaves nothing mapped."""
+    cache = build_paired_cache(small_cohort, tmp_path / "cache", PairedSpec(), chunk_studies=7)
+    assert len(cache.meta["chunks"]) > 2
+    touched: set[int] = set()
+    widest = [0]
+    item, release = cache.item, cache.release
+
+    def reading(name: str, i: int):
+        touched.add(cache.chunk_of(i))
+        widest[0] = max(widest[0], len(touched))
+        return item(name, i)
+
+    def releasing() -> None:
+        touched.clear()
+        release()
+
+    monkeypatch.setattr(cache, "item", reading)
+    monkeypatch.setattr(cache, "release", releasing)
+    write_stream(cache, tmp_path / "stream", chunk_bytes="200kB")
+    assert widest[0] == 1 and not cache._maps
+    assert sum(read_stream_meta(tmp_path / "stream")["splits"].values()) == len(cache)

@@ -347,11 +347,21 @@ class ArrayCache:
                                 for k in range(len(self.meta["chunks"]))]
         return self._maps[name]
 
+    def chunk_of(self, i: int) -> int:
+        """The chunk file that holds item ``i``."""
+        return int(np.searchsorted(self.offsets, i, side="right") - 1)
+
+    def release(self) -> None:
+        """Unmap the chunk files. A mapped page a pass has read stays in the process's resident memory until its
+        file is unmapped, so a pass over the whole cache would end holding all of it; one that calls this at
+        each new chunk holds one chunk (the pages stay in the OS's page cache, reclaimable)."""
+        self._maps.clear()
+
     def item(self, name: str, i: int) -> np.ndarray:
         """Item ``i`` of array ``name`` (a read-only memory-mapped view)."""
         if not 0 <= i < len(self):
             raise IndexError(i)
-        k = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        k = self.chunk_of(i)
         return self._chunks(name)[k][i - self.offsets[k]]
 
     def load(self, name: str) -> np.ndarray:

@@ -114,10 +114,14 @@ def _write_split(cache: PairedCache, rows: Iterable[int], folder: Path, chunk_by
                  progress: Callable[[], None]) -> int:
     folder.mkdir(parents=True)
     writer = BinaryWriter(str(folder), chunk_bytes=chunk_bytes)
-    n = 0
+    n, chunk = 0, None
     for n, row in enumerate(rows, 1):
+        if cache.chunk_of(int(row)) != chunk:  # memory flat in cohort size: hold one chunk's pages, not the cache's
+            cache.release()
+            chunk = cache.chunk_of(int(row))
         writer[n - 1] = stored_study(cache, int(row))
         progress()
+    cache.release()
     if n:
         writer.done()
         writer.merge()
@@ -193,6 +197,7 @@ def write_stream(cache: PairedCache, out: str | os.PathLike[str], *, labelled: f
     try:
         counts = {s: _write_split(cache, r, tmp / s, chunk_bytes, step) for s, r in rows.items()}
         np.save(tmp / LABS_NAME, cache.load("labs")[rows["train"]].astype(np.float32))
+        cache.release()
         np.savez(tmp / LABELS_NAME, split=np.asarray(split, dtype=str),
                  split_bucket=table["split_bucket"].to_numpy(np.int64), triage=table["triage"].to_numpy(np.float32),
                  dx=table[cache.dx_names].to_numpy(np.float32),
