@@ -232,13 +232,13 @@ def cinc_student(arrays: dict[str, np.ndarray], split: dict[str, np.ndarray], fo
     val = ArrayDataset(x[split["val"]], onehot[split["val"]], lengths=lengths[split["val"]], crop=window,
                        random_crop=False)
     _log(f"CinC 2017: lead-I student on {len(split['train'])} recordings ({len(train)} listings) -> {folder}")
-    start = time.time()
     encoder, state = start or (None, None)
+    began = time.time()
     student = fit_array_student(train, val, folder, outputs=CINC_OUTPUTS, n_leads=1, config=cfg, fs=FS,
                                 encoder=encoder, backbone_state=state)
     save_model(student, path, task="multiclass", triage=None, abstain_outputs=["noisy"], leads=["I"],
                outputs=CINC_OUTPUTS, distilled=False, lvef=False, band_hz=[0.5, 40.0], window_s=window / FS,
-               train_seconds=round(time.time() - start, 1), n_train=len(split["train"]),
+               train_seconds=round(time.time() - began, 1), n_train=len(split["train"]),
                oversampling=dict(zip(CINC_OUTPUTS, per_class.tolist())),
                data="PhysioNet/CinC 2017 A00001-A06000", seed=seed)
     return path
