@@ -450,9 +450,11 @@ def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():
         old = out.get(key)
-        mergeable = isinstance(value, dict) and isinstance(old, dict) and old.get("name", value.get("name")) == \
-            value.get("name", old.get("name"))
-        out[key] = _merge(old, value) if mergeable else value
+        if isinstance(value, dict) and isinstance(old, dict):
+            renamed = "name" in value and "name" in old and value["name"] != old["name"]
+            out[key] = value if renamed else _merge(old, value)
+        else:
+            out[key] = value
     return out
 
 

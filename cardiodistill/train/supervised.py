@@ -235,12 +235,12 @@ def fit_array_student(
     and ``train.crop`` samples; or, given ``encoder`` (an ``ecg_cnn`` / ``ecg_vit`` model config), that
     lead-agnostic encoder, fresh or started from ``backbone_state`` (a stage-1 encoder's weights as
     :func:`cardiodistill.stages.stage3.student_start` returns them; the backbone then trains at
-    ``finetune.encoder_lr_scale`` times the rate). Distillation is on when ``train`` carries the teacher's arrays: soft targets
-    from ``t_logits`` (weight ``distill.soft``, temperature ``distill.temperature``) and embedding matching
-    to ``t_embedding`` through a projection (``distill.embedding``); otherwise the labels alone. LVEF is not
-    trained. Steps: ``distill.epochs`` passes over the items (at least ``distill.min_steps``). Returns the
-    student in eval mode, with the best-validation weights when ``val`` is given; resumes from
-    ``out/checkpoints/last.ckpt``.
+    ``finetune.encoder_lr_scale`` times the rate). Distillation is on when ``train`` carries the teacher's
+    arrays: soft targets from ``t_logits`` (weight ``distill.soft``, temperature ``distill.temperature``) and
+    embedding matching to ``t_embedding`` through a projection (``distill.embedding``); otherwise the labels
+    alone. LVEF is not trained. Steps: ``distill.epochs`` passes over the items (at least
+    ``distill.min_steps``). Returns the student in eval mode, with the best-validation weights when ``val`` is
+    given; resumes from ``out/checkpoints/last.ckpt``.
     """
     cfg = config or load_config("quick")
     d, o = cfg.distill, cfg.distill.optim
