@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import shutil
 from pathlib import Path
@@ -23,6 +24,16 @@ RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 
 
+def launched_rank() -> int:
+    """This process's global rank where a launcher started several (``RANK`` from torchrun, ``SLURM_PROCID`` from
+    srun); 0 otherwise."""
+    for name in ("RANK", "SLURM_PROCID"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
 def prepare_run_folder(out: str | Path, config: Config, *, overwrite: bool = False, kind: str = "run") -> Path:
     """Create (or reopen for resuming) a run folder and write its ``config.yaml``.
 
@@ -30,8 +41,15 @@ def prepare_run_folder(out: str | Path, config: Config, *, overwrite: bool = Fal
     * a finished run (``run.json`` present) is only replaced with ``overwrite=True``;
     * an unfinished run is resumed if its config is the same, and refused otherwise, so a
       resumed job never mixes outputs of two configs.
+
+    Where a launcher started several processes (torchrun, srun), rank 0 alone checks and writes the folder; the
+    others only make sure it exists. Checked by every rank, the folder raced: one rank saw the other's half-written
+    ``config.yaml`` and refused the folder as "not a cardiodistill run". Rank 0's refusal ends the whole job.
     """
     out = Path(out)
+    if launched_rank() != 0:
+        out.mkdir(parents=True, exist_ok=True)
+        return out
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"{out}: exists and is not a folder")
     config_text = config_to_yaml(config)

@@ -85,6 +85,27 @@ def test_non_run_folder_is_refused(tmp_path):
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
+def test_under_a_launcher_rank_zero_alone_checks_and_writes_the_run_folder(tmp_path, monkeypatch):
+    """torchrun / srun start every rank on the same --out: rank 0 prepares it (and refuses a foreign folder, which
+    ends the job); the others leave it to rank 0, so none of them trips over rank 0's half-written config."""
+    from cardiodistill.config import load_config
+    from cardiodistill.errors import RunFolderError
+    from cardiodistill.runs import launched_rank, prepare_run_folder
+
+    (tmp_path / "precious.txt").write_text("keep me")
+    monkeypatch.setenv("RANK", "1")
+    assert launched_rank() == 1
+    assert prepare_run_folder(tmp_path / "new", load_config("quick")).is_dir()
+    prepare_run_folder(tmp_path, load_config("quick"))  # not rank 0: no check, no write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "precious.txt"]
+    assert not any((tmp_path / "new").iterdir())
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(RunFolderError, match="not a cardiodistill run"):
+        prepare_run_folder(tmp_path, load_config("quick"))
+    monkeypatch.delenv("RANK")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert launched_rank() == 3
+
 def test_a_training_command_on_an_edge_install_says_what_to_install(tmp_path):
     """With torch absent (as on `pip install cardiodistill[edge]`), `predict` loads and a training
     command fails in one line naming the extra, brackets and all."""
