@@ -302,28 +302,28 @@ def main() -> None:
             run_distill(e_cfg, cohort, teachers["full"], folder, n_leads=n, show_bar=False)
         students[f"student {n} lead, distilled, teacher's ECG encoder start"] = folder / "student.pt"
     if "full" in teachers and args.student_stage1_steps > 0:
-        folder = out / "stage1-student-cnn"
-        ecg1 = cfg.pretrain.ecg
-        if ecg1.model.get("name") == "ecg_cnn" and ecg1.objective == "clocs":  # the preset's stage 1 is that recipe
-            folder = out / "stage1-ecg"
+        s_cfg = load_config(args.preset, [*args.overrides, *STUDENT_STAGE1,
+                                          f"pretrain.ecg.optim.max_steps={args.student_stage1_steps}"])
+        s_cfg.pretrain.ecg.sources = [src.model_copy(update={"patients": args.student_stage1_patients})
+                                      for src in cfg.pretrain.ecg.sources]
+        # where the preset's own stage 1 is this recipe to the step (the value preset), the student starts from it
+        same = s_cfg.pretrain.ecg == cfg.pretrain.ecg
+        folder = out / ("stage1-ecg" if same else "stage1-student-cnn")
         if not (folder / "encoder.pt").is_file():
             _log("stage 1 for the student: ecg_cnn under clocs")
-            s_cfg = load_config(args.preset, [*args.overrides, *STUDENT_STAGE1,
-                                              f"pretrain.ecg.optim.max_steps={args.student_stage1_steps}"])
-            s_cfg.pretrain.ecg.sources = [src.model_copy(update={"patients": args.student_stage1_patients})
-                                          for src in cfg.pretrain.ecg.sources]
             pretrain_ecg(s_cfg, folder, show_bar=False)
         d_cfg = cfg.model_copy(deep=True)
         d_cfg.distill.backbone = {"name": "pretrained", "path": str(folder / "encoder.pt")}
         n = cfg.distill.leads[0]
         full_rate = d_cfg.model_copy(deep=True)  # the backbone at the full rate: what the CinC students needed
         full_rate.finetune.encoder_lr_scale = 1.0
-        for label, teacher, s_cfg in (("distilled", teachers["full"], d_cfg), ("labels only", None, d_cfg),
-                                      ("distilled, full rate", teachers["full"], full_rate)):
+        for label, teacher, run_cfg in (("distilled", teachers["full"], d_cfg), ("labels only", None, d_cfg),
+                                        ("distilled, full rate", teachers["full"], full_rate)):
             s_folder = out / f"student-{n}-lead-{label.replace(' ', '-').replace(',', '')}-stage1-cnn"
             if not (s_folder / "student.pt").is_file():
                 _log(f"student {n} lead, {label}, from the stage-1 CNN")
-                run_distill(s_cfg, cohort, teacher, s_folder, n_leads=n, distil=teacher is not None, show_bar=False)
+                run_distill(run_cfg, cohort, teacher, s_folder, n_leads=n, distil=teacher is not None,
+                            show_bar=False)
             students[f"student {n} lead, {label}, stage-1 CNN start"] = s_folder / "student.pt"
     if "no stage 2" in teachers:
         n = cfg.distill.leads[0]

@@ -41,6 +41,7 @@ from bench_real_students import (
     _clean,
     _config,
     _fmt,
+    _log,
     cinc_arrays,
     cinc_folds,
     cinc_student,
@@ -49,7 +50,7 @@ from bench_real_students import (
     paired_macro_delta,
 )
 
-from cardiodistill.config import EcgSourceConfig, load_config
+from cardiodistill.config import EcgSourceConfig, FinetuneConfig, load_config
 from cardiodistill.io.atomic import write_json_atomic, write_text_atomic
 from cardiodistill.stages.stage1 import pretrain_ecg
 from cardiodistill.stages.stage3 import student_start
@@ -60,10 +61,7 @@ from cardiodistill.train.supervised import predict_arrays
 RECIPE = Path(__file__).with_name("configs") / "ecg_ptbxl_cnn.yaml"  # the CPU-scale stage-1 recipe
 SHARES = (0.05, 0.1, 0.25, 1.0)
 PASSES = 6  # listings of each normal recording at 100 % of labels
-
-
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+LR_SCALE = FinetuneConfig.model_fields["encoder_lr_scale"].default  # a pretrained backbone's rate factor by default
 
 
 def nested_shares(rows: np.ndarray, target: np.ndarray, shares, seed: int) -> dict[float, np.ndarray]:
@@ -77,9 +75,9 @@ def nested_shares(rows: np.ndarray, target: np.ndarray, shares, seed: int) -> di
 
 def run_name(fold: int, share: float, start: str, lr_scale: float, passes: int = PASSES) -> str:
     """A student's folder: ``fold0-0.1-pretrained``; a pretrained start at another ``finetune.encoder_lr_scale``
-    than the default 0.3 says so (``-lrscale1``; the scratch twin trains at the full rate either way), and so does
-    a run of other ``--passes`` (``-passes24``)."""
-    scaled = start == "pretrained" and lr_scale != 0.3
+    than the default (:data:`LR_SCALE`) says so (``-lrscale1``; the scratch twin trains at the full rate either
+    way), and so does a run of other ``--passes`` (``-passes24``)."""
+    scaled = start == "pretrained" and lr_scale != LR_SCALE
     return (f"fold{fold}-{share:g}-{start}" + (f"-lrscale{lr_scale:g}" if scaled else "")
             + ("" if passes == PASSES else f"-passes{passes}"))
 

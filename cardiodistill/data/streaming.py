@@ -115,13 +115,12 @@ def _write_split(cache: PairedCache, rows: Iterable[int], folder: Path, chunk_by
     folder.mkdir(parents=True)
     writer = BinaryWriter(str(folder), chunk_bytes=chunk_bytes)
     n, chunk = 0, None
-    for n, row in enumerate(rows, 1):
-        if cache.chunk_of(int(row)) != chunk:  # memory flat in cohort size: hold one chunk's pages, not the cache's
+    for n, row in enumerate(map(int, rows), 1):
+        if cache.chunk_of(row) != chunk:  # memory flat in cohort size: hold one chunk's pages, not the cache's
             cache.release()
-            chunk = cache.chunk_of(int(row))
-        writer[n - 1] = stored_study(cache, int(row))
+            chunk = cache.chunk_of(row)
+        writer[n - 1] = stored_study(cache, row)
         progress()
-    cache.release()
     if n:
         writer.done()
         writer.merge()
