@@ -55,6 +55,7 @@ from cardiodistill.evaluate.clinical import multilabel_metrics
 from cardiodistill.evaluate.metrics import auroc, bootstrap_interval
 from cardiodistill.io.atomic import save_npz_atomic, write_json_atomic
 from cardiodistill.signals.leads import LEADS_12
+from cardiodistill.signals.rhythm import RHYTHM_FEATURES, signal_rhythm
 from cardiodistill.train.checkpoints import load_model, read_model_file, save_model
 from cardiodistill.train.engine import set_threads
 from cardiodistill.train.supervised import (
@@ -212,13 +213,21 @@ def cinc_folds(target: np.ndarray, k: int, seed: int) -> list[dict[str, np.ndarr
     return folds
 
 
+def cinc_rhythm(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """``[N, len(RHYTHM_FEATURES)]``: each recording's rhythm features, from its whole lead I at 100 Hz (15 s for
+    the 6000 recordings)."""
+    return np.stack([signal_rhythm(x, FS, n) for x, n in zip(arrays["x"], arrays["lengths"])])
+
+
 def cinc_student(arrays: dict[str, np.ndarray], split: dict[str, np.ndarray], folder: Path, cfg: Config,
-                 passes: int, window: int = WINDOW, start: tuple[dict, dict | None] | None = None) -> Path:
+                 passes: int, window: int = WINDOW, start: tuple[dict, dict | None] | None = None,
+                 rhythm: np.ndarray | None = None) -> Path:
     """Train (or find) the lead-I student on ``split["train"]`` with its checkpoint chosen on ``split["val"]``;
     ``passes``: listings of each normal recording, the rarer classes square-root more (module doc);
     ``window``: samples per training crop and per evaluation window; ``start``: ``(encoder config, backbone
     weights or None)``, a lead-agnostic encoder as the backbone instead of ``distill.backbone``
-    (:func:`~cardiodistill.stages.stage3.student_start`)."""
+    (:func:`~cardiodistill.stages.stage3.student_start`); ``rhythm``: every recording's rhythm features
+    (:func:`cinc_rhythm`), given to the student beside the ECG."""
     x, lengths, target = arrays["x"], arrays["lengths"], arrays["target"]
     path = folder / "student.pt"
     if path.is_file():
@@ -227,15 +236,18 @@ def cinc_student(arrays: dict[str, np.ndarray], split: dict[str, np.ndarray], fo
     counts = np.bincount(target[split["train"]], minlength=4)
     per_class = np.round(passes * np.sqrt(counts.max() / np.maximum(counts, 1))).astype(np.int64)
     onehot = np.eye(4, dtype=np.float32)[target]
-    train = ArrayDataset(x[split["train"]], onehot[split["train"]], lengths=lengths[split["train"]],
-                         crop=window, repeats=per_class[target[split["train"]]], seed=seed)
-    val = ArrayDataset(x[split["val"]], onehot[split["val"]], lengths=lengths[split["val"]], crop=window,
-                       random_crop=False)
+    extra = {} if rhythm is None else {"rhythm": rhythm}
+    train = ArrayDataset(x[split["train"]], onehot[split["train"]], {k: v[split["train"]] for k, v in extra.items()},
+                         lengths=lengths[split["train"]], crop=window, repeats=per_class[target[split["train"]]],
+                         seed=seed)
+    val = ArrayDataset(x[split["val"]], onehot[split["val"]], {k: v[split["val"]] for k, v in extra.items()},
+                       lengths=lengths[split["val"]], crop=window, random_crop=False)
+    names = RHYTHM_FEATURES if rhythm is not None else ()
     _log(f"CinC 2017: lead-I student on {len(split['train'])} recordings ({len(train)} listings) -> {folder}")
     encoder, state = start or (None, None)
     began = time.time()
     student = fit_array_student(train, val, folder, outputs=CINC_OUTPUTS, n_leads=1, config=cfg, fs=FS,
-                                encoder=encoder, backbone_state=state)
+                                encoder=encoder, backbone_state=state, rhythm=names)
     save_model(student, path, task="multiclass", triage=None, abstain_outputs=["noisy"], leads=["I"],
                outputs=CINC_OUTPUTS, distilled=False, lvef=False, band_hz=[0.5, 40.0], window_s=window / FS,
                train_seconds=round(time.time() - began, 1), n_train=len(split["train"]),
@@ -264,47 +276,54 @@ def run_cinc(out: Path, overrides: list[str], limit: int | None, n_boot: int) ->
     return result
 
 
-def recipe_tag(passes: int, overrides: list[str], window: int = WINDOW) -> str:
-    """A recipe's part of its run folders' names: ``passes24``, ``passes24-window30s``, ``passes24-<override>``..."""
-    tag = f"passes{passes}" + ("" if window == WINDOW else f"-window{window / FS:g}s")
+def recipe_tag(passes: int, overrides: list[str], window: int = WINDOW, rhythm: bool = False) -> str:
+    """A recipe's part of its run folders' names: ``passes24``, ``passes24-window30s``, ``passes24-rhythm``,
+    ``passes24-<override>``..."""
+    tag = f"passes{passes}" + ("" if window == WINDOW else f"-window{window / FS:g}s") + ("-rhythm" if rhythm else "")
     return tag + "".join("-" + o.replace("/", "_") for o in overrides)
 
 
-def recipe_name(k: int, passes: int, overrides: list[str], window: int = WINDOW) -> str:
-    """A cross-validated recipe's key in ``cinc2017_cv.json``: ``5-fold, passes 24[, window 30 s][, <override>]``."""
+def recipe_name(k: int, passes: int, overrides: list[str], window: int = WINDOW, rhythm: bool = False) -> str:
+    """A cross-validated recipe's key in ``cinc2017_cv.json``: ``5-fold, passes 24[, window 30 s][, rhythm
+    features][, <override>]``."""
     return (f"{k}-fold, passes {passes}" + ("" if window == WINDOW else f", window {window / FS:g} s")
+            + (", rhythm features" if rhythm else "")
             + "".join(f", {o}" for o in overrides))
 
 
 def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: int,
-                folds: list[int] | None = None, window: int = WINDOW) -> dict[str, Any] | None:
+                folds: list[int] | None = None, window: int = WINDOW, rhythm: bool = False
+                ) -> dict[str, Any] | None:
     """``k``-fold cross-validation of the CinC 2017 recipe (``passes``, ``overrides``) over A00001-A06000:
     the challenge score of each test fold (mean and SD over folds), and every metric of
     :func:`evaluate_cinc` on the pooled out-of-fold predictions (each recording scored by the one model that
     never saw it; bootstrap CIs over recordings). ``out/cv{k}-{tag}/oof.npz`` keeps the predictions.
 
     ``folds`` trains only those folds' models (several processes or machines can share the folds of one
-    recipe); the scores come once every fold's model is there, else ``None``."""
+    recipe); the scores come once every fold's model is there, else ``None``. ``rhythm``: the students take the
+    recordings' rhythm features beside the ECG (:func:`cinc_rhythm`)."""
     cfg = _config(CINC_SETS, overrides)
     seed = cfg.trainer.seed
     arrays = cinc_arrays(DATA / "cinc2017", out / "arrays.npz", None)
     x, lengths, target = arrays["x"], arrays["lengths"], arrays["target"]
-    folder = out / f"cv{k}-{recipe_tag(passes, overrides, window)}"
+    folder = out / f"cv{k}-{recipe_tag(passes, overrides, window, rhythm)}"
+    r = cinc_rhythm(arrays) if rhythm else None
     probs = np.full((len(target), len(CINC_OUTPUTS)), np.nan, np.float32)
     thresholds = np.full(len(target), np.nan)  # each recording's model's noisy threshold, from its validation
     per_fold, seconds = [], []
     set_threads(cfg.trainer.threads)
     splits = cinc_folds(target, k, seed)
     for i in range(k) if folds is None else folds:
-        cinc_student(arrays, splits[i], folder / f"fold{i}", cfg, passes, window)
+        cinc_student(arrays, splits[i], folder / f"fold{i}", cfg, passes, window, rhythm=r)
     if not all((folder / f"fold{i}" / "student.pt").is_file() for i in range(k)):
         return None
     for i, split in enumerate(splits):
-        path = cinc_student(arrays, split, folder / f"fold{i}", cfg, passes, window)  # above, or by another run
+        path = cinc_student(arrays, split, folder / f"fold{i}", cfg, passes, window, rhythm=r)  # or by another run
         set_threads(cfg.trainer.threads)
         model, test, val = load_model(path), split["test"], split["val"]
-        probs[test] = predict_arrays(model, x[test], lengths=lengths[test], window=window)["probs"]
-        p_val = predict_arrays(model, x[val], lengths=lengths[val], window=window)["probs"]
+        rt, rv = (None, None) if r is None else (r[test], r[val])
+        probs[test] = predict_arrays(model, x[test], lengths=lengths[test], window=window, rhythm=rt)["probs"]
+        p_val = predict_arrays(model, x[val], lengths=lengths[val], window=window, rhythm=rv)["probs"]
         thresholds[test] = abstention_threshold(p_val, target[val])
         per_fold.append(challenge_scores(target[test], probs[test].argmax(1), 0, seed)["challenge"]["value"])
         seconds.append(read_model_file(path).get("train_seconds"))
@@ -313,7 +332,7 @@ def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: in
     result["abstention_thresholded"] = {**thresholded_abstention(probs, target, thresholds, n_boot, seed),
                                         "thresholds": sorted(set(thresholds.tolist())),
                                         "max_normal_on_validation": MAX_NORMAL_ABSTAINED}
-    result.update(folds=k, passes=passes, window=window, overrides=overrides, folder=str(folder),
+    result.update(folds=k, passes=passes, window=window, rhythm=rhythm, overrides=overrides, folder=str(folder),
                   challenge_per_fold=per_fold, challenge_fold_mean=float(np.mean(per_fold)),
                   challenge_fold_sd=float(np.std(per_fold, ddof=1)), train_seconds=seconds)
     return result
@@ -511,6 +530,8 @@ def main() -> None:
                     help="CinC 2017: listings of each normal recording (the rarer classes more)")
     ap.add_argument("--window-s", type=float, default=WINDOW / FS,
                     help="CinC 2017: seconds per training crop and per evaluation window")
+    ap.add_argument("--rhythm", action="store_true",
+                    help="CinC 2017: the students take each recording's rhythm features beside the ECG")
     ap.add_argument("--cv-folds", type=int, nargs="+", default=None,
                     help="CinC 2017: train only these folds (0-based), e.g. to share a recipe's folds out")
     ap.add_argument("--cv-result", type=Path, default=Path("benchmarks/results/cinc2017_cv.json"),
@@ -526,9 +547,9 @@ def main() -> None:
             raise SystemExit("--cv cross-validates the CinC 2017 recipe: give --only cinc2017 and no --limit")
         done = json.loads(args.cv_result.read_text()) if args.cv_result.is_file() else {}
         window = round(args.window_s * FS)
-        name = recipe_name(args.cv, args.passes, args.overrides, window)
+        name = recipe_name(args.cv, args.passes, args.overrides, window, args.rhythm)
         result = run_cinc_cv(args.out / "cinc2017", args.overrides, args.cv, args.passes, args.bootstrap,
-                             args.cv_folds, window)
+                             args.cv_folds, window, args.rhythm)
         if result is None:
             _log(f"trained folds {args.cv_folds}; the recipe is scored once every fold's model is there")
             return

@@ -42,6 +42,7 @@ from bench_real_students import (  # noqa: E402
     _config,
     abstention_threshold,
     challenge_scores,
+    cinc_rhythm,
     cinc_student,
     evaluate_cinc,
     recipe_tag,
@@ -98,6 +99,16 @@ def edge_scores(model: EdgeModel, files: list[Path], target: np.ndarray, n_boot:
     return out
 
 
+def _rhythm_sentence(spec) -> str:
+    """The card's sentence on the rhythm features, for a model that reads them."""
+    if not spec.rhythm:
+        return ""
+    return (f" Beside each window the model reads {len(spec.rhythm)} rhythm features of the whole recording "
+            f"(`cardiodistill.signals.rhythm`: RR-interval statistics from the R-peaks the runtime detects in lead I, "
+            f"e.g. RR coefficient of variation, pNN50, lag-1 RR correlation), joined to the CNN's embedding before "
+            f"the classifier.")
+
+
 def model_card(spec, gate: dict, edge: dict, offline: dict, cv: dict, recipe: str, split: dict, size: int) -> str:
     """The bundled model's card (markdown), from the measurements."""
     n = {k: len(v) for k, v in split.items()}
@@ -137,7 +148,7 @@ and band-passed 0.5-40 Hz; the model trained on random 10-s crops, each z-scored
 oversampling of the rarer classes (each normal recording listed {cv['passes']} times per run; recipe
 `{recipe}` of `benchmarks/results/cinc2017_cv.json`). Architecture: `student_cnn` (depthwise-separable
 1-D CNN, {offline['params']:,} parameters) with one sigmoid per class; the prediction is the most probable
-class, averaged over the recording's 10-s windows. No pretraining, no distillation (no richer-data
+class, averaged over the recording's 10-s windows.{_rhythm_sentence(spec)} No pretraining, no distillation (no richer-data
 teacher with these classes exists here).
 
 ## Cross-validated performance (what a new site should expect)
@@ -218,13 +229,15 @@ def main() -> None:
     split = final_split(target)
     cfg = _config(CINC_SETS, cv["overrides"])
     window = cv.get("window", WINDOW)  # entries before the window was a recipe's choice used WINDOW
-    path = cinc_student({"x": x, "lengths": lengths, "target": target}, split,
-                        args.run / f"final-{recipe_tag(cv['passes'], cv['overrides'], window)}", cfg, cv["passes"],
-                        window)
+    arrays = {"x": x, "lengths": lengths, "target": target}
+    rhythm = cinc_rhythm(arrays) if cv.get("rhythm") else None
+    path = cinc_student(arrays, split, args.run / f"final-{recipe_tag(cv['passes'], cv['overrides'], window, bool(cv.get('rhythm')))}",
+                        cfg, cv["passes"], window, rhythm=rhythm)
     set_threads(cfg.trainer.threads)
     student = load_model(path)
     val_rows = split["val"]
-    p_val = predict_arrays(student, x[val_rows], lengths=lengths[val_rows], window=window)["probs"]
+    val_rhythm = None if rhythm is None else rhythm[val_rows]
+    p_val = predict_arrays(student, x[val_rows], lengths=lengths[val_rows], window=window, rhythm=val_rhythm)["probs"]
     offline = evaluate_cinc(p_val, target[val_rows], args.bootstrap, 0)
     offline["params"] = sum(p.numel() for p in student.parameters())
     noisy_threshold = abstention_threshold(p_val, target[val_rows])
@@ -234,7 +247,7 @@ def main() -> None:
     val_x = np.stack([val[i]["mobile"].numpy() for i in range(len(val))])
     out = WEIGHTS / "cinc2017_lead1.onnx"
     gate = export_student_model(path, out, val_x=val_x, val_y=np.eye(4, dtype=np.float32)[target[val_rows]],
-                                precision="int8", margin=0.02, model_id=MODEL_ID,
+                                val_rhythm=val_rhythm, precision="int8", margin=0.02, model_id=MODEL_ID,
                                 thresholds={"noisy": noisy_threshold},
                                 provenance={"data": "PhysioNet/CinC 2017 A00001-A06000 but a stratified tenth",
                                             "recipe": name, "card": "cinc2017_lead1.md"})

@@ -280,10 +280,10 @@ def test_any_failure_on_one_file_is_its_error_row(edge, folder, tmp_path, monkey
         windows, info = real_prepare(self, record)
         return (windows[..., :-1] if Path(record.source).name == "run.hea" else windows), info  # a bad shape
 
-    def run(self, windows):
+    def run(self, windows, rhythm=None):
         if windows.shape[-1] != self.spec.samples:
             raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions\nfor input")
-        return real_run(self, windows)
+        return real_run(self, windows, rhythm)
 
     def interpret(self, outputs, info):
         if Path(info.source).name == "interpret.hea":

@@ -41,18 +41,20 @@ class _Predict(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model.predict(x)
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.model.predict(*inputs)
 
 
-def _verify(path: Path, wrapper: nn.Module, example: Tensor, atol: float, destination: Path) -> None:
-    """Run the ONNX file at ``path`` on ``example`` and on a batch twice its size; compare with PyTorch."""
+def _verify(path: Path, wrapper: nn.Module, examples: tuple[Tensor, ...], atol: float, destination: Path) -> None:
+    """Run the ONNX file at ``path`` on ``examples`` and on a batch twice their size; compare with PyTorch."""
     session = open_session(path, threads=0)
-    name = session.get_inputs()[0].name
-    for x in (example, torch.cat([example, example.flip(0)])):
+    names = [i.name for i in session.get_inputs()]
+    doubled = tuple(torch.cat([e, e.flip(0)]) for e in examples)
+    for inputs in (examples, doubled):
+        x = inputs[0]
         with torch.no_grad():
-            expected = wrapper(x).float().cpu().numpy()
-        got = session.run(None, {name: x.float().cpu().numpy()})[0]
+            expected = wrapper(*inputs).float().cpu().numpy()
+        got = session.run(None, {n: e.float().cpu().numpy() for n, e in zip(names, inputs)})[0]
         diff = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else float("inf")
         if not diff < atol:
             raise RuntimeError(f"ONNX export to {destination}: onnxruntime output {got.shape} differs from PyTorch "
@@ -70,6 +72,8 @@ def export_onnx(
     dynamic_samples: bool = True,
     metadata: Mapping[str, str] | None = None,
     atol: float = 1e-4,
+    rhythm: Tensor | None = None,
+    rhythm_name: str = "rhythm",
 ) -> Path:
     """Export ``model.predict`` to an ONNX file at ``path``, atomically; returns the path.
 
@@ -79,6 +83,8 @@ def export_onnx(
     rate the model expects) goes into the file's ``metadata_props``. The model is traced in eval mode (its
     training flag is restored after). When onnxruntime is installed the file is checked before it replaces
     ``path``: a max abs difference from PyTorch of ``atol`` or more raises and leaves ``path`` untouched.
+    ``rhythm``: an example of a student's rhythm features ``[B, n]`` (:mod:`cardiodistill.signals.rhythm`), for a
+    model that takes them: the graph's second input, ``rhythm_name``.
     """
     if not callable(getattr(model, "predict", None)):
         raise TypeError(f"{type(model).__name__} has no predict(x) method to export")
@@ -90,6 +96,11 @@ def export_onnx(
     was_training = model.training
     wrapper = _Predict(model).eval()  # the exporter restores the wrapper's mode, so the wrapper must be in eval
     axes = {0: "batch", example.ndim - 1: "samples"} if dynamic_samples else {0: "batch"}
+    examples = (example,) if rhythm is None else (example, rhythm)
+    names = [input_name] if rhythm is None else [input_name, rhythm_name]
+    dynamic = {input_name: axes, output_name: {0: "batch"}}
+    if rhythm is not None:
+        dynamic[rhythm_name] = {0: "batch"}
     try:
         with atomic_path(path) as tmp:
             with warnings.catch_warnings():
@@ -98,8 +109,8 @@ def export_onnx(
                 warnings.simplefilter("ignore", DeprecationWarning)
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 torch.onnx.export(
-                    wrapper, (example,), str(tmp), dynamo=False, input_names=[input_name],
-                    output_names=[output_name], dynamic_axes={input_name: axes, output_name: {0: "batch"}},
+                    wrapper, examples, str(tmp), dynamo=False, input_names=names,
+                    output_names=[output_name], dynamic_axes=dynamic,
                     opset_version=opset,
                 )
             if metadata:
@@ -107,14 +118,16 @@ def export_onnx(
                 onnx.helper.set_model_props(proto, {str(k): str(v) for k, v in metadata.items()})
                 onnx.save(proto, str(tmp))
             if importlib.util.find_spec("onnxruntime") is not None:
-                _verify(tmp, wrapper, example, atol, path)
+                _verify(tmp, wrapper, examples, atol, path)
     finally:
         model.train(was_training)
     return path
 
 
-def onnx_latency(path: str | os.PathLike[str], example: Tensor | np.ndarray, n: int = 100) -> dict[str, float]:
-    """Latency of one forward pass of the ONNX file at ``path`` on ``example`` with onnxruntime on 1 CPU thread.
+def onnx_latency(path: str | os.PathLike[str], example: Tensor | np.ndarray, n: int = 100,
+                 rhythm: Tensor | np.ndarray | None = None) -> dict[str, float]:
+    """Latency of one forward pass of the ONNX file at ``path`` on ``example`` (and ``rhythm``, the rhythm
+    features of a model that takes them) with onnxruntime on 1 CPU thread.
 
     Pass a batch-1 ``example`` for the edge figure. After 10 warm-up runs, ``n`` timed runs; returns
     ``{"median_ms", "p90_ms"}`` in milliseconds.
@@ -124,8 +137,9 @@ def onnx_latency(path: str | os.PathLike[str], example: Tensor | np.ndarray, n: 
     if n < 1:
         raise ConfigError(f"n must be at least 1, got {n}")
     session = open_session(path, threads=1)  # DataError for a missing or unreadable file
-    x = example.detach().float().cpu().numpy() if isinstance(example, Tensor) else np.asarray(example, np.float32)
-    feed = {session.get_inputs()[0].name: x}
+    arrays = [a.detach().float().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a, np.float32)
+              for a in ((example,) if rhythm is None else (example, rhythm))]
+    feed = {i.name: a for i, a in zip(session.get_inputs(), arrays)}
     for _ in range(10):
         session.run(None, feed)
     times = np.empty(n)

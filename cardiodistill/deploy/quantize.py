@@ -71,14 +71,15 @@ def retag_precision(proto, precision: str) -> None:
     require_onnx().helper.set_model_props(proto, props)
 
 
-def _input(proto, path: Path) -> tuple[str, int | None]:
-    """Name of the graph's (first) input and its lead count, None when that axis is dynamic."""
-    if len(proto.graph.input) != 1:
-        raise DataError(f"expected a graph with one input, found {len(proto.graph.input)}", path)
-    graph_input = proto.graph.input[0]
-    dims = graph_input.type.tensor_type.shape.dim
+def _input(proto, path: Path, n_inputs: int = 1) -> tuple[list[str], int | None]:
+    """Names of the graph's ``n_inputs`` inputs (the ECG, then a student's rhythm features) and the ECG's lead
+    count, None when that axis is dynamic."""
+    if len(proto.graph.input) != n_inputs:
+        raise DataError(f"expected a graph with {n_inputs} input{'s' if n_inputs > 1 else ''}, found "
+                        f"{len(proto.graph.input)}", path)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
     leads = dims[1].dim_value if len(dims) == 3 and dims[1].HasField("dim_value") else None
-    return graph_input.name, leads
+    return [i.name for i in proto.graph.input], leads
 
 
 def _output_head(proto) -> list[str]:
@@ -124,11 +125,13 @@ def quantize_int8(
     calibration: np.ndarray,
     *,
     per_channel: bool = True,
+    rhythm: np.ndarray | None = None,
 ) -> Path:
     """Write an int8 (QDQ) version of the float graph ``src_onnx`` to ``dst_onnx``, atomically; returns it.
 
     ``calibration`` ``[N, L, T]`` float32: windows prepared as the model's inputs (per-lead z-scored);
-    activation ranges are their min/max. ``per_channel``: one weight scale per output channel (else
+    activation ranges are their min/max. ``rhythm [N, n]``: the windows' rhythm features, for a graph that
+    takes them as its second input. ``per_channel``: one weight scale per output channel (else
     one per tensor). The EdgeSpec in the metadata is re-tagged ``precision="int8"``.
     """
     onnx = require_onnx()
@@ -139,16 +142,23 @@ def quantize_int8(
     if not src.is_file():
         raise DataError("no such ONNX file", src)
     proto = onnx.load(str(src))
-    name, leads = _input(proto, src)
+    names, leads = _input(proto, src, 1 if rhythm is None else 2)
     x = _check_calibration(calibration, leads, src)
+    arrays = [x]
+    if rhythm is not None:
+        r = np.asarray(rhythm, np.float32)
+        if r.ndim != 2 or len(r) != len(x) or not np.all(np.isfinite(r)):
+            raise DataError(f"calibration rhythm features must be finite [{len(x)}, n], got shape {r.shape}", src)
+        arrays.append(r)
+    n_batches = -(-len(x) // _CALIBRATION_BATCH)
 
     class _Windows(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter(np.array_split(x, -(-len(x) // _CALIBRATION_BATCH)))
+            self._batches = zip(*(np.array_split(a, n_batches) for a in arrays))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self._batches, None)
-            return None if batch is None else {name: batch}
+            return None if batch is None else dict(zip(names, batch))
 
     with tempfile.TemporaryDirectory(prefix="cardiodistill-quant-") as tmp_dir, _quiet_root_logger():
         prepared = Path(tmp_dir) / "prepared.onnx"

@@ -139,17 +139,21 @@ def student_spec(
             thresholds={k: float(v) for k, v in (thresholds or info.get("thresholds") or {}).items()},
             lvef_mean=getattr(model, "lvef_mean", None) if lvef else None,
             lvef_std=getattr(model, "lvef_std", None) if lvef else None,
+            rhythm=tuple(getattr(model, "rhythm_names", ())),
             provenance=record,
         )
     except ValueError as err:
         raise ConfigError(f"{source}: cannot describe the student for export: {one_line(err)}") from err
 
 
-def _predict(path: Path, x: np.ndarray) -> np.ndarray:
-    """onnxruntime output ``[N, n_outputs + 1]`` of the graph at ``path`` on ``x [N, L, T]``."""
+def _predict(path: Path, x: np.ndarray, rhythm: np.ndarray | None = None) -> np.ndarray:
+    """onnxruntime output ``[N, n_outputs + 1]`` of the graph at ``path`` on ``x [N, L, T]`` (and the rhythm
+    features ``[N, n]`` of a student that takes them)."""
     session = open_session(path, threads=0)
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[i:i + _BATCH]})[0] for i in range(0, len(x), _BATCH)])
+    names = [i.name for i in session.get_inputs()]
+    arrays = (x,) if rhythm is None else (x, rhythm)
+    return np.concatenate([session.run(None, {n: a[i:i + _BATCH] for n, a in zip(names, arrays)})[0]
+                           for i in range(0, len(x), _BATCH)])
 
 
 def _aurocs(y: np.ndarray, prob: np.ndarray, outputs: tuple[str, ...]) -> dict[str, float]:
@@ -183,11 +187,11 @@ def _macro(per_output: Mapping[str, float], judged: list[str]) -> float:
 
 
 def _measure(path: Path, x: np.ndarray, y: np.ndarray, spec: EdgeSpec, judged: list[str],
-             reference: np.ndarray | None) -> tuple[dict[str, Any], np.ndarray]:
+             reference: np.ndarray | None, rhythm: np.ndarray | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """The gate's record for one graph and its output ``[N, n_outputs + 1]``: AUROCs (the macro over the
     ``judged`` outputs), and against the float32 ``reference`` output the largest probability difference and
     the mean absolute LVEF difference (in % when the spec has ``lvef_std``)."""
-    out = _predict(path, x)
+    out = _predict(path, x, rhythm)
     n = len(spec.outputs)
     per_output = _aurocs(y, out[:, :n], spec.outputs)
     record: dict[str, Any] = {"macro_auroc": _macro(per_output, judged), "auroc": per_output,
@@ -237,6 +241,20 @@ def _summary(gate: Mapping[str, Any], refused: list[str], judged: list[str],
     return head + kept + tail
 
 
+def _check_rhythm(rhythm: np.ndarray | None, n: int, spec: EdgeSpec, what: str) -> np.ndarray | None:
+    """``rhythm`` as float32 ``[n, len(spec.rhythm)]`` for a student that takes rhythm features (None otherwise)."""
+    if not spec.rhythm:
+        if rhythm is not None:
+            raise DataError(f"{what} rhythm features were given, but this student takes none")
+        return None
+    r = None if rhythm is None else np.asarray(rhythm, np.float32)
+    if r is None or r.shape != (n, len(spec.rhythm)) or not np.all(np.isfinite(r)):
+        got = None if r is None else r.shape
+        raise DataError(f"this student takes rhythm features: {what} rhythm must be finite [{n}, {len(spec.rhythm)}] "
+                        f"({', '.join(spec.rhythm)}), got {got}")
+    return r
+
+
 def _check_validation(x: np.ndarray, y: np.ndarray, spec: EdgeSpec) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
     want = (len(spec.leads), spec.samples)
@@ -265,6 +283,8 @@ def export_student_model(
     model_id: str | None = None,
     thresholds: Mapping[str, float] | None = None,
     provenance: Mapping[str, Any] | None = None,
+    val_rhythm: np.ndarray | None = None,
+    calibration_rhythm: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Export the student at ``student_pt`` to ``out_onnx`` at ``precision``, behind the accuracy gate (module doc).
 
@@ -274,7 +294,9 @@ def export_student_model(
     :data:`N_CALIBRATION` of ``val_x``). ``margin``: the largest macro-AUROC loss accepted, in AUROC
     units (a negative margin fails every gate). Without ``fallback`` a failed gate raises
     :class:`ConfigError` and writes nothing. ``min_class``: the validation positives (and negatives)
-    an output needs to be judged (:data:`MIN_GATE_CLASS`).
+    an output needs to be judged (:data:`MIN_GATE_CLASS`). A student that takes rhythm features
+    (:mod:`cardiodistill.signals.rhythm`) needs them for every window: ``val_rhythm [N, n]`` and, with
+    ``calibration_x``, ``calibration_rhythm``.
 
     Returns the gate record stored in the file's EdgeSpec (``requested``, ``precision`` chosen,
     ``margin``, ``min_class``, ``n_validation``, ``judged`` and ``not_judged`` outputs, one record per
@@ -295,7 +317,12 @@ def export_student_model(
     model = build_model(data, source=student_pt)
     spec = student_spec(model, data, student_pt, model_id=model_id, thresholds=thresholds, provenance=provenance)
     x, y = _check_validation(val_x, val_y, spec)
+    rhythm = _check_rhythm(val_rhythm, len(x), spec, "validation")
     calibration = x[:N_CALIBRATION] if calibration_x is None else calibration_x
+    if calibration_x is None:
+        calibration_r = None if rhythm is None else rhythm[:N_CALIBRATION]
+    else:
+        calibration_r = _check_rhythm(calibration_rhythm, len(calibration_x), spec, "calibration")
 
     judged, not_judged = _judgeable(y, spec.outputs, min_class)
     gate: dict[str, Any] = {"requested": precision, "margin": float(margin), "min_class": int(min_class),
@@ -306,13 +333,14 @@ def export_student_model(
     with tempfile.TemporaryDirectory(prefix="cardiodistill-export-") as tmp_dir:
         files = {p: Path(tmp_dir) / f"{p}.onnx" for p in PRECISIONS}
         export_onnx(model, torch.from_numpy(x[:1]), files["fp32"], input_name=spec.input_name,
-                    metadata={METADATA_KEY: spec.to_json()})
-        gate["fp32"], reference = _measure(files["fp32"], x, y, spec, judged, None)
+                    metadata={METADATA_KEY: spec.to_json()},
+                    rhythm=None if rhythm is None else torch.from_numpy(rhythm[:1]), rhythm_name=spec.rhythm_input)
+        gate["fp32"], reference = _measure(files["fp32"], x, y, spec, judged, None, rhythm)
         notes, refused, chosen = [], [], "fp32"
         for candidate in _FALLBACK[precision][:-1]:
             try:
                 if candidate == "int8":
-                    quantize_int8(files["fp32"], files["int8"], calibration)
+                    quantize_int8(files["fp32"], files["int8"], calibration, rhythm=calibration_r)
                 else:
                     convert_fp16(files["fp32"], files["fp16"])
             except ConfigError as err:  # no fp16 converter installed
@@ -322,7 +350,7 @@ def export_student_model(
                 if not fallback:
                     raise ConfigError(f"{out_onnx}: {candidate} export unavailable: {err}") from err
                 continue
-            gate[candidate], _ = _measure(files[candidate], x, y, spec, judged, reference)
+            gate[candidate], _ = _measure(files[candidate], x, y, spec, judged, reference, rhythm)
             why = _judge(gate[candidate], gate["fp32"], judged, margin, min_class)
             record = gate[candidate]
             summary = (f"{candidate} macro AUROC drop {record['macro_drop']:.4f}, worst {record['worst_output']} "

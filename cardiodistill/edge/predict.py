@@ -249,13 +249,20 @@ class _Pending:
     outputs: np.ndarray | None = field(default=None, repr=False)
 
 
+def _rhythm_rows(model: EdgeModel, ready: Sequence[_Pending]) -> np.ndarray | None:
+    """Each window's recording's rhythm features, for a model that reads them (None otherwise)."""
+    if not model.spec.rhythm:
+        return None
+    return np.concatenate([np.repeat(item.info.rhythm[None], len(item.windows), axis=0) for item in ready])
+
+
 def _run(model: EdgeModel, ready: Sequence[_Pending]) -> None:
     """Set each recording's window outputs, running the model once on all their windows; when that run
     fails, each recording runs on its own, so that only the one at fault gets the error."""
     if not ready:
         return
     try:
-        outputs = model.run(np.concatenate([item.windows for item in ready]))
+        outputs = model.run(np.concatenate([item.windows for item in ready]), _rhythm_rows(model, ready))
         bounds = np.cumsum([0, *(len(item.windows) for item in ready)])
         for item, start, stop in zip(ready, bounds[:-1], bounds[1:]):
             item.outputs = outputs[start:stop]
@@ -266,7 +273,7 @@ def _run(model: EdgeModel, ready: Sequence[_Pending]) -> None:
             return
     for item in ready:
         try:
-            item.outputs = model.run(item.windows)
+            item.outputs = model.run(item.windows, item.info.rhythm)
         except Exception as err:
             item.error = failure_message(item.path, err)
 

@@ -16,8 +16,12 @@
    (:func:`~cardiodistill.signals.quality.lead_quality`) of the model's leads is measured at the
    recording's own rate, before any filtering.
 
-2. :meth:`EdgeModel.run` - onnxruntime on ``[W, len(leads), fs * seconds]`` float32, in batches of
-   at most :data:`MAX_BATCH` windows.
+   A model that reads the rhythm of the whole recording (``spec.rhythm``) also gets its rhythm features
+   (:func:`cardiodistill.signals.rhythm.signal_rhythm` on the whole prepared signal, ``RecordInfo.rhythm``),
+   as the array trainer computes them.
+
+2. :meth:`EdgeModel.run` - onnxruntime on ``[W, len(leads), fs * seconds]`` float32 (and the recording's
+   rhythm features beside each window), in batches of at most :data:`MAX_BATCH` windows.
 3. :meth:`EdgeModel.interpret` - the **mean over windows** of each output's probability (and of
    LVEF), the prediction, and the abstention.
 
@@ -46,6 +50,7 @@ from ..errors import DataError
 from ..records import EcgRecord
 from ..signals.prepare import prepare
 from ..signals.quality import LeadQuality, lead_quality
+from ..signals.rhythm import signal_rhythm
 from .spec import EdgeSpec, open_session, spec_from_metadata
 
 if TYPE_CHECKING:
@@ -79,6 +84,7 @@ class RecordInfo:
     n_windows: int
     quality: dict[str, LeadQuality]  #: per model lead, measured at ``fs_in`` before filtering
     reasons: tuple[str, ...]  #: abstain reasons known before the model runs (quality, length)
+    rhythm: np.ndarray | None = None  #: float32 ``[len(spec.rhythm)]`` for a model that reads them, else None
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,10 @@ class EdgeModel:
         if graph_input.name != spec.input_name or len(shape) != 3 or not fixed_ok:
             raise DataError(f"graph input {graph_input.name!r} {shape} does not match the spec's "
                             f"{spec.input_name!r} [batch, {len(spec.leads)}, {spec.samples}]", path)
+        names = [i.name for i in session.get_inputs()]
+        want_names = [spec.input_name, spec.rhythm_input] if spec.rhythm else [spec.input_name]
+        if names != want_names:
+            raise DataError(f"graph inputs {names} do not match the spec's {want_names}", path)
         self._dtype = np.float16 if graph_input.type == "tensor(float16)" else np.float32
 
     @classmethod
@@ -153,21 +163,41 @@ class EdgeModel:
                 reasons.append(f"lead {lead}{how} unusable: {', '.join(quality[lead].reasons)}")
         if selected.duration_s < self.min_seconds:
             reasons.append(f"recording is {selected.duration_s:.3g} s, shorter than the {self.min_seconds:g} s minimum")
+        rhythm = None
+        if spec.rhythm:
+            filtered = prepared.filtered
+            rhythm = signal_rhythm(filtered.signal, filtered.fs, names=spec.rhythm)
         info = RecordInfo(
             source=record.source, leads=tuple(spec.leads), derived=prepared.derived, fs_in=selected.fs,
             duration_s=selected.duration_s, n_windows=len(prepared.windows), quality=quality, reasons=tuple(reasons),
+            rhythm=rhythm,
         )
         return prepared.windows, info
 
-    def run(self, windows: np.ndarray) -> np.ndarray:
+    def run(self, windows: np.ndarray, rhythm: np.ndarray | None = None) -> np.ndarray:
         """The graph's output ``[W, len(spec.outputs) + 1]`` float32 (probabilities, then standardised
-        LVEF) for ``windows [W, len(spec.leads), spec.samples]``."""
+        LVEF) for ``windows [W, len(spec.leads), spec.samples]``. A model that reads rhythm features needs
+        ``rhythm``: the recording's ``[len(spec.rhythm)]`` (``RecordInfo.rhythm``), or one row per window."""
         spec = self.spec
         windows = np.asarray(windows)
         if windows.ndim != 3 or windows.shape[1:] != (len(spec.leads), spec.samples):
             raise ValueError(f"windows must be [W, {len(spec.leads)}, {spec.samples}], got {windows.shape}")
+        feeds = [spec.input_name]
+        arrays = [windows]
+        if spec.rhythm:
+            if rhythm is None:
+                raise ValueError(f"this model reads the recording's rhythm features ({', '.join(spec.rhythm)}): "
+                                 "pass the rhythm that prepare() found (RecordInfo.rhythm)")
+            r = np.asarray(rhythm, np.float32)
+            r = np.broadcast_to(r, (len(windows), len(r))) if r.ndim == 1 else r
+            if r.shape != (len(windows), len(spec.rhythm)):
+                raise ValueError(f"rhythm must be [{len(spec.rhythm)}] or [{len(windows)}, {len(spec.rhythm)}], "
+                                 f"got {np.shape(rhythm)}")
+            feeds.append(spec.rhythm_input)
+            arrays.append(r)
         parts = [
-            self.session.run(None, {spec.input_name: windows[i : i + MAX_BATCH].astype(self._dtype)})[0]
+            self.session.run(None, {name: a[i : i + MAX_BATCH].astype(self._dtype if k == 0 else np.float32)
+                                    for k, (name, a) in enumerate(zip(feeds, arrays))})[0]
             for i in range(0, len(windows), MAX_BATCH)
         ]
         out = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, len(spec.outputs) + 1), np.float32)
@@ -209,4 +239,4 @@ class EdgeModel:
     def predict(self, record: EcgRecord) -> tuple[Prediction, RecordInfo]:
         """:meth:`prepare`, :meth:`run` and :meth:`interpret` on one record."""
         windows, info = self.prepare(record)
-        return self.interpret(self.run(windows), info), info
+        return self.interpret(self.run(windows, info.rhythm), info), info

@@ -8,7 +8,8 @@ accuracy gate. A runtime with only numpy and onnxruntime can then prepare a reco
 prediction without PyTorch or the training config (:mod:`cardiodistill.edge.runtime`).
 
 The graph itself takes ``input_name`` ``[B, len(leads), fs * seconds]`` float32, each lead z-scored
-over its window, and returns ``[B, len(outputs) + 1]``: one sigmoid probability per output, then
+over its window (and, for a student that reads the rhythm of the whole recording, ``rhythm_input``
+``[B, len(rhythm)]``: the recording's rhythm features, :mod:`cardiodistill.signals.rhythm`), and returns ``[B, len(outputs) + 1]``: one sigmoid probability per output, then
 LVEF in standardised units (``lvef_mean + lvef_std * value`` is %; meaningless when ``lvef_mean`` is
 None, for models trained without LVEF).
 """
@@ -24,6 +25,7 @@ from typing import Any
 from ..errors import DataError, one_line
 from ..signals.filters import DEFAULT_BAND
 from ..signals.prepare import NORMALISATION, InputSpec
+from ..signals.rhythm import RHYTHM_FEATURES
 
 __all__ = ["EdgeSpec", "METADATA_KEY", "open_session", "read_spec", "spec_from_metadata"]
 
@@ -48,6 +50,9 @@ class EdgeSpec:
       readable ones abstained on).
     * ``band_hz``: the zero-phase band-pass (Hz) applied after resampling to ``fs``, as in training.
     * ``gate``: what the export's accuracy gate measured and decided (see ``cardiodistill export``).
+    * ``rhythm``: the rhythm features (:data:`~cardiodistill.signals.rhythm.RHYTHM_FEATURES` names, in input
+      order) the graph takes as its second input, ``rhythm_input``, computed over the whole prepared recording
+      and given to each of its windows; empty for a model that reads the ECG windows alone.
     """
 
     model_id: str
@@ -68,6 +73,8 @@ class EdgeSpec:
     normalisation: str = NORMALISATION
     gate: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    rhythm: tuple[str, ...] = ()
+    rhythm_input: str = "rhythm"
     format: str = FORMAT
 
     def __post_init__(self) -> None:
@@ -86,13 +93,16 @@ class EdgeSpec:
         if self.task == "multiclass" and set(self.thresholds) - set(self.abstain_outputs):
             problems.append(f"a multiclass model takes thresholds on its abstain outputs only, got "
                             f"{sorted(set(self.thresholds) - set(self.abstain_outputs))}")
+        unknown_rhythm = [n for n in self.rhythm if n not in RHYTHM_FEATURES]
+        if unknown_rhythm:
+            problems.append(f"unknown rhythm features {unknown_rhythm} (this version knows {', '.join(RHYTHM_FEATURES)})")
         if any(not 0 <= float(t) <= 1 for t in self.thresholds.values()):
             problems.append(f"thresholds must be in [0, 1], got {dict(self.thresholds)}")
         if problems:
             raise ValueError("; ".join(problems))
         if not 0 <= self.band_hz[0] < self.band_hz[1] <= self.fs / 2:
             raise ValueError(f"band_hz must be 0 <= low < high <= fs / 2, got {self.band_hz}")
-        for name in ("leads", "outputs", "abstain_outputs", "band_hz"):  # JSON gives lists; keep the dataclass hashable-ish
+        for name in ("leads", "outputs", "abstain_outputs", "band_hz", "rhythm"):  # JSON gives lists; keep the dataclass hashable-ish
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property

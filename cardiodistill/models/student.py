@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..signals.filters import DEFAULT_BAND
 from ..signals.leads import LIMB_LEADS, normalize_lead_name
+from ..signals.rhythm import check_rhythm_names
 from .ecg_transformer import check_band
 from .registry import legacy_keys, model_from_config, model_test, register_model, register_test
 from .resnet1d import check_signal, concat_pool, signal_example
@@ -162,30 +163,54 @@ class StudentModel(nn.Module):
     * ``lvef = Linear(dim, 1)``: LVEF in standardised units (the training set's z-score);
     * ``project = Linear(dim, embed_dim)``: maps the embedding into the teacher's space for embedding
       matching; ``embed_dim=None``: no projection, the backbone embedding is matched as it is.
+
+    ``rhythm=n`` (n > 0) gives the model a second input, ``rhythm [B, n]``: the whole recording's rhythm
+    features (:mod:`cardiodistill.signals.rhythm`), batch-normalised and mapped to :attr:`RHYTHM_DIM` features
+    that join the backbone's embedding before ``logits`` and ``lvef`` (the matched embedding stays the
+    backbone's own).
     """
 
-    def __init__(self, backbone: nn.Module, n_outputs: int, embed_dim: int | None = None):
+    RHYTHM_DIM = 32
+
+    def __init__(self, backbone: nn.Module, n_outputs: int, embed_dim: int | None = None, rhythm: int = 0):
         super().__init__()
         if n_outputs < 1:
             raise ConfigError(f"n_outputs must be at least 1, got {n_outputs}")
+        if rhythm < 0:
+            raise ConfigError(f"rhythm must be a number of features (0: none), got {rhythm}")
         self.backbone = backbone
         self.dim = int(backbone.dim)
         self.n_outputs = n_outputs
-        self.logits = nn.Linear(self.dim, n_outputs)
-        self.lvef = nn.Linear(self.dim, 1)
+        self.n_rhythm = int(rhythm)
+        self.rhythm = None if not rhythm else nn.Sequential(
+            nn.BatchNorm1d(rhythm), nn.Linear(rhythm, self.RHYTHM_DIM), nn.ReLU(inplace=True))
+        head_dim = self.dim + (self.RHYTHM_DIM if rhythm else 0)
+        self.logits = nn.Linear(head_dim, n_outputs)
+        self.lvef = nn.Linear(head_dim, 1)
         self.project = None if embed_dim is None else nn.Linear(self.dim, embed_dim)
 
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
+    def head_features(self, features: Tensor, rhythm: Tensor | None = None) -> Tensor:
+        """What ``logits`` and ``lvef`` read: the backbone's ``features [B, dim]``, with the mapped ``rhythm``
+        features beside them when the model takes them."""
+        if self.rhythm is None:
+            return features
+        if rhythm is None or rhythm.shape != (features.shape[0], self.n_rhythm):
+            got = None if rhythm is None else tuple(rhythm.shape)
+            raise ValueError(f"this student takes rhythm features [batch, {self.n_rhythm}] beside the ECG, got {got}")
+        return torch.cat([features, self.rhythm(rhythm.to(features.dtype))], dim=1)
+
+    def forward(self, x: Tensor, rhythm: Tensor | None = None) -> dict[str, Tensor]:
         """Training outputs: ``logits [B, n_outputs]``, ``lvef [B]`` and ``embedding [B, embed_dim]``
         (the projected embedding; ``[B, dim]``, the backbone's own, when ``embed_dim`` is None)."""
         features = self.backbone.forward_features(x)
         embedding = features if self.project is None else self.project(features)
-        return {"logits": self.logits(features), "lvef": self.lvef(features)[:, 0], "embedding": embedding}
+        head = self.head_features(features, rhythm)
+        return {"logits": self.logits(head), "lvef": self.lvef(head)[:, 0], "embedding": embedding}
 
-    def predict(self, x: Tensor) -> Tensor:
+    def predict(self, x: Tensor, rhythm: Tensor | None = None) -> Tensor:
         """Deployed output ``[B, n_outputs + 1]``: the sigmoid probabilities, then LVEF (standardised units)."""
-        features = self.backbone.forward_features(x)
-        return torch.cat([torch.sigmoid(self.logits(features)), self.lvef(features)], dim=1)
+        head = self.head_features(self.backbone.forward_features(x), rhythm)
+        return torch.cat([torch.sigmoid(self.logits(head)), self.lvef(head)], dim=1)
 
 
 def _leads_from_in_leads(given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -286,15 +311,20 @@ def ecg_student(
     embed_dim: int = 0,
     lvef_mean: float = 55.0,
     lvef_std: float = 10.0,
+    rhythm: Sequence[str] = (),
 ) -> StudentModel:
     """The whole student: a ``backbone`` config (``student_cnn``, the default: lead I, or
     ``ecg_encoder_backbone``) with one logit per name in ``outputs`` (triage first), LVEF, and a
     projection to the teacher's ``embed_dim`` (0: none). The model knows its ``leads``,
-    ``outputs`` and how to turn its standardised LVEF back into % (``lvef_mean``, ``lvef_std``)."""
+    ``outputs`` and how to turn its standardised LVEF back into % (``lvef_mean``, ``lvef_std``).
+    ``rhythm``: the names of the rhythm features (:data:`~cardiodistill.signals.rhythm.RHYTHM_FEATURES`) it
+    takes beside the ECG, in their input order (empty: the ECG alone); the model knows them as ``.rhythm_names``."""
     if not outputs:
         raise ConfigError("ecg_student needs at least one output")
+    rhythm = check_rhythm_names(rhythm)
     net = model_from_config(backbone)
-    model = StudentModel(net, len(outputs), embed_dim or None)
+    model = StudentModel(net, len(outputs), embed_dim or None, rhythm=len(rhythm))
+    model.rhythm_names = rhythm
     model.leads = tuple(net.leads)
     model.outputs = list(outputs)
     model.lvef_mean, model.lvef_std = float(lvef_mean), float(lvef_std)
@@ -306,12 +336,15 @@ def ecg_student(
 
 
 def _student_example(model: StudentModel) -> tuple[tuple, dict]:
-    """The example input of the student's backbone."""
-    return model_test(model.backbone.model_config["name"]).example(model.backbone)
+    """The example input of the student's backbone, with rhythm features when the student takes them."""
+    (x,), kwargs = model_test(model.backbone.model_config["name"]).example(model.backbone)
+    if model.n_rhythm:
+        kwargs = {**kwargs, "rhythm": torch.rand(len(x), model.n_rhythm, generator=torch.Generator().manual_seed(2))}
+    return (x,), kwargs
 
 
 _SMALL_VIT = {"seconds": 2.0, "dim": 32, "depth": 1, "heads": 2}
 register_test("student_cnn", "student_cnn_tiny", example=signal_example, seconds=2.5)
 register_test("ecg_encoder_backbone", example=signal_example, encoder=_SMALL_VIT, leads=["I", "II"], seconds=2.0)
 register_test("ecg_student", example=_student_example, backbone={"seconds": 2.5, "leads": ["I", "II"]},
-              outputs=["triage", "af"], embed_dim=16)
+              outputs=["triage", "af"], embed_dim=16, rhythm=["rr_cv", "pnn50", "few_beats"])

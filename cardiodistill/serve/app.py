@@ -363,14 +363,15 @@ def create_app(model: EdgeModel | None = None, settings: ServeSettings | None = 
             raise _Refused(413, f"{name}: recording is {record.duration_s:.4g} s; this server reads at most "
                                 f"{settings.max_seconds:g} s")
         windows, info = _scored(lambda: model.prepare(record), name, private)
-        outputs = _scored(lambda: model.run(windows), name, private)
+        outputs = _scored(lambda: model.run(windows, info.rhythm), name, private)
         prediction = _scored(lambda: model.interpret(outputs, info), name, private)
         body: dict[str, Any] = {"result": result_row(model, name, info, prediction), "model": summary}
         if tracing:
             body["tracing"] = _scored(lambda: display_tracing(record), name, private)
         if explain:
             output = explained_output(model, prediction)
-            body["attribution"] = occlusion(model, windows, outputs, output, info.duration_s).to_dict()
+            body["attribution"] = occlusion(model, windows, outputs, output, info.duration_s,
+                                          rhythm=info.rhythm).to_dict()
         if identifiers:
             body["identifiers"] = {k: str(record.meta[k]) for k in HEADER_IDENTIFIERS if record.meta.get(k)}
         body["timing_ms"] = round(1000 * (time.perf_counter() - started), 2)

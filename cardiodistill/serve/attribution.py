@@ -76,10 +76,12 @@ def occlusion(
     segment_s: float = SEGMENT_S,
     stride_s: float = STRIDE_S,
     max_inputs: int = MAX_INPUTS,
+    rhythm: np.ndarray | None = None,
 ) -> Attribution:
     """Occlusion importance of ``output`` for one recording (module doc): ``windows`` and ``outputs``
     are what :meth:`EdgeModel.prepare` and :meth:`EdgeModel.run` gave for it, ``duration_s`` its length
-    (bins after it, in a padded last window, are left out)."""
+    (bins after it, in a padded last window, are left out); ``rhythm``: the recording's rhythm features for a model
+    that reads them (``RecordInfo.rhythm``; they stay as they are, so the map shows what the waveform adds to them)."""
     spec = model.spec
     n_windows, n_leads, n_samples = windows.shape
     column = spec.outputs.index(output)
@@ -103,7 +105,7 @@ def occlusion(
         batch = np.repeat(windows[None], len(chunk), axis=0)  # [jobs, W, L, S]
         for k, (lead, start) in enumerate(chunk):
             batch[k, :, lead, start : start + segment] = 0.0
-        probs = model.run(batch.reshape(-1, n_leads, n_samples))[:, column].reshape(len(chunk), n_windows)
+        probs = model.run(batch.reshape(-1, n_leads, n_samples), rhythm)[:, column].reshape(len(chunk), n_windows)
         for k, (lead, start) in enumerate(chunk):
             drop_sum[:, lead, start : start + segment] += (base - probs[k])[:, None]
     per_sample = drop_sum / covered  # [W, L, S]: mean drop of the segments covering each sample

@@ -150,6 +150,7 @@ class Prepared:
     starts_s: np.ndarray  #: float64 ``[W]``: each window's start in the record, s
     selected: EcgRecord  #: the spec's leads at the record's own rate, gaps filled, unfiltered
     derived: dict[str, str]  #: lead -> how it was obtained (derived, or a generic channel read as lead I)
+    filtered: EcgRecord | None = None  #: the spec's leads at ``spec.fs``, band-passed, whole (the windows' source)
 
 
 def as_lead_i(record: EcgRecord) -> tuple[EcgRecord, dict[str, str]]:
@@ -212,4 +213,4 @@ def prepare(record: EcgRecord, spec: InputSpec, *, max_windows: int | None = Non
     selected, filtered, derived = prepare_signal(record, spec)
     windows, present, starts, n_valid = cut_windows(filtered.signal, filtered.n_samples, spec,
                                                     max_windows=max_windows, keep_short=keep_short)
-    return Prepared(windows, present, n_valid, starts / spec.fs, selected, derived)
+    return Prepared(windows, present, n_valid, starts / spec.fs, selected, derived, filtered)

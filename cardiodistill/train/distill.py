@@ -32,7 +32,8 @@ __all__ = ["StudentModule"]
 class StudentModule(TrainModule):
     """Stage-3b training of an ``ecg_student`` (module doc). Batches carry ``mobile [B, 6, S]``
     (limb leads I, II, III, aVR, aVL, aVF; the first ``leads`` are used), ``targets``, ``lvef_z``
-    and, when distilling, the teacher's ``t_logits``, ``t_embedding`` and ``t_lvef``."""
+    and, when distilling, the teacher's ``t_logits``, ``t_embedding`` and ``t_lvef``; ``rhythm [B, n]`` for a
+    student that takes rhythm features."""
 
     kind = "student"
 
@@ -67,7 +68,7 @@ class StudentModule(TrainModule):
         return len(self.model.leads)
 
     def _losses(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
-        out = self.model(batch["mobile"][:, : self.n_leads].float())
+        out = self.model(batch["mobile"][:, : self.n_leads].float(), batch.get("rhythm"))
         w = self.weights
         total, parts = distillation_loss(
             out["logits"], out["embedding"], out["lvef"], batch["targets"].float(),

@@ -24,7 +24,7 @@ validation label loss (checked every ``trainer.checkpoint_every`` steps), not th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +228,7 @@ def fit_array_student(
     show_bar: bool = False,
     encoder: Mapping[str, Any] | None = None,
     backbone_state: Mapping[str, Tensor] | None = None,
+    rhythm: Sequence[str] = (),
 ) -> StudentModel:
     """Train an ``ecg_student`` on the first ``n_leads`` leads of ``train`` in run folder ``out``.
 
@@ -238,7 +239,8 @@ def fit_array_student(
     ``finetune.encoder_lr_scale`` times the rate). Distillation is on when ``train`` carries the teacher's
     arrays: soft targets from ``t_logits`` (weight ``distill.soft``, temperature ``distill.temperature``) and
     embedding matching to ``t_embedding`` through a projection (``distill.embedding``); otherwise the labels
-    alone. LVEF is not trained. Steps: ``distill.epochs`` passes over the items (at least
+    alone. ``train.extra["rhythm"]`` (``[N, len(rhythm)]``, the recordings' rhythm features, named by ``rhythm``)
+    makes a student that takes them beside the ECG. LVEF is not trained. Steps: ``distill.epochs`` passes over the items (at least
     ``distill.min_steps``). Returns the student in eval mode, with the best-validation weights when ``val`` is
     given; resumes from ``out/checkpoints/last.ckpt``.
     """
@@ -248,8 +250,12 @@ def fit_array_student(
     embed_dim = int(train.extra["t_embedding"].shape[1]) if "t_embedding" in train.extra and d.embedding > 0 else 0
     base = d.backbone if encoder is None else {"name": "ecg_encoder_backbone", "encoder": dict(encoder)}
     backbone = {**base, "in_leads": n_leads, "fs": fs, "seconds": train.crop / fs}
+    if bool(rhythm) != ("rhythm" in train.extra) or ("rhythm" in train.extra
+                                                    and train.extra["rhythm"].shape[1:] != (len(rhythm),)):
+        raise ConfigError(f"rhythm names {list(rhythm)} do not match the training set's rhythm features "
+                          f"{train.extra['rhythm'].shape[1:] if 'rhythm' in train.extra else 'none'}")
     model_config = create_model("ecg_student", backbone=backbone, outputs=list(outputs),
-                                embed_dim=embed_dim).model_config
+                                embed_dim=embed_dim, rhythm=list(rhythm)).model_config
     steps = steps_for_epochs(len(train), o.batch_size, d.epochs, d.min_steps)
     module = _seeded(cfg, lambda: StudentModule(
         model_config, label=d.label, soft=soft, embedding=d.embedding if embed_dim else 0.0, lvef=0.0,
@@ -290,12 +296,13 @@ def fit_array_teacher(
     return module.model
 
 
-def _heads(model: nn.Module) -> tuple[int, nn.Module, nn.Module]:
-    """``(leads read, features, head)`` of a student or an xresnet1d classifier."""
+def _heads(model: nn.Module) -> tuple[int, nn.Module, Callable[[Tensor, Tensor | None], Tensor]]:
+    """``(leads read, features, head)`` of a student or an xresnet1d classifier; the head takes the features and
+    the rhythm features (None: the model takes none)."""
     if isinstance(model, StudentModel):
-        return len(model.leads), model.backbone.forward_features, model.logits
+        return len(model.leads), model.backbone.forward_features, lambda f, r: model.logits(model.head_features(f, r))
     if isinstance(model, XResNet1d):
-        return model.in_leads, model.forward_features, model.head
+        return model.in_leads, model.forward_features, lambda f, r: model.head(f)
     raise TypeError(f"predict_arrays needs a StudentModel or an XResNet1d, got {type(model).__name__}")
 
 
@@ -308,6 +315,7 @@ def predict_arrays(
     window: int | None = None,
     normalise: bool = True,
     batch_size: int = 256,
+    rhythm: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Outputs of ``model`` (a student or an xresnet1d classifier, in eval mode) per recording of
     ``x [N, L, T]`` (the model reads the first leads; ``lengths [N]`` real samples, default ``T``).
@@ -316,6 +324,8 @@ def predict_arrays(
     each lead of each window z-scored over its real samples when ``normalise``. Returns float32 arrays
     ``probs [N, C]`` (the mean over windows of the sigmoid probabilities, as the edge runtime reports),
     ``logits [N, C]`` and ``embedding [N, D]`` (the backbone's pooled features; both means over windows).
+    ``rhythm [N, n]``: each recording's rhythm features, given to every one of its windows (a student that
+    takes them needs them).
     """
     n, _, t = x.shape
     lengths = np.full(n, t, np.int64) if lengths is None else np.asarray(lengths, dtype=np.int64)
@@ -323,13 +333,18 @@ def predict_arrays(
     n_leads, features, head = _heads(model)
     if x.shape[1] < n_leads:
         raise DataError(f"the model reads {n_leads} leads; the arrays have {x.shape[1]}")
+    if rhythm is not None and len(rhythm) != n:
+        raise DataError(f"rhythm features for {len(rhythm)} recordings, the arrays have {n}")
     chunks: dict[str, list[np.ndarray]] = {"probs": [], "logits": [], "embedding": []}
     pending: list[np.ndarray] = []
+    pending_rhythm: list[np.ndarray] = []
 
     def flush() -> None:
         emb = features(torch.from_numpy(np.concatenate(pending)))
+        r = torch.from_numpy(np.concatenate(pending_rhythm)).float() if pending_rhythm else None
         pending.clear()
-        logits = head(emb)
+        pending_rhythm.clear()
+        logits = head(emb, r)
         for name, value in (("probs", torch.sigmoid(logits)), ("logits", logits), ("embedding", emb)):
             chunks[name].append(value.float().numpy())
 
@@ -338,6 +353,8 @@ def predict_arrays(
         length = int(lengths[i])
         pending.append(_windows(np.asarray(x[i, :n_leads]), window_starts(length, window), window, length, normalise))
         counts[i] = len(pending[-1])
+        if rhythm is not None:
+            pending_rhythm.append(np.repeat(np.asarray(rhythm[i : i + 1], np.float32), counts[i], axis=0))
         if sum(map(len, pending)) >= batch_size:
             flush()
     if pending:

@@ -1,0 +1,154 @@
+"""Rhythm features of a whole recording, and a student that reads them beside the ECG: training, export, runtime."""
+
+import numpy as np
+import pytest
+import torch
+
+from cardiodistill.edge.spec import EdgeSpec
+from cardiodistill.errors import ConfigError, DataError
+from cardiodistill.models import create_model
+from cardiodistill.records import EcgRecord
+from cardiodistill.signals.rhythm import MIN_BEATS, RHYTHM_FEATURES, rhythm_features, signal_rhythm
+from cardiodistill.train.checkpoints import load_model, save_model
+from cardiodistill.train.supervised import ArrayDataset, fit_array_student, predict_arrays
+
+
+def _features(peaks, fs=100.0, duration=None, names=RHYTHM_FEATURES):
+    peaks = np.asarray(peaks)
+    duration = duration if duration is not None else (peaks[-1] + fs) / fs
+    return dict(zip(names, rhythm_features(peaks, fs, duration, names)))
+
+
+def _spiky_ecg(rr_s: np.ndarray, fs: float, seed: int = 0) -> np.ndarray:
+    """One lead in mV: a narrow QRS-like spike after each interval of ``rr_s``, faint noise between."""
+    beats = np.cumsum(np.r_[0.5, rr_s])
+    t = np.arange(int((beats[-1] + 0.8) * fs)) / fs
+    x = 0.02 * np.random.default_rng(seed).standard_normal(len(t))
+    for b in beats:
+        x += 1.2 * np.exp(-0.5 * ((t - b) / 0.012) ** 2) - 0.3 * np.exp(-0.5 * ((t - b - 0.03) / 0.012) ** 2)
+    return x[None].astype(np.float32)
+
+
+def test_regular_and_irregular_rhythms_read_as_such():
+    regular = _features(np.arange(20) * 80)  # 0.8 s RR at 100 Hz
+    assert regular["rr_mean_s"] == pytest.approx(0.8)
+    assert regular["rr_cv"] == pytest.approx(0.0, abs=1e-9) and regular["pnn50"] == 0.0
+    assert regular["rr_min_max_ratio"] == pytest.approx(1.0) and regular["few_beats"] == 0.0
+    rng = np.random.default_rng(0)
+    chaotic = _features(np.cumsum(rng.integers(40, 120, 40)))  # AF-like: RR 0.4-1.2 s at random
+    assert chaotic["rr_cv"] > 0.2 and chaotic["pnn50"] > 0.5 and chaotic["rr_outlier_share"] > 0.3
+    assert abs(chaotic["rr_lag1_corr"]) < 0.4
+    # a smooth trend (sinus arrhythmia) is irregular too, but each RR follows the last
+    trend = _features(np.cumsum(80 + 15 * np.sin(np.arange(40) / 3)).round())
+    assert trend["rr_lag1_corr"] > 0.7 and trend["drr_sign_changes"] < chaotic["drr_sign_changes"]
+
+
+def test_too_few_beats_and_names():
+    few = _features(np.arange(MIN_BEATS - 1) * 100, duration=10.0)
+    assert few["few_beats"] == 1.0 and few["beats_per_s"] == pytest.approx(0.4)
+    assert all(v == 0.0 for k, v in few.items() if k not in ("few_beats", "beats_per_s"))
+    picked = rhythm_features(np.arange(10) * 100, 100.0, 10.0, ["rr_mean_s", "beats_per_s"])
+    np.testing.assert_allclose(picked, [1.0, 1.0])
+    with pytest.raises(ConfigError, match="unknown rhythm features"):
+        rhythm_features(np.arange(10), 100.0, 1.0, ["rr_mean_s", "heart_rate"])
+    with pytest.raises(ValueError, match="unknown rhythm features"):
+        EdgeSpec(model_id="m", version="0", leads=("I",), fs=100.0, seconds=10.0, outputs=("a",), rhythm=("hr",))
+
+
+def test_signal_rhythm_finds_the_beats_of_a_recording():
+    features = dict(zip(RHYTHM_FEATURES, signal_rhythm(_spiky_ecg(np.full(24, 0.75), 100.0), 100.0)))
+    assert features["rr_mean_s"] == pytest.approx(0.75, abs=0.02) and features["rr_cv"] < 0.03
+    # only the first ``length`` samples count: the padded rest of a cached row adds no beats
+    x = _spiky_ecg(np.full(24, 0.75), 100.0)
+    padded = np.concatenate([x, np.zeros((1, 3000), np.float32)], axis=1)
+    np.testing.assert_allclose(signal_rhythm(padded, 100.0, x.shape[1]), signal_rhythm(x, 100.0), atol=1e-6)
+    short = dict(zip(RHYTHM_FEATURES, signal_rhythm(x[:, :50], 100.0)))
+    assert short["few_beats"] == 1.0
+
+
+def test_the_student_needs_its_rhythm_input():
+    model = create_model("ecg_student", backbone={"name": "student_cnn_tiny", "in_leads": 1, "seconds": 5.0},
+                         outputs=["a", "b"], rhythm=["rr_cv", "pnn50"]).eval()
+    assert model.rhythm_names == ("rr_cv", "pnn50")
+    x = torch.randn(3, 1, 500)
+    out = model(x, torch.rand(3, 2))
+    assert out["logits"].shape == (3, 2) and out["embedding"].shape == (3, model.dim)
+    with pytest.raises(ValueError, match="rhythm features"):
+        model(x)
+    with pytest.raises(ConfigError, match="unknown rhythm features"):
+        create_model("ecg_student", rhythm=["bpm"])
+
+
+@pytest.fixture(scope="module")
+def rhythm_student(tmp_path_factory):
+    """A tiny lead-I student trained on a task only the rhythm tells: ``irregular`` (random RR) vs regular
+    recordings whose windows look alike; with its cached arrays, rhythm features and labels."""
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    rows, lengths, y = [], [], []
+    for i in range(64):
+        irregular = i % 2
+        rr = rng.uniform(0.45, 1.1, 30) if irregular else np.full(30, rng.uniform(0.6, 0.9))
+        x = _spiky_ecg(rr, 100.0, seed=i)[:, :2000]
+        rows.append(np.pad(x, ((0, 0), (0, 2000 - x.shape[1]))))
+        lengths.append(x.shape[1])
+        y.append([irregular, 1 - irregular])
+    x, lengths, y = np.stack(rows).astype(np.float16), np.array(lengths), np.array(y, np.float32)
+    rhythm = np.stack([signal_rhythm(r, 100.0, n) for r, n in zip(x, lengths)])
+    train = ArrayDataset(x[:48], y[:48], {"rhythm": rhythm[:48]}, lengths=lengths[:48], crop=1000, repeats=4)
+    val = ArrayDataset(x[48:], y[48:], {"rhythm": rhythm[48:]}, lengths=lengths[48:], crop=1000, random_crop=False)
+    from cardiodistill.config import load_config
+
+    cfg = load_config("quick", overrides=["distill.epochs=1", "distill.min_steps=40", "trainer.threads=2",
+                                          "distill.backbone.name=student_cnn_tiny", "trainer.checkpoint_every=20"])
+    folder = tmp_path_factory.mktemp("rhythm-student")
+    model = fit_array_student(train, val, folder, outputs=["irregular", "regular"], n_leads=1, config=cfg,
+                              rhythm=RHYTHM_FEATURES)
+    path = save_model(model, folder / "student.pt", task="multiclass", triage=None, leads=["I"],
+                      outputs=["irregular", "regular"], lvef=False, band_hz=[0.5, 40.0])
+    return path, x, lengths, y, rhythm
+
+
+def test_a_rhythm_student_trains_and_predicts(rhythm_student):
+    path, x, lengths, y, rhythm = rhythm_student
+    model = load_model(path)
+    assert model.rhythm_names == RHYTHM_FEATURES
+    probs = predict_arrays(model, x[48:], lengths=lengths[48:], window=1000, rhythm=rhythm[48:])["probs"]
+    assert ((probs[:, 0] > probs[:, 1]) == (y[48:, 0] == 1)).mean() >= 0.9  # the rhythm alone tells them apart
+    with pytest.raises(ValueError, match="rhythm features"):
+        predict_arrays(model, x[48:], lengths=lengths[48:], window=1000)
+    with pytest.raises(ConfigError, match="rhythm names"):
+        fit_array_student(ArrayDataset(x, y, crop=1000), None, path.parent / "again", outputs=["a", "b"], n_leads=1,
+                          rhythm=RHYTHM_FEATURES)
+
+
+def test_export_and_runtime_feed_the_rhythm(rhythm_student, tmp_path):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from cardiodistill.deploy import export_student_model
+    from cardiodistill.edge import EdgeModel
+    from cardiodistill.signals.prepare import prepare
+
+    path, x, lengths, y, rhythm = rhythm_student
+    model = load_model(path)
+    val = np.stack([np.asarray(r[:, :1000], np.float32) for r in x])
+    val = (val - val.mean(-1, keepdims=True)) / val.std(-1, keepdims=True)
+    with pytest.raises(DataError, match="takes rhythm features"):
+        export_student_model(path, tmp_path / "m.onnx", val_x=val, val_y=y, precision="fp32")
+    gate = export_student_model(path, tmp_path / "m.onnx", val_x=val, val_y=y, val_rhythm=rhythm, precision="int8",
+                                margin=0.05)
+    edge = EdgeModel.load(gate["path"])
+    assert edge.spec.rhythm == RHYTHM_FEATURES and gate["precision"] in ("int8", "fp32")
+    record = EcgRecord(_spiky_ecg(np.random.default_rng(5).uniform(0.45, 1.1, 40), 300.0, seed=9), 300.0, ("I",))
+    prediction, info = edge.predict(record)
+    prepared = prepare(record, edge.spec.input_spec)
+    expected_rhythm = signal_rhythm(prepared.filtered.signal, edge.spec.fs)
+    np.testing.assert_allclose(info.rhythm, expected_rhythm)
+    with torch.no_grad():
+        r = torch.from_numpy(np.repeat(expected_rhythm[None], len(prepared.windows), 0))
+        torch_probs = model.predict(torch.from_numpy(prepared.windows), r)[:, :2].mean(0).numpy()
+    atol = 1e-4 if edge.spec.precision == "fp32" else 0.1
+    np.testing.assert_allclose([prediction.probabilities["irregular"], prediction.probabilities["regular"]],
+                               torch_probs, atol=atol)
+    with pytest.raises(ValueError, match="rhythm features"):
+        edge.run(prepared.windows)
