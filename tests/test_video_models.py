@@ -17,7 +17,8 @@ from cardiodistill.objectives import masked_patch_loss
 # 32 px, 8 frames, (2, 8, 8) tubelets: 4 time slices x 16 spatial positions = 64 tokens.
 SMALL = {"size": 32, "frames": 8, "dim": 64, "depth": 2, "heads": 4}
 N_T, N_S = 4, 16
-VIDEO_MODELS = [name for name in list_models() if name.startswith("video_")]
+# the transformer families (video_cnn has its own tests: tests/test_video_cnn.py)
+VIDEO_MODELS = [name for name in list_models() if name.startswith(("video_vit", "video_mae"))]
 
 
 def n_params(model: torch.nn.Module) -> int:

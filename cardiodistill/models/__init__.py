@@ -1,8 +1,8 @@
 """Models: a lead-agnostic ECG transformer, a tubelet video transformer (each with a masked
-autoencoder), a lead-agnostic convolutional ECG encoder, labs and note encoders, the multimodal fusion model and teacher of stages 2-3, the
-mobile-ECG student, the PTB-XL benchmark's supervised baselines (xresnet1d, resnet1d_wang,
-inception1d) and an attention multiple-instance head for multi-view
-studies.
+autoencoder), a lead-agnostic convolutional ECG encoder, a (2+1)-D convolutional echo encoder, labs
+and note encoders, the multimodal fusion model and teacher of stages 2-3, the mobile-ECG student,
+the PTB-XL benchmark's supervised baselines (xresnet1d, resnet1d_wang, inception1d) and an attention
+multiple-instance head for multi-view studies.
 
 Build by name through the registry (every name builds from its defaults alone); every model
 carries ``.model_config`` for its checkpoint::
@@ -35,6 +35,7 @@ from .registry import (
 from .resnet1d import XResNet1d
 from .student import EncoderBackbone, StudentCNN, StudentModel
 from .text import HashingTokenizer, HuggingFaceNoteEncoder, NoteEncoder
+from .video_cnn import VideoConvEncoder
 from .video_transformer import VideoLayout, VideoMAE, VideoTransformer
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "StudentCNN",
     "StudentModel",
     "TokenLayout",
+    "VideoConvEncoder",
     "VideoLayout",
     "VideoMAE",
     "VideoTransformer",

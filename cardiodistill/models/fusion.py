@@ -5,6 +5,7 @@
     12-lead ECG  -> EcgTransformer   -> tokens [L x P] -> lead-mean per patch   -> P time tokens ---+
                  or EcgConvEncoder   -> feature map      -> pooled per patch      -> P time tokens ---+
     echo clip    -> VideoTransformer -> tokens [T x S] -> space-mean per slice  -> T time tokens ---+-> fusion
+                 or VideoConvEncoder -> feature map      -> kept-mean per slice   -> T time tokens ---+
     labs         -> LabsEncoder      -> one token per measured lab                              ---+   blocks
     note         -> NoteEncoder      -> one summary token                                       ---+   -> pooled
 
@@ -13,7 +14,9 @@ is projected to the fusion width and gets a modality embedding (time tokens also
 position). A study may lack any modality, and any token may be hidden: hidden and absent tokens
 never reach an encoder (they are compacted away, as in MAE), so a missing echo costs nothing and
 changes nothing. A convolutional ECG encoder cannot drop tokens: it sees hidden and absent lead
-patches as zeros with a presence channel of 0 (:meth:`~cardiodistill.models.ecg_cnn.EcgConvEncoder.encode_patches`).
+patches as zeros with a presence channel of 0 (:meth:`~cardiodistill.models.ecg_cnn.EcgConvEncoder.encode_patches`);
+a convolutional echo encoder likewise sees hidden tubelets as zeros with a shown channel of 0
+(:meth:`~cardiodistill.models.video_cnn.VideoConvEncoder.encode_tubelets`).
 
 What the stages read from one :meth:`CardioFusion.forward` (:class:`FusionOutput`):
 
@@ -48,7 +51,7 @@ from ..signals.leads import LEADS_12
 from .labs import LabNormaliser
 from .registry import model_from_config, register_model, register_test
 from .transformer import Block, init_weights, masked_mean, run_blocks, sincos_embedding
-from .video_transformer import compact
+from .video_transformer import VideoLayout, compact
 
 __all__ = ["MODALITIES", "CardioFusion", "CardioTeacher", "FusionOutput", "drop_modalities", "encode_subset"]
 
@@ -141,6 +144,10 @@ class CardioFusion(nn.Module):
         if "ecg" in self.modalities and not any(hasattr(self.encoders["ecg"], a) for a in ("embed", "encode_patches")):
             raise ConfigError(f"stages 2-3 fuse the ECG encoder's lead-patch tokens, and {configs['ecg'].get('name')!r} "
                               "has none: use an ecg_vit or ecg_cnn encoder here")
+        echo_views = ("embed", "encode_tubelets")
+        if "echo" in self.modalities and not any(hasattr(self.encoders["echo"], a) for a in echo_views):
+            raise ConfigError(f"stages 2-3 fuse the echo encoder's tubelet tokens, and {configs['echo'].get('name')!r} "
+                              "has none: use a video_vit or video_cnn encoder here")
         widths = {m: _width(enc) for m, enc in self.encoders.items()}
         self.dim, self.grad_checkpointing = dim, grad_checkpointing
 
@@ -211,8 +218,17 @@ class CardioFusion(nn.Module):
         time, time_present = _group_mean(encoded, keep, layout.n_leads, layout.n_patches, over=1)
         return masked_mean(encoded, keep), time, time_present
 
+    def echo_layout(self, x: Tensor) -> VideoLayout:
+        """The tubelet layout of echo clips ``x [B, T, H, W]`` (tubelet pixels, presence): the MultiMAE targets."""
+        enc = self.encoders["echo"]
+        return enc.layout(x) if hasattr(enc, "layout") else enc.embed(x)[1]
+
     def _echo(self, batch, has: Tensor, hide: Tensor | None):
         enc = self.encoders["echo"]
+        if not hasattr(enc, "embed"):  # a convolutional encoder hides tubelets in its input clip
+            x = batch["echo"].float()
+            keep = has[:, None].expand(-1, (x.shape[1] // enc.tubelet[0]) * enc.grid[0] * enc.grid[1])
+            return enc.encode_tubelets(x, keep if hide is None else keep & ~hide)
         tokens, layout = enc.embed(batch["echo"].float())
         keep = layout.present & has[:, None]
         if hide is not None:
@@ -465,4 +481,7 @@ _SMALL_FUSION = {
     "dim": 32, "depth": 1, "heads": 2, "proj_dim": 16,
 }
 register_test("cardio_fusion", example=fusion_example, **_SMALL_FUSION)
-register_test("cardio_teacher", example=fusion_example, fusion=_SMALL_FUSION, outputs=["triage", "af"])
+# the teacher's test runs the convolutional echo encoder through the fusion model (the fusion's, the transformer)
+_SMALL_CNN_ECHO = {"name": "video_cnn", "size": 16, "frames": 4, "widths": [8, 16], "dim": 16}
+register_test("cardio_teacher", example=fusion_example, fusion={**_SMALL_FUSION, "echo": _SMALL_CNN_ECHO},
+              outputs=["triage", "af"])

@@ -248,6 +248,9 @@ class VideoMAE(MaskedDecoder):
         norm_pix: bool = True,
         target_grid: int | None = None,
     ):
+        if not isinstance(encoder, VideoTransformer):
+            raise ConfigError(f"video_mae needs a video transformer encoder (video_vit_*), got "
+                              f"{type(encoder).__name__}: a CNN has no tokens to drop (train video_cnn contrastively)")
         if mask_mode not in MASK_MODES:
             raise ConfigError(f"mask_mode must be one of {', '.join(MASK_MODES)}, got {mask_mode!r}")
         if not 0.0 <= mask_ratio < 1.0:

@@ -231,7 +231,7 @@ class AlignModule(TrainModule):
             parts["mm_ecg"] = masked_patch_loss(pred, target, valid)
         if "echo" in hide:
             with torch.no_grad():
-                _, layout = model.encoders["echo"].embed(batch["echo"].float())
+                layout = model.echo_layout(batch["echo"].float())
             exists = layout.present & batch["has_echo"].bool()[:, None]
             pred, ids, valid = dec("echo", hide["echo"] & exists, context, context_mask)
             parts["mm_echo"] = masked_patch_loss(pred, gather_tokens(layout.patches, ids), valid)

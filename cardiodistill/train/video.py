@@ -5,13 +5,14 @@ Batches come from :class:`~cardiodistill.data.video_clips.ClipDataset`: ``x`` fl
 (clips of whole cardiac cycles, z-scored inside the field of view, 0 outside) and ``mask`` bool
 ``[B, S, S]`` (the field of view).
 
-:class:`VideoPretrainModule` trains a :class:`~cardiodistill.models.VideoTransformer`:
+:class:`VideoPretrainModule` trains a :class:`~cardiodistill.models.VideoTransformer` or a
+:class:`~cardiodistill.models.VideoConvEncoder` (``video_cnn``):
 
 * ``objective="mae"``: masked video modelling (:class:`~cardiodistill.models.VideoMAE`; tube
-  masking at 90 % by default, loss on the hidden tubelets);
+  masking at 90 % by default, loss on the hidden tubelets); transformers only;
 * ``objective="contrastive"``: SimCLR - two views of each clip from
   :class:`~cardiodistill.data.augment.VideoAugment` (time shift, crop/rotation/flip, intensity,
-  noise) through the encoder and a projection head, NT-Xent loss.
+  noise) through the encoder and a projection head, NT-Xent loss; either encoder.
 
 :class:`VideoSupervisedModule` trains an encoder and a linear head end to end on labels (LVEF and
 conditions): fine-tuning from pretrained weights, or the same model from scratch.
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.augment import VideoAugment
-from ..models import VideoMAE, VideoTransformer, model_from_config
+from ..models import VideoConvEncoder, VideoMAE, VideoTransformer, model_from_config
 from .module import PretrainModule, TrainModule
 
 __all__ = ["VideoPretrainModule", "VideoSupervisedModule"]
@@ -37,9 +38,9 @@ class VideoPretrainModule(PretrainModule):
     """Self-supervised pretraining of a video encoder (module doc)."""
 
     kind = "video_pretrain"
-    mae_class, encoder_classes, mae_names = VideoMAE, (VideoTransformer,), "video_mae_*"
+    mae_class, encoder_classes, mae_names = VideoMAE, (VideoTransformer, VideoConvEncoder), "video_mae_*"
 
-    def _augmentation(self, encoder: VideoTransformer) -> VideoAugment:
+    def _augmentation(self, encoder: VideoTransformer | VideoConvEncoder) -> VideoAugment:
         return VideoAugment()
 
     def _reconstruct(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
