@@ -278,9 +278,10 @@ class VideoEvalConfig(_Strict):
         description="probe: also probe these (random_init: the same architecture, untrained; pixels: the prepared "
                     "clip's brightness and motion maps, no model)",
     )
-    readout: Literal["mean", "mean+temporal_std"] = Field(
+    readout: Literal["mean", "mean+temporal_std", "regional"] = Field(
         "mean+temporal_std",
-        description="probe features of an encoder: the pooled embedding, or it and the tokens' SD over time",
+        description="probe features of an encoder: the pooled embedding, or it and the tokens' SD over time, or "
+                    "(regional) both statistics in each quarter of the token grid",
     )
     epochs: int = Field(30, ge=1, description="finetune / scratch: training epochs")
     min_steps: int = Field(120, ge=1, description="finetune / scratch: at least this many steps, however few labels")

@@ -202,6 +202,14 @@ def test_cli_pretrain_then_evaluate_video(tmp_path, capsys):
     cell = next(c for c in metrics["cells"] if c["encoder"] == "pretrained" and c["label_fraction"] == 1.0)
     assert cell["lvef"]["n"] == metrics["n_test"] and cell["lvef"]["mae"]["value"] > 0
     assert set(cell["conditions"]) == {"reduced_ef", "mi"}
+    # the pretrained probe against every other model, paired on the same test clips, per label fraction
+    paired = {(d["label_fraction"], d["versus"]): d for d in metrics["paired"]}
+    assert set(paired) == {(f, m) for f in (0.5, 1.0) for m in ("random_init", "pixels", "finetune", "scratch")}
+    d = paired[(1.0, "pixels")]
+    pixels = next(c for c in metrics["cells"] if c["encoder"] == "pixels" and c["label_fraction"] == 1.0)
+    assert d["lvef_mae"]["value"] == pytest.approx(cell["lvef"]["mae"]["value"] - pixels["lvef"]["mae"]["value"])
+    assert d["macro_auroc"]["value"] == pytest.approx(cell["macro_auroc"]["value"] - pixels["macro_auroc"]["value"])
+    assert "Paired differences" in (out / "results.md").read_text()
     for name in ("agreement.png", "embedding_map.png", "results.md"):
         assert (out / name).stat().st_size > 0
     assert "random_init" in capsys.readouterr().out

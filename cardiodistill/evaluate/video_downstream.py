@@ -40,10 +40,10 @@ from ..config import TrainerConfig, VideoEvalConfig
 from ..data.cache import in_fraction
 from ..data.video_clips import ClipCache, ClipDataset, VideoSource, build_clip_cache
 from ..errors import ConfigError, DataError
-from ..io.atomic import write_json_atomic
+from ..io.atomic import save_npz_atomic, write_json_atomic
 from .ecg_downstream import label_subset, linear_probe
 from .embedding import embedding_map, knn_label_agreement, plot_embedding_map
-from .metrics import auroc_ci, macro_auroc_ci
+from .metrics import auroc_ci, bootstrap_interval, macro_auroc_ci, paired_macro_auroc_ci
 from .regression import plot_agreement, regression_metrics, ridge_probe
 
 __all__ = ["READOUTS", "embed_clips", "evaluate_video_encoder", "pixel_features", "video_results_table"]
@@ -51,7 +51,7 @@ __all__ = ["READOUTS", "embed_clips", "evaluate_video_encoder", "pixel_features"
 PRETRAINED = "pretrained"
 
 
-READOUTS = ("mean", "mean+temporal_std")
+READOUTS = ("mean", "mean+temporal_std", "regional")
 PIXEL_GRID = 16  # the pixels baseline: prepared frames averaged to 16 x 16 blocks
 
 
@@ -65,7 +65,8 @@ def embed_clips(encoder: torch.nn.Module, dataset: ClipDataset, batch_size: int 
     """Frozen-encoder features ``[n, D]`` (``readout="mean"``: the pooled embedding) or ``[n, 2 D]``
     (``"mean+temporal_std"``: the pooled embedding and, per feature, the SD over time of each spatial
     position's token, averaged over positions: how much the image moves there, which mean pooling
-    averages away)."""
+    averages away) or ``[n, 8 D]`` (``"regional"``: the same two statistics in each quarter of the token grid,
+    so a probe can tell where in the image something is bright or moves, as the pixels baseline can)."""
     if readout not in READOUTS:
         raise ConfigError(f"readout must be one of {', '.join(READOUTS)}, got {readout!r}")
     encoder.eval()
@@ -76,7 +77,13 @@ def embed_clips(encoder: torch.nn.Module, dataset: ClipDataset, batch_size: int 
             continue
         tokens, _ = encoder.forward_tokens(batch["x"])  # [B, n_t * n_s, D], time-major
         grid = tokens.view(len(tokens), -1, encoder.grid[0] * encoder.grid[1], tokens.shape[-1]).float()
-        out.append(torch.cat([grid.mean((1, 2)), grid.std(1).mean(1)], dim=1).numpy())
+        if readout == "mean+temporal_std":
+            out.append(torch.cat([grid.mean((1, 2)), grid.std(1).mean(1)], dim=1).numpy())
+            continue
+        (gh, gw), d = encoder.grid, tokens.shape[-1]
+        cells = grid.view(len(grid), -1, 2, gh // 2, 2, gw // 2, d).permute(0, 1, 2, 4, 3, 5, 6).flatten(4, 5)
+        means, sds = cells.mean((1, 4)), cells.std(1).mean(3)  # [B, 2, 2, D] each: per quarter of the grid
+        out.append(torch.cat([means.flatten(1), sds.flatten(1)], dim=1).numpy())
     return np.concatenate(out)
 
 
@@ -227,6 +234,7 @@ def evaluate_video_encoder(
                     ClipDataset(cache, test_idx, targets), y.shape[1], cfg, trainer_cfg)
             cell = _score_cell(key, fraction, len(subset), pred, scores, lvef[subset], (lvef[test_idx], y[test_idx]),
                                list(cfg.conditions), cfg)
+            save_npz_atomic(path.with_suffix(".npz"), lvef=pred, scores=scores)  # for the paired differences
             write_json_atomic(path, {**cell, "method": method})
             cells.append({**cell, "method": method})
             if key == PRETRAINED and fraction == max(cfg.label_fractions):
@@ -249,7 +257,33 @@ def evaluate_video_encoder(
         "n_train": len(train_idx), "n_test": len(test_idx), "conditions": list(cfg.conditions),
         "prevalence_test": {k: float(y[test_idx, c].mean()) for c, k in enumerate(cfg.conditions)},
         "cells": cells, "knn_agreement": neighbours,
+        "paired": paired_differences(out / "cells", lvef[test_idx], y[test_idx], cfg),
     }
+
+
+def paired_differences(cells: Path, lvef: np.ndarray, y: np.ndarray, cfg: VideoEvalConfig) -> list[dict[str, Any]]:
+    """The pretrained encoder's probe minus each other model's, per label fraction, on the same test clips:
+    macro AUROC (above 0: the encoder is better) and LVEF MAE (below 0: better), each with a paired bootstrap
+    95 % CI. Models whose predictions were not saved (``cells/*.npz``; cells of older runs) are left out."""
+    rows = []
+    for fraction in cfg.label_fractions:
+        tag = f"{round(fraction * 100):03d}pct"
+        mine = cells / f"{PRETRAINED}_{tag}.npz"
+        if not mine.is_file():
+            continue
+        a = np.load(mine)
+        for other in sorted(cells.glob(f"*_{tag}.npz")):
+            name = other.name[: -len(f"_{tag}.npz")]
+            if name == PRETRAINED:
+                continue
+            b = np.load(other)
+            delta, lo, hi = paired_macro_auroc_ci(y, a["scores"], b["scores"], n_boot=cfg.bootstrap, seed=cfg.seed)
+            err_a, err_b = np.abs(a["lvef"] - lvef), np.abs(b["lvef"] - lvef)
+            mae = bootstrap_interval(lambda rows: float(np.nanmean(err_a[rows]) - np.nanmean(err_b[rows])), len(lvef),
+                                     n_boot=cfg.bootstrap, seed=cfg.seed)
+            rows.append({"label_fraction": fraction, "versus": name,
+                         "macro_auroc": {"value": delta, "ci_low": lo, "ci_high": hi}, "lvef_mae": mae})
+    return rows
 
 
 def _ci(m: dict[str, Any], digits: int = 3) -> str:
@@ -270,4 +304,11 @@ def video_results_table(results: dict[str, Any]) -> str:
         per = [f"{cell['conditions'][k]['auroc']:.3f}" for k in conditions]
         rows.append(f"| {cell['encoder']} | {cell['label_fraction']:.0%} ({cell['n_train']}) | {_ci(lv['mae'], 1)} "
                     f"| {cell['lvef_mae_predicting_the_mean']:.1f} | {loa} | {_ci(cell['macro_auroc'])} | " + " | ".join(per) + " |")
+    if results.get("paired"):
+        rows += ["", f"Paired differences, {PRETRAINED} minus each other model on the same test clips (95 % CIs):", "",
+                 "| labels | versus | macro AUROC | LVEF MAE (%) |", "|---|---|---|---|"]
+        for d in results["paired"]:
+            m, e = d["macro_auroc"], d["lvef_mae"]
+            rows.append(f"| {d['label_fraction']:.0%} | {d['versus']} | {m['value']:+.3f} ({m['ci_low']:+.3f}, "
+                        f"{m['ci_high']:+.3f}) | {e['value']:+.2f} ({e['ci_low']:+.2f}, {e['ci_high']:+.2f}) |")
     return "\n".join(rows)
