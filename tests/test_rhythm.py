@@ -152,3 +152,17 @@ def test_export_and_runtime_feed_the_rhythm(rhythm_student, tmp_path):
                                torch_probs, atol=atol)
     with pytest.raises(ValueError, match="rhythm features"):
         edge.run(prepared.windows)
+
+    # the export command reads the rhythm features from the validation .npz beside x and y
+    from cardiodistill.deploy.commands import Precision, export_cmd
+    from cardiodistill.deploy.student import student_arrays_npz
+
+    np.savez(tmp_path / "val.npz", x=val, y=y, rhythm=rhythm)
+    export_cmd(path, data=tmp_path / "val.npz", out=tmp_path / "cli.onnx", precision=Precision.fp32, margin=0.02,
+               strict=False)
+    assert EdgeModel.load(tmp_path / "cli.onnx").spec.rhythm == RHYTHM_FEATURES
+    np.savez(tmp_path / "plain.npz", x=val, y=y)
+    assert student_arrays_npz(tmp_path / "plain.npz", rhythm=True)[2] is None
+    np.savez(tmp_path / "short.npz", x=val, y=y, rhythm=rhythm[:3])
+    with pytest.raises(DataError, match=r"short\.npz: expected rhythm \[N, features\]"):
+        student_arrays_npz(tmp_path / "short.npz", rhythm=True)

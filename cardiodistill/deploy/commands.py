@@ -68,7 +68,8 @@ def export_cmd(
     student: Annotated[Path, typer.Argument(help="The trained student (student.pt).", show_default=False)],
     data: Annotated[Path, typer.Option(
         "--data", help="Validation set: an .npz with x [N, leads, samples] (z-scored windows in the model's lead "
-                       "order) and y [N, outputs] (0/1, NaN unknown).", show_default=False)],
+                       "order), y [N, outputs] (0/1, NaN unknown) and, for a student that reads rhythm features, "
+                       "rhythm [N, features].", show_default=False)],
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="ONNX file to write (default: student.onnx beside the student).")] = None,
     precision: Annotated[Precision, typer.Option(help="The precision to try first.")] = Precision.int8,
@@ -84,12 +85,12 @@ def export_cmd(
     """
     from .student import export_student_model, student_arrays_npz
 
-    x, y = student_arrays_npz(data)
+    x, y, rhythm = student_arrays_npz(data, rhythm=True)
     out = student.parent / "student.onnx" if out is None else out
     try:
         with _console.status(f"exporting {student} ({precision.value}, gate on {len(x)} recordings)"):
-            record = export_student_model(student, out, val_x=x, val_y=y, precision=precision.value, margin=margin,
-                                          fallback=not strict)
+            record = export_student_model(student, out, val_x=x, val_y=y, val_rhythm=rhythm, precision=precision.value,
+                                          margin=margin, fallback=not strict)
     except DataError as err:
         if err.path is not None:
             raise

@@ -65,11 +65,12 @@ _FALLBACK = {"int8": ("int8", "fp16", "fp32"), "fp16": ("fp16", "fp32"), "fp32":
 _BATCH = 256  # windows per onnxruntime call when scoring the validation set
 
 
-def student_arrays_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+def student_arrays_npz(path: str | os.PathLike[str], *, rhythm: bool = False):
     """``(x [N, L, T] float32, y [N, C] float32)`` from an ``.npz`` with keys ``x`` and ``y``.
 
     ``x``: prepared windows (per-lead z-scored, the model's leads in its order); ``y``: 0/1 labels
-    per output, NaN where unknown.
+    per output, NaN where unknown. With ``rhythm=True`` a third item: the optional key ``rhythm``
+    ``[N, n]`` (each window's recording's rhythm features, for a student that reads them), or None.
     """
     path = Path(path)
     if not path.is_file():
@@ -79,6 +80,7 @@ def student_arrays_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.nda
             if not {"x", "y"} <= set(data.files):
                 raise DataError(f"expected arrays 'x' and 'y', found {sorted(data.files)}", path)
             x, y = data["x"], data["y"]
+            r = data["rhythm"] if "rhythm" in data.files else None
     except (OSError, ValueError) as err:
         raise DataError(f"not a readable .npz archive ({one_line(err)})", path) from err
     if x.ndim != 3 or y.ndim != 2 or len(x) != len(y) or len(x) == 0:
@@ -86,7 +88,12 @@ def student_arrays_npz(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.nda
                         f"got {x.shape} and {y.shape}", path)
     if not (np.issubdtype(x.dtype, np.floating) and np.issubdtype(y.dtype, np.number)):
         raise DataError(f"x must be float and y numeric, got {x.dtype} and {y.dtype}", path)
-    return x.astype(np.float32, copy=False), y.astype(np.float32, copy=False)
+    if r is not None and (r.ndim != 2 or len(r) != len(x)):
+        raise DataError(f"expected rhythm [N, features] with the N = {len(x)} of x, got {r.shape}", path)
+    x, y = x.astype(np.float32, copy=False), y.astype(np.float32, copy=False)
+    if not rhythm:
+        return x, y
+    return x, y, None if r is None else r.astype(np.float32, copy=False)
 
 
 def _sha256(path: Path) -> str:
