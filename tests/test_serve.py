@@ -183,15 +183,16 @@ def test_occlusion_is_the_drop_of_the_models_own_probability(model, simulated_ec
     segment is zeroed; a recording too long for the budget gets wider segments instead of more runs."""
     record = record_of(simulated_ecg(20.0, 500.0, seed=1)[:1], 500.0, ("I",))
     windows, info = model.prepare(record)
-    outputs = model.run(windows)
+    outputs = model.run(windows, info.rhythm)  # the bundled model reads the recording's rhythm features too
     column = 1
-    a = occlusion(model, windows, outputs, model.spec.outputs[column], info.duration_s, segment_s=1.0, stride_s=1.0)
+    a = occlusion(model, windows, outputs, model.spec.outputs[column], info.duration_s, segment_s=1.0, stride_s=1.0,
+                  rhythm=info.rhythm)
     assert a.segment_s == a.bin_s == 1.0 and len(a.times_s) == 20
     hidden = windows.copy()
     hidden[1, 0, 300:400] = 0.0  # window 1, its fourth second: recording seconds 13-14
-    by_hand = outputs[1, column] - model.run(hidden[1:2])[0, column]
+    by_hand = outputs[1, column] - model.run(hidden[1:2], info.rhythm)[0, column]
     assert a.drop[0, 13] == pytest.approx(by_hand, abs=1e-5)
-    budget = occlusion(model, windows, outputs, "af", info.duration_s, max_inputs=20)
+    budget = occlusion(model, windows, outputs, "af", info.duration_s, max_inputs=20, rhythm=info.rhythm)
     assert budget.segment_s > 0.5 and budget.bin_s > 0.25 and budget.times_s[-1] < 20.0
 
 
