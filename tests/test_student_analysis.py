@@ -143,6 +143,32 @@ def test_onnx_export_parity_dynamic_axes_and_latency(tmp_path):
     assert 0 < latency["median_ms"] <= latency["p90_ms"] and latency["median_ms"] < 50
 
 
+def test_gru_student_with_rhythm_exports_both_inputs(tmp_path):
+    """A student with the GRU over its feature map and the rhythm input: one graph, two inputs, the same outputs
+    as PyTorch at any batch and window length; the GRU reads time order (reversing the map changes it)."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from cardiodistill.deploy import export_onnx, onnx_latency
+
+    torch.manual_seed(0)
+    model = create_model("ecg_student", backbone={"name": "student_cnn", "temporal": "gru", "gru_hidden": 16},
+                         outputs=["a", "b"], rhythm=["rr_cv", "pnn50", "few_beats"]).eval()
+    assert model.backbone.gru is not None and model.backbone.head[1].in_features == 2 * 128 + 4 * 16
+    fmap = torch.randn(2, 128, 10)
+    assert not torch.allclose(model.backbone.pool(fmap), model.backbone.pool(fmap.flip(-1)))
+    path = export_onnx(model, torch.randn(1, 1, 1000), tmp_path / "gru.onnx", rhythm=torch.rand(1, 3))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["ecg", "rhythm"]
+    for batch, samples in ((3, 1000), (2, 500)):
+        x, r = torch.randn(batch, 1, samples), torch.rand(batch, 3)
+        got = session.run(None, {"ecg": x.numpy(), "rhythm": r.numpy()})[0]
+        with torch.no_grad():
+            np.testing.assert_allclose(got, model.predict(x, r).numpy(), atol=1e-4)
+    assert onnx_latency(path, torch.randn(3, 1, 1000), n=5, rhythm=torch.rand(3, 3))["median_ms"] > 0
+    with pytest.raises(ConfigError, match="temporal"):
+        create_model("student_cnn", temporal="lstm")
+
+
 class _Noisy(nn.Module):
     """A model whose exported graph cannot match PyTorch: it adds fresh noise on every call."""
 

@@ -108,6 +108,8 @@ def export_onnx(
                 # (the onnxruntime parity check below covers what tracing could get wrong)
                 warnings.simplefilter("ignore", DeprecationWarning)
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                # a GRU's note that other batch sizes may fail: the parity check runs a batch of two and more
+                warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size other than 1")
                 torch.onnx.export(
                     wrapper, examples, str(tmp), dynamo=False, input_names=names,
                     output_names=[output_name], dynamic_axes=dynamic,

@@ -12,11 +12,15 @@ is built for batch-1 CPU latency well under 50 ms rather than for capacity:
   the first block of each stage with stride 2; the shortcut is average-pool /2 then a 1x1 conv + BN
   where the width changes (as in xresnet), and the last BN of each block starts at zero so every
   block begins as the identity;
-* head: global average and max pooling concatenated -> dropout -> linear -> ``dim`` embedding.
+* head: global average and max pooling concatenated -> dropout -> linear -> ``dim`` embedding. With
+  ``temporal="gru"`` a bidirectional GRU (``gru_hidden`` units each way) also reads the last feature map in
+  time order, and the average and maximum of its outputs join the pooled features: the pooling alone keeps
+  what the beats look like, not in what order they come.
 
 The time axis shrinks ``2 ** (1 + len(widths))``-fold: 32x, so 1000 samples end as 32 steps and
 250 samples as 8. Only ONNX-friendly ops are used (Conv1d, BatchNorm, ReLU/SiLU, AvgPool, mean,
-amax, Linear), so :func:`cardiodistill.deploy.export_onnx` exports it with a dynamic batch axis.
+amax, Linear, and GRU with ``temporal="gru"``), so :func:`cardiodistill.deploy.export_onnx` exports it with
+a dynamic batch axis.
 
 :class:`StudentModel` puts the distillation heads on a backbone: multi-label logits (triage first,
 then the diagnoses), LVEF in standardised units and an optional projection of the embedding into
@@ -113,8 +117,12 @@ class StudentCNN(nn.Module):
         *,
         se: bool = True,
         act: str = "relu",
+        temporal: str = "none",
+        gru_hidden: int = 64,
     ):
         super().__init__()
+        if temporal not in ("none", "gru"):
+            raise ConfigError(f"temporal must be 'none' or 'gru', got {temporal!r}")
         if in_leads < 1:
             raise ConfigError(f"in_leads must be at least 1, got {in_leads}")
         if not widths or depth_per_stage < 1:
@@ -138,7 +146,9 @@ class StudentCNN(nn.Module):
                 c_in = width
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * widths[-1], dim))
+        self.gru = nn.GRU(widths[-1], gru_hidden, batch_first=True, bidirectional=True) if temporal == "gru" else None
+        pooled = 2 * widths[-1] + (4 * gru_hidden if self.gru is not None else 0)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(pooled, dim))
         for m in self.modules():
             if isinstance(m, nn.Conv1d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
@@ -148,9 +158,18 @@ class StudentCNN(nn.Module):
         check_signal(x, self.in_leads)
         return self.stages(self.stem(x))
 
+    def pool(self, fmap: Tensor) -> Tensor:
+        """What the head reads from a feature map ``[B, C, T']``: its average and maximum over time, and with the
+        GRU those of the GRU's outputs over it."""
+        pooled = concat_pool(fmap)
+        if self.gru is None:
+            return pooled
+        sequence, _ = self.gru(fmap.transpose(1, 2))  # [B, T', 2 * gru_hidden]
+        return torch.cat([pooled, concat_pool(sequence.transpose(1, 2))], dim=1)
+
     def forward_features(self, x: Tensor) -> Tensor:
         """Embedding ``[B, dim]`` of ``x [B, in_leads, T]``."""
-        return self.head(concat_pool(self.feature_map(x)))
+        return self.head(self.pool(self.feature_map(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x)
@@ -250,15 +269,19 @@ def student_cnn(
     dropout: float = 0.1,
     se: bool = True,
     act: str = "relu",
+    temporal: str = "none",
+    gru_hidden: int = 64,
 ) -> StudentCNN:
     """``student_cnn``: widths 32-128, dim 128 (~0.15 M); ``student_cnn_tiny``: widths 16-64, dim 64.
-    Both default to lead I alone (a single-lead handheld recorder).
+    Both default to lead I alone (a single-lead handheld recorder). ``temporal="gru"``: a bidirectional GRU
+    over the last feature map beside the pooling (module doc).
 
     The model gets ``.leads``, the ordered leads it reads.
     """
     leads = _check_leads(leads)
     check_band(band)
-    model = StudentCNN(len(leads), tuple(widths), depth_per_stage, kernel_size, dim, dropout, se=se, act=act)
+    model = StudentCNN(len(leads), tuple(widths), depth_per_stage, kernel_size, dim, dropout, se=se, act=act,
+                       temporal=temporal, gru_hidden=gru_hidden)
     model.leads = leads
     return model
 
