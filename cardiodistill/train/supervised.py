@@ -240,8 +240,8 @@ def fit_array_student(
     arrays: soft targets from ``t_logits`` (weight ``distill.soft``, temperature ``distill.temperature``) and
     embedding matching to ``t_embedding`` through a projection (``distill.embedding``); otherwise the labels
     alone. ``train.extra["rhythm"]`` (``[N, len(rhythm)]``, the recordings' rhythm features, named by ``rhythm``)
-    makes a student that takes them beside the ECG. LVEF is not trained. Steps: ``distill.epochs`` passes over the items (at least
-    ``distill.min_steps``). Returns the student in eval mode, with the best-validation weights when ``val`` is
+    makes a student that takes them beside the ECG. LVEF is not trained. Steps: ``distill.epochs`` passes over the
+    items (at least ``distill.min_steps``). Returns the student in eval mode, with the best-validation weights when ``val`` is
     given; resumes from ``out/checkpoints/last.ckpt``.
     """
     cfg = config or load_config("quick")
