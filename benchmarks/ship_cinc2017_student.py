@@ -147,7 +147,7 @@ chose its checkpoint, calibrated int8 and ran the export gate. Each recording wa
 and band-passed 0.5-40 Hz; the model trained on random 10-s crops, each z-scored, with square-root-balanced
 oversampling of the rarer classes (each normal recording listed {cv['passes']} times per run; recipe
 `{recipe}` of `benchmarks/results/cinc2017_cv.json`). Architecture: `student_cnn` (depthwise-separable
-1-D CNN, {offline['params']:,} parameters) with one sigmoid per class; the prediction is the most probable
+1-D CNN{offline['gru']}, {offline['params']:,} parameters) with one sigmoid per class; the prediction is the most probable
 class, averaged over the recording's 10-s windows.{_rhythm_sentence(spec)} No pretraining, no distillation (no richer-data
 teacher with these classes exists here).
 
@@ -240,6 +240,9 @@ def main() -> None:
     p_val = predict_arrays(student, x[val_rows], lengths=lengths[val_rows], window=window, rhythm=val_rhythm)["probs"]
     offline = evaluate_cinc(p_val, target[val_rows], args.bootstrap, 0)
     offline["params"] = sum(p.numel() for p in student.parameters())
+    gru = getattr(student.backbone, "gru", None)
+    offline["gru"] = "" if gru is None else (f" with a bidirectional GRU ({gru.hidden_size} units each way) reading its "
+                                             f"last feature map in time order")
     noisy_threshold = abstention_threshold(p_val, target[val_rows])
 
     val = ArrayDataset(x[val_rows], np.eye(4, dtype=np.float32)[target[val_rows]], lengths=lengths[val_rows],
