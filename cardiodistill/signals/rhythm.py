@@ -97,8 +97,9 @@ def record_rhythm(record: EcgRecord, names: Sequence[str] = RHYTHM_FEATURES,
 
 def signal_rhythm(x: np.ndarray, fs: float, length: int | None = None,
                   names: Sequence[str] = RHYTHM_FEATURES) -> np.ndarray:
-    """The rhythm features of a prepared signal ``x [L, T]`` (unitless leads, e.g. the students' cached arrays)
-    whose first ``length`` samples are real (default all). Shorter than a second: the few-beats row."""
+    """The rhythm features of a prepared signal ``x [L, T]`` in mV (the students' cached arrays, the edge runtime's
+    band-passed signal; the detector's flat-lead check is in mV) whose first ``length`` samples are real (default
+    all). Shorter than a second: the few-beats row."""
     length = x.shape[-1] if length is None else int(length)
     signal = np.asarray(x[:, :length], np.float32)
     if length < fs:  # too short to look for beats: what a recording without beats gives
