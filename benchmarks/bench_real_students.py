@@ -25,7 +25,9 @@ Two experiments on the public data in ``../shared/data``, with the project's tra
 seeded folds over the 6000 recordings (:func:`cinc_folds`: each fold's model trains on four fifths but a
 checkpoint-choice eighth and scores the fifth it never saw); the pooled out-of-fold predictions give every figure,
 the folds their spread. Each recipe is added to ``--cv-result`` and the table compares every recipe with the first,
-paired over the recordings. ``ship_cinc2017_student.py`` bundles the best one.
+paired over the recordings. ``--rhythm`` gives the students each recording's rhythm features beside its windows
+(:mod:`cardiodistill.signals.rhythm`; per recording, from its own signal alone, so nothing crosses the folds).
+``ship_cinc2017_student.py`` bundles the recipe it is given (by default the bundled model's own).
 
 Every trained model is saved under ``--out`` and reused when present, so an interrupted run continues.
 Results: ``benchmarks/results/real_students.json`` (only for a full run; ``--limit`` runs write
