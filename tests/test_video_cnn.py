@@ -167,6 +167,17 @@ def test_the_regional_readout_keeps_each_quarter_apart():
     np.testing.assert_allclose(out[0, 4:], [0, 0, 0, 1], atol=1e-6)  # temporal SD: only the moving quarter
 
 
+def test_the_regional_readout_takes_an_odd_grid():
+    """video_vit_base's 7 x 7 grid: the middle row and column count in both halves."""
+    odd = _QuarterTokens()
+    odd.grid = (3, 3)
+    odd.forward_tokens = lambda x: (torch.arange(9.0).repeat(2).reshape(1, 18, 1), torch.ones(1, 18, dtype=torch.bool))
+    out = embed_clips(odd, [{"x": torch.zeros(1)}], readout="regional")
+    # positions 0 1 2 / 3 4 5 / 6 7 8: the top-left quarter is 0, 1, 3, 4
+    np.testing.assert_allclose(out[0, :4], [2.0, 3.0, 5.0, 6.0], atol=1e-6)
+    np.testing.assert_allclose(out[0, 4:], 0.0, atol=1e-6)
+
+
 def test_contrastive_pretraining_learns_and_mae_refuses_a_cnn():
     torch.manual_seed(0)
     config = {"name": "video_cnn", **model_defaults("video_cnn"), "size": 32, "frames": 8, "widths": [8, 16],

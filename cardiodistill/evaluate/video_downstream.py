@@ -80,10 +80,11 @@ def embed_clips(encoder: torch.nn.Module, dataset: ClipDataset, batch_size: int 
         if readout == "mean+temporal_std":
             out.append(torch.cat([grid.mean((1, 2)), grid.std(1).mean(1)], dim=1).numpy())
             continue
-        (gh, gw), d = encoder.grid, tokens.shape[-1]
-        cells = grid.view(len(grid), -1, 2, gh // 2, 2, gw // 2, d).permute(0, 1, 2, 4, 3, 5, 6).flatten(4, 5)
-        means, sds = cells.mean((1, 4)), cells.std(1).mean(3)  # [B, 2, 2, D] each: per quarter of the grid
-        out.append(torch.cat([means.flatten(1), sds.flatten(1)], dim=1).numpy())
+        # each position's mean and SD over time, averaged per quarter of the grid (an odd grid's middle row and
+        # column count in both halves, as adaptive pooling splits them): [B, D, 2, 2] -> quarter-major [B, 4 D]
+        maps = torch.stack([grid.mean(1), grid.std(1)]).transpose(2, 3).unflatten(3, encoder.grid)
+        quarters = torch.nn.functional.adaptive_avg_pool2d(maps.flatten(0, 1), 2).unflatten(0, (2, len(grid)))
+        out.append(quarters.permute(1, 0, 3, 4, 2).flatten(1).numpy())
     return np.concatenate(out)
 
 
