@@ -325,10 +325,10 @@ def export_student_model(
     spec = student_spec(model, data, student_pt, model_id=model_id, thresholds=thresholds, provenance=provenance)
     x, y = _check_validation(val_x, val_y, spec)
     rhythm = _check_rhythm(val_rhythm, len(x), spec, "validation")
-    calibration = x[:N_CALIBRATION] if calibration_x is None else calibration_x
     if calibration_x is None:
-        calibration_r = None if rhythm is None else rhythm[:N_CALIBRATION]
+        calibration, calibration_r = x[:N_CALIBRATION], None if rhythm is None else rhythm[:N_CALIBRATION]
     else:
+        calibration = calibration_x
         calibration_r = _check_rhythm(calibration_rhythm, len(calibration_x), spec, "calibration")
 
     judged, not_judged = _judgeable(y, spec.outputs, min_class)
