@@ -301,12 +301,16 @@ def pretrain_ecg_cmd(
     """
     from .stages.stage1 import pretrain_ecg
 
-    data = None
-    if stream is not None:
-        from .data.streaming import open_stream
+    _pretrain("pretrain-ecg", pretrain_ecg, "windows from", config, set_, out, overwrite,
+              stream=_stream_or_none(stream, endpoint_url))
 
-        data = open_stream(stream, storage_options=_storage_options(endpoint_url))
-    _pretrain("pretrain-ecg", pretrain_ecg, "windows from", config, set_, out, overwrite, stream=data)
+
+def _stream_or_none(stream: str | None, endpoint_url: str | None):
+    if stream is None:
+        return None
+    from .data.streaming import open_stream
+
+    return open_stream(stream, storage_options=_storage_options(endpoint_url))
 
 
 @pretrain_app.command("video", short_help="Pretrain a video encoder on unlabelled echo / cine-MR clips.")
@@ -314,6 +318,10 @@ def pretrain_video_cmd(
     out: RunOutOpt = Path("runs/pretrain-video"),
     config: ConfigOpt = "quick",
     set_: SetOpt = None,
+    stream: Annotated[Optional[str], typer.Option(
+        "--stream", metavar="FOLDER|URL",
+        help="Train on a stream's echo clips instead of pretrain.video.sources.")] = None,
+    endpoint_url: EndpointOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Pretrain a video encoder on unlabelled echo / cine-MR clips (masked video modelling or SimCLR).
@@ -322,11 +330,14 @@ def pretrain_video_cmd(
     DICOM, AVI/MP4 or NIfTI cines. Each video is decoded once into clips of whole cardiac cycles
     (field of view found, burned-in text and traces blanked, resized, resampled; a cache in
     OUT/clips that holds no patient identifiers). An interrupted run continues exactly where its
-    last checkpoint left it. Writes OUT/mae.pt (or model.pt), OUT/encoder.pt and the training log.
+    last checkpoint left it. Writes OUT/mae.pt (or model.pt), OUT/encoder.pt and the training log. With
+    --stream (written by `cardiodistill stream` for this encoder's input) it trains on the stream's training
+    studies' echo clips and watches its validation ones.
     """
     from .stages.stage1 import pretrain_video
 
-    _pretrain("pretrain-video", pretrain_video, "videos from", config, set_, out, overwrite)
+    _pretrain("pretrain-video", pretrain_video, "videos from", config, set_, out, overwrite,
+              stream=_stream_or_none(stream, endpoint_url))
 
 
 CohortOpt = Annotated[Path, typer.Option(

@@ -630,6 +630,36 @@ def test_stage_one_from_a_stream_under_ddp_with_two_cpu_processes(stream_dir, tm
     assert summary["steps"] == 2 and (tmp_path / "ddp" / "encoder.pt").is_file()
 
 
+TINY_VIDEO_MAE = ("{name: video_mae_tiny, size: 32, frames: 8, dim: 32, depth: 1, heads: 2, decoder_dim: 32, "
+                  "decoder_depth: 1}")
+
+
+def test_stage_one_pretrains_the_video_encoder_from_a_stream(stream_dir, tmp_path):
+    """pretrain video --stream: the stream's echo clips as stage 1's clips, no clip cache of its own; an encoder
+    that wants other clips is refused with both specs named."""
+    sets = ["--set", f"pretrain.video.model={TINY_VIDEO_MAE}", "--set", "pretrain.video.optim.max_steps=2",
+            "--set", "pretrain.video.optim.batch_size=4", "--set", "trainer.threads=1"]
+    assert cli("pretrain", "video", "--stream", str(stream_dir), "--out", str(tmp_path / "pre"), *sets) == 0
+    run = json.loads((tmp_path / "pre" / "run.json").read_text())
+    assert run["n_train_clips"] == open_stream(stream_dir).meta["splits"]["train"]
+    saved = read_model_file(tmp_path / "pre" / "encoder.pt")
+    assert saved["steps"] == 2 and saved["stream"] == str(stream_dir)
+    assert not (tmp_path / "pre" / "clips").exists()
+    other = TINY_VIDEO_MAE.replace("size: 32", "size: 48")
+    assert cli("pretrain", "video", "--stream", str(stream_dir), "--out", str(tmp_path / "bad"), *sets,
+               "--set", f"pretrain.video.model={other}") != 0
+
+
+def test_stage_one_video_from_a_stream_under_ddp_with_two_cpu_processes(stream_dir, tmp_path):
+    from cardiodistill.stages.stage1 import pretrain_video
+
+    cfg = load_config("quick", [f"pretrain.video.model={TINY_VIDEO_MAE}", "pretrain.video.optim.max_steps=2",
+                                "pretrain.video.optim.batch_size=4", "trainer.accelerator=cpu", "trainer.devices=2",
+                                "trainer.strategy=ddp_spawn", "trainer.threads=1"])
+    summary = pretrain_video(cfg, tmp_path / "ddp", stream=open_stream(stream_dir), show_bar=False)
+    assert summary["steps"] == 2 and (tmp_path / "ddp" / "encoder.pt").is_file()
+
+
 def test_the_simulator_writes_the_stream_with_synth_stream(tmp_path):
     """synth.stream=true (the full preset's) writes OUT/stream for the align encoders' inputs beside the files."""
     sets = [arg for item in TINY + ["synth.chunk_size=16", "synth.echo.size=48", "synth.stream=true",

@@ -251,3 +251,19 @@ def test_stage2_step_with_a_cnn_echo_encoder():
     losses["loss"].backward()
     stem = module.model.encoders["echo"].stem[0].weight
     assert stem.grad is not None and float(stem.grad.abs().sum()) > 0
+
+
+def test_stage_one_leaves_blank_clips_out_of_the_objective():
+    """A stream gives a study without an echo as a blank clip (an empty field of view): it is dropped from the
+    batch before the objective, so a batch with blanks scores as the same batch without them."""
+    torch.manual_seed(0)
+    config = {"name": "video_cnn", **model_defaults("video_cnn"), "size": 32, "frames": 8, "widths": [8, 16],
+              "dim": 32}
+    module = VideoPretrainModule(config, objective="contrastive", projection_dim=16).eval()
+    x, mask = torch.randn(3, 8, 32, 32), torch.ones(3, 32, 32, dtype=torch.bool)
+    blank_x, blank_mask = torch.zeros(2, 8, 32, 32), torch.zeros(2, 32, 32, dtype=torch.bool)
+    with_blanks = {"x": torch.cat([x[:1], blank_x, x[1:]]), "mask": torch.cat([mask[:1], blank_mask, mask[1:]])}
+    with torch.no_grad():
+        loss = module._losses(with_blanks, torch.Generator().manual_seed(5))["loss"]
+        alone = module._losses({"x": x, "mask": mask}, torch.Generator().manual_seed(5))["loss"]
+    assert torch.allclose(loss, alone)

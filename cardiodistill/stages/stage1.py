@@ -124,12 +124,16 @@ def pretrain_video(
     config: Config,
     out: str | Path,
     *,
+    stream: StreamCohort | None = None,
     progress: Callable[[str, int], None] | None = None,
     show_bar: bool = True,
     callbacks: list[L.Callback] | None = None,
 ) -> dict[str, Any]:
     """Build (or reuse) the clip cache, train (resuming from ``out/checkpoints/last.ckpt``), and
-    export ``out/mae.pt`` (or ``model.pt``) and ``out/encoder.pt``. Returns a summary."""
+    export ``out/mae.pt`` (or ``model.pt``) and ``out/encoder.pt``. Returns a summary.
+    ``stream``: train on its studies' echo clips instead of ``pretrain.video.sources`` (one clip per study,
+    prepared for this encoder's input: size, frames, cycles and rate); studies without an echo are left
+    out of each batch."""
     cfg: VideoPretrainConfig = config.pretrain.video
     tcfg = config.trainer
     out = Path(out)
@@ -141,12 +145,28 @@ def pretrain_video(
         projection_dim=cfg.projection_dim,
     )
     spec = clip_spec(module.encoder.model_config)
-    cache = build_clip_cache(Path(cfg.cache_dir) if cfg.cache_dir else out / "clips", video_sources(cfg.sources),
-                             spec, val_fraction=cfg.val_fraction, progress=progress)
-    train_idx, val_idx = cache.split_indices("train"), cache.split_indices("val")
+    source: dict[str, Any] = {}
+    if stream is not None:
+        if stream.spec.clip != spec:
+            raise DataError(f"the stream's echo clips are {stream.spec.clip.to_dict()}, the encoder wants "
+                            f"{spec.to_dict()}; write the stream for this encoder (cardiodistill stream "
+                            f"--video-encoder)", stream.root)
+        if "echo" not in stream.present_modalities:
+            raise DataError("the stream holds no echo", stream.root)
+        keys = {"echo": "x", "echo_mask": "mask"}
+        train = stream.stream("train", modalities=("echo",), shuffle=True, seed=tcfg.seed, keys=keys)
+        val = stream.stream("val", modalities=("echo",), keys=keys)
+        n_train, n_val = stream.meta["splits"]["train"], stream.meta["splits"]["val"]
+        counts, source = {"stream": n_train + n_val}, {"stream": stream.root}
+    else:
+        cache = build_clip_cache(Path(cfg.cache_dir) if cfg.cache_dir else out / "clips", video_sources(cfg.sources),
+                                 spec, val_fraction=cfg.val_fraction, progress=progress)
+        train_idx, val_idx = cache.split_indices("train"), cache.split_indices("val")
+        train, val = ClipDataset(cache, train_idx), ClipDataset(cache, val_idx)
+        n_train, n_val, counts = len(train_idx), len(val_idx), cache.meta["counts"]
     result = _fit_and_export(
-        module, ClipDataset(cache, train_idx), ClipDataset(cache, val_idx), cfg.optim, tcfg, out,
+        module, train, val, cfg.optim, tcfg, out,
         model_file="mae.pt" if cfg.objective == "mae" else "model.pt", show_bar=show_bar, callbacks=callbacks,
-        info={"clips": cache.meta["counts"], "clip_spec": spec.to_dict()},
+        info={"clips": counts, **source, "clip_spec": spec.to_dict()},
     )
-    return {**result, "clips": cache.meta["counts"], "n_train_clips": len(train_idx), "n_val_clips": len(val_idx)}
+    return {**result, "clips": counts, "n_train_clips": n_train, "n_val_clips": n_val}

@@ -65,6 +65,9 @@ class EcgPretrainModule(PretrainModule):
         # clocs' views already differ in their leads: dropping more would leave one-lead views
         return EcgAugment(fs=fs, p_lead_drop=0.0) if self.hparams.objective == "clocs" else EcgAugment(fs=fs)
 
+    def _carries(self, batch: dict[str, Tensor]) -> Tensor:
+        return batch["present"].any(dim=1)
+
     def _reconstruct(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
         return self.model(batch["x"], self.lead_ids, batch["present"], generator=generator)
 

@@ -193,7 +193,17 @@ class PretrainModule(TrainModule):
         """The encoder's embeddings of the objective's two views of every item."""
         raise NotImplementedError
 
+    def _carries(self, batch: dict[str, Any]) -> Tensor:
+        """Which items of ``batch`` hold any signal of the modality (bool ``[B]``). A stream of paired studies
+        gives a study without this modality as zeros; those items are left out of the objective (two blank
+        views would be a trivial positive pair, and each blank a negative of every other)."""
+        raise NotImplementedError
+
     def _losses(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
+        keep = self._carries(batch)
+        if bool(keep.any()) and not bool(keep.all()):  # a batch of blanks only (never seen at 32 a batch) stays
+            batch = {k: v[keep] if isinstance(v, Tensor) and v.ndim and len(v) == len(keep) else v
+                     for k, v in batch.items()}
         if self.hparams.objective == "mae":
             out = self._reconstruct(batch, generator)
             with torch.no_grad():

@@ -43,6 +43,12 @@ class VideoPretrainModule(PretrainModule):
     def _augmentation(self, encoder: VideoTransformer | VideoConvEncoder) -> VideoAugment:
         return VideoAugment()
 
+    def _carries(self, batch: dict[str, Tensor]) -> Tensor:
+        mask = batch.get("mask")  # the field of view; a batch without one is all signal
+        if mask is None:
+            return torch.ones(len(batch["x"]), dtype=torch.bool, device=batch["x"].device)
+        return mask.flatten(1).any(dim=1)
+
     def _reconstruct(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
         return self.model(batch["x"], generator=generator)
 
