@@ -6,7 +6,7 @@ import torch
 
 from cardiodistill.edge.spec import EdgeSpec
 from cardiodistill.errors import ConfigError, DataError
-from cardiodistill.models import create_model
+from cardiodistill.models import create_model, model_from_config
 from cardiodistill.records import EcgRecord
 from cardiodistill.signals.rhythm import MIN_BEATS, RHYTHM_FEATURES, rhythm_features, signal_rhythm
 from cardiodistill.train.checkpoints import load_model, save_model
@@ -158,7 +158,7 @@ def test_export_and_runtime_feed_the_rhythm(rhythm_student, tmp_path):
     from cardiodistill.deploy.student import student_arrays_npz
 
     np.savez(tmp_path / "val.npz", x=val, y=y, rhythm=rhythm)
-    export_cmd(path, data=tmp_path / "val.npz", out=tmp_path / "cli.onnx", precision=Precision.fp32, margin=0.02,
+    export_cmd([path], data=tmp_path / "val.npz", out=tmp_path / "cli.onnx", precision=Precision.fp32, margin=0.02,
                strict=False)
     assert EdgeModel.load(tmp_path / "cli.onnx").spec.rhythm == RHYTHM_FEATURES
     np.savez(tmp_path / "plain.npz", x=val, y=y)
@@ -166,3 +166,74 @@ def test_export_and_runtime_feed_the_rhythm(rhythm_student, tmp_path):
     np.savez(tmp_path / "short.npz", x=val, y=y, rhythm=rhythm[:3])
     with pytest.raises(DataError, match=r"short\.npz: expected rhythm \[N, features\]"):
         student_arrays_npz(tmp_path / "short.npz", rhythm=True)
+
+
+def test_an_ensemble_gives_each_member_its_own_rhythm_columns():
+    """Members that read different rhythm features (or none): the ensemble takes their union in the canonical
+    order and its prediction is the mean of the members' on their own columns."""
+    torch.manual_seed(0)
+    backbone = {"name": "student_cnn_tiny", "in_leads": 1, "seconds": 5.0}
+    a = create_model("ecg_student", backbone=backbone, outputs=["x", "y"], rhythm=["pnn50", "rr_cv"]).eval()
+    b = create_model("ecg_student", backbone=backbone, outputs=["x", "y"]).eval()
+    ensemble = create_model("student_ensemble", members=[a.model_config, b.model_config]).eval()
+    ensemble.members[0].load_state_dict(a.state_dict())
+    ensemble.members[1].load_state_dict(b.state_dict())
+    assert ensemble.rhythm_names == ("rr_cv", "pnn50") and ensemble.rhythm_columns(1) is None
+    x, r = torch.randn(4, 1, 500), torch.rand(4, 2)
+    with torch.no_grad():
+        expected = (a.predict(x, r[:, [1, 0]]) + b.predict(x)) / 2
+        torch.testing.assert_close(ensemble.predict(x, r), expected)
+    with pytest.raises(ValueError, match=r"rhythm features \[batch, 2\]"):
+        ensemble.predict(x)
+    with pytest.raises(ConfigError, match="outputs"):
+        create_model("student_ensemble", members=[a.model_config, {**b.model_config, "outputs": ["x"]}])
+    with pytest.raises(ConfigError, match="input"):
+        create_model("student_ensemble", members=[a.model_config, {**b.model_config,
+                                                                   "backbone": {**backbone, "seconds": 10.0}}])
+
+
+def test_an_ensemble_of_students_exports_and_runs_as_one_model(rhythm_student, tmp_path):
+    """A rhythm student and a plain one, written as one model file (``ensemble_students``) and exported by the
+    command as one graph: the runtime's probabilities are the mean of the members' in PyTorch."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from cardiodistill.deploy import ensemble_students
+    from cardiodistill.deploy.commands import Precision, export_cmd
+    from cardiodistill.edge import EdgeModel
+    from cardiodistill.signals.prepare import prepare
+
+    path, x, lengths, y, rhythm = rhythm_student
+    rhythm_model = load_model(path)
+    torch.manual_seed(1)
+    plain = model_from_config({**rhythm_model.model_config, "rhythm": []})
+    info = {"task": "multiclass", "triage": None, "leads": ["I"], "outputs": ["irregular", "regular"], "lvef": False,
+            "band_hz": [0.5, 40.0]}
+    plain_path = save_model(plain, tmp_path / "plain.pt", **info)
+    ensemble = load_model(ensemble_students([path, plain_path], tmp_path / "ensemble.pt"))
+    assert ensemble.rhythm_names == RHYTHM_FEATURES
+    probs = [predict_arrays(m, x[48:], lengths=lengths[48:], window=1000, rhythm=r)["probs"]
+             for m, r in ((ensemble, rhythm[48:]), (rhythm_model, rhythm[48:]), (load_model(plain_path), None))]
+    np.testing.assert_allclose(probs[0], (probs[1] + probs[2]) / 2, atol=1e-6)
+
+    val = np.stack([np.asarray(r[:, :1000], np.float32) for r in x])
+    val = (val - val.mean(-1, keepdims=True)) / val.std(-1, keepdims=True)
+    np.savez(tmp_path / "val.npz", x=val, y=y, rhythm=rhythm)
+    export_cmd([path, plain_path], data=tmp_path / "val.npz", out=tmp_path / "m.onnx", precision=Precision.fp32,
+               margin=0.02, strict=False)
+    assert (tmp_path / "m-ensemble.pt").is_file() and path.is_file()  # beside the file; no member overwritten
+    edge = EdgeModel.load(tmp_path / "m.onnx")
+    assert edge.spec.rhythm == RHYTHM_FEATURES
+    assert [m["source"] for m in edge.spec.provenance["members"]] == [str(path), str(plain_path)]
+    record = EcgRecord(_spiky_ecg(np.random.default_rng(6).uniform(0.45, 1.1, 40), 300.0, seed=3), 300.0, ("I",))
+    prediction, read = edge.predict(record)
+    prepared = prepare(record, edge.spec.input_spec)
+    with torch.no_grad():
+        r = torch.from_numpy(np.repeat(read.rhythm[None], len(prepared.windows), 0)).float()
+        expected = ensemble.predict(torch.from_numpy(prepared.windows), r)[:, :2].mean(0).numpy()
+    np.testing.assert_allclose([prediction.probabilities["irregular"], prediction.probabilities["regular"]],
+                               expected, atol=1e-4)
+    other = save_model(plain, tmp_path / "other.pt", **{**info, "band_hz": [1.0, 40.0]})
+    with pytest.raises(ConfigError, match="band_hz"):
+        ensemble_students([path, other], tmp_path / "bad.pt")
+    with pytest.raises(ConfigError, match="at least two"):
+        ensemble_students([path], tmp_path / "bad.pt")

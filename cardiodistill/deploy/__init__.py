@@ -5,6 +5,7 @@
 * :mod:`.quantize`: :func:`quantize_int8` (onnxruntime static, QDQ) and :func:`convert_fp16`;
 * :mod:`.student`: :func:`export_student_model`, a trained ``student.pt`` to one ONNX file with its
   :class:`~cardiodistill.edge.spec.EdgeSpec`, a smaller precision kept only when it passes an AUROC gate;
+  :func:`ensemble_students`, several students as one model file (their mean);
 * :mod:`.bench`: :func:`bench_student`, latency, size and peak memory of PyTorch eager, ONNX fp32 and int8;
 * :mod:`.commands`: ``cardiodistill export`` and ``cardiodistill bench`` (imported by the CLI, not here).
 
@@ -20,13 +21,14 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
     from .bench import bench_rows, bench_student, model_input
     from .export import export_onnx, onnx_latency
     from .quantize import convert_fp16, quantize_int8
-    from .student import export_student_model, student_arrays_npz, student_spec
+    from .student import ensemble_students, export_student_model, student_arrays_npz, student_spec
 
 _WHERE = {
     "bench_rows": "bench",
     "bench_student": "bench",
     "model_input": "bench",
     "convert_fp16": "quantize",
+    "ensemble_students": "student",
     "export_onnx": "export",
     "export_student_model": "student",
     "onnx_latency": "export",
@@ -39,6 +41,7 @@ __all__ = [
     "bench_rows",
     "bench_student",
     "convert_fp16",
+    "ensemble_students",
     "export_onnx",
     "export_student_model",
     "model_input",

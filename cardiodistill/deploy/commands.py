@@ -65,7 +65,9 @@ def _gate_table(record: dict[str, Any]) -> Table:
 
 
 def export_cmd(
-    student: Annotated[Path, typer.Argument(help="The trained student (student.pt).", show_default=False)],
+    students: Annotated[list[Path], typer.Argument(
+        help="The trained student (student.pt), or several that read the same input: exported as one model, "
+             "the mean of their predictions.", show_default=False, metavar="STUDENT...")],
     data: Annotated[Path, typer.Option(
         "--data", help="Validation set: an .npz with x [N, leads, samples] (z-scored windows in the model's lead "
                        "order), y [N, outputs] (0/1, NaN unknown) and, for a student that reads rhythm features, "
@@ -81,12 +83,17 @@ def export_cmd(
 
     The float32 graph is checked against PyTorch. A smaller precision is kept only when its macro
     AUROC on the validation set is at most MARGIN below float32 and no output loses more than twice
-    that; otherwise the export falls back (int8 -> fp16 -> fp32), or with --strict refuses.
+    that; otherwise the export falls back (int8 -> fp16 -> fp32), or with --strict refuses. Several students
+    are first written as one ensemble model file beside the ONNX file (OUT-ensemble.pt).
     """
-    from .student import export_student_model, student_arrays_npz
+    from .student import ensemble_students, export_student_model, student_arrays_npz
 
     x, y, rhythm = student_arrays_npz(data, rhythm=True)
-    out = student.parent / "student.onnx" if out is None else out
+    out = students[0].parent / "student.onnx" if out is None else out
+    student = students[0]
+    if len(students) > 1:
+        student = ensemble_students(students, out.with_name(f"{out.stem}-ensemble.pt"))
+        _console.print(f"{len(students)} students as one ensemble: {student}", highlight=False, soft_wrap=True)
     try:
         with _console.status(f"exporting {student} ({precision.value}, gate on {len(x)} recordings)"):
             record = export_student_model(student, out, val_x=x, val_y=y, val_rhythm=rhythm, precision=precision.value,

@@ -30,7 +30,7 @@ import dataclasses
 import hashlib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,46 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: What a student file says about its outputs and input that :func:`student_spec` reads: an ensemble's members
+#: must agree on each.
+ENSEMBLE_AGREE = ("task", "triage", "abstain_outputs", "lvef", "band_hz")
+
+
+def ensemble_students(students: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Path:
+    """Write trained students (``student.pt`` files that read the same input and give the same outputs) as one
+    ``student_ensemble`` model file at ``out`` (:class:`~cardiodistill.models.StudentEnsemble`: the mean of
+    their predictions), which :func:`export_student_model` exports as one graph. What the export reads from a
+    student file (:data:`ENSEMBLE_AGREE`) must agree; the file records each member's source, sha256, steps and
+    training recordings. Returns ``out``."""
+    from ..models import create_model
+    from ..train.checkpoints import build_model, read_model_file, save_model
+
+    paths = [Path(p) for p in students]
+    if len(paths) < 2:
+        raise ConfigError(f"an ensemble needs at least two students, got {len(paths)}")
+    data = [read_model_file(p) for p in paths]
+    models = [build_model(d, source=p) for d, p in zip(data, paths)]
+    for path, d, model in zip(paths, data, models):
+        if not all(hasattr(model, a) for a in ("leads", "outputs", "backbone_config", "predict")):
+            raise DataError(f"not a student model ({type(model).__name__}): an ensemble takes student.pt files", path)
+        for key in ENSEMBLE_AGREE:
+            if d.get(key) != data[0].get(key):
+                raise ConfigError(f"{path}: {key} is {d.get(key)!r} but {paths[0]} has {data[0].get(key)!r}; "
+                                  f"an ensemble's students must agree")
+    try:
+        ensemble = create_model("student_ensemble", members=[m.model_config for m in models])
+    except ConfigError as err:
+        raise ConfigError(f"{', '.join(map(str, paths))}: {err}") from err
+    for member, model in zip(ensemble.members, models):
+        member.load_state_dict(model.state_dict())
+    n_train = {d.get("n_train") for d in data}
+    info = {**{k: data[0][k] for k in ENSEMBLE_AGREE if k in data[0]},
+            **({"n_train": n_train.pop()} if len(n_train) == 1 else {}),
+            "members": [{"source": str(p), "sha256": _sha256(p), **{k: d[k] for k in ("steps", "n_train") if k in d}}
+                        for p, d in zip(paths, data)]}
+    return save_model(ensemble, out, **info)
+
+
 def student_spec(
     model: torch.nn.Module,
     info: Mapping[str, Any],
@@ -129,7 +169,7 @@ def student_spec(
     outputs = tuple(model.outputs)
     lvef = bool(info.get("lvef", True))
     record = {"source": str(source), "sha256": digest, "trained_with": info.get("version"),
-              **{k: info[k] for k in ("steps", "n_train", "distilled") if k in info}, **(provenance or {})}
+              **{k: info[k] for k in ("steps", "n_train", "distilled", "members") if k in info}, **(provenance or {})}
     try:
         fields = EdgeSpec.input_fields(InputSpec.from_model_config(model.backbone_config).with_leads(model.leads))
         if "band_hz" in info and tuple(map(float, info["band_hz"])) != tuple(map(float, fields["band_hz"])):

@@ -33,7 +33,7 @@ from .registry import (
     resolve_config,
 )
 from .resnet1d import XResNet1d
-from .student import EncoderBackbone, StudentCNN, StudentModel
+from .student import EncoderBackbone, StudentCNN, StudentEnsemble, StudentModel
 from .text import HashingTokenizer, HuggingFaceNoteEncoder, NoteEncoder
 from .video_cnn import VideoConvEncoder
 from .video_transformer import VideoLayout, VideoMAE, VideoTransformer
@@ -57,6 +57,7 @@ __all__ = [
     "NoteEncoder",
     "ResNet1dWang",
     "StudentCNN",
+    "StudentEnsemble",
     "StudentModel",
     "TokenLayout",
     "VideoConvEncoder",

@@ -202,12 +202,16 @@ def model_from_config(config: Mapping[str, Any]) -> nn.Module:
 
 def ecg_input_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The ECG input keys (:data:`ECG_INPUT_KEYS`) of a model config: its own, or those of the
-    model nested under ``backbone`` / ``encoder`` (a student, a masked autoencoder)."""
+    model nested under ``backbone`` / ``encoder`` (a student, a masked autoencoder), or of the first of its
+    ``members`` (an ensemble, whose members read the same input)."""
     if all(k in config for k in ECG_INPUT_KEYS):
         return {k: config[k] for k in ECG_INPUT_KEYS}
     for key in ("backbone", "encoder"):
         if isinstance(config.get(key), Mapping):
             return ecg_input_config(config[key])
+    members = config.get("members")
+    if isinstance(members, Sequence) and members and isinstance(members[0], Mapping):
+        return ecg_input_config(_resolve_nested(members[0]))
     raise ConfigError(f"model {config.get('name')!r} is not an ECG model: its config states no {list(ECG_INPUT_KEYS)}")
 
 

@@ -27,6 +27,9 @@ then the diagnoses), LVEF in standardised units and an optional projection of th
 the teacher's embedding space for embedding matching. Its :meth:`~StudentModel.predict` is the one
 tensor the exported graph returns.
 
+:class:`StudentEnsemble` (``student_ensemble``) is several students that read the same input and give the same
+outputs, as one model whose :meth:`~StudentEnsemble.predict` is the mean of theirs: one file, one graph.
+
 Backbone parameters: ``student_cnn`` 145 k with 6 leads (144 k with 1), ``student_cnn_tiny`` 39 k (ranges
 checked in ``tests/test_student_analysis.py``). Exported to ONNX, ``student_cnn`` runs a 10 s, 6-lead
 window in about 1 ms on one CPU thread of a desktop (onnxruntime, batch 1).
@@ -43,7 +46,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..signals.filters import DEFAULT_BAND
 from ..signals.leads import LIMB_LEADS, normalize_lead_name
-from ..signals.rhythm import check_rhythm_names
+from ..signals.rhythm import RHYTHM_FEATURES, check_rhythm_names
 from .ecg_transformer import check_band
 from .registry import legacy_keys, model_from_config, model_test, register_model, register_test
 from .resnet1d import check_signal, concat_pool, signal_example
@@ -232,6 +235,73 @@ class StudentModel(nn.Module):
         return torch.cat([torch.sigmoid(self.logits(head)), self.lvef(head)], dim=1)
 
 
+class StudentEnsemble(nn.Module):
+    """Students (:class:`StudentModel`) that read the same input (leads, rate, window length, band) and give the
+    same outputs, averaged: :meth:`predict` is the mean of the members' predictions (each output's probability
+    and the standardised LVEF), so a recording's probabilities averaged over its windows are the mean of the
+    members' averages, as an ensemble's are scored offline.
+
+    The ensemble takes the rhythm features any member takes (:attr:`rhythm_names`, in the order of
+    :data:`~cardiodistill.signals.rhythm.RHYTHM_FEATURES`) and gives each member its own columns; a member
+    without them reads the ECG alone. ``leads``, ``outputs``, ``backbone_config`` (the input),
+    ``lvef_mean`` / ``lvef_std`` are the members' own, which must agree.
+    """
+
+    def __init__(self, members: Sequence[StudentModel]):
+        super().__init__()
+        if len(members) < 2 or not all(isinstance(m, StudentModel) for m in members):
+            raise ConfigError(f"an ensemble needs at least two students, got {len(members)}")
+        first = members[0]
+        for i, m in enumerate(members[1:], start=2):
+            for what, a, b in (("leads", tuple(first.leads), tuple(m.leads)),
+                               ("outputs", list(first.outputs), list(m.outputs)),
+                               ("input", _input_of(first), _input_of(m)),
+                               ("LVEF scale", (first.lvef_mean, first.lvef_std), (m.lvef_mean, m.lvef_std))):
+                if a != b:
+                    raise ConfigError(f"ensemble member {i} has {what} {b}, member 1 {a}: members must agree")
+        self.members = nn.ModuleList(members)
+        self.leads, self.outputs = tuple(first.leads), list(first.outputs)
+        self.lvef_mean, self.lvef_std = first.lvef_mean, first.lvef_std
+        self.backbone_config = dict(first.backbone_config)
+        wanted = {n for m in members for n in m.rhythm_names}
+        self.rhythm_names = tuple(n for n in RHYTHM_FEATURES if n in wanted)
+        self.n_rhythm = len(self.rhythm_names)
+        self._columns = [[self.rhythm_names.index(n) for n in m.rhythm_names] for m in members]
+
+    def rhythm_columns(self, i: int) -> list[int] | None:
+        """The columns of the ensemble's rhythm input that member ``i`` reads (None: it reads the ECG alone)."""
+        return self._columns[i] or None
+
+    def _member_rhythm(self, i: int, rhythm: Tensor | None) -> Tensor | None:
+        columns = self.rhythm_columns(i)
+        if columns is None:
+            return None
+        if rhythm is None or rhythm.shape[-1] != self.n_rhythm:
+            got = None if rhythm is None else tuple(rhythm.shape)
+            raise ValueError(f"this ensemble takes rhythm features [batch, {self.n_rhythm}] beside the ECG, got {got}")
+        return rhythm if columns == list(range(self.n_rhythm)) else rhythm[:, columns]
+
+    def predict(self, x: Tensor, rhythm: Tensor | None = None) -> Tensor:
+        """Deployed output ``[B, n_outputs + 1]``: the members' mean probabilities, then their mean LVEF."""
+        return torch.stack([m.predict(x, self._member_rhythm(i, rhythm))
+                            for i, m in enumerate(self.members)]).mean(0)
+
+    def forward(self, x: Tensor, rhythm: Tensor | None = None) -> dict[str, Tensor]:
+        """``logits``: those of the mean probabilities; ``lvef``: the mean standardised LVEF."""
+        out = self.predict(x, rhythm)
+        return {"logits": torch.logit(out[:, :-1], eps=1e-6), "lvef": out[:, -1]}
+
+
+def _input_of(student: StudentModel) -> tuple:
+    """What a student's backbone reads: rate, window length and band (its resolved config)."""
+    config = getattr(student.backbone, "model_config", student.backbone_config)
+    return tuple(_jsonable(config.get(k)) for k in ("fs", "seconds", "band"))
+
+
+def _jsonable(value: Any) -> Any:
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
 def _leads_from_in_leads(given: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """``in_leads = n`` (the older option, still what the trainers pass) means the first ``n``
     limb leads, ``LIMB_LEADS[:n]``; it wins over a ``leads`` given with it."""
@@ -355,6 +425,19 @@ def ecg_student(
     return model
 
 
+@register_model("student_ensemble")
+def student_ensemble(
+    *,
+    members: Sequence[Mapping[str, Any]] = ({"name": "ecg_student"},
+                                            {"name": "ecg_student", "backbone": {"name": "student_cnn",
+                                                                                 "temporal": "gru"}}),
+) -> StudentEnsemble:
+    """Students averaged as one model (:class:`StudentEnsemble`): ``members``, their ``ecg_student`` configs
+    (default: the default student and the same with a GRU over its feature map). Made from trained students by
+    :func:`cardiodistill.deploy.ensemble_students`."""
+    return StudentEnsemble([model_from_config(dict(m)) for m in members])
+
+
 # ----------------------------------------------------------------------------- test configs
 
 
@@ -371,3 +454,17 @@ register_test("student_cnn", "student_cnn_tiny", example=signal_example, seconds
 register_test("ecg_encoder_backbone", example=signal_example, encoder=_SMALL_VIT, leads=["I", "II"], seconds=2.0)
 register_test("ecg_student", example=_student_example, backbone={"seconds": 2.5, "leads": ["I", "II"]},
               outputs=["triage", "af"], embed_dim=16, rhythm=["rr_cv", "pnn50", "few_beats"])
+
+
+def _ensemble_example(model: StudentEnsemble) -> tuple[tuple, dict]:
+    (x,), kwargs = _student_example(model.members[0])
+    if model.n_rhythm:
+        kwargs = {"rhythm": torch.rand(len(x), model.n_rhythm, generator=torch.Generator().manual_seed(3))}
+    return (x,), kwargs
+
+
+_SMALL_CNN = {"name": "student_cnn", "seconds": 2.5, "widths": [8, 16], "dim": 16}
+register_test("student_ensemble", example=_ensemble_example,
+              members=[{"name": "ecg_student", "backbone": _SMALL_CNN, "outputs": ["triage", "af"]},
+                       {"name": "ecg_student", "backbone": {**_SMALL_CNN, "temporal": "gru", "gru_hidden": 8},
+                        "outputs": ["triage", "af"], "rhythm": ["rr_cv", "pnn50"]}])

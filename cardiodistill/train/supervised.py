@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 from ..config import Config, load_config
 from ..errors import ConfigError, DataError
 from ..models import XResNet1d, create_model, model_from_config
-from ..models.student import StudentModel
+from ..models.student import StudentEnsemble, StudentModel
 from ..objectives.distill import multilabel_bce
 from ..records import EcgRecord
 from ..signals.filters import DEFAULT_BAND
@@ -325,8 +325,18 @@ def predict_arrays(
     ``probs [N, C]`` (the mean over windows of the sigmoid probabilities, as the edge runtime reports),
     ``logits [N, C]`` and ``embedding [N, D]`` (the backbone's pooled features; both means over windows).
     ``rhythm [N, n]``: each recording's rhythm features, given to every one of its windows (a student that
-    takes them needs them).
+    takes them needs them). A :class:`~cardiodistill.models.StudentEnsemble` gives its members' mean ``probs``,
+    the ``logits`` of those and their ``embedding`` s side by side.
     """
+    if isinstance(model, StudentEnsemble):
+        runs = [predict_arrays(member, x, lengths=lengths, window=window, normalise=normalise, batch_size=batch_size,
+                               rhythm=None if rhythm is None or model.rhythm_columns(i) is None
+                               else np.asarray(rhythm)[:, model.rhythm_columns(i)])
+                for i, member in enumerate(model.members)]
+        probs = np.mean([r["probs"] for r in runs], axis=0)
+        clipped = np.clip(probs, 1e-6, 1 - 1e-6)
+        return {"probs": probs.astype(np.float32), "logits": np.log(clipped / (1 - clipped)).astype(np.float32),
+                "embedding": np.concatenate([r["embedding"] for r in runs], axis=1)}
     n, _, t = x.shape
     lengths = np.full(n, t, np.int64) if lengths is None else np.asarray(lengths, dtype=np.int64)
     window = t if window is None else int(window)
