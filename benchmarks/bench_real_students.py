@@ -305,38 +305,80 @@ def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: in
     recipe); the scores come once every fold's model is there, else ``None``. ``rhythm``: the students take the
     recordings' rhythm features beside the ECG (:func:`cinc_rhythm`)."""
     cfg = _config(CINC_SETS, overrides)
-    seed = cfg.trainer.seed
     arrays = cinc_arrays(DATA / "cinc2017", out / "arrays.npz", None)
-    x, lengths, target = arrays["x"], arrays["lengths"], arrays["target"]
     folder = out / f"cv{k}-{recipe_tag(passes, overrides, window, rhythm)}"
     r = cinc_rhythm(arrays) if rhythm else None
-    probs = np.full((len(target), len(CINC_OUTPUTS)), np.nan, np.float32)
-    thresholds = np.full(len(target), np.nan)  # each recording's model's noisy threshold, from its validation
-    per_fold, seconds = [], []
     set_threads(cfg.trainer.threads)
-    splits = cinc_folds(target, k, seed)
+    splits = cinc_folds(arrays["target"], k, cfg.trainer.seed)
     for i in range(k) if folds is None else folds:
         cinc_student(arrays, splits[i], folder / f"fold{i}", cfg, passes, window, rhythm=r)
     if not all((folder / f"fold{i}" / "student.pt").is_file() for i in range(k)):
         return None
-    for i, split in enumerate(splits):
-        path = cinc_student(arrays, split, folder / f"fold{i}", cfg, passes, window, rhythm=r)  # or by another run
-        set_threads(cfg.trainer.threads)
-        model, test, val = load_model(path), split["test"], split["val"]
-        rt, rv = (None, None) if r is None else (r[test], r[val])
+    paths = [cinc_student(arrays, split, folder / f"fold{i}", cfg, passes, window, rhythm=r)  # or by another run
+             for i, split in enumerate(splits)]
+    set_threads(cfg.trainer.threads)
+    result = _cv_scores([load_model(p) for p in paths], arrays, splits, r, window, folder, n_boot, cfg.trainer.seed)
+    result.update(folds=k, passes=passes, window=window, rhythm=rhythm, overrides=overrides, folder=str(folder),
+                  train_seconds=[read_model_file(p).get("train_seconds") for p in paths])
+    return result
+
+
+def _cv_scores(models: list[Any], arrays: dict[str, np.ndarray], splits: list[dict[str, np.ndarray]],
+               rhythm: np.ndarray | None, window: int, folder: Path, n_boot: int, seed: int) -> dict[str, Any]:
+    """Fold ``i``'s model ``models[i]`` scores fold ``i``'s test recordings and picks their abstention threshold on
+    its validation ones; the pooled out-of-fold predictions (kept in ``folder/oof.npz``) give every figure."""
+    x, lengths, target = arrays["x"], arrays["lengths"], arrays["target"]
+    probs = np.full((len(target), len(CINC_OUTPUTS)), np.nan, np.float32)
+    thresholds = np.full(len(target), np.nan)  # each recording's model's noisy threshold, from its validation
+    per_fold = []
+    for model, split in zip(models, splits):
+        test, val = split["test"], split["val"]
+        rt, rv = (None, None) if rhythm is None else (rhythm[test], rhythm[val])
         probs[test] = predict_arrays(model, x[test], lengths=lengths[test], window=window, rhythm=rt)["probs"]
         p_val = predict_arrays(model, x[val], lengths=lengths[val], window=window, rhythm=rv)["probs"]
         thresholds[test] = abstention_threshold(p_val, target[val])
         per_fold.append(challenge_scores(target[test], probs[test].argmax(1), 0, seed)["challenge"]["value"])
-        seconds.append(read_model_file(path).get("train_seconds"))
     save_npz_atomic(folder / "oof.npz", probs=probs, target=target, record=arrays["record"], thresholds=thresholds)
     result = evaluate_cinc(probs, target, n_boot, seed)
     result["abstention_thresholded"] = {**thresholded_abstention(probs, target, thresholds, n_boot, seed),
                                         "thresholds": sorted(set(thresholds.tolist())),
                                         "max_normal_on_validation": MAX_NORMAL_ABSTAINED}
-    result.update(folds=k, passes=passes, window=window, rhythm=rhythm, overrides=overrides, folder=str(folder),
-                  challenge_per_fold=per_fold, challenge_fold_mean=float(np.mean(per_fold)),
-                  challenge_fold_sd=float(np.std(per_fold, ddof=1)), train_seconds=seconds)
+    result.update(challenge_per_fold=per_fold, challenge_fold_mean=float(np.mean(per_fold)),
+                  challenge_fold_sd=float(np.std(per_fold, ddof=1)))
+    return result
+
+
+def ensemble_name(members: list[str]) -> str:
+    """A cross-validated ensemble's key in ``cinc2017_cv.json``: ``ensemble of <recipe> + <recipe>``."""
+    return "ensemble of " + " + ".join(members)
+
+
+def run_cinc_cv_ensemble(out: Path, recipes: dict[str, dict[str, Any]], members: list[str], n_boot: int
+                         ) -> dict[str, Any]:
+    """Cross-validation of an ensemble of cross-validated recipes (``members``, keys of ``recipes``): in each fold
+    the recipes' fold models averaged as one model (:class:`~cardiodistill.models.StudentEnsemble`, as it ships),
+    scored as :func:`run_cinc_cv` scores one recipe's. Every member must have been cross-validated on the same
+    folds and windows."""
+    from cardiodistill.models import StudentEnsemble
+
+    missing = [m for m in members if m not in recipes]
+    if len(members) < 2 or missing:
+        raise SystemExit(f"--cv-ensemble takes two or more cross-validated recipes; not cross-validated: {missing}")
+    entries = [recipes[m] for m in members]
+    k, window = entries[0]["folds"], entries[0].get("window") or WINDOW
+    if any(e["folds"] != k or (e.get("window") or WINDOW) != window for e in entries):
+        raise SystemExit("the members were cross-validated with different folds or windows")
+    cfg = _config(CINC_SETS, [])
+    arrays = cinc_arrays(DATA / "cinc2017", out / "arrays.npz", None)
+    rhythm = cinc_rhythm(arrays) if any(e.get("rhythm") for e in entries) else None
+    splits = cinc_folds(arrays["target"], k, cfg.trainer.seed)
+    folder = out / (f"cv{k}-ensemble-" + "+".join(Path(e["folder"]).name.removeprefix(f"cv{k}-") for e in entries))
+    set_threads(cfg.trainer.threads)
+    models = [StudentEnsemble([load_model(Path(e["folder"]) / f"fold{i}" / "student.pt") for e in entries])
+              for i in range(k)]
+    result = _cv_scores(models, arrays, splits, rhythm, window, folder, n_boot, cfg.trainer.seed)
+    result.update(folds=k, window=window, rhythm=rhythm is not None, folder=str(folder), members=members,
+                  passes=[e["passes"] for e in entries], overrides=[o for e in entries for o in e["overrides"]])
     return result
 
 
@@ -536,6 +578,9 @@ def main() -> None:
                     help="CinC 2017: the students take each recording's rhythm features beside the ECG")
     ap.add_argument("--cv-folds", type=int, nargs="+", default=None,
                     help="CinC 2017: train only these folds (0-based), e.g. to share a recipe's folds out")
+    ap.add_argument("--cv-ensemble", nargs="+", default=None, metavar="RECIPE",
+                    help="CinC 2017: cross-validate the ensemble of these cross-validated recipes (keys of --cv-result; "
+                         "their fold models averaged, as one model)")
     ap.add_argument("--cv-result", type=Path, default=Path("benchmarks/results/cinc2017_cv.json"),
                     help="cross-validated recipes accumulate here, one entry per recipe")
     ap.add_argument("--crossfit", type=int, default=4,
@@ -544,6 +589,15 @@ def main() -> None:
     if not DATA.is_dir():
         raise SystemExit(f"{DATA}: the shared data folder is not here")
     start = time.time()
+    if args.cv_ensemble:
+        done = json.loads(args.cv_result.read_text()) if args.cv_result.is_file() else {}
+        name = ensemble_name(args.cv_ensemble)
+        result = run_cinc_cv_ensemble(args.out / "cinc2017", done, args.cv_ensemble, args.bootstrap)
+        done = {**json.loads(args.cv_result.read_text()), name: _clean(result)}
+        write_json_atomic(args.cv_result, done)
+        print(cinc_cv_table(done, args.bootstrap, 0))
+        _log(f"done in {time.time() - start:.0f} s")
+        return
     if args.cv:
         if args.only != "cinc2017" or args.limit is not None:
             raise SystemExit("--cv cross-validates the CinC 2017 recipe: give --only cinc2017 and no --limit")

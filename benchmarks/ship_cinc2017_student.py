@@ -45,13 +45,14 @@ from bench_real_students import (  # noqa: E402
     challenge_scores,
     cinc_rhythm,
     cinc_student,
+    ensemble_name,
     evaluate_cinc,
     recipe_tag,
 )
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 from cardiodistill import __version__  # noqa: E402
-from cardiodistill.deploy import export_student_model  # noqa: E402
+from cardiodistill.deploy import ensemble_students, export_student_model  # noqa: E402
 from cardiodistill.edge import EdgeModel  # noqa: E402
 from cardiodistill.edge.predict import predict_paths  # noqa: E402
 from cardiodistill.evaluate.clinical import multilabel_metrics  # noqa: E402
@@ -110,6 +111,31 @@ def _rhythm_sentence(spec) -> str:
             f"the classifier.")
 
 
+def _passes(passes: int | list[int]) -> str:
+    return str(passes) if isinstance(passes, int) else " and ".join(map(str, passes)) + " (the members')"
+
+
+def _architecture(student) -> str:
+    """The card's sentence on the architecture of a student or an ensemble of them."""
+
+    def one(model) -> str:
+        gru = getattr(model.backbone, "gru", None)
+        extra = "" if gru is None else (f" with a bidirectional GRU ({gru.hidden_size} units each way) reading its "
+                                        f"last feature map in time order")
+        rhythm = ", reading the rhythm features" if model.rhythm_names else ""
+        return (f"`student_cnn` (depthwise-separable 1-D CNN{extra}{rhythm}, "
+                f"{sum(p.numel() for p in model.parameters()):,} parameters)")
+
+    members = getattr(student, "members", None)
+    if members is None:
+        return (f"{one(student)} with one sigmoid per class; the prediction is the most probable class, averaged "
+                f"over the recording's 10-s windows.")
+    listed = "; ".join(f"({i}) {one(m)}" for i, m in enumerate(members, start=1))
+    return (f"an ensemble of {len(members)} students in one graph (`student_ensemble`), each with one sigmoid per "
+            f"class: {listed}. The prediction is the most probable class of the members' mean probabilities, "
+            f"averaged over the recording's 10-s windows.")
+
+
 def model_card(spec, gate: dict, edge: dict, offline: dict, cv: dict, recipe: str, split: dict, size: int) -> str:
     """The bundled model's card (markdown), from the measurements."""
     n = {k: len(v) for k, v in split.items()}
@@ -146,11 +172,9 @@ A06001-A08528 were not available to this project and were never used.
 This file was trained on {n['train']} of the 6000 recordings; the other {n['val']} (a stratified, seeded tenth)
 chose its checkpoint, calibrated int8 and ran the export gate. Each recording was resampled to 100 Hz
 and band-passed 0.5-40 Hz; the model trained on random 10-s crops, each z-scored, with square-root-balanced
-oversampling of the rarer classes (each normal recording listed {cv['passes']} times per run; recipe
-`{recipe}` of `benchmarks/results/cinc2017_cv.json`). Architecture: `student_cnn` (depthwise-separable
-1-D CNN{offline['gru']}, {offline['params']:,} parameters) with one sigmoid per class; the prediction is the most probable
-class, averaged over the recording's 10-s windows.{_rhythm_sentence(spec)} No pretraining, no distillation (no richer-data
-teacher with these classes exists here).
+oversampling of the rarer classes (each normal recording listed {_passes(cv['passes'])} times per run; recipe
+`{recipe}` of `benchmarks/results/cinc2017_cv.json`). Architecture: {offline['architecture']}{_rhythm_sentence(spec)}
+No pretraining, no distillation (no richer-data teacher with these classes exists here).
 
 ## Cross-validated performance (what a new site should expect)
 
@@ -219,25 +243,41 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "real" / "cinc2017")
     ap.add_argument("--cv", type=Path, default=RESULTS / "cinc2017_cv.json", help="bench_real_students.py --cv results")
-    ap.add_argument("--recipe", default=None,
-                    help="a key of --cv (default: the bundled model's recipe, else the best pooled challenge score)")
+    ap.add_argument("--recipe", nargs="+", default=None,
+                    help="a key of --cv, or several cross-validated recipes: their ensemble, once cross-validated "
+                         "(bench_real_students.py --cv-ensemble; default: the bundled model's recipe, else the best "
+                         "pooled challenge score)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     args = ap.parse_args()
     recipes = json.loads(args.cv.read_text())
     shipped = RESULTS / "cinc2017_shipped.json"
     bundled = json.loads(shipped.read_text()).get("recipe") if shipped.is_file() else None
     # a recipe that scores higher is not shipped by default: it must also earn its place (paired CI, abstention)
-    name = args.recipe or bundled or max(recipes, key=lambda k: recipes[k]["challenge"]["value"])
+    if args.recipe and len(args.recipe) > 1:
+        name = ensemble_name(args.recipe)
+        if name not in recipes:
+            raise SystemExit(f"{name!r} is not cross-validated: bench_real_students.py --cv-ensemble first")
+    else:
+        name = args.recipe[0] if args.recipe else bundled or max(recipes, key=lambda k: recipes[k]["challenge"]["value"])
     cv = recipes[name]
     with np.load(args.run / "arrays.npz") as saved:
         x, lengths, target, records = saved["x"], saved["lengths"], saved["target"], saved["record"]
     split = final_split(target)
-    cfg = _config(CINC_SETS, cv["overrides"])
-    window = cv.get("window", WINDOW)  # entries before the window was a recipe's choice used WINDOW
+    window = cv.get("window") or WINDOW  # entries before the window was a recipe's choice used WINDOW
     arrays = {"x": x, "lengths": lengths, "target": target}
     rhythm = cinc_rhythm(arrays) if cv.get("rhythm") else None
-    path = cinc_student(arrays, split, args.run / f"final-{recipe_tag(cv['passes'], cv['overrides'], window, bool(cv.get('rhythm')))}",
-                        cfg, cv["passes"], window, rhythm=rhythm)
+    paths = []
+    for member in cv.get("members", [name]):  # an ensemble: each member recipe trained as it would ship alone
+        entry = recipes[member]
+        with_rhythm = bool(entry.get("rhythm"))
+        folder = args.run / f"final-{recipe_tag(entry['passes'], entry['overrides'], window, with_rhythm)}"
+        paths.append(cinc_student(arrays, split, folder, _config(CINC_SETS, entry["overrides"]), entry["passes"],
+                                  window, rhythm=rhythm if with_rhythm else None))
+    path = paths[0]
+    if len(paths) > 1:
+        tags = "+".join(p.parent.name.removeprefix("final-") for p in paths)
+        path = ensemble_students(paths, args.run / f"final-ensemble-{tags}" / "student.pt")
+    cfg = _config(CINC_SETS, [])
     set_threads(cfg.trainer.threads)
     student = load_model(path)
     val_rows = split["val"]
@@ -245,9 +285,7 @@ def main() -> None:
     p_val = predict_arrays(student, x[val_rows], lengths=lengths[val_rows], window=window, rhythm=val_rhythm)["probs"]
     offline = evaluate_cinc(p_val, target[val_rows], args.bootstrap, 0)
     offline["params"] = sum(p.numel() for p in student.parameters())
-    gru = getattr(student.backbone, "gru", None)
-    offline["gru"] = "" if gru is None else (f" with a bidirectional GRU ({gru.hidden_size} units each way) reading its "
-                                             f"last feature map in time order")
+    offline["architecture"] = _architecture(student)
     noisy_threshold = abstention_threshold(p_val, target[val_rows])
 
     val = ArrayDataset(x[val_rows], np.eye(4, dtype=np.float32)[target[val_rows]], lengths=lengths[val_rows],

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -14,10 +15,12 @@ from bench_real_students import (  # noqa: E402
     WINDOW,
     abstention_threshold,
     cinc_folds,
+    ensemble_name,
     paired_challenge,
     recipe_difference,
     recipe_name,
     recipe_tag,
+    run_cinc_cv_ensemble,
 )
 from ship_cinc2017_student import final_split  # noqa: E402
 
@@ -95,3 +98,15 @@ def test_a_recipe_with_another_window_gets_its_own_folders_and_key():
     assert recipe_tag(24, ["a=1"], 3000) == "passes24-window30s-a=1"
     assert recipe_name(5, 24, []) == "5-fold, passes 24"  # the keys already in cinc2017_cv.json stay valid
     assert recipe_name(5, 24, ["a=1"], 3000) == "5-fold, passes 24, window 30 s, a=1"
+
+
+def test_an_ensemble_is_cross_validated_only_from_recipes_of_the_same_folds_and_windows(tmp_path):
+    recipes = {"a": {"folds": 5, "window": 1000, "folder": "x"}, "b": {"folds": 3, "window": 1000, "folder": "y"},
+               "c": {"folds": 5, "window": 3000, "folder": "z"}}
+    with pytest.raises(SystemExit, match="different folds or windows"):
+        run_cinc_cv_ensemble(tmp_path, recipes, ["a", "b"], 10)
+    with pytest.raises(SystemExit, match="different folds or windows"):
+        run_cinc_cv_ensemble(tmp_path, recipes, ["a", "c"], 10)
+    with pytest.raises(SystemExit, match=r"not cross-validated: \['d'\]"):
+        run_cinc_cv_ensemble(tmp_path, recipes, ["a", "d"], 10)
+    assert ensemble_name(["a", "b"]) == "ensemble of a + b"
