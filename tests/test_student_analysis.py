@@ -165,6 +165,21 @@ def test_gru_student_with_rhythm_exports_both_inputs(tmp_path):
         with torch.no_grad():
             np.testing.assert_allclose(got, model.predict(x, r).numpy(), atol=1e-4)
     assert onnx_latency(path, torch.randn(3, 1, 1000), n=5, rhythm=torch.rand(3, 3))["median_ms"] > 0
+
+    # int8: the convolutions quantised; the GRU, which static quantisation leaves in float, stored in float16
+    import onnx
+    from onnx import numpy_helper
+
+    from cardiodistill.deploy import quantize_int8
+
+    windows = torch.randn(32, 1, 1000)
+    q = quantize_int8(path, tmp_path / "gru_int8.onnx", windows.numpy(), rhythm=torch.rand(32, 3).numpy())
+    halves = [t for t in onnx.load(str(q)).graph.initializer if numpy_helper.to_array(t).dtype == np.float16]
+    assert len(halves) == 2  # the GRU's input and recurrent weights
+    got = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"]).run(
+        None, {"ecg": windows[:4].numpy(), "rhythm": torch.full((4, 3), 0.5).numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model.predict(windows[:4], torch.full((4, 3), 0.5)).numpy(), atol=0.15)
     with pytest.raises(ConfigError, match="temporal"):
         create_model("student_cnn", temporal="lstm")
 

@@ -18,6 +18,10 @@ Measured on the 6-lead ``student_cnn`` (onnxruntime 1.31, one x86 core with AVX2
   forms the output. Quantised, the probabilities and the LVEF share one 8-bit scale: 32 simulated
   recordings got 19 distinct triage probabilities (32 with the head in float). The head is a few
   hundred weights.
+* **recurrent layers stay float32 in compute but float16 in the file**: static QDQ quantisation does not
+  cover GRU / LSTM / RNN nodes, so their weight matrices would stay float32 (a 64-unit bidirectional GRU
+  over 128 channels: 295 kB, most of an int8 student's file). They are stored as float16 with a ``Cast``
+  to float32 that onnxruntime folds when it loads the graph.
 
 :func:`convert_fp16` stores the weights as float16 and keeps float32 inputs and outputs. Both write
 atomically and keep the file's ``metadata_props``, with the :class:`~cardiodistill.edge.spec.EdgeSpec`
@@ -172,10 +176,43 @@ def quantize_int8(
                 nodes_to_exclude=_output_head(onnx.load(str(prepared))),
             )
             quantized = onnx.load(str(tmp))
+            _recurrent_weights_fp16(quantized)
             onnx.helper.set_model_props(quantized, {p.key: p.value for p in proto.metadata_props})
             retag_precision(quantized, "int8")
             onnx.save(quantized, str(tmp))
     return dst
+
+
+_RECURRENT = {"GRU", "LSTM", "RNN"}
+
+
+def _recurrent_weights_fp16(model) -> int:
+    """Store the float32 weight matrices (``W``, ``R``) of the recurrent nodes of ``model`` as float16, each read
+    through a ``Cast`` back to float32 (module doc); in place. Returns the initializers converted."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    users: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    casts, converted = [], 0
+    for node in graph.node:
+        if node.op_type not in _RECURRENT:
+            continue
+        for name in list(node.input)[1:3]:  # W and R; the bias stays float32
+            tensor = initializers.get(name)
+            if tensor is None or tensor.data_type != TensorProto.FLOAT or users.get(name) != 1:
+                continue
+            half = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), f"{name}_fp16")
+            graph.initializer.remove(tensor)
+            graph.initializer.append(half)
+            casts.append(helper.make_node("Cast", [half.name], [name], to=TensorProto.FLOAT, name=f"{name}_to_fp32"))
+            converted += 1
+    for i, cast in enumerate(casts):  # before every node that reads them
+        graph.node.insert(i, cast)
+    return converted
 
 
 def _fp16_converter():
