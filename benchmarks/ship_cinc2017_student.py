@@ -101,18 +101,21 @@ def edge_scores(model: EdgeModel, files: list[Path], target: np.ndarray, n_boot:
     return out
 
 
-def _rhythm_sentence(spec) -> str:
+def _rhythm_sentence(spec, ensemble: bool) -> str:
     """The card's sentence on the rhythm features, for a model that reads them."""
     if not spec.rhythm:
         return ""
-    return (f" Beside each window the model reads {len(spec.rhythm)} rhythm features of the whole recording "
+    who = "the member that reads them" if ensemble else "the model"
+    return (f" Beside each window {who} reads {len(spec.rhythm)} rhythm features of the whole recording "
             f"(`cardiodistill.signals.rhythm`: RR-interval statistics from the R-peaks the runtime detects in lead I, "
-            f"e.g. RR coefficient of variation, pNN50, lag-1 RR correlation), joined to the CNN's embedding before "
+            f"e.g. RR coefficient of variation, pNN50, lag-1 RR correlation), joined to its CNN's embedding before "
             f"the classifier.")
 
 
 def _passes(passes: int | list[int]) -> str:
-    return str(passes) if isinstance(passes, int) else " and ".join(map(str, passes)) + " (the members')"
+    if isinstance(passes, int) or len(set(passes)) == 1:
+        return f"{passes if isinstance(passes, int) else passes[0]} times per run"
+    return " and ".join(map(str, passes)) + " times per run (the members in order)"
 
 
 def _architecture(student) -> str:
@@ -143,6 +146,10 @@ def model_card(spec, gate: dict, edge: dict, offline: dict, cv: dict, recipe: st
     f1 = " | ".join(_ci(cv[f"f1_{c}"]) for c in CINC_OUTPUTS)
     auc = " | ".join(_ci(cv["auroc"][c]) for c in CINC_OUTPUTS)
     folds = ", ".join(f"{v:.3f}" for v in cv["challenge_per_fold"])
+    ensemble = "members" in cv
+    scored_by = "fold's models, one per member, averaged as this file averages them," if ensemble else "one model"
+    models = "five pairs of models" if ensemble else "five models"
+    chosen = " (the pair was chosen among three on their out-of-fold predictions)" if ensemble else ""
     gate_rows = "\n".join(
         f"| {p} | {gate[p]['bytes'] / 1e3:.0f} kB | {gate[p]['macro_auroc']:.4f} | "
         f"{'reference' if p == 'fp32' else ('passed' if gate[p]['passed'] else 'failed')} |"
@@ -172,14 +179,15 @@ A06001-A08528 were not available to this project and were never used.
 This file was trained on {n['train']} of the 6000 recordings; the other {n['val']} (a stratified, seeded tenth)
 chose its checkpoint, calibrated int8 and ran the export gate. Each recording was resampled to 100 Hz
 and band-passed 0.5-40 Hz; the model trained on random 10-s crops, each z-scored, with square-root-balanced
-oversampling of the rarer classes (each normal recording listed {_passes(cv['passes'])} times per run; recipe
-`{recipe}` of `benchmarks/results/cinc2017_cv.json`). Architecture: {offline['architecture']}{_rhythm_sentence(spec)}
+oversampling of the rarer classes (each normal recording listed {_passes(cv['passes'])}; recipe
+`{recipe}` of `benchmarks/results/cinc2017_cv.json`). Architecture: {offline['architecture']}{_rhythm_sentence(spec, ensemble)}
 No pretraining, no distillation (no richer-data teacher with these classes exists here).
 
 ## Cross-validated performance (what a new site should expect)
 
 {cv['folds']}-fold stratified cross-validation of the same recipe over the 6000 recordings
-(`benchmarks/bench_real_students.py --cv {cv['folds']}`): each recording is scored by the one model that
+(`benchmarks/bench_real_students.py --cv {cv['folds']}`{', then --cv-ensemble' if ensemble else ''}): each
+recording is scored by the {scored_by} that
 never saw it (trained on four fifths but a checkpoint-choice eighth). 95 % bootstrap CIs over the 6000
 recordings:
 
@@ -197,8 +205,8 @@ recordings:
   {100 * tab['noisy_abstained']:.1f} % of the truly noisy recordings and {100 * tab['normal_abstained']:.1f} % of the normal
   ones ({100 * cab['noisy_abstained']:.1f} % and {100 * cab['normal_abstained']:.1f} % by the most probable class alone); on the
   recordings it reads, the challenge score is {_ci(tab['challenge_kept'])}.
-- The figures are those of the recipe (five models); this file, trained on more recordings, is one more draw
-  of it. Choosing the recipe among those cross-validated used the same folds, a small optimistic bias.
+- The figures are those of the recipe ({models}); this file, trained on more recordings, is one more draw
+  of it. Choosing the recipe among those cross-validated used the same folds, a small optimistic bias{chosen}.
 
 ## The shipped file through `cardiodistill predict`
 
