@@ -1,7 +1,7 @@
 """The plan's training stages from a stream at two cohort sizes: is memory flat in cohort size? (issue 19)
 
 For each ``--patients`` size: the simulator writes the cohort and its stream (``synth.stream=true``, the quick
-preset's encoder inputs), then stage 1 (ECG), stage 2, the teacher and a 1-lead student each train from the
+preset's encoder inputs), then stage 1 (ECG and video), stage 2, the teacher and a 1-lead student each train from the
 stream (``--stream``), each command in a fresh process under ``/usr/bin/time -v``, whose peak resident memory
 (the largest process; the loaders run in-process, ``trainer.num_workers=0``) and wall time are recorded.
 Schedules are cut so that a 20,000-patient run fits a session: ``--steps`` for stages 1 and 2, one epoch for
@@ -36,6 +36,8 @@ def commands(root: Path, patients: int, steps: int) -> list[tuple[str, list[str]
                             "--set", "synth.chunk_size=64", "--set", "synth.stream=true"]),
         ("stage 1 ECG", ["pretrain", "ecg", "--stream", stream, "-o", str(root / "pretrain"),
                          "--set", f"pretrain.ecg.optim.max_steps={steps}"]),
+        ("stage 1 video", ["pretrain", "video", "--stream", stream, "-o", str(root / "pretrain-video"),
+                           "--set", f"pretrain.video.optim.max_steps={steps}"]),
         ("stage 2", ["align", "--stream", stream, "-o", str(root / "align"),
                      "--set", f"align.optim.max_steps={steps}"]),
         ("teacher", ["finetune", "--stream", stream, "--aligned", str(root / "align" / "aligned.pt"),

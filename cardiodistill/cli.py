@@ -159,7 +159,7 @@ def demo(
     stage 2 (cross-modal alignment), stage 3 (the multimodal teacher on a quarter of the training
     labels, then 1-, 2- and 6-lead handheld-ECG students distilled from it), evaluates everything
     on held-out test patients and writes OUT/report.html, OUT/evaluation/metrics.json and
-    OUT/student.onnx. The quick preset takes 11-14 minutes on 2 CPU cores; an interrupted demo
+    OUT/student.onnx. The quick preset takes about 8 minutes on 2 CPU cores; an interrupted demo
     continues from its last finished stage when run again.
     """
     from .runs import finish_run, prepare_run_folder, read_run

@@ -284,8 +284,8 @@ STAGE1_TINY = [
     '"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}',
     'pretrain.ecg.sources=[{"kind": "synth", "patients": 8, "seed": 1}]',
     "pretrain.ecg.optim.max_steps=2", "pretrain.ecg.optim.batch_size=8", "pretrain.ecg.optim.warmup_steps=1",
-    'pretrain.video.model={"name": "video_mae_tiny", "size": 32, "frames": 8, "tubelet": [2, 8, 8], "dim": 32, '
-    '"depth": 1, "heads": 2, "decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2}',
+    # the quick preset's kind of echo encoder (video_cnn under SimCLR), small
+    'pretrain.video.model={"name": "video_cnn", "size": 32, "frames": 8, "widths": [8, 16], "dim": 32}',
     'pretrain.video.sources=[{"kind": "synth", "patients": 8, "seed": 1}]',
     "pretrain.video.optim.max_steps=2", "pretrain.video.optim.batch_size=4", "pretrain.video.optim.warmup_steps=1",
     "synth.patients=48", "synth.echo.size=48", "synth.splits.train=0.5", "synth.splits.val=0.25",
