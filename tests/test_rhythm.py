@@ -214,6 +214,8 @@ def test_an_ensemble_of_students_exports_and_runs_as_one_model(rhythm_student, t
     probs = [predict_arrays(m, x[48:], lengths=lengths[48:], window=1000, rhythm=r)["probs"]
              for m, r in ((ensemble, rhythm[48:]), (rhythm_model, rhythm[48:]), (load_model(plain_path), None))]
     np.testing.assert_allclose(probs[0], (probs[1] + probs[2]) / 2, atol=1e-6)
+    with pytest.raises(DataError, match=r"rhythm features \[N, 13\]"):
+        predict_arrays(ensemble, x[48:], lengths=lengths[48:], window=1000, rhythm=rhythm[48:, :5])
 
     val = np.stack([np.asarray(r[:, :1000], np.float32) for r in x])
     val = (val - val.mean(-1, keepdims=True)) / val.std(-1, keepdims=True)
@@ -237,3 +239,16 @@ def test_an_ensemble_of_students_exports_and_runs_as_one_model(rhythm_student, t
         ensemble_students([path, other], tmp_path / "bad.pt")
     with pytest.raises(ConfigError, match="at least two"):
         ensemble_students([path], tmp_path / "bad.pt")
+
+
+def test_the_benchmark_times_a_student_that_reads_rhythm_features(rhythm_student):
+    """``cardiodistill bench`` on a rhythm student: PyTorch, float32 and int8 each fed the window and its features."""
+    pytest.importorskip("onnxruntime")
+    from cardiodistill.deploy import bench_student
+
+    path, x, lengths, y, rhythm = rhythm_student
+    windows = np.stack([np.asarray(r[:, :1000], np.float32) for r in x[:8]])
+    windows = (windows - windows.mean(-1, keepdims=True)) / windows.std(-1, keepdims=True)
+    result = bench_student(path, windows, threads=(1,), n=2, memory=False)
+    assert set(result["backends"]) == {"torch", "onnx_fp32", "onnx_int8"}
+    assert result["input"].endswith(f"and its {len(RHYTHM_FEATURES)} rhythm features")

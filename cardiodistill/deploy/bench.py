@@ -45,7 +45,7 @@ _MEMORY_RUNS = 20  # forward passes of the memory probe
 # the probe reads VmHWM, the peak of its own address space, and falls back to ru_maxrss elsewhere.
 _MEMORY_PROBE = """
 import json, resource, sys
-backend, path, leads, samples = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+backend, path, leads, samples, n_rhythm = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 import numpy as np
 if backend == "torch":
     import torch
@@ -64,17 +64,18 @@ def peak():
 
 baseline = peak()
 x = np.zeros((1, leads, samples), np.float32)
+inputs = [x] + ([np.zeros((1, n_rhythm), np.float32)] if n_rhythm else [])
 if backend == "torch":
     model = load_model(path)
     with torch.inference_mode():
         for _ in range(RUNS):
-            model.predict(torch.from_numpy(x))
+            model.predict(*(torch.from_numpy(a) for a in inputs))
 else:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     for _ in range(RUNS):
-        session.run(None, {session.get_inputs()[0].name: x})
+        session.run(None, {i.name: a for i, a in zip(session.get_inputs(), inputs)})
 print(json.dumps({"baseline_mb": baseline, "peak_mb": peak()}))
 """.replace("RUNS", str(_MEMORY_RUNS))
 
@@ -93,31 +94,41 @@ def _timings(run: Callable[[], Any], n: int) -> dict[str, float]:
             "mean": round(float(times.mean()), 4)}
 
 
-def _torch_latency(model, x: np.ndarray, threads: int, n: int) -> dict[str, float]:
+def _torch_latency(model, inputs: Sequence[np.ndarray], threads: int, n: int) -> dict[str, float]:
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        tensor = torch.from_numpy(x)
+        tensors = [torch.from_numpy(a) for a in inputs]
         with torch.inference_mode():
-            return _timings(lambda: model.predict(tensor), n)
+            return _timings(lambda: model.predict(*tensors), n)
     finally:
         torch.set_num_threads(before)
 
 
-def _onnx_latency(path: Path, x: np.ndarray, threads: int, n: int) -> dict[str, float]:
+def _onnx_latency(path: Path, inputs: Sequence[np.ndarray], threads: int, n: int) -> dict[str, float]:
     session = open_session(path, threads=threads)
-    feed = {session.get_inputs()[0].name: x}
+    feed = {i.name: a for i, a in zip(session.get_inputs(), inputs)}
     return _timings(lambda: session.run(None, feed), n)
 
 
-def _memory(backend: str, path: Path, shape: tuple[int, int, int]) -> dict[str, float]:
+def _window_rhythm(windows: np.ndarray, fs: float, names: Sequence[str]) -> np.ndarray | None:
+    """The rhythm features ``[N, len(names)]`` of each window, as the input of a model that reads them (None for one
+    that does not): timing needs their shape, and the window's own beats give plausible values."""
+    if not names:
+        return None
+    from ..signals.rhythm import signal_rhythm
+
+    return np.stack([signal_rhythm(w, fs, names=names) for w in windows]).astype(np.float32)
+
+
+def _memory(backend: str, path: Path, shape: tuple[int, int, int], n_rhythm: int = 0) -> dict[str, float]:
     """Baseline and peak RSS (MB) of a fresh process that loads and runs ``path`` (module doc)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     probe = subprocess.run(
         [sys.executable, "-c", _MEMORY_PROBE, "torch" if backend == "torch" else "onnx", str(path),
-         str(shape[1]), str(shape[2])], capture_output=True, text=True, env=env, check=False,
+         str(shape[1]), str(shape[2]), str(n_rhythm)], capture_output=True, text=True, env=env, check=False,
     )
     if probe.returncode != 0:
         raise RuntimeError(f"memory probe of {path} ({backend}) failed: {probe.stderr.strip()[-500:]}")
@@ -206,7 +217,7 @@ def bench_student(
         model = None
         if path.suffix == ".onnx":
             spec = read_spec(path)
-            leads, fs = spec.leads, spec.fs
+            leads, fs, names = spec.leads, spec.fs, tuple(spec.rhythm)
             files[f"onnx_{spec.precision}"] = path
             parameters = {"onnx": _onnx_parameters(path)} if spec.precision == "fp32" else {}
         else:
@@ -216,34 +227,40 @@ def bench_student(
 
             model = _load_student(path)
             leads, fs = tuple(model.leads), float(model.backbone_config["fs"])
+            names = tuple(getattr(model, "rhythm_names", ()))
             window = float(model.backbone_config["seconds"])
             files["torch"] = path
             files["onnx_fp32"] = export_onnx(model, torch.zeros(1, len(leads), int(round(fs * window))),
-                                             Path(tmp_dir) / "fp32.onnx")
+                                             Path(tmp_dir) / "fp32.onnx",
+                                             rhythm=torch.zeros(1, len(names)) if names else None)
             parameters = {"torch": sum(p.numel() for p in model.parameters()),
                           "onnx": _onnx_parameters(files["onnx_fp32"])}
             versions["torch"] = torch.__version__
         windows = _check_windows(windows, leads, "benchmark windows", path)
         x = windows[:1]
         shape = x.shape
+        rhythm = _window_rhythm(x, fs, names)
+        inputs = [x] if rhythm is None else [x, rhythm]
         calibrated_on = None
         if "onnx_fp32" in files:
             calibration = windows if calibration is None else _check_windows(calibration, leads,
                                                                               "calibration windows", path)
             calibrated_on = f"{len(calibration)} {source} windows"
-            files["onnx_int8"] = quantize_int8(files["onnx_fp32"], Path(tmp_dir) / "int8.onnx", calibration)
+            files["onnx_int8"] = quantize_int8(files["onnx_fp32"], Path(tmp_dir) / "int8.onnx", calibration,
+                                               rhythm=_window_rhythm(calibration, fs, names))
         backends: dict[str, dict[str, Any]] = {}
         for name, file in files.items():
             size = file.stat().st_size
-            latency = {str(t): _torch_latency(model, x, t, n) if name == "torch" else _onnx_latency(file, x, t, n)
-                       for t in threads}
+            latency = {str(t): _torch_latency(model, inputs, t, n) if name == "torch"
+                       else _onnx_latency(file, inputs, t, n) for t in threads}
             backends[name] = {"file": str(file) if file == path else "built for the benchmark", "bytes": size,
                               "mb": round(size / 1e6, 3), "latency_ms": latency}
             if memory:
-                backends[name]["memory_mb"] = _memory(name, file, shape)
+                backends[name]["memory_mb"] = _memory(name, file, shape, len(names))
     return {
         "model": str(path), "leads": list(leads), "fs": fs, "seconds": shape[2] / fs, "input_shape": list(shape),
-        "input": f"one {source} handheld ECG window, per-lead z-scored",
+        "input": f"one {source} handheld ECG window, per-lead z-scored"
+                 + (f", and its {len(names)} rhythm features" if names else ""),
         "int8_calibration": calibrated_on, "n": n, "threads": list(threads), "parameters": parameters,
         "backends": backends, "versions": versions,
         "cpu": {"machine": platform.machine(), "processor": platform.processor() or None, "cores": os.cpu_count()},

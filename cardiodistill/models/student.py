@@ -295,10 +295,10 @@ class StudentEnsemble(nn.Module):
 def _input_of(student: StudentModel) -> tuple:
     """What a student's backbone reads: rate, window length and band (its resolved config)."""
     config = getattr(student.backbone, "model_config", student.backbone_config)
-    return tuple(_jsonable(config.get(k)) for k in ("fs", "seconds", "band"))
+    return tuple(_floats(config.get(k)) for k in ("fs", "seconds", "band"))
 
 
-def _jsonable(value: Any) -> Any:
+def _floats(value: Any) -> Any:
     return [float(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 

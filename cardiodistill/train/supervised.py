@@ -329,6 +329,9 @@ def predict_arrays(
     the ``logits`` of those and their ``embedding`` s side by side.
     """
     if isinstance(model, StudentEnsemble):
+        if rhythm is not None and np.shape(rhythm)[1:] != (model.n_rhythm,):
+            raise DataError(f"this ensemble takes rhythm features [N, {model.n_rhythm}] "
+                            f"({', '.join(model.rhythm_names)}), got {np.shape(rhythm)}")
         runs = [predict_arrays(member, x, lengths=lengths, window=window, normalise=normalise, batch_size=batch_size,
                                rhythm=None if rhythm is None or model.rhythm_columns(i) is None
                                else np.asarray(rhythm)[:, model.rhythm_columns(i)])
