@@ -104,6 +104,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _require_student(model: torch.nn.Module, path: Path, takes: str) -> None:
+    """A :class:`DataError` naming ``path`` unless ``model`` is a student (or an ensemble of them)."""
+    if not all(hasattr(model, a) for a in ("leads", "outputs", "backbone_config", "predict")):
+        raise DataError(f"not a student model ({type(model).__name__}): {takes}", path)
+
+
 #: What a student file says about its outputs and input that :func:`student_spec` reads: an ensemble's members
 #: must agree on each.
 ENSEMBLE_AGREE = ("task", "triage", "abstain_outputs", "lvef", "band_hz")
@@ -124,8 +130,7 @@ def ensemble_students(students: Sequence[str | os.PathLike[str]], out: str | os.
     data = [read_model_file(p) for p in paths]
     models = [build_model(d, source=p) for d, p in zip(data, paths)]
     for path, d, model in zip(paths, data, models):
-        if not all(hasattr(model, a) for a in ("leads", "outputs", "backbone_config", "predict")):
-            raise DataError(f"not a student model ({type(model).__name__}): an ensemble takes student.pt files", path)
+        _require_student(model, path, "an ensemble takes student.pt files")
         for key in ENSEMBLE_AGREE:
             if d.get(key) != data[0].get(key):
                 raise ConfigError(f"{path}: {key} is {d.get(key)!r} but {paths[0]} has {data[0].get(key)!r}; "
@@ -163,8 +168,7 @@ def student_spec(
     source file, its hash and the training steps.
     """
     source = Path(source)
-    if not all(hasattr(model, a) for a in ("leads", "outputs", "backbone_config", "predict")):
-        raise DataError(f"not a student model ({type(model).__name__}): export takes a student.pt", source)
+    _require_student(model, source, "export takes a student.pt")
     digest = _sha256(source)
     outputs = tuple(model.outputs)
     lvef = bool(info.get("lvef", True))

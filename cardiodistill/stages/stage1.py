@@ -45,6 +45,15 @@ def video_sources(sources: Sequence[Any]) -> list[VideoSource]:
     return [VideoSource(**s.model_dump()) for s in sources]
 
 
+def _stream_splits(stream: StreamCohort, modality: str, keys: dict[str, str], seed: int
+                   ) -> tuple[Dataset, Dataset, int, int]:
+    """A stream's training studies (shuffled from ``seed``) and validation studies as stage 1's items of one
+    ``modality`` (``keys``: its arrays, renamed as the stage-1 module reads them), and how many of each."""
+    train = stream.stream("train", modalities=(modality,), shuffle=True, seed=seed, keys=keys)
+    val = stream.stream("val", modalities=(modality,), keys=keys)
+    return train, val, stream.meta["splits"]["train"], stream.meta["splits"]["val"]
+
+
 def _fit_and_export(module: TrainModule, train: Dataset, val: Dataset, optim: OptimConfig, tcfg: TrainerConfig,
                     out: Path, *, model_file: str, show_bar: bool, callbacks: list[L.Callback] | None,
                     info: dict[str, Any]) -> dict[str, Any]:
@@ -91,10 +100,7 @@ def pretrain_ecg(
         if stream.spec.ecg != spec:
             raise DataError(f"the stream's ECGs are {stream.spec.ecg.to_dict()}, the encoder wants {spec.to_dict()}; "
                             f"write the stream for this encoder (cardiodistill stream --ecg-encoder)", stream.root)
-        keys = {"ecg": "x", "ecg_present": "present"}
-        train = stream.stream("train", modalities=("ecg",), shuffle=True, seed=tcfg.seed, keys=keys)
-        val = stream.stream("val", modalities=("ecg",), keys=keys)
-        n_train, n_val = stream.meta["splits"]["train"], stream.meta["splits"]["val"]
+        train, val, n_train, n_val = _stream_splits(stream, "ecg", {"ecg": "x", "ecg_present": "present"}, tcfg.seed)
         counts, source = {"stream": n_train + n_val}, {"stream": stream.root}
     else:
         cache = build_window_cache(Path(cfg.cache_dir) if cfg.cache_dir else out / "windows", ecg_sources(cfg), spec,
@@ -153,10 +159,7 @@ def pretrain_video(
                             f"--video-encoder)", stream.root)
         if "echo" not in stream.present_modalities:
             raise DataError("the stream holds no echo", stream.root)
-        keys = {"echo": "x", "echo_mask": "mask"}
-        train = stream.stream("train", modalities=("echo",), shuffle=True, seed=tcfg.seed, keys=keys)
-        val = stream.stream("val", modalities=("echo",), keys=keys)
-        n_train, n_val = stream.meta["splits"]["train"], stream.meta["splits"]["val"]
+        train, val, n_train, n_val = _stream_splits(stream, "echo", {"echo": "x", "echo_mask": "mask"}, tcfg.seed)
         counts, source = {"stream": n_train + n_val}, {"stream": stream.root}
     else:
         cache = build_clip_cache(Path(cfg.cache_dir) if cfg.cache_dir else out / "clips", video_sources(cfg.sources),
