@@ -13,6 +13,7 @@ from cardiodistill.config import load_config
 from cardiodistill.evaluate.metrics import auroc
 from cardiodistill.models import create_model
 from cardiodistill.signals.leads import LEADS_12
+from cardiodistill.train.checkpoints import load_model, save_model
 from cardiodistill.train.supervised import (
     ArrayDataset,
     fit_array_student,
@@ -145,6 +146,24 @@ def test_teacher_then_distilled_student(tmp_path):
     log = pd.read_csv(tmp_path / "student" / "logs" / "metrics.csv")
     assert {"train/soft", "train/embedding", "val/label"} <= set(log.columns)
     assert np.isfinite(log["train/soft"].dropna()).all()
+
+
+@pytest.mark.parametrize("backbone", ["resnet1d_wang", "inception1d"])
+def test_the_ptbxl_baselines_train_as_array_teachers(tmp_path, backbone):
+    """The field's baselines go through the same teacher engine, predictions and model files as xresnet1d, so a
+    benchmark trains them beside its own models on the same split and budget."""
+    cfg = load_config("quick", [*FAST, "finetune.epochs=4", "finetune.optim.lr=3e-3"])
+    x, y = _task(96, seed=5, samples=250)
+    x_test, y_test = _task(48, seed=6, samples=250)
+    model = fit_array_teacher(ArrayDataset(x[:80], y[:80]), ArrayDataset(x[80:], y[80:], random_crop=False),
+                              tmp_path / backbone, n_outputs=2, leads=["I"], backbone=backbone, config=cfg)
+    assert model.model_config["name"] == backbone and model.in_leads == 1 and not model.training
+    out = predict_arrays(model, x_test)
+    assert out["probs"].shape == (48, 2) and out["embedding"].shape[0] == 48
+    assert auroc(y_test[:, 0], out["probs"][:, 0]) > 0.8
+    save_model(model, tmp_path / "model.pt")
+    np.testing.assert_allclose(predict_arrays(load_model(tmp_path / "model.pt"), x_test)["probs"], out["probs"],
+                               atol=1e-6)
 
 
 def test_real_cinc2017_records():

@@ -10,8 +10,9 @@ arrays. This module feeds arrays to the same machinery, so nothing of stage 3 is
   long recordings and each window's leads z-scored over its real samples, as at inference;
 * :func:`fit_array_student` - :class:`StudentModule` + :func:`~.engine.fit`: labels alone, or
   distilled when the dataset carries the teacher's arrays (:func:`teacher_targets`);
-* :func:`fit_array_teacher` - a fixed-lead ``xresnet1d`` classifier (e.g. all 12 leads) trained on the
-  labels by :class:`ArrayTeacherModule`, whose logits and pooled features are the distillation targets;
+* :func:`fit_array_teacher` - a fixed-lead classifier (``xresnet1d`` or one of the PTB-XL benchmark's baselines,
+  ``resnet1d_wang`` and ``inception1d``; e.g. on all 12 leads) trained on the labels by
+  :class:`ArrayTeacherModule`, whose logits and pooled features are the distillation targets;
 * :func:`predict_arrays` - probabilities, logits and embeddings per recording, the mean over
   non-overlapping windows covering the whole recording (the windows of
   :mod:`cardiodistill.edge.runtime`, so an offline score is the score the exported model gets).
@@ -36,7 +37,7 @@ from torch.utils.data import Dataset
 
 from ..config import Config, load_config
 from ..errors import ConfigError, DataError
-from ..models import XResNet1d, create_model, model_from_config
+from ..models import Inception1d, ResNet1dWang, XResNet1d, create_model, model_from_config
 from ..models.student import StudentEnsemble, StudentModel
 from ..objectives.distill import multilabel_bce
 from ..records import EcgRecord
@@ -167,10 +168,15 @@ class ArrayDataset(Dataset):
         return item
 
 
+# The fixed-lead classifiers the array teacher trains: each has ``in_leads``, ``forward_features`` (pooled
+# features) and ``head`` (features -> logits).
+FIXED_LEAD_CLASSIFIERS = (XResNet1d, ResNet1dWang, Inception1d)
+
+
 class ArrayTeacherModule(TrainModule):
-    """A fixed-lead ``xresnet1d`` classifier (``model_config``) trained on ``targets`` with the
-    NaN-masked binary cross-entropy; batches as :class:`ArrayDataset` gives them (all ``mobile`` leads
-    the model reads, in its order)."""
+    """A fixed-lead classifier (``model_config``: ``xresnet1d*``, ``resnet1d_wang`` or ``inception1d``) trained
+    on ``targets`` with the NaN-masked binary cross-entropy; batches as :class:`ArrayDataset` gives them (all
+    ``mobile`` leads the model reads, in its order)."""
 
     kind = "teacher"
 
@@ -189,8 +195,9 @@ class ArrayTeacherModule(TrainModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = model_from_config(model_config)
-        if not isinstance(self.model, XResNet1d):
-            raise ConfigError(f"the array teacher is an xresnet1d model, not {model_config['name']!r}")
+        if not isinstance(self.model, FIXED_LEAD_CLASSIFIERS):
+            raise ConfigError(f"the array teacher is a fixed-lead classifier (xresnet1d, resnet1d_wang, inception1d), "
+                              f"not {model_config['name']!r}")
 
     def _losses(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
         logits = self.model(batch["mobile"][:, : self.model.in_leads].float())
@@ -278,12 +285,12 @@ def fit_array_teacher(
     config: Config | None = None,
     fs: float = 100.0,
     show_bar: bool = False,
-) -> XResNet1d:
-    """Train an ``xresnet1d`` classifier (``backbone``) on ``leads`` (the first ``len(leads)`` of ``train``)
-    with ``n_outputs`` sigmoid outputs, in run folder ``out``. Steps: ``finetune.epochs`` passes (at least
-    ``finetune.min_steps``) with ``finetune.optim``. Returns the model in eval mode (best-validation weights
-    when ``val`` is given); its pooled features (:meth:`XResNet1d.forward_features`) are the embedding a
-    student matches (:func:`teacher_targets`)."""
+) -> XResNet1d | ResNet1dWang | Inception1d:
+    """Train a fixed-lead classifier (``backbone``: an ``xresnet1d``, ``resnet1d_wang`` or ``inception1d``) on
+    ``leads`` (the first ``len(leads)`` of ``train``) with ``n_outputs`` sigmoid outputs, in run folder ``out``.
+    Steps: ``finetune.epochs`` passes (at least ``finetune.min_steps``) with ``finetune.optim``. Returns the model
+    in eval mode (best-validation weights when ``val`` is given); its pooled features (``forward_features``) are
+    the embedding a student matches (:func:`teacher_targets`)."""
     cfg = config or load_config("quick")
     f, o = cfg.finetune, cfg.finetune.optim
     model_config = {"name": backbone, "leads": list(leads), "num_classes": n_outputs, "fs": fs,
@@ -297,13 +304,13 @@ def fit_array_teacher(
 
 
 def _heads(model: nn.Module) -> tuple[int, nn.Module, Callable[[Tensor, Tensor | None], Tensor]]:
-    """``(leads read, features, head)`` of a student or an xresnet1d classifier; the head takes the features and
+    """``(leads read, features, head)`` of a student or a fixed-lead classifier; the head takes the features and
     the rhythm features (None: the model takes none)."""
     if isinstance(model, StudentModel):
         return len(model.leads), model.backbone.forward_features, lambda f, r: model.logits(model.head_features(f, r))
-    if isinstance(model, XResNet1d):
+    if isinstance(model, FIXED_LEAD_CLASSIFIERS):
         return model.in_leads, model.forward_features, lambda f, r: model.head(f)
-    raise TypeError(f"predict_arrays needs a StudentModel or an XResNet1d, got {type(model).__name__}")
+    raise TypeError(f"predict_arrays needs a student or a fixed-lead classifier, got {type(model).__name__}")
 
 
 @torch.no_grad()
@@ -317,7 +324,7 @@ def predict_arrays(
     batch_size: int = 256,
     rhythm: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Outputs of ``model`` (a student or an xresnet1d classifier, in eval mode) per recording of
+    """Outputs of ``model`` (a student or a fixed-lead classifier, in eval mode) per recording of
     ``x [N, L, T]`` (the model reads the first leads; ``lengths [N]`` real samples, default ``T``).
 
     Each recording is cut into the windows of :func:`window_starts` (``window`` samples, default ``T``),
