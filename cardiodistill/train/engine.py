@@ -229,7 +229,7 @@ def make_trainer(
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*have no `validation_step`.*")
     warnings.filterwarnings("ignore", message=".*but have no `val_dataloader`.*")  # a fit without a val set
-    warnings.filterwarnings("ignore", message=".*logs directory .* exists and is not empty.*")  # a resume
+    warnings.filterwarnings("ignore", message=".*(logs|Checkpoint) directory .* exists and is not empty.*")  # a resume
     # TrainModule.local_metrics (retrieval within a rank's batch) are per process on purpose
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
