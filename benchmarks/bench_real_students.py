@@ -20,6 +20,8 @@ Two experiments on the public data in ``../shared/data``, with the project's tra
   steps and seed: labels alone, and distilled (the teacher's soft targets and pooled features, matched
   through a projection). Macro AUROC with bootstrap 95 % CIs (:func:`multilabel_metrics`), plus paired
   bootstrap CIs of distilled minus labels-only and of the gap to the teacher.
+  A single fold over-promises; ``bench_ptbxl_cv.py`` cross-validates the PTB-XL recipes over folds 1-8 beside
+  the field's baselines, and its figures are the ones to quote.
 
 **Cross-validation** (``--only cinc2017 --cv 5``): the CinC 2017 recipe (``--passes``, ``--set``) in 5 stratified,
 seeded folds over the 6000 recordings (:func:`cinc_folds`: each fold's model trains on four fifths but a

@@ -110,3 +110,20 @@ def test_an_ensemble_is_cross_validated_only_from_recipes_of_the_same_folds_and_
     with pytest.raises(SystemExit, match=r"not cross-validated: \['d'\]"):
         run_cinc_cv_ensemble(tmp_path, recipes, ["a", "d"], 10)
     assert ensemble_name(["a", "b"]) == "ensemble of a + b"
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "ptbxl").is_dir(),
+                    reason="../shared/data is not here")
+def test_ptbxl_cross_validation_tests_each_record_of_folds_1_8_once_and_no_patient_on_both_sides():
+    from bench_ptbxl_cv import CV_FOLDS, Data
+
+    data = Data(report_fold=9, seed=0)
+    splits = [data.split(k) for k in range(len(CV_FOLDS))]
+    tested = np.concatenate([s["test"] for s in splits])
+    assert np.array_equal(np.sort(tested), np.arange(len(data.y))) and set(np.unique(data.fold)) == set(range(1, 9))
+    patients = data.meta["patient_id"].to_numpy()
+    for s in splits:
+        assert not set(s["fit"]) & set(s["val"]) and not (set(s["fit"]) | set(s["val"])) & set(s["test"])
+        assert len(s["fit"]) + len(s["val"]) + len(s["test"]) == len(data.y)
+        assert not set(patients[s["test"]]) & set(patients[np.r_[s["fit"], s["val"]]])
+    assert len(data.y_report) == 183  # fold 9: scored once, never in a fold
