@@ -50,7 +50,7 @@ from bench_real_students import DATA, FS, PTBXL_SETS, _clean, _config, _fmt, _lo
 from cardiodistill.config import Config  # noqa: E402
 from cardiodistill.data.datasets import PTBXL  # noqa: E402
 from cardiodistill.evaluate.clinical import multilabel_metrics  # noqa: E402
-from cardiodistill.evaluate.metrics import auroc  # noqa: E402
+from cardiodistill.evaluate.metrics import macro_auroc_ci  # noqa: E402
 from cardiodistill.io.atomic import save_npz_atomic, write_json_atomic  # noqa: E402
 from cardiodistill.signals.leads import LEADS_12  # noqa: E402
 from cardiodistill.train.checkpoints import load_model, read_model_file, save_model  # noqa: E402
@@ -60,6 +60,7 @@ from cardiodistill.train.supervised import (  # noqa: E402
     fit_array_student,
     fit_array_teacher,
     predict_arrays,
+    probability_logits,
     teacher_targets,
 )
 
@@ -147,8 +148,7 @@ def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> Path:
         if teacher.kind == "ensemble":  # soft targets only: the members' feature spaces differ
             probs = np.mean([predict_arrays(load_model(_train(BY_NAME[m], data, k, out, cfg)), x)["probs"]
                              for m in teacher.members], axis=0)
-            p = np.clip(probs, 1e-6, 1 - 1e-6)
-            extra = {"t_logits": np.log(p / (1 - p)).astype(np.float32)}
+            extra = {"t_logits": probability_logits(probs)}
         else:
             extra = teacher_targets(load_model(_train(teacher, data, k, out, cfg)), x, s["fit"])
     _log(f"PTB-XL fold {k}: {recipe.name} on {len(s['fit'])} records")
@@ -176,6 +176,7 @@ def _predictions(recipe: Recipe, data: Data, out: Path) -> dict[str, np.ndarray]
     cache = out / recipe.folder / f"predictions-fold{data.report_fold}.npz"
     if cache.is_file():
         return dict(np.load(cache))
+    tests = [data.split(k)["test"] for k in range(len(CV_FOLDS))]
     if recipe.kind == "ensemble":
         parts = [_predictions(BY_NAME[m], data, out) for m in recipe.members]
         if any(p is None for p in parts):
@@ -188,19 +189,15 @@ def _predictions(recipe: Recipe, data: Data, out: Path) -> dict[str, np.ndarray]
             return None
         oof = np.zeros_like(data.y)
         report = []
-        for k, path in enumerate(paths):
-            model, test = load_model(path), data.split(k)["test"]
+        for path, test in zip(paths, tests):
+            model = load_model(path)
             oof[test] = predict_arrays(model, data.x[test])["probs"]
             report.append(predict_arrays(model, data.x_report)["probs"])
         report = np.mean(report, axis=0)
-    fold_auroc = np.array([_macro(data.y[t], oof[t]) for t in (data.split(k)["test"] for k in range(len(CV_FOLDS)))])
+    fold_auroc = np.array([macro_auroc_ci(data.y[t], oof[t], n_boot=0)[0] for t in tests])
     result = {"oof": oof.astype(np.float32), "report": report.astype(np.float32), "fold_auroc": fold_auroc}
     save_npz_atomic(cache, **result)
     return result
-
-
-def _macro(y: np.ndarray, p: np.ndarray) -> float:
-    return float(np.nanmean([auroc(y[:, c], p[:, c]) for c in range(y.shape[1])]))
 
 
 def _subgroups(data: Data, p: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:

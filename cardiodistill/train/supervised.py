@@ -50,7 +50,7 @@ from .engine import fit, start_job, steps_for_epochs
 from .module import TrainModule
 
 __all__ = ["ArrayDataset", "ArrayTeacherModule", "fit_array_student", "fit_array_teacher", "predict_arrays",
-           "records_to_arrays", "teacher_targets", "window_starts"]
+           "probability_logits", "records_to_arrays", "teacher_targets", "window_starts"]
 
 def records_to_arrays(
     records: Iterable[EcgRecord],
@@ -344,8 +344,7 @@ def predict_arrays(
                                else np.asarray(rhythm)[:, model.rhythm_columns(i)])
                 for i, member in enumerate(model.members)]
         probs = np.mean([r["probs"] for r in runs], axis=0)
-        clipped = np.clip(probs, 1e-6, 1 - 1e-6)
-        return {"probs": probs.astype(np.float32), "logits": np.log(clipped / (1 - clipped)).astype(np.float32),
+        return {"probs": probs.astype(np.float32), "logits": probability_logits(probs),
                 "embedding": np.concatenate([r["embedding"] for r in runs], axis=1)}
     n, _, t = x.shape
     lengths = np.full(n, t, np.int64) if lengths is None else np.asarray(lengths, dtype=np.int64)
@@ -382,6 +381,13 @@ def predict_arrays(
     offsets = np.r_[0, np.cumsum(counts)[:-1]]
     return {k: (np.add.reduceat(np.concatenate(v), offsets, axis=0) / counts[:, None]).astype(np.float32)
             for k, v in chunks.items()}
+
+
+def probability_logits(probs: np.ndarray) -> np.ndarray:
+    """The logits (float32) of sigmoid probabilities, clipped to [1e-6, 1 - 1e-6] first: the logits of an
+    ensemble, whose prediction is its members' mean probability."""
+    clipped = np.clip(probs, 1e-6, 1 - 1e-6)
+    return np.log(clipped / (1 - clipped)).astype(np.float32)
 
 
 def teacher_targets(
