@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from sklearn.metrics import roc_auc_score
 
 from cardiodistill.evaluate.metrics import auroc, auroc_ci, bootstrap_interval
@@ -43,3 +44,24 @@ def test_bootstrap_interval_of_a_paired_difference():
     assert bootstrap_interval(lambda rows: auroc(y[rows], a[rows]), len(y), n_boot=300) == alone  # seeded
     undefined = bootstrap_interval(lambda rows: float("nan"), 10, n_boot=5)
     assert np.isnan(undefined["ci_low"]) and np.isnan(undefined["ci_high"])
+
+
+def test_paired_macro_auroc_within_groups_does_not_charge_a_recipe_for_its_models_different_scales():
+    from cardiodistill.evaluate.metrics import macro_auroc_ci, paired_macro_auroc_ci
+
+    rng = np.random.default_rng(3)
+    y = rng.random((600, 2)) < 0.4
+    groups = np.repeat([0, 1, 2], 200)
+    good = y + rng.normal(0, 0.8, size=y.shape)
+    worse = y + rng.normal(0, 1.2, size=y.shape)
+    shifted = good + 3.0 * groups[:, None]  # the same ranking within each group, another scale in each
+    pooled = paired_macro_auroc_ci(y, shifted, worse, n_boot=200)
+    within = paired_macro_auroc_ci(y, shifted, worse, n_boot=200, groups=groups)
+    assert within == paired_macro_auroc_ci(y, good, worse, n_boot=200, groups=groups)  # scales cancel
+    assert pooled[0] < 0 < within[1]  # pooling makes the better recipe look worse; within groups it is better
+    rows = [np.flatnonzero(groups == g) for g in range(3)]
+    assert within[0] == pytest.approx(np.mean([macro_auroc_ci(y[r], good[r], n_boot=0)[0]
+                                               - macro_auroc_ci(y[r], worse[r], n_boot=0)[0] for r in rows]))
+    # one group is the ungrouped comparison, draw for draw
+    assert paired_macro_auroc_ci(y, good, worse, n_boot=200, groups=np.zeros(600)) == paired_macro_auroc_ci(
+        y, good, worse, n_boot=200)

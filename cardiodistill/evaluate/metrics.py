@@ -84,27 +84,39 @@ def macro_auroc_ci(
 
 
 def paired_macro_auroc_ci(
-    y_true, scores_a, scores_b, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+    y_true, scores_a, scores_b, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0, groups=None
 ) -> tuple[float, float, float]:
     """Macro AUROC of ``scores_a`` minus that of ``scores_b`` on the same records, with a paired
     percentile bootstrap interval: each resample draws records once and scores both on them, so what
     the records share (their difficulty) cancels. Returns ``(difference, lo, hi)``; an interval that
-    includes 0 means the two are not distinguishable on these records."""
+    includes 0 means the two are not distinguishable on these records.
+
+    ``groups`` ``[n]`` (e.g. each record's cross-validation fold): the difference is the mean over the groups
+    of the within-group differences, and each resample draws every group's records from that group. This is
+    the comparison of recipes whose scores come from one model per group: pooling the groups would also rank
+    one model's scores against another's, and so charge a recipe for how its models' scales differ."""
     y = np.asarray(y_true).astype(bool)
     a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
     if y.ndim != 2 or y.shape != a.shape or y.shape != b.shape:
         raise ValueError(f"y_true {y.shape} and scores {a.shape}, {b.shape} must all be [n, classes]")
-    point = macro_auroc_ci(y, a, n_boot=0)[0] - macro_auroc_ci(y, b, n_boot=0)[0]
+    parts = [np.arange(len(y))] if groups is None else [np.flatnonzero(np.asarray(groups) == g)
+                                                          for g in np.unique(groups)]
+    point = float(np.mean([macro_auroc_ci(y[r], a[r], n_boot=0)[0] - macro_auroc_ci(y[r], b[r], n_boot=0)[0]
+                           for r in parts]))
     if n_boot <= 0 or np.isnan(point):
-        return float(point), float("nan"), float("nan")
-    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
-    with np.errstate(invalid="ignore"):
-        diff = np.stack([_auroc_rows(y[idx, c], a[idx, c]) - _auroc_rows(y[idx, c], b[idx, c])
-                         for c in range(y.shape[1])], axis=1)
-        diff = np.nanmean(diff, axis=1)
+        return point, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for rows in parts:
+        idx = rows[rng.integers(0, len(rows), size=(n_boot, len(rows)))]
+        with np.errstate(invalid="ignore"):
+            diff = np.stack([_auroc_rows(y[idx, c], a[idx, c]) - _auroc_rows(y[idx, c], b[idx, c])
+                             for c in range(y.shape[1])], axis=1)
+            diffs.append(np.nanmean(diff, axis=1))
+    diff = np.mean(diffs, axis=0)
     diff = diff[np.isfinite(diff)]
     lo, hi = np.quantile(diff, [alpha / 2, 1 - alpha / 2])
-    return float(point), float(lo), float(hi)
+    return point, float(lo), float(hi)
 
 
 def bootstrap_interval(
