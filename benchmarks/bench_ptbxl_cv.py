@@ -22,6 +22,19 @@ passes; their ensemble (the mean of the three's probabilities, nothing trained);
 soft targets: the logit of the members' mean probability, from models of the same fold, which trained on the
 same records), the baselines on lead I, and the ensemble of the student on labels and ``resnet1d_wang`` on lead I. Subgroups (sex, age bands) of the pooled out-of-fold predictions.
 
+**The plan's regime, few labels and many unlabelled records** (issue 16, item 4): at 5, 10 and 25 % of each fold's
+labels (a seeded share of its training and validation records, nested across shares) the 12-lead teacher
+(``resnet1d_wang``) learns from the labelled records, the lead-I student on labels alone sees the labelled records
+only, and the distilled student learns from the teacher's soft targets and embedding on every training record
+(the labels where there are some). Every run takes the steps of a full-label run (labelled-only sets are listed
+``1 / share`` times). At 10 % also: distillation on the labelled records only (what the unlabelled records add),
+the weaker teacher ``xresnet1d_small``, ``resnet1d_wang`` on lead I on its labels, and ``resnet1d_wang`` on lead I
+learning the teacher's probabilities where no label is. With a few dozen labelled records each fold's model ends
+on its own scale, and pooled out-of-fold predictions rank one fold model's scores against another's: the pooled
+AUROC then falls 0.02-0.04 below what each model scores alone. These recipes are therefore compared within folds:
+the mean of the four folds' macro AUROCs, and paired differences averaged over the folds with records resampled
+within each (``paired_macro_auroc_ci(..., groups=fold)``); the pooled figure is kept beside them.
+
 Every fold model is saved under ``--out`` and reused, so an interrupted run continues; ``--folds`` trains only
 some folds (two processes share the 2 cores), and the scores come once every fold's model of a recipe is there::
 
@@ -50,7 +63,7 @@ from bench_real_students import DATA, FS, PTBXL_SETS, _clean, _config, _fmt, _lo
 from cardiodistill.config import Config  # noqa: E402
 from cardiodistill.data.datasets import PTBXL  # noqa: E402
 from cardiodistill.evaluate.clinical import multilabel_metrics  # noqa: E402
-from cardiodistill.evaluate.metrics import macro_auroc_ci  # noqa: E402
+from cardiodistill.evaluate.metrics import macro_auroc_ci, paired_macro_auroc_ci  # noqa: E402
 from cardiodistill.io.atomic import save_npz_atomic, write_json_atomic  # noqa: E402
 from cardiodistill.signals.leads import LEADS_12  # noqa: E402
 from cardiodistill.train.checkpoints import load_model, read_model_file, save_model  # noqa: E402
@@ -76,7 +89,13 @@ CV_SETS = [*PTBXL_SETS, "finetune.epochs=12"]
 class Recipe:
     """One model per fold: ``kind`` ``fixed`` (a fixed-lead classifier ``backbone`` on ``leads``), ``student``
     (``config.distill.backbone`` on ``leads``; distilled from ``teacher``'s soft targets and embedding, or from
-    the ensemble's soft targets, when ``teacher`` is set) or ``ensemble`` (the mean of ``members``)."""
+    the ensemble's soft targets, when ``teacher`` is set) or ``ensemble`` (the mean of ``members``).
+
+    ``share`` < 1 is the low-label regime: the labels of a seeded ``share`` of the fold's training and validation
+    records only (:meth:`Data.split`). Such a recipe trains on its labelled records, listed ``1 / share`` times
+    so that it takes the steps of a full-label run, unless ``every_record``: then it trains on every training
+    record once a pass (the same steps), the unlabelled ones carrying only ``teacher``'s targets (a student's
+    soft targets and embedding; for a ``fixed`` model the teacher's probabilities in place of the labels)."""
 
     name: str
     kind: str
@@ -84,11 +103,13 @@ class Recipe:
     backbone: str = ""
     teacher: str = ""
     members: tuple[str, ...] = ()
+    share: float = 1.0
+    every_record: bool = False
 
     @property
     def folder(self) -> str:
-        return (self.name.replace(": ", "-").replace(", ", "-").replace(" ", "-").replace("(", "")
-                .replace(")", "").lower())
+        return (self.name.replace(": ", "-").replace(", ", "-").replace(" %", "pct").replace(" ", "-")
+                .replace("(", "").replace(")", "").replace("'s", "").lower())
 
 
 RECIPES = [
@@ -100,10 +121,40 @@ RECIPES = [
     Recipe("lead I: student_cnn, labels only", "student", 1),
     Recipe("lead I: student_cnn, distilled from xresnet1d_small", "student", 1, teacher=TEACHER),
     Recipe("lead I: student_cnn, distilled from the 12-lead ensemble", "student", 1, teacher=ENSEMBLE),
+    Recipe("lead I: student_cnn, distilled from resnet1d_wang", "student", 1, teacher="12 leads: resnet1d_wang"),
     Recipe("lead I: resnet1d_wang", "fixed", 1, "resnet1d_wang"),
     Recipe("lead I: inception1d", "fixed", 1, "inception1d"),
     Recipe("lead I: ensemble of student_cnn and resnet1d_wang", "ensemble", 1,
            members=("lead I: student_cnn, labels only", "lead I: resnet1d_wang")),
+]
+# The plan's regime (issue 16, item 4): a few labelled records and many unlabelled ones. The 12-lead teacher
+# learns from the labelled share; the lead-I student learns from the teacher's outputs on every record.
+LOW_SHARES = (0.05, 0.1, 0.25)
+
+
+def low(share: float, what: str) -> str:
+    """The name of a low-label recipe: ``"10 % labels, " + what``."""
+    return f"{share:.0%} labels, {what}".replace("%", " %")
+
+
+LOW_TEACHER, LOW_STUDENT, LOW_WANG = ("12 leads: resnet1d_wang", "lead I: student_cnn, labels only",
+                                      "lead I: resnet1d_wang, labels only")
+for _s in LOW_SHARES:  # at every share: the teacher, the student on its labels and distilled on every record
+    RECIPES += [
+        Recipe(low(_s, LOW_TEACHER), "fixed", 12, "resnet1d_wang", share=_s),
+        Recipe(low(_s, LOW_STUDENT), "student", 1, share=_s),
+        Recipe(low(_s, "lead I: student_cnn, distilled from resnet1d_wang on every record"), "student", 1,
+               teacher=low(_s, LOW_TEACHER), share=_s, every_record=True),
+    ]
+RECIPES += [  # at 10 %: which part of distillation pays, another teacher, the baseline as the student
+    Recipe(low(0.1, "12 leads: xresnet1d_small"), "fixed", 12, "xresnet1d_small", share=0.1),
+    Recipe(low(0.1, LOW_WANG), "fixed", 1, "resnet1d_wang", share=0.1),
+    Recipe(low(0.1, "lead I: student_cnn, distilled from resnet1d_wang on the labelled records"), "student", 1,
+           teacher=low(0.1, LOW_TEACHER), share=0.1),
+    Recipe(low(0.1, "lead I: student_cnn, distilled from xresnet1d_small on every record"), "student", 1,
+           teacher=low(0.1, "12 leads: xresnet1d_small"), share=0.1, every_record=True),
+    Recipe(low(0.1, "lead I: resnet1d_wang, resnet1d_wang's probabilities on every record"), "fixed", 1,
+           "resnet1d_wang", teacher=low(0.1, LOW_TEACHER), share=0.1, every_record=True),
 ]
 BY_NAME = {r.name: r for r in RECIPES}
 
@@ -123,16 +174,24 @@ class Data:
         self.x, self.y, self.fold = signals[cv], ptbxl.targets[cv], frame["strat_fold"].to_numpy()[cv]
         self.x_report, self.y_report = signals[report], ptbxl.targets[report]
         self.meta = frame.loc[cv, ["patient_id", "age", "sex"]].reset_index(drop=True)
+        self.cv_fold = np.select([np.isin(self.fold, f) for f in CV_FOLDS], range(len(CV_FOLDS)))  # k of each record
         self.report_fold = report_fold
         self.seed = seed
 
-    def split(self, k: int) -> dict[str, np.ndarray]:
-        """Rows of fold ``k``: ``test`` (its two strat folds), ``val`` (a seeded 10 % of the rest), ``fit``."""
+    def split(self, k: int, share: float = 1.0) -> dict[str, np.ndarray]:
+        """Rows of fold ``k``: ``test`` (its two strat folds), ``val`` (a seeded 10 % of the rest), ``fit``, and
+        the labelled ``share`` of each, ``fit_labelled`` and ``val_labelled`` (seeded; nested across shares)."""
         test = np.flatnonzero(np.isin(self.fold, CV_FOLDS[k]))
         rest = np.flatnonzero(~np.isin(self.fold, CV_FOLDS[k]))
         order = np.random.default_rng(self.seed + k).permutation(rest)
         n_val = round(0.1 * len(rest))
-        return {"fit": np.sort(order[n_val:]), "val": np.sort(order[:n_val]), "test": test}
+        labelled = np.random.default_rng([self.seed, k, 1]).permutation(len(rest))  # ranks of ``order``
+        split = {"fit": order[n_val:], "val": order[:n_val]}
+        ranks = {"fit": labelled[n_val:], "val": labelled[:n_val]}
+        for part in ("fit", "val"):
+            first = np.argsort(ranks[part], kind="stable")[: max(1, round(share * len(split[part])))]
+            split[f"{part}_labelled"] = np.sort(split[part][first])
+        return {**{p: np.sort(split[p]) for p in split}, "test": test}
 
 
 def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> Path:
@@ -140,8 +199,10 @@ def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> Path:
     path = out / recipe.folder / f"fold{k}" / "model.pt"
     if path.is_file():
         return path
-    s = data.split(k)
-    x, y = data.x, data.y
+    s = data.split(k, recipe.share)
+    x = data.x
+    y = np.full_like(data.y, np.nan)  # the labels this recipe may see
+    y[s["fit_labelled"]], y[s["val_labelled"]] = data.y[s["fit_labelled"]], data.y[s["val_labelled"]]
     extra: dict[str, np.ndarray] = {}
     if recipe.teacher:
         teacher = BY_NAME[recipe.teacher]
@@ -151,21 +212,27 @@ def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> Path:
             extra = {"t_logits": probability_logits(probs)}
         else:
             extra = teacher_targets(load_model(_train(teacher, data, k, out, cfg)), x, s["fit"])
-    _log(f"PTB-XL fold {k}: {recipe.name} on {len(s['fit'])} records")
-    train = ArrayDataset(x[s["fit"]], y[s["fit"]], {n: v[s["fit"]] for n, v in extra.items()}, seed=cfg.trainer.seed)
-    val = ArrayDataset(x[s["val"]], y[s["val"]], {n: v[s["val"]] for n, v in extra.items()}, random_crop=False)
+        if recipe.kind == "fixed":  # a fixed-lead model learns the teacher's probabilities where no label is
+            y = np.where(np.isnan(y), 1 / (1 + np.exp(-extra.pop("t_logits"))), y).astype(np.float32)
+            extra = {}
+    fit_rows = s["fit"] if recipe.every_record else s["fit_labelled"]
+    _log(f"PTB-XL fold {k}: {recipe.name} on {len(fit_rows)} records ({len(s['fit_labelled'])} labelled)")
+    train = ArrayDataset(x[fit_rows], y[fit_rows], {n: v[fit_rows] for n, v in extra.items()}, seed=cfg.trainer.seed,
+                         repeats=round(len(s["fit"]) / len(fit_rows)))
+    val_rows = s["val_labelled"]
+    val = ArrayDataset(x[val_rows], y[val_rows], {n: v[val_rows] for n, v in extra.items()}, random_crop=False)
     start = time.time()
     if recipe.kind == "fixed":
         model = fit_array_teacher(train, val, path.parent, n_outputs=len(data.labels), leads=LEADS_12[: recipe.leads],
                                   backbone=recipe.backbone, config=cfg, fs=FS)
         save_model(model, path, outputs=data.labels, leads=list(LEADS_12[: recipe.leads]),
-                   train_seconds=round(time.time() - start, 1), n_train=len(s["fit"]))
+                   train_seconds=round(time.time() - start, 1), n_train=len(fit_rows))
     else:
         model = fit_array_student(train, val, path.parent, outputs=data.labels, n_leads=recipe.leads, config=cfg,
                                   fs=FS)
         save_model(model, path, task="multilabel", triage=None, leads=list(model.leads), outputs=data.labels,
                    distilled=bool(extra), lvef=False, train_seconds=round(time.time() - start, 1),
-                   n_train=len(s["fit"]))
+                   n_train=len(fit_rows))
     set_threads(cfg.trainer.threads)
     return path
 
@@ -222,14 +289,20 @@ def score(data: Data, out: Path, n_boot: int, seed: int) -> dict[str, Any]:
                  "fold_sd": float(p["fold_auroc"].std(ddof=1)), "report_macro_auroc": rep["macro"]["auroc"]}
         recipe = BY_NAME[name]
         refs = [TEACHER] if recipe.leads == 12 and name != TEACHER else []
+        if recipe.leads == 12 and recipe.share < 1:
+            refs = [TEACHER, low(recipe.share, LOW_STUDENT)]
         if recipe.leads == 1:
-            refs = [TEACHER, ENSEMBLE, "lead I: student_cnn, labels only"]
+            refs = [TEACHER, ENSEMBLE, "lead I: student_cnn, labels only"] if recipe.share == 1 else [
+                low(recipe.share, r) for r in (LOW_TEACHER, LOW_STUDENT, LOW_WANG)]
         for ref in refs:
             if ref in preds and ref != name:
                 entry[f"cv_minus: {ref}"] = paired_macro_delta(data.y, p["oof"], preds[ref]["oof"], n_boot, seed)
+                within = paired_macro_auroc_ci(data.y, p["oof"], preds[ref]["oof"], n_boot=n_boot, seed=seed,
+                                               groups=data.cv_fold)
+                entry[f"folds_minus: {ref}"] = dict(zip(("value", "ci_low", "ci_high"), within))
                 entry[f"report_minus: {ref}"] = paired_macro_delta(data.y_report, p["report"], preds[ref]["report"],
                                                                    n_boot, seed)
-        if name in (TEACHER, ENSEMBLE) or recipe.leads == 1:
+        if name in (TEACHER, ENSEMBLE) or (recipe.leads == 1 and recipe.share == 1):
             entry["subgroups"] = _subgroups(data, p["oof"], n_boot, seed)
         if recipe.kind != "ensemble":
             entry["train_seconds"] = [read_model_file(out / recipe.folder / f"fold{k}" / "model.pt").get("train_seconds")
@@ -243,18 +316,33 @@ def tables(result: dict[str, Any]) -> str:
     rows = [f"| recipe | out of fold, folds 1-8 (95 % CI) | folds: mean (SD) | - xresnet1d_small, out of fold | "
             f"fold {rf}: the {len(CV_FOLDS)} fold models' mean | - xresnet1d_small, fold {rf} |",
             "|---|---|---|---|---|---|"]
-    for name, m in result["recipes"].items():
+    full = {n: m for n, m in result["recipes"].items() if BY_NAME[n].share == 1}
+    for name, m in full.items():
         rows.append(f"| {name} | {_fmt(m['cv_macro_auroc'])} | {m['fold_mean']:.3f} ({m['fold_sd']:.3f}) | "
                     f"{_fmt(m.get(f'cv_minus: {TEACHER}'), True)} | {_fmt(m['report_macro_auroc'])} | "
                     f"{_fmt(m.get(f'report_minus: {TEACHER}'), True)} |")
     rows += ["", "| lead-I recipe | - the 12-lead ensemble, out of fold | - labels only, out of fold | "
              f"- the 12-lead ensemble, fold {rf} | - labels only, fold {rf} |", "|---|---|---|---|---|"]
-    for name, m in result["recipes"].items():
+    for name, m in full.items():
         if name.startswith("lead I"):
             rows.append(f"| {name} | {_fmt(m.get(f'cv_minus: {ENSEMBLE}'), True)} | "
                         f"{_fmt(m.get('cv_minus: lead I: student_cnn, labels only'), True)} | "
                         f"{_fmt(m.get(f'report_minus: {ENSEMBLE}'), True)} | "
                         f"{_fmt(m.get('report_minus: lead I: student_cnn, labels only'), True)} |")
+    lows = sorted({BY_NAME[n].share for n in result["recipes"]} - {1.0})
+    if lows:
+        rows += ["", "| labels: recipe | folds: mean (SD) | - student_cnn on its labels, within folds | - resnet1d_wang "
+                 "on lead I, its labels, within folds | out of fold, pooled (95 % CI) | fold " + str(rf) + " | "
+                 f"- student_cnn on its labels, fold {rf} |", "|---|---|---|---|---|---|---|"]
+    for share in lows:
+        ref = low(share, LOW_STUDENT)
+        for name, m in result["recipes"].items():
+            if BY_NAME[name].share == share:
+                rows.append(f"| {name.replace(' labels, ', ': ', 1)} | {m['fold_mean']:.3f} ({m['fold_sd']:.3f}) | "
+                            f"{_fmt(m.get(f'folds_minus: {ref}'), True)} | "
+                            f"{_fmt(m.get(f'folds_minus: {low(share, LOW_WANG)}'), True)} | "
+                            f"{_fmt(m['cv_macro_auroc'])} | {_fmt(m['report_macro_auroc'])} | "
+                            f"{_fmt(m.get(f'report_minus: {ref}'), True)} |")
     with_groups = {n: m["subgroups"] for n, m in result["recipes"].items() if "subgroups" in m}
     if with_groups:
         names = list(next(iter(with_groups.values())))

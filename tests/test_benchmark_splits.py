@@ -127,3 +127,22 @@ def test_ptbxl_cross_validation_tests_each_record_of_folds_1_8_once_and_no_patie
         assert len(s["fit"]) + len(s["val"]) + len(s["test"]) == len(data.y)
         assert not set(patients[s["test"]]) & set(patients[np.r_[s["fit"], s["val"]]])
     assert len(data.y_report) == 183  # fold 9: scored once, never in a fold
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "ptbxl").is_dir(),
+                    reason="../shared/data is not here")
+def test_ptbxl_low_label_shares_are_nested_seeded_subsets_of_the_fold_and_keep_its_split():
+    from bench_ptbxl_cv import CV_FOLDS, RECIPES, Data
+
+    data = Data(report_fold=9, seed=0)
+    for k in range(len(CV_FOLDS)):
+        full, tenth, quarter = data.split(k), data.split(k, 0.1), data.split(k, 0.25)
+        for part in ("fit", "val", "test"):
+            assert np.array_equal(full[part], tenth[part])  # the fold itself does not move with the share
+        assert np.array_equal(full["fit_labelled"], full["fit"]) and np.array_equal(full["val_labelled"], full["val"])
+        for part in ("fit", "val"):
+            assert set(tenth[f"{part}_labelled"]) <= set(quarter[f"{part}_labelled"]) <= set(full[part])
+            assert len(tenth[f"{part}_labelled"]) == max(1, round(0.1 * len(full[part])))
+        assert np.array_equal(tenth["fit_labelled"], Data(report_fold=9, seed=0).split(k, 0.1)["fit_labelled"])
+    folders = [r.folder for r in RECIPES]
+    assert len(set(folders)) == len(folders) and all(c.isalnum() or c in "-_" for f in folders for c in f)
