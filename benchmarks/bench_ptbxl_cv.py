@@ -20,7 +20,8 @@ PTB-XL benchmark's baselines rebuilt (Strodthoff et al. 2021: ``resnet1d_wang``,
 passes; their ensemble (the mean of the three's probabilities, nothing trained); on lead I the 145 k-parameter
 ``student_cnn`` on labels alone, distilled from ``xresnet1d_small``, and distilled from the 12-lead ensemble (its
 soft targets: the logit of the members' mean probability, from models of the same fold, which trained on the
-same records), the baselines on lead I, and the ensemble of the student on labels and ``resnet1d_wang`` on lead I. Subgroups (sex, age bands) of the pooled out-of-fold predictions.
+same records), the baselines on lead I, and the ensemble of the student on labels and ``resnet1d_wang`` on lead I.
+Subgroups (sex, age bands) of the pooled out-of-fold predictions.
 
 **The plan's regime, few labels and many unlabelled records** (issue 16, item 4): at 5, 10 and 25 % of each fold's
 labels (a seeded share of its training and validation records, nested across shares) the 12-lead teacher
@@ -29,11 +30,12 @@ only, the distilled student learns from the teacher's soft targets and embedding
 (the labels where there are some), and ``resnet1d_wang`` on lead I learns the teacher's probabilities where no
 label is. Every run takes the steps of a full-label run (labelled-only sets are listed ``1 / share`` times). At
 10 % also: distillation on the labelled records only (what the unlabelled records add), the weaker teacher
-``xresnet1d_small``, and ``resnet1d_wang`` on lead I on its labels alone. With a few dozen labelled records each fold's model ends
-on its own scale, and pooled out-of-fold predictions rank one fold model's scores against another's: the pooled
-AUROC then falls 0.02-0.04 below what each model scores alone. These recipes are therefore compared within folds:
-the mean of the four folds' macro AUROCs, and paired differences averaged over the folds with records resampled
-within each (``paired_macro_auroc_ci(..., groups=fold)``); the pooled figure is kept beside them.
+``xresnet1d_small``, and ``resnet1d_wang`` on lead I on its labels alone. With a few dozen labelled records each
+fold's model ends on its own scale, and pooled out-of-fold predictions rank one fold model's scores against
+another's: the pooled AUROC then falls 0.02-0.04 below what each model scores alone. These recipes are therefore
+compared within folds: the mean of the four folds' macro AUROCs, and paired differences averaged over the folds
+with records resampled within each (``paired_macro_auroc_ci(..., groups=fold)``); the pooled figure is kept
+beside them.
 
 Every fold model is saved under ``--out`` and reused, so an interrupted run continues; ``--folds`` trains only
 some folds (two processes share the 2 cores), and the scores come once every fold's model of a recipe is there::
@@ -305,8 +307,8 @@ def score(data: Data, out: Path, n_boot: int, seed: int) -> dict[str, Any]:
         if name in (TEACHER, ENSEMBLE) or (recipe.leads == 1 and recipe.share == 1):
             entry["subgroups"] = _subgroups(data, p["oof"], n_boot, seed)
         if recipe.kind != "ensemble":
-            entry["train_seconds"] = [read_model_file(out / recipe.folder / f"fold{k}" / "model.pt").get("train_seconds")
-                                      for k in range(len(CV_FOLDS))]
+            entry["train_seconds"] = [read_model_file(out / recipe.folder / f"fold{k}" / "model.pt")
+                                      .get("train_seconds") for k in range(len(CV_FOLDS))]
         result[name] = entry
     return result
 
@@ -331,9 +333,9 @@ def tables(result: dict[str, Any]) -> str:
                         f"{_fmt(m.get('report_minus: lead I: student_cnn, labels only'), True)} |")
     lows = sorted({BY_NAME[n].share for n in result["recipes"]} - {1.0})
     if lows:
-        rows += ["", "| labels: recipe | folds: mean (SD) | - student_cnn on its labels, within folds | - resnet1d_wang "
-                 "on lead I, its labels, within folds | out of fold, pooled (95 % CI) | fold " + str(rf) + " | "
-                 f"- student_cnn on its labels, fold {rf} |", "|---|---|---|---|---|---|---|"]
+        rows += ["", "| labels: recipe | folds: mean (SD) | - student_cnn on its labels, within folds | "
+                 "- resnet1d_wang on lead I, its labels, within folds | out of fold, pooled (95 % CI) | "
+                 f"fold {rf} | - student_cnn on its labels, fold {rf} |", "|---|---|---|---|---|---|---|"]
     for share in lows:
         ref = low(share, LOW_STUDENT)
         for name, m in result["recipes"].items():
