@@ -37,6 +37,12 @@ compared within folds: the mean of the four folds' macro AUROCs, and paired diff
 with records resampled within each (``paired_macro_auroc_ci(..., groups=fold)``); the pooled figure is kept
 beside them.
 
+**Stage 1 for the student** (issue 17, item 2): in each fold, the CPU-scale stage-1 recipe (the lead-agnostic
+``ecg_cnn`` under CLOCS, ``benchmarks/configs/ecg_ptbxl_cnn.yaml``) on every unlabelled ECG that fold may see (its
+six training strat folds, CinC 2017 as lead I, simulated ECGs; :func:`stage1`); then the same ``ecg_cnn`` on lead I
+at 5, 10, 25 and 100 % of the labels from a random start and from that encoder, and from the encoder with the
+teacher's outputs on every record: the label-efficiency curve, compared within folds.
+
 Every fold model is saved under ``--out`` and reused, so an interrupted run continues; ``--folds`` trains only
 some folds (two processes share the 2 cores), and the scores come once every fold's model of a recipe is there::
 
@@ -58,16 +64,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_real_students import DATA, FS, PTBXL_SETS, _clean, _config, _fmt, _log, paired_macro_delta  # noqa: E402
 
-from cardiodistill.config import Config  # noqa: E402
+from cardiodistill.config import Config, EcgSourceConfig, load_config  # noqa: E402
 from cardiodistill.data.datasets import PTBXL  # noqa: E402
 from cardiodistill.evaluate.clinical import multilabel_metrics  # noqa: E402
 from cardiodistill.evaluate.metrics import macro_auroc_ci, paired_macro_auroc_ci  # noqa: E402
 from cardiodistill.io.atomic import save_npz_atomic, write_json_atomic  # noqa: E402
 from cardiodistill.signals.leads import LEADS_12  # noqa: E402
+from cardiodistill.stages.stage1 import pretrain_ecg  # noqa: E402
+from cardiodistill.stages.stage3 import student_start  # noqa: E402
 from cardiodistill.train.checkpoints import load_model, read_model_file, save_model  # noqa: E402
 from cardiodistill.train.engine import set_threads  # noqa: E402
 from cardiodistill.train.supervised import (  # noqa: E402
@@ -97,7 +106,11 @@ class Recipe:
     records only (:meth:`Data.split`). Such a recipe trains on its labelled records, listed ``1 / share`` times
     so that it takes the steps of a full-label run, unless ``every_record``: then it trains on every training
     record once a pass (the same steps), the unlabelled ones carrying only ``teacher``'s targets (a student's
-    soft targets and embedding; for a ``fixed`` model the teacher's probabilities in place of the labels)."""
+    soft targets and embedding; for a ``fixed`` model the teacher's probabilities in place of the labels).
+
+    ``start`` makes a ``student`` of the stage-1 network, the lead-agnostic ``ecg_cnn``, instead of
+    ``config.distill.backbone``: from a random start (``"scratch"``) or from fold ``k``'s stage-1 encoder
+    (``"stage 1"``, :func:`stage1`; its backbone at the full rate, :data:`STAGE1_LR_SCALE`)."""
 
     name: str
     kind: str
@@ -107,6 +120,7 @@ class Recipe:
     members: tuple[str, ...] = ()
     share: float = 1.0
     every_record: bool = False
+    start: str = ""
 
     @property
     def folder(self) -> str:
@@ -158,7 +172,24 @@ RECIPES += [  # at 10 %: which part of distillation pays, another teacher, the b
     Recipe(low(0.1, "lead I: student_cnn, distilled from xresnet1d_small on every record"), "student", 1,
            teacher=low(0.1, "12 leads: xresnet1d_small"), share=0.1, every_record=True),
 ]
+# Stage 1 for the student (issue 17, item 2): the same network, ecg_cnn on lead I, from a random start and from
+# each fold's stage-1 encoder, at every share of labels; and from stage 1 with the teacher's outputs.
+STAGE1_SHARES = (*LOW_SHARES, 1.0)
+SCRATCH, STAGE1 = "lead I: ecg_cnn from scratch, labels only", "lead I: ecg_cnn from stage 1, labels only"
+STAGE1_DISTILLED = "lead I: ecg_cnn from stage 1, distilled from resnet1d_wang on every record"
+for _s in STAGE1_SHARES:
+    RECIPES += [
+        Recipe(low(_s, SCRATCH), "student", 1, share=_s, start="scratch"),
+        Recipe(low(_s, STAGE1), "student", 1, share=_s, start="stage 1"),
+        Recipe(low(_s, STAGE1_DISTILLED), "student", 1, teacher=low(_s, LOW_TEACHER) if _s < 1 else
+               "12 leads: resnet1d_wang", share=_s, every_record=True, start="stage 1"),
+    ]
 BY_NAME = {r.name: r for r in RECIPES}
+STAGE1_RECIPE = Path(__file__).with_name("configs") / "ecg_ptbxl_cnn.yaml"  # the CPU-scale stage-1 recipe
+STAGE1_STEPS = 1200  # half the recipe's 2,400: four folds' stage 1 in about 25 min on 2 cores
+# A stage-1 backbone fine-tunes at the full rate: on CinC 2017 the validation loss chose it over the default 0.3 x
+# from 10 % of labels up (bench_cinc_label_efficiency.py).
+STAGE1_LR_SCALE = 1.0
 
 
 class Data:
@@ -196,6 +227,44 @@ class Data:
         return {**{p: np.sort(split[p]) for p in split}, "test": test}
 
 
+def stage1_sources(k: int) -> list[EcgSourceConfig]:
+    """The unlabelled ECGs fold ``k``'s stage 1 reads: PTB-XL's strat folds of its training side (12 leads, one
+    window a record), every CinC 2017 recording (lead I, two windows) and 1,000 simulated patients."""
+    folds = [f for f in range(1, 9) if f not in CV_FOLDS[k]]
+    return [EcgSourceConfig(kind="ptbxl", path=str(DATA / "ptbxl" / "subset100"), folds=folds, max_windows=1),
+            EcgSourceConfig(kind="cinc2017", path=str(DATA / "cinc2017"), max_windows=2),
+            EcgSourceConfig(kind="synth", patients=1000, seed=1)]
+
+
+def stage1(data: Data, k: int, out: Path, cfg: Config) -> Path:
+    """Fold ``k``'s stage-1 encoder (trained unless its file is there): the ``ecg_cnn`` under CLOCS
+    (``benchmarks/configs/ecg_ptbxl_cnn.yaml``, :data:`STAGE1_STEPS` steps) on every unlabelled ECG the fold may
+    see: the records of its six training strat folds (12 leads), every CinC 2017 recording as lead I and 1,000
+    simulated patients' 12-lead and handheld ECGs. No record of the fold's test strat folds, nor of folds 9-10."""
+    folder = out / "stage1" / f"fold{k}"
+    path = folder / "encoder.pt"
+    if path.is_file():
+        return path
+    s1 = load_config(str(STAGE1_RECIPE), [f"trainer.threads={cfg.trainer.threads}",
+                                          f"pretrain.ecg.optim.max_steps={STAGE1_STEPS}"])
+    s1.pretrain.ecg.sources = stage1_sources(k)
+    s1.pretrain.ecg.cache_dir = str(folder / "windows")
+    _log(f"PTB-XL fold {k}: stage 1, ecg_cnn under CLOCS, {STAGE1_STEPS} steps, "
+         f"PTB-XL strat folds {s1.pretrain.ecg.sources[0].folds}")
+    summary = pretrain_ecg(s1, folder, show_bar=False)
+    _log(f"PTB-XL fold {k}: stage 1 done, {summary['steps']} steps")
+    set_threads(cfg.trainer.threads)
+    return path
+
+
+def _start(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> dict[str, Any]:
+    """``fit_array_student``'s ``encoder`` and ``backbone_state`` for a recipe with a ``start`` (else none)."""
+    if not recipe.start:
+        return {}
+    encoder, state = student_start({"name": "pretrained", "path": str(stage1(data, k, out, cfg))}, None)
+    return {"encoder": encoder, "backbone_state": state if recipe.start == "stage 1" else None}
+
+
 def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> Path:
     """Fold ``k``'s model of ``recipe`` (trained unless its file is there); the path of its model file."""
     path = out / recipe.folder / f"fold{k}" / "model.pt"
@@ -215,7 +284,7 @@ def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> Path:
         else:
             extra = teacher_targets(load_model(_train(teacher, data, k, out, cfg)), x, s["fit"])
         if recipe.kind == "fixed":  # a fixed-lead model learns the teacher's probabilities where no label is
-            y = np.where(np.isnan(y), 1 / (1 + np.exp(-extra.pop("t_logits"))), y).astype(np.float32)
+            y = np.where(np.isnan(y), expit(extra.pop("t_logits")), y).astype(np.float32)
             extra = {}
     fit_rows = s["fit"] if recipe.every_record else s["fit_labelled"]
     _log(f"PTB-XL fold {k}: {recipe.name} on {len(fit_rows)} records ({len(s['fit_labelled'])} labelled)")
@@ -230,8 +299,12 @@ def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> Path:
         save_model(model, path, outputs=data.labels, leads=list(LEADS_12[: recipe.leads]),
                    train_seconds=round(time.time() - start, 1), n_train=len(fit_rows))
     else:
+        start_from = _start(recipe, data, k, out, cfg)
+        if recipe.start == "stage 1":
+            cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(
+                update={"encoder_lr_scale": STAGE1_LR_SCALE})})
         model = fit_array_student(train, val, path.parent, outputs=data.labels, n_leads=recipe.leads, config=cfg,
-                                  fs=FS)
+                                  fs=FS, **start_from)
         save_model(model, path, task="multilabel", triage=None, leads=list(model.leads), outputs=data.labels,
                    distilled=bool(extra), lvef=False, train_seconds=round(time.time() - start, 1),
                    n_train=len(fit_rows))
@@ -279,6 +352,26 @@ def _subgroups(data: Data, p: np.ndarray, n_boot: int, seed: int) -> dict[str, A
             for name, m in groups.items()}
 
 
+def _at(share: float, what: str, full_label: str | None = None) -> str:
+    """The recipe ``what`` at ``share`` of the labels; with every label, ``full_label`` where that is its name."""
+    return low(share, what) if share < 1 or full_label is None else full_label
+
+
+def _refs(recipe: Recipe) -> list[str]:
+    """The recipes ``recipe`` is compared with, paired over the same records."""
+    share = recipe.share
+    if recipe.leads == 12:
+        return [TEACHER] if share == 1 else [TEACHER, low(share, LOW_STUDENT)]
+    if recipe.start:  # the same network from the other start, the student_cnn twins and the teacher
+        return [_at(share, LOW_TEACHER, "12 leads: resnet1d_wang"), low(share, SCRATCH), low(share, STAGE1),
+                _at(share, LOW_STUDENT, "lead I: student_cnn, labels only"),
+                _at(share, "lead I: student_cnn, distilled from resnet1d_wang on every record",
+                    "lead I: student_cnn, distilled from resnet1d_wang")]
+    if share == 1:
+        return [TEACHER, ENSEMBLE, "lead I: student_cnn, labels only"]
+    return [low(share, r) for r in (LOW_TEACHER, LOW_STUDENT, LOW_WANG)]
+
+
 def score(data: Data, out: Path, n_boot: int, seed: int) -> dict[str, Any]:
     preds = {r.name: _predictions(r, data, out) for r in RECIPES}
     preds = {n: p for n, p in preds.items() if p is not None}
@@ -290,13 +383,7 @@ def score(data: Data, out: Path, n_boot: int, seed: int) -> dict[str, Any]:
                  "fold_macro_auroc": p["fold_auroc"].tolist(), "fold_mean": float(p["fold_auroc"].mean()),
                  "fold_sd": float(p["fold_auroc"].std(ddof=1)), "report_macro_auroc": rep["macro"]["auroc"]}
         recipe = BY_NAME[name]
-        refs = [TEACHER] if recipe.leads == 12 and name != TEACHER else []
-        if recipe.leads == 12 and recipe.share < 1:
-            refs = [TEACHER, low(recipe.share, LOW_STUDENT)]
-        if recipe.leads == 1:
-            refs = [TEACHER, ENSEMBLE, "lead I: student_cnn, labels only"] if recipe.share == 1 else [
-                low(recipe.share, r) for r in (LOW_TEACHER, LOW_STUDENT, LOW_WANG)]
-        for ref in refs:
+        for ref in _refs(recipe):
             if ref in preds and ref != name:
                 entry[f"cv_minus: {ref}"] = paired_macro_delta(data.y, p["oof"], preds[ref]["oof"], n_boot, seed)
                 within = paired_macro_auroc_ci(data.y, p["oof"], preds[ref]["oof"], n_boot=n_boot, seed=seed,
@@ -345,6 +432,7 @@ def tables(result: dict[str, Any]) -> str:
                             f"{_fmt(m.get(f'folds_minus: {low(share, LOW_WANG)}'), True)} | "
                             f"{_fmt(m['cv_macro_auroc'])} | {_fmt(m['report_macro_auroc'])} | "
                             f"{_fmt(m.get(f'report_minus: {ref}'), True)} |")
+    rows += _stage1_table(result["recipes"])
     with_groups = {n: m["subgroups"] for n, m in result["recipes"].items() if "subgroups" in m}
     if with_groups:
         names = list(next(iter(with_groups.values())))
@@ -354,6 +442,36 @@ def tables(result: dict[str, Any]) -> str:
         for n, g in with_groups.items():
             rows.append(f"| {n} | " + " | ".join(_fmt(g[s]) for s in names) + " |")
     return "\n".join(rows)
+
+
+def _mean(entry: dict[str, Any]) -> str:
+    """A recipe's mean of its folds' macro AUROCs (blank when it was not run)."""
+    return f"{entry['fold_mean']:.3f}" if entry else ""
+
+
+def _within(entry: dict[str, Any], ref: str) -> str:
+    """A recipe minus ``ref``, paired within folds (n/a when either was not run)."""
+    return _fmt(entry.get(f"folds_minus: {ref}"), True)
+
+
+def _stage1_table(recipes: dict[str, Any]) -> list[str]:
+    """The label-efficiency curve of stage 1 for the lead-I ``ecg_cnn``: fold means and differences within folds."""
+    shares = [f for f in STAGE1_SHARES if low(f, STAGE1) in recipes and low(f, SCRATCH) in recipes]
+    if not shares:
+        return []
+    rows = ["", "| labels | lead I, `ecg_cnn` from scratch | from stage 1 | stage 1 - scratch | from stage 1, "
+            "distilled | - scratch | - stage 1 on labels | `student_cnn` distilled | - it | 12-lead teacher |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for f in shares:
+        scratch, s1, s1d = (recipes.get(low(f, w), {}) for w in (SCRATCH, STAGE1, STAGE1_DISTILLED))
+        student = _at(f, "lead I: student_cnn, distilled from resnet1d_wang on every record",
+                      "lead I: student_cnn, distilled from resnet1d_wang")
+        teacher = recipes.get(_at(f, LOW_TEACHER, "12 leads: resnet1d_wang"), {})
+        cells = [f"{f:.0%}", _mean(scratch), _mean(s1), _within(s1, low(f, SCRATCH)), _mean(s1d),
+                 _within(s1d, low(f, SCRATCH)), _within(s1d, low(f, STAGE1)), _mean(recipes.get(student, {})),
+                 _within(s1d, student), _mean(teacher)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
 
 
 def main() -> None:

@@ -146,3 +146,14 @@ def test_ptbxl_low_label_shares_are_nested_seeded_subsets_of_the_fold_and_keep_i
         assert np.array_equal(tenth["fit_labelled"], Data(report_fold=9, seed=0).split(k, 0.1)["fit_labelled"])
     folders = [r.folder for r in RECIPES]
     assert len(set(folders)) == len(folders) and all(c.isalnum() or c in "-_" for f in folders for c in f)
+
+
+def test_ptbxl_stage1_reads_no_record_a_fold_scores_and_its_students_share_one_network():
+    from bench_ptbxl_cv import CV_FOLDS, RECIPES, STAGE1_SHARES, stage1_sources
+
+    for k, test_folds in enumerate(CV_FOLDS):
+        ptbxl = [s for s in stage1_sources(k) if s.kind == "ptbxl"]
+        assert len(ptbxl) == 1 and set(ptbxl[0].folds) == set(range(1, 9)) - set(test_folds)  # never 9-10
+    for share in STAGE1_SHARES:  # scratch and stage 1 at every share: one network, two starts
+        starts = {r.start for r in RECIPES if r.share == share and r.start}
+        assert starts == {"scratch", "stage 1"}
