@@ -156,11 +156,25 @@ def low(share: float, what: str) -> str:
 
 LOW_TEACHER, LOW_STUDENT, LOW_WANG = ("12 leads: resnet1d_wang", "lead I: student_cnn, labels only",
                                       "lead I: resnet1d_wang, labels only")
+LOW_DISTILLED = "lead I: student_cnn, distilled from resnet1d_wang on every record"
+
+
+def _at(share: float, what: str, full_label: str = "") -> str:
+    """The recipe ``what`` at ``share`` of the labels (:func:`low`); with every label, its full-label name:
+    ``full_label`` where one is given, else ``what`` itself."""
+    return low(share, what) if share < 1 else full_label or what
+
+
+def _distilled_student(share: float) -> str:
+    """The lead-I ``student_cnn`` distilled from ``resnet1d_wang`` at ``share`` of the labels."""
+    return _at(share, LOW_DISTILLED, "lead I: student_cnn, distilled from resnet1d_wang")
+
+
 for _s in LOW_SHARES:  # the teacher; the student on its labels and distilled; resnet1d_wang on lead I distilled
     RECIPES += [
         Recipe(low(_s, LOW_TEACHER), "fixed", 12, "resnet1d_wang", share=_s),
         Recipe(low(_s, LOW_STUDENT), "student", 1, share=_s),
-        Recipe(low(_s, "lead I: student_cnn, distilled from resnet1d_wang on every record"), "student", 1,
+        Recipe(low(_s, LOW_DISTILLED), "student", 1,
                teacher=low(_s, LOW_TEACHER), share=_s, every_record=True),
         Recipe(low(_s, "lead I: resnet1d_wang, resnet1d_wang's probabilities on every record"), "fixed", 1,
                "resnet1d_wang", teacher=low(_s, LOW_TEACHER), share=_s, every_record=True),
@@ -182,8 +196,8 @@ for _s in STAGE1_SHARES:
     RECIPES += [
         Recipe(low(_s, SCRATCH), "student", 1, share=_s, start="scratch"),
         Recipe(low(_s, STAGE1), "student", 1, share=_s, start="stage 1"),
-        Recipe(low(_s, STAGE1_DISTILLED), "student", 1, teacher=low(_s, LOW_TEACHER) if _s < 1 else
-               "12 leads: resnet1d_wang", share=_s, every_record=True, start="stage 1"),
+        Recipe(low(_s, STAGE1_DISTILLED), "student", 1, teacher=_at(_s, LOW_TEACHER), share=_s, every_record=True,
+               start="stage 1"),
     ]
 RECIPES += [  # the backbone at stage 2-3's default rate factor (0.3) instead of the full rate, where labels are few
     Recipe(low(_s, "lead I: ecg_cnn from stage 1, its backbone at 0.3 x the rate, labels only"), "student", 1,
@@ -261,7 +275,8 @@ def stage1(data: Data, k: int, out: Path, cfg: Config) -> Path:
 
 
 def _start(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> dict[str, Any]:
-    """``fit_array_student``'s ``encoder`` and ``backbone_state`` for a recipe with a ``start`` (else none)."""
+    """``fit_array_student``'s ``encoder`` and ``backbone_state`` for a recipe with a ``start`` (else none). A
+    scratch start takes the stage-1 encoder's config too (not its weights), so both starts build the same network."""
     if not recipe.start:
         return {}
     encoder, state = student_start({"name": "pretrained", "path": str(stage1(data, k, out, cfg))}, None)
@@ -355,21 +370,14 @@ def _subgroups(data: Data, p: np.ndarray, n_boot: int, seed: int) -> dict[str, A
             for name, m in groups.items()}
 
 
-def _at(share: float, what: str, full_label: str | None = None) -> str:
-    """The recipe ``what`` at ``share`` of the labels; with every label, ``full_label`` where that is its name."""
-    return low(share, what) if share < 1 or full_label is None else full_label
-
-
 def _refs(recipe: Recipe) -> list[str]:
     """The recipes ``recipe`` is compared with, paired over the same records."""
     share = recipe.share
     if recipe.leads == 12:
         return [TEACHER] if share == 1 else [TEACHER, low(share, LOW_STUDENT)]
     if recipe.start:  # the same network from the other start, the student_cnn twins and the teacher
-        return [_at(share, LOW_TEACHER, "12 leads: resnet1d_wang"), low(share, SCRATCH), low(share, STAGE1),
-                _at(share, LOW_STUDENT, "lead I: student_cnn, labels only"),
-                _at(share, "lead I: student_cnn, distilled from resnet1d_wang on every record",
-                    "lead I: student_cnn, distilled from resnet1d_wang")]
+        return [_at(share, LOW_TEACHER), low(share, SCRATCH), low(share, STAGE1), _at(share, LOW_STUDENT),
+                _distilled_student(share)]
     if share == 1:
         return [TEACHER, ENSEMBLE, "lead I: student_cnn, labels only"]
     return [low(share, r) for r in (LOW_TEACHER, LOW_STUDENT, LOW_WANG)]
@@ -467,9 +475,8 @@ def _stage1_table(recipes: dict[str, Any]) -> list[str]:
             "|---|---|---|---|---|---|---|---|---|---|"]
     for f in shares:
         scratch, s1, s1d = (recipes.get(low(f, w), {}) for w in (SCRATCH, STAGE1, STAGE1_DISTILLED))
-        student = _at(f, "lead I: student_cnn, distilled from resnet1d_wang on every record",
-                      "lead I: student_cnn, distilled from resnet1d_wang")
-        teacher = recipes.get(_at(f, LOW_TEACHER, "12 leads: resnet1d_wang"), {})
+        student = _distilled_student(f)
+        teacher = recipes.get(_at(f, LOW_TEACHER), {})
         cells = [f"{f:.0%}".replace("%", " %"), _mean(scratch), _mean(s1), _within(s1, low(f, SCRATCH)), _mean(s1d),
                  _within(s1d, low(f, SCRATCH)), _within(s1d, low(f, STAGE1)), _mean(recipes.get(student, {})),
                  _within(s1d, student), _mean(teacher)]
