@@ -40,8 +40,9 @@ beside them.
 **Stage 1 for the student** (issue 17, item 2): in each fold, the CPU-scale stage-1 recipe (the lead-agnostic
 ``ecg_cnn`` under CLOCS, ``benchmarks/configs/ecg_ptbxl_cnn.yaml``) on every unlabelled ECG that fold may see (its
 six training strat folds, CinC 2017 as lead I, simulated ECGs; :func:`stage1`); then the same ``ecg_cnn`` on lead I
-at 5, 10, 25 and 100 % of the labels from a random start and from that encoder, and from the encoder with the
-teacher's outputs on every record: the label-efficiency curve, compared within folds.
+at 5, 10, 25 and 100 % of the labels from a random start and from that encoder (its backbone at the full rate and
+at 0.3 x), on the labels and with the teacher's outputs on every record: the label-efficiency curve, compared within
+folds.
 
 Every fold model is saved under ``--out`` and reused, so an interrupted run continues; ``--folds`` trains only
 some folds (two processes share the 2 cores), and the scores come once every fold's model of a recipe is there::
@@ -50,7 +51,9 @@ some folds (two processes share the 2 cores), and the scores come once every fol
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_ptbxl_cv.py --out runs/ptbxl-cv --folds 2 3
     python benchmarks/bench_ptbxl_cv.py --out runs/ptbxl-cv          # scores and tables (trains what is missing)
 
-Results: ``benchmarks/results/ptbxl_cv.json`` and markdown tables on stdout.
+Results: ``benchmarks/results/ptbxl_cv.json`` and markdown tables on stdout. ``--lead-i-validation K`` writes fold
+``K``'s validation records as lead-I windows, the ``--data`` with which ``cardiodistill export`` gates that fold's
+lead-I models.
 """
 
 from __future__ import annotations
@@ -199,11 +202,17 @@ for _s in STAGE1_SHARES:
         Recipe(low(_s, STAGE1_DISTILLED), "student", 1, teacher=_at(_s, LOW_TEACHER), share=_s, every_record=True,
                start="stage 1"),
     ]
-RECIPES += [  # the backbone at stage 2-3's default rate factor (0.3) instead of the full rate, where labels are few
-    Recipe(low(_s, "lead I: ecg_cnn from stage 1, its backbone at 0.3 x the rate, labels only"), "student", 1,
-           share=_s, start="stage 1", lr_scale=FinetuneConfig.model_fields["encoder_lr_scale"].default)
-    for _s in (0.05, 0.1)
-]
+# The backbone at stage 2-3's default rate factor (0.3) instead of the full rate, on labels and distilled.
+SLOW = FinetuneConfig.model_fields["encoder_lr_scale"].default
+STAGE1_SLOW = f"lead I: ecg_cnn from stage 1, its backbone at {SLOW} x the rate, labels only"
+STAGE1_SLOW_DISTILLED = (f"lead I: ecg_cnn from stage 1, its backbone at {SLOW} x the rate, distilled from "
+                         "resnet1d_wang on every record")
+for _s in STAGE1_SHARES:
+    RECIPES += [
+        Recipe(low(_s, STAGE1_SLOW), "student", 1, share=_s, start="stage 1", lr_scale=SLOW),
+        Recipe(low(_s, STAGE1_SLOW_DISTILLED), "student", 1, teacher=_at(_s, LOW_TEACHER), share=_s,
+               every_record=True, start="stage 1", lr_scale=SLOW),
+    ]
 BY_NAME = {r.name: r for r in RECIPES}
 STAGE1_RECIPE = Path(__file__).with_name("configs") / "ecg_ptbxl_cnn.yaml"  # the CPU-scale stage-1 recipe
 STAGE1_STEPS = 1200  # half the recipe's 2,400: four folds' stage 1 in about 25 min on 2 cores
@@ -376,8 +385,8 @@ def _refs(recipe: Recipe) -> list[str]:
     if recipe.leads == 12:
         return [TEACHER] if share == 1 else [TEACHER, low(share, LOW_STUDENT)]
     if recipe.start:  # the same network from the other start, the student_cnn twins and the teacher
-        return [_at(share, LOW_TEACHER), low(share, SCRATCH), low(share, STAGE1), _at(share, LOW_STUDENT),
-                _distilled_student(share)]
+        return [_at(share, LOW_TEACHER), low(share, SCRATCH), low(share, STAGE1), low(share, STAGE1_DISTILLED),
+                low(share, STAGE1_SLOW), _at(share, LOW_STUDENT), _distilled_student(share)]
     if share == 1:
         return [TEACHER, ENSEMBLE, "lead I: student_cnn, labels only"]
     return [low(share, r) for r in (LOW_TEACHER, LOW_STUDENT, LOW_WANG)]
@@ -466,7 +475,8 @@ def _within(entry: dict[str, Any], ref: str) -> str:
 
 
 def _stage1_table(recipes: dict[str, Any]) -> list[str]:
-    """The label-efficiency curve of stage 1 for the lead-I ``ecg_cnn``: fold means and differences within folds."""
+    """The label-efficiency curve of stage 1 for the lead-I ``ecg_cnn``: fold means and differences within folds;
+    then the stage-1 backbone at :data:`SLOW` times the rate, on labels and distilled."""
     shares = [f for f in STAGE1_SHARES if low(f, STAGE1) in recipes and low(f, SCRATCH) in recipes]
     if not shares:
         return []
@@ -481,7 +491,27 @@ def _stage1_table(recipes: dict[str, Any]) -> list[str]:
                  _within(s1d, low(f, SCRATCH)), _within(s1d, low(f, STAGE1)), _mean(recipes.get(student, {})),
                  _within(s1d, student), _mean(teacher)]
         rows.append("| " + " | ".join(cells) + " |")
+    slow = [f for f in shares if low(f, STAGE1_SLOW) in recipes or low(f, STAGE1_SLOW_DISTILLED) in recipes]
+    if slow:
+        rows += ["", f"| labels | backbone at {SLOW} x the rate, on labels | - scratch | - the full rate | "
+                 f"at {SLOW} x, distilled | - scratch | - the full rate, distilled | - `student_cnn` distilled |",
+                 "|---|---|---|---|---|---|---|---|"]
+    for f in slow:
+        s1, s1d = recipes.get(low(f, STAGE1_SLOW), {}), recipes.get(low(f, STAGE1_SLOW_DISTILLED), {})
+        cells = [f"{f:.0%}".replace("%", " %"), _mean(s1), _within(s1, low(f, SCRATCH)), _within(s1, low(f, STAGE1)),
+                 _mean(s1d), _within(s1d, low(f, SCRATCH)), _within(s1d, low(f, STAGE1_DISTILLED)),
+                 _within(s1d, _distilled_student(f))]
+        rows.append("| " + " | ".join(cells) + " |")
     return rows
+
+
+def lead_i_validation(data: Data, k: int, path: Path) -> None:
+    """Fold ``k``'s validation records as the lead-I windows its students read (the whole 10 s, z-scored) with
+    every label: ``cardiodistill export --data`` for that fold's lead-I models, whose int8 gate it is."""
+    rows = data.split(k)["val"]
+    windows = ArrayDataset(data.x[rows, :1], data.y[rows], random_crop=False)
+    save_npz_atomic(path, x=np.stack([windows[i]["mobile"] for i in range(len(windows))]), y=data.y[rows])
+    _log(f"PTB-XL fold {k}: {len(rows)} validation records as lead I -> {path}")
 
 
 def main() -> None:
@@ -493,6 +523,9 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     ap.add_argument("--result", type=Path, default=Path("benchmarks/results/ptbxl_cv.json"))
+    ap.add_argument("--lead-i-validation", type=int, default=None, metavar="K",
+                    help="write fold K's validation records as lead-I windows (<out>/lead-i-validation-foldK.npz, "
+                         "the --data of cardiodistill export) and stop")
     args = ap.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA}: the shared data folder is not here")
@@ -503,6 +536,9 @@ def main() -> None:
     cfg = _config(CV_SETS, args.overrides)
     set_threads(cfg.trainer.threads)
     data = Data(args.report_fold, cfg.trainer.seed)
+    if args.lead_i_validation is not None:
+        return lead_i_validation(data, args.lead_i_validation,
+                                 args.out / f"lead-i-validation-fold{args.lead_i_validation}.npz")
     todo = [BY_NAME[n] for n in args.recipes] if args.recipes else RECIPES
     for k in range(len(CV_FOLDS)) if args.folds is None else args.folds:
         for recipe in todo:

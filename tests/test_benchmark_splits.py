@@ -157,3 +157,22 @@ def test_ptbxl_stage1_reads_no_record_a_fold_scores_and_its_students_share_one_n
     for share in STAGE1_SHARES:  # scratch and stage 1 at every share: one network, two starts
         starts = {r.start for r in RECIPES if r.share == share and r.start}
         assert starts == {"scratch", "stage 1"}
+        # each stage-1 recipe at both rates, the distilled twins from the same teacher
+        stage1 = [r for r in RECIPES if r.share == share and r.start == "stage 1"]
+        assert {(r.lr_scale, bool(r.teacher)) for r in stage1} == {(1.0, False), (1.0, True), (0.3, False), (0.3, True)}
+        assert len({r.teacher for r in stage1 if r.teacher}) == 1
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "ptbxl").is_dir(),
+                    reason="../shared/data is not here")
+def test_ptbxl_export_gate_data_is_the_folds_validation_records_as_z_scored_lead_i(tmp_path):
+    from bench_ptbxl_cv import Data, lead_i_validation
+
+    data = Data(report_fold=9, seed=0)
+    lead_i_validation(data, 1, tmp_path / "val.npz")
+    saved, split = np.load(tmp_path / "val.npz"), data.split(1)
+    assert saved["x"].shape == (len(split["val"]), 1, data.x.shape[-1])
+    assert np.array_equal(saved["y"], data.y[split["val"]], equal_nan=True)  # no record the fold tests
+    lead_i = data.x[split["val"], :1].astype(np.float64)
+    z = (lead_i - lead_i.mean(-1, keepdims=True)) / lead_i.std(-1, keepdims=True)
+    assert np.allclose(saved["x"], z, atol=1e-3)
