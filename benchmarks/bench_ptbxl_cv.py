@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.special import expit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -103,7 +104,8 @@ CV_SETS = [*PTBXL_SETS, "finetune.epochs=12"]
 class Recipe:
     """One model per fold: ``kind`` ``fixed`` (a fixed-lead classifier ``backbone`` on ``leads``), ``student``
     (``config.distill.backbone`` on ``leads``; distilled from ``teacher``'s soft targets and embedding, or from
-    the ensemble's soft targets, when ``teacher`` is set) or ``ensemble`` (the mean of ``members``).
+    the ensemble's soft targets, when ``teacher`` is set), ``ensemble`` (the mean of ``members``) or ``choice``
+    (in each fold, the model of the member whose validation loss is lowest; nothing trained).
 
     ``share`` < 1 is the low-label regime: the labels of a seeded ``share`` of the fold's training and validation
     records only (:meth:`Data.split`). Such a recipe trains on its labelled records, listed ``1 / share`` times
@@ -207,11 +209,18 @@ SLOW = FinetuneConfig.model_fields["encoder_lr_scale"].default
 STAGE1_SLOW = f"lead I: ecg_cnn from stage 1, its backbone at {SLOW} x the rate, labels only"
 STAGE1_SLOW_DISTILLED = (f"lead I: ecg_cnn from stage 1, its backbone at {SLOW} x the rate, distilled from "
                          "resnet1d_wang on every record")
+# And the rate a user would pick: in each fold, the one with the lower validation loss.
+STAGE1_CHOSEN, STAGE1_CHOSEN_DISTILLED = (f"lead I: ecg_cnn from stage 1, {what}, the rate chosen on validation loss"
+                                          for what in ("labels only", "distilled from resnet1d_wang on every record"))
 for _s in STAGE1_SHARES:
     RECIPES += [
         Recipe(low(_s, STAGE1_SLOW), "student", 1, share=_s, start="stage 1", lr_scale=SLOW),
         Recipe(low(_s, STAGE1_SLOW_DISTILLED), "student", 1, teacher=_at(_s, LOW_TEACHER), share=_s,
                every_record=True, start="stage 1", lr_scale=SLOW),
+        Recipe(low(_s, STAGE1_CHOSEN), "choice", 1, members=(low(_s, STAGE1), low(_s, STAGE1_SLOW)), share=_s,
+               start="stage 1"),
+        Recipe(low(_s, STAGE1_CHOSEN_DISTILLED), "choice", 1,
+               members=(low(_s, STAGE1_DISTILLED), low(_s, STAGE1_SLOW_DISTILLED)), share=_s, start="stage 1"),
     ]
 BY_NAME = {r.name: r for r in RECIPES}
 STAGE1_RECIPE = Path(__file__).with_name("configs") / "ecg_ptbxl_cnn.yaml"  # the CPU-scale stage-1 recipe
@@ -339,6 +348,26 @@ def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> Path:
     return path
 
 
+def _val_loss(recipe: Recipe, k: int, out: Path) -> float:
+    """The lowest validation loss of fold ``k``'s run of ``recipe`` (the labels' loss, which chose its checkpoint);
+    infinite when the run is not there."""
+    log = out / recipe.folder / f"fold{k}" / "logs" / "metrics.csv"
+    return float(pd.read_csv(log)["val/label"].min()) if log.is_file() else float("inf")
+
+
+def _chosen(recipe: Recipe, k: int, out: Path) -> Recipe:
+    """The recipe whose fold-``k`` model ``recipe`` uses: itself, or of a ``choice`` the member with the lowest
+    validation loss in that fold."""
+    if recipe.kind != "choice":
+        return recipe
+    return min((BY_NAME[m] for m in recipe.members), key=lambda r: _val_loss(r, k, out))
+
+
+def _fold_model(recipe: Recipe, k: int, out: Path) -> Path:
+    """Fold ``k``'s model file of a trained (or chosen) recipe."""
+    return out / _chosen(recipe, k, out).folder / f"fold{k}" / "model.pt"
+
+
 def _predictions(recipe: Recipe, data: Data, out: Path) -> dict[str, np.ndarray] | None:
     """``{"oof": [N, C], "report": [M, C], "fold_auroc": [K]}`` of a recipe whose fold models are all there
     (cached in ``out/<recipe>/predictions.npz``), else None."""
@@ -353,7 +382,10 @@ def _predictions(recipe: Recipe, data: Data, out: Path) -> dict[str, np.ndarray]
         oof = np.mean([p["oof"] for p in parts], axis=0)
         report = np.mean([p["report"] for p in parts], axis=0)
     else:
-        paths = [out / recipe.folder / f"fold{k}" / "model.pt" for k in range(len(CV_FOLDS))]
+        if recipe.kind == "choice" and not all((out / BY_NAME[m].folder / f"fold{k}" / "model.pt").is_file()
+                                               for m in recipe.members for k in range(len(CV_FOLDS))):
+            return None
+        paths = [_fold_model(recipe, k, out) for k in range(len(CV_FOLDS))]
         if not all(p.is_file() for p in paths):
             return None
         oof = np.zeros_like(data.y)
@@ -414,8 +446,10 @@ def score(data: Data, out: Path, n_boot: int, seed: int) -> dict[str, Any]:
         if name in (TEACHER, ENSEMBLE) or (recipe.leads == 1 and recipe.share == 1):
             entry["subgroups"] = _subgroups(data, p["oof"], n_boot, seed)
         if recipe.kind != "ensemble":
-            entry["train_seconds"] = [read_model_file(out / recipe.folder / f"fold{k}" / "model.pt")
-                                      .get("train_seconds") for k in range(len(CV_FOLDS))]
+            entry["train_seconds"] = [read_model_file(_fold_model(recipe, k, out)).get("train_seconds")
+                                      for k in range(len(CV_FOLDS))]
+        if recipe.kind == "choice":
+            entry["chosen"] = [_chosen(recipe, k, out).name for k in range(len(CV_FOLDS))]
         result[name] = entry
     return result
 
@@ -493,16 +527,25 @@ def _stage1_table(recipes: dict[str, Any]) -> list[str]:
         rows.append("| " + " | ".join(cells) + " |")
     slow = [f for f in shares if low(f, STAGE1_SLOW) in recipes or low(f, STAGE1_SLOW_DISTILLED) in recipes]
     if slow:
-        rows += ["", f"| labels | backbone at {SLOW} x the rate, on labels | - scratch | - the full rate | "
-                 f"at {SLOW} x, distilled | - scratch | - the full rate, distilled | - `student_cnn` distilled |",
-                 "|---|---|---|---|---|---|---|---|"]
+        rows += ["", f"| labels | backbone at {SLOW} x the rate, on labels | - the full rate | the rate the validation "
+                 f"loss chose (folds at {SLOW} x) | - scratch | at {SLOW} x, distilled | - the full rate, distilled | "
+                 "chosen, distilled | - scratch | - `student_cnn` distilled |", "|---|---|---|---|---|---|---|---|---|---|"]
     for f in slow:
-        s1, s1d = recipes.get(low(f, STAGE1_SLOW), {}), recipes.get(low(f, STAGE1_SLOW_DISTILLED), {})
-        cells = [f"{f:.0%}".replace("%", " %"), _mean(s1), _within(s1, low(f, SCRATCH)), _within(s1, low(f, STAGE1)),
-                 _mean(s1d), _within(s1d, low(f, SCRATCH)), _within(s1d, low(f, STAGE1_DISTILLED)),
-                 _within(s1d, _distilled_student(f))]
+        s1, s1d, c, cd = (recipes.get(low(f, w), {}) for w in (STAGE1_SLOW, STAGE1_SLOW_DISTILLED, STAGE1_CHOSEN,
+                                                               STAGE1_CHOSEN_DISTILLED))
+        cells = [f"{f:.0%}".replace("%", " %"), _mean(s1), _within(s1, low(f, STAGE1)), _chosen_cell(c),
+                 _within(c, low(f, SCRATCH)), _mean(s1d), _within(s1d, low(f, STAGE1_DISTILLED)), _chosen_cell(cd),
+                 _within(cd, low(f, SCRATCH)), _within(cd, _distilled_student(f))]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
+
+
+def _chosen_cell(entry: dict[str, Any]) -> str:
+    """A ``choice`` recipe's fold mean and how many folds chose the slower rate."""
+    if not entry:
+        return ""
+    slow = sum(BY_NAME[n].lr_scale == SLOW for n in entry["chosen"])
+    return f"{_mean(entry)} ({slow} / {len(entry['chosen'])})"
 
 
 def lead_i_validation(data: Data, k: int, path: Path) -> None:
@@ -542,7 +585,7 @@ def main() -> None:
     todo = [BY_NAME[n] for n in args.recipes] if args.recipes else RECIPES
     for k in range(len(CV_FOLDS)) if args.folds is None else args.folds:
         for recipe in todo:
-            if recipe.kind != "ensemble":
+            if recipe.kind not in ("ensemble", "choice"):
                 _train(recipe, data, k, args.out, cfg)
     if args.folds is not None:
         _log(f"trained folds {args.folds}; run without --folds to score")

@@ -158,7 +158,7 @@ def test_ptbxl_stage1_reads_no_record_a_fold_scores_and_its_students_share_one_n
         starts = {r.start for r in RECIPES if r.share == share and r.start}
         assert starts == {"scratch", "stage 1"}
         # each stage-1 recipe at both rates, the distilled twins from the same teacher
-        stage1 = [r for r in RECIPES if r.share == share and r.start == "stage 1"]
+        stage1 = [r for r in RECIPES if r.share == share and r.start == "stage 1" and r.kind == "student"]
         assert {(r.lr_scale, bool(r.teacher)) for r in stage1} == {(1.0, False), (1.0, True), (0.3, False), (0.3, True)}
         assert len({r.teacher for r in stage1 if r.teacher}) == 1
 
@@ -176,3 +176,18 @@ def test_ptbxl_export_gate_data_is_the_folds_validation_records_as_z_scored_lead
     lead_i = data.x[split["val"], :1].astype(np.float64)
     z = (lead_i - lead_i.mean(-1, keepdims=True)) / lead_i.std(-1, keepdims=True)
     assert np.allclose(saved["x"], z, atol=1e-3)
+
+
+def test_ptbxl_a_chosen_rate_takes_in_each_fold_the_member_with_the_lower_validation_loss(tmp_path):
+    from bench_ptbxl_cv import BY_NAME, RECIPES, _fold_model
+
+    choice = next(r for r in RECIPES if r.kind == "choice")
+    fast, slow = (BY_NAME[m] for m in choice.members)
+    assert fast.lr_scale == 1.0 and slow.lr_scale < 1.0 and fast.share == slow.share == choice.share
+    for k, losses in enumerate([(0.7, 0.5), (0.4, 0.6)]):
+        for recipe, loss in zip((fast, slow), losses):
+            log = tmp_path / recipe.folder / f"fold{k}" / "logs"
+            log.mkdir(parents=True)  # Lightning's CSV log: training rows carry no validation loss
+            (log / "metrics.csv").write_text(f"epoch,step,val/label\n1,10,\n1,19,{loss + 0.2}\n2,39,{loss}\n")
+    assert _fold_model(choice, 0, tmp_path).parts[-3] == slow.folder
+    assert _fold_model(choice, 1, tmp_path).parts[-3] == fast.folder
