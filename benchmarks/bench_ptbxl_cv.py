@@ -41,8 +41,8 @@ beside them.
 ``ecg_cnn`` under CLOCS, ``benchmarks/configs/ecg_ptbxl_cnn.yaml``) on every unlabelled ECG that fold may see (its
 six training strat folds, CinC 2017 as lead I, simulated ECGs; :func:`stage1`); then the same ``ecg_cnn`` on lead I
 at 5, 10, 25 and 100 % of the labels from a random start and from that encoder (its backbone at the full rate and
-at 0.3 x), on the labels and with the teacher's outputs on every record: the label-efficiency curve, compared within
-folds.
+at 0.3 x, and the rate each fold's validation loss picks), on the labels and with the teacher's outputs on every
+record: the label-efficiency curve, compared within folds.
 
 Every fold model is saved under ``--out`` and reused, so an interrupted run continues; ``--folds`` trains only
 some folds (two processes share the 2 cores), and the scores come once every fold's model of a recipe is there::
@@ -529,7 +529,7 @@ def _stage1_table(recipes: dict[str, Any]) -> list[str]:
     if slow:
         rows += ["", f"| labels | backbone at {SLOW} x the rate, on labels | - the full rate | the rate the validation "
                  f"loss chose (folds at {SLOW} x) | - scratch | at {SLOW} x, distilled | - the full rate, distilled | "
-                 "chosen, distilled | - scratch | - `student_cnn` distilled |", "|---|---|---|---|---|---|---|---|---|---|"]
+                 "chosen, distilled | - scratch | - `student_cnn` distilled |", "|---" * 10 + "|"]
     for f in slow:
         s1, s1d, c, cd = (recipes.get(low(f, w), {}) for w in (STAGE1_SLOW, STAGE1_SLOW_DISTILLED, STAGE1_CHOSEN,
                                                                STAGE1_CHOSEN_DISTILLED))

@@ -172,7 +172,7 @@ def test_ptbxl_export_gate_data_is_the_folds_validation_records_as_z_scored_lead
     lead_i_validation(data, 1, tmp_path / "val.npz")
     saved, split = np.load(tmp_path / "val.npz"), data.split(1)
     assert saved["x"].shape == (len(split["val"]), 1, data.x.shape[-1])
-    assert np.array_equal(saved["y"], data.y[split["val"]], equal_nan=True)  # no record the fold tests
+    assert np.array_equal(saved["y"], data.y[split["val"]], equal_nan=True)  # the validation records, every label
     lead_i = data.x[split["val"], :1].astype(np.float64)
     z = (lead_i - lead_i.mean(-1, keepdims=True)) / lead_i.std(-1, keepdims=True)
     assert np.allclose(saved["x"], z, atol=1e-3)
