@@ -29,9 +29,10 @@ urgent referral and the echo-defined labels at 1, 10 and 100 % of labels).
     python benchmarks/bench_ablation.py --out runs/ablation --patients 600 --preset quick
 
 Each finished run is kept, so an interrupted benchmark continues; the run's config is written to
-``<out>/config.yaml``. Results go to ``benchmarks/results/ablation.json`` and markdown tables on stdout: the
-models, the paired differences (:data:`PAIRS`: what each stage, objective and distillation adds) in urgent-referral
-AUROC on the same test studies with paired bootstrap 95 % CIs
+``<out>/config.yaml``; ``--teachers-only`` trains and scores the teachers alone. Results go to
+``benchmarks/results/ablation.json`` and markdown tables on stdout: the models, the paired differences
+(:data:`PAIRS`: what each stage, objective and distillation adds) in urgent-referral AUROC on the same test
+studies with paired bootstrap 95 % CIs
 (:func:`~cardiodistill.evaluate.clinical.paired_difference`), the ceilings and the probes.
 """
 
@@ -217,6 +218,7 @@ def main() -> None:
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--variants", nargs="*", default=list(ALIGN_VARIANTS), help="stage-2 variants to run")
+    ap.add_argument("--teachers-only", action="store_true", help="train and score the teachers, no student")
     ap.add_argument("--result", type=Path, default=Path("benchmarks/results/ablation.json"))
     ap.add_argument("--student-stage1-steps", type=int, default=600,
                     help="steps of the student's stage 1 (CLOCS ecg_cnn); 0: no stage-1 students")
@@ -273,7 +275,7 @@ def main() -> None:
         teachers[name] = t_folder
 
     students: dict[str, Path] = {}
-    if "full" in teachers:
+    if "full" in teachers and not args.teachers_only:
         for n in cfg.distill.leads:
             folder = out / f"student-{n}-lead"
             if not (folder / "student.pt").is_file():
@@ -301,7 +303,7 @@ def main() -> None:
             e_cfg.distill.backbone = {"name": "ecg_encoder"}
             run_distill(e_cfg, cohort, teachers["full"], folder, n_leads=n, show_bar=False)
         students[f"student {n} lead, distilled, teacher's ECG encoder start"] = folder / "student.pt"
-    if "full" in teachers and args.student_stage1_steps > 0:
+    if "full" in teachers and args.student_stage1_steps > 0 and not args.teachers_only:
         s_cfg = load_config(args.preset, [*args.overrides, *STUDENT_STAGE1,
                                           f"pretrain.ecg.optim.max_steps={args.student_stage1_steps}"])
         s_cfg.pretrain.ecg.sources = [src.model_copy(update={"patients": args.student_stage1_patients})
@@ -325,7 +327,7 @@ def main() -> None:
                 run_distill(run_cfg, cohort, teacher, s_folder, n_leads=n, distil=teacher is not None,
                             show_bar=False)
             students[f"student {n} lead, {label}, stage-1 CNN start"] = s_folder / "student.pt"
-    if "no stage 2" in teachers:
+    if "no stage 2" in teachers and not args.teachers_only:
         n = cfg.distill.leads[0]
         folder = out / f"student-{n}-lead-no-stage2"
         if not (folder / "student.pt").is_file():

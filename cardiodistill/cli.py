@@ -494,8 +494,11 @@ def finetune(
         video = encoder_config(video_encoder, cfg.align.video_model, "align.video_model")
         data = _cohort_or_stream(cfg, cohort, stream, {"ecg": ecg[0], "echo": video[0]}, endpoint_url)
         summary = run_finetune(cfg, data, out, base=unaligned_fusion(cfg, data, ecg, video))
-    finish_run(out, "finetune", steps=summary["steps"], labelled=summary["n_labelled"])
-    console.print(f"[green]teacher trained on {summary['n_labelled']} labelled studies:[/] {out / 'teacher.pt'}")
+    finish_run(out, "finetune", steps=summary["steps"], labelled=summary["n_labelled"], kept=summary["kept"])
+    how = ("fine-tuned" if summary["kept"] == "finetune" else "a linear probe, finetune.mode=probe"
+           if "val_loss_probe" not in summary else "its linear-probe start kept: lower validation loss than fine-tuned")
+    console.print(f"[green]teacher trained on {summary['n_labelled']} labelled studies ({how}):[/] "
+                  f"{out / 'teacher.pt'}")
 
 
 @app.command(short_help="Stage 3b: distil the teacher into a handheld-ECG student.")

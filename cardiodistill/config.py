@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 
 from .errors import ConfigError
 from .records import DEFAULT_BAND
@@ -352,6 +352,14 @@ class FinetuneConfig(_Strict):
     head_init: Literal["probe", "random"] = Field(
         "probe", description="probe: fit the heads on the frozen embedding first, then train (LP-FT); random: SGD only")
     probe_c: float = Field(0.1, gt=0, description="head_init probe: inverse L2 strength of the logistic heads")
+    probe_grid: list[PositiveFloat] = Field(
+        default_factory=lambda: [0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
+        description="head_init probe: each output's inverse L2 strength is the one of these with the lowest validation "
+                    "loss (empty, or no validation studies: probe_c for all)")
+    keep_probe: bool = Field(
+        True, description="head_init probe, mode finetune: keep the probe start rather than the fine-tuned teacher "
+                          "when its validation loss is lower (on the CPU presets fine-tuning lost to it, "
+                          "docs/benchmarks.md)")
     lvef_weight: float = Field(1.0, ge=0)
     encoder_lr_scale: float = Field(0.3, gt=0, le=1)
     fresh_encoders: list[Literal["labs", "note"]] = Field(

@@ -425,6 +425,74 @@ def test_heads_fitted_on_the_frozen_embedding_before_fine_tuning(pipeline_run, c
     np.testing.assert_allclose(teacher.standardise.running_var.numpy(), emb.var(0), rtol=1e-3, atol=1e-9)
 
 
+def _linear_targets(teacher, cohort, seed=0):
+    """Triage targets on every study that a linear function of ``teacher``'s fused embedding (plus noise) sets, and
+    the cache rows in embedding order; only the first output is known."""
+    from cardiodistill.train.teacher import predict_studies
+
+    teacher.eval()
+    seen = predict_studies(teacher, cohort.dataset(np.arange(len(cohort.cache))), keys=("embedding",))
+    emb, rows = seen["embedding"], seen["index"]
+    rng = np.random.default_rng(seed)
+    score = (emb - emb.mean(0)) / emb.std(0).clip(1e-12) @ rng.normal(size=emb.shape[1])
+    score += rng.normal(scale=score.std(), size=len(score))
+    targets = np.full((len(cohort.cache), len(teacher.outputs)), np.nan, np.float32)
+    targets[rows, 0] = score > np.median(score)
+    return targets
+
+
+def test_each_probe_head_takes_the_l2_strength_with_the_lowest_validation_loss(pipeline_run, cohort):
+    """With validation studies, an output's inverse L2 strength is the one of the grid whose logistic regression
+    has the lowest log loss on them (checked against sklearn fits of every candidate); without, ``c``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    from cardiodistill.train.teacher import init_heads_from_probe, predict_studies
+
+    teacher = load_model(pipeline_run / "teacher" / "teacher.pt")
+    targets = _linear_targets(teacher, cohort)
+    train, val = (cohort.with_targets(cohort.dataset(split), {"targets": targets}) for split in ("train", "val"))
+    grid = [1e-3, 0.1, 10.0]
+    report = init_heads_from_probe(teacher, train, c=0.5, val=val, grid=grid)
+    emb = {k: predict_studies(teacher, d, keys=("embedding",), from_batch=()) for k, d in (("train", train),
+                                                                                         ("val", val))}
+    mean, var = emb["train"]["embedding"].mean(0), emb["train"]["embedding"].var(0)
+    z = {k: (e["embedding"] - mean) / np.sqrt(var + teacher.standardise.eps) for k, e in emb.items()}
+    y = {k: targets[e["index"], 0] for k, e in emb.items()}
+    losses = {g: log_loss(y["val"], LogisticRegression(C=g, max_iter=5000).fit(z["train"], y["train"])
+                          .predict_proba(z["val"])[:, 1]) for g in grid}
+    assert report["c"][teacher.outputs[0]] == min(losses, key=losses.get)
+    assert len(set(losses.values())) == len(grid)  # the candidates differ, so the choice is a real one
+    assert init_heads_from_probe(teacher, train, c=0.5)["c"][teacher.outputs[0]] == 0.5
+    assert init_heads_from_probe(teacher, train, c=0.5, val=val, grid=[])["c"][teacher.outputs[0]] == 0.5
+
+
+def test_the_teacher_keeps_its_probe_start_when_fine_tuning_loses_on_validation(pipeline_run, cohort):
+    """The fine-tuned teacher and its probe start are weighed on the validation studies' loss, and the lower
+    is kept, whichever it is; ``run_finetune`` records the choice in ``teacher.pt``."""
+    from cardiodistill.stages.stage3 import keep_probe_if_better
+    from cardiodistill.train.teacher import TeacherModule, validation_loss
+
+    data = read_model_file(pipeline_run / "teacher" / "teacher.pt")
+    assert data["kept"] in ("probe", "finetune") and data["probe_c"]["triage"] in tiny_config().finetune.probe_grid
+    better = data["val_loss_probe"] < data["val_loss_finetune"]
+    assert data["kept"] == ("probe" if better else "finetune")
+
+    val = cohort.with_targets(cohort.dataset("val"))
+    module = TeacherModule(data["model_config"])
+    module.model.load_state_dict(data["state_dict"])
+    good = {k: v.clone() for k, v in module.model.state_dict().items()}
+    bad = {**good, "head.bias": good["head.bias"] + 20.0}  # every output called positive, far off
+    module.model.load_state_dict(bad)  # the "fine-tuned" weights are the bad ones: the probe start comes back
+    kept = keep_probe_if_better(module, good, val)
+    assert kept["kept"] == "probe" and kept["val_loss_probe"] < kept["val_loss_finetune"]
+    assert all(torch.equal(v, good[k]) for k, v in module.model.state_dict().items())
+    assert kept["val_loss_probe"] == pytest.approx(validation_loss(module, val)["loss"])
+    kept = keep_probe_if_better(module, bad, val)  # now the start is the bad one: the fine-tuned weights stay
+    assert kept["kept"] == "finetune"
+    assert all(torch.equal(v, good[k]) for k, v in module.model.state_dict().items())
+
+
 def test_a_stage_job_trains_the_same_model_whatever_ran_before_it(pipeline_run, cohort, tmp_path):
     """Each job seeds itself: the ablation trains many models in one process, and a model's initial
     weights must not depend on which others were trained before it."""

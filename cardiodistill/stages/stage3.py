@@ -3,6 +3,7 @@ distilled from it (``distill``).
 
 :func:`run_finetune` trains :class:`~cardiodistill.train.teacher.TeacherModule` from the aligned model
 (or, without stage 2, from :func:`~.stage2.unaligned_fusion`), recalibrates its head standardisation,
+keeps it or its linear-probe start, whichever has the lower validation loss (:func:`keep_probe_if_better`),
 writes ``teacher.pt`` and caches its outputs on every study (:func:`cache_teacher_outputs`), so
 distilling several students never reruns it. :func:`run_distill` trains a 1-, 2- or 6-lead
 :class:`~cardiodistill.train.distill.StudentModule` (:func:`student_config`, :func:`student_leads`) from
@@ -32,14 +33,20 @@ from ..models.surgery import subset_fusion_state, teacher_ecg_encoder
 from ..train.checkpoints import build_model, read_model_file, save_model
 from ..train.distill import StudentModule
 from ..train.engine import fit, start_job, steps_for_epochs
-from ..train.teacher import TeacherModule, init_heads_from_probe, predict_studies, recalibrate_standardise
+from ..train.teacher import (
+    TeacherModule,
+    init_heads_from_probe,
+    predict_studies,
+    recalibrate_standardise,
+    validation_loss,
+)
 from .common import resolve_model_config
 
 if TYPE_CHECKING:
     from ..data.streaming import StreamCohort
 
-__all__ = ["LIMB_ORDER", "cache_teacher_outputs", "fresh_encoders", "run_distill", "run_finetune", "student_config",
-           "student_leads"]
+__all__ = ["LIMB_ORDER", "cache_teacher_outputs", "fresh_encoders", "keep_probe_if_better", "run_distill",
+           "run_finetune", "student_config", "student_leads"]
 
 LIMB_ORDER = ("I", "II", "III", "aVR", "aVL", "aVF")
 
@@ -83,12 +90,13 @@ def run_finetune(cfg: Config, cohort: Cohort | StreamCohort, out: str | Path, *,
         train = cohort.stream("labelled", shuffle=True, seed=cfg.trainer.seed, extra=arrays)
         val = cohort.stream("val", extra=arrays)
         labelled = cohort.stream("labelled", extra=arrays, whole=True)  # passes outside the trainer
+        val_whole = cohort.stream("val", extra=arrays, whole=True)
         every = ChainDataset([cohort.stream(split, whole=True) for split in SPLITS])
         source = cohort.meta["source"]
     else:
         labels = cohort
         train = labelled = cohort.with_targets(cohort.dataset("labelled"))
-        val = cohort.with_targets(cohort.dataset("val"))
+        val = val_whole = cohort.with_targets(cohort.dataset("val"))
         every, source = cohort.dataset(np.arange(len(cohort.cache))), source_digest(cohort.cache)
     n_labelled = len(labels.splits["labelled"])
     mean, std = labels.lvef_stats()
@@ -99,16 +107,40 @@ def run_finetune(cfg: Config, cohort: Cohort | StreamCohort, out: str | Path, *,
                            lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, warmup_steps=o.warmup_steps,
                            max_steps=steps, seed=cfg.trainer.seed, encoder_lr_scale=f.encoder_lr_scale,
                            fusion_state=state)
+    has_val = len(val_whole) > 0
+    probe, chosen_c = None, {}
     if f.head_init == "probe":  # a resumed run's checkpoint overwrites these weights with its own
-        init_heads_from_probe(module.model, labelled, c=f.probe_c)
+        chosen_c = init_heads_from_probe(module.model, labelled, c=f.probe_c, val=val_whole if has_val else None,
+                                         grid=f.probe_grid)["c"]
+        if f.keep_probe and f.mode == "finetune" and has_val:  # weighed against the fine-tuned teacher below
+            probe = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
     result = fit(module, train, val, cfg.trainer, out, batch_size=o.batch_size, max_steps=steps, show_bar=show_bar)
+    kept = {"kept": f.mode}
     if result["is_global_zero"]:
         recalibrate_standardise(module.model, labelled, modality_dropout=f.modality_dropout, seed=cfg.trainer.seed)
+        if probe is not None:
+            kept = keep_probe_if_better(module, probe, val_whole)
         save_model(module.model, out / "teacher.pt", mode=f.mode, steps=result["steps"],
                    n_labelled=n_labelled, aligned=str(aligned) if aligned else None,
-                   fresh_encoders=list(f.fresh_encoders) if aligned else [])
+                   fresh_encoders=list(f.fresh_encoders) if aligned else [], probe_c=chosen_c, **kept)
         cache_teacher_outputs(module.model, every, labels, source, out / "teacher_outputs.npz")
-    return {"steps": result["steps"], "metrics": result["metrics"], "n_labelled": n_labelled}
+    return {"steps": result["steps"], "metrics": result["metrics"], "n_labelled": n_labelled, **kept}
+
+
+def keep_probe_if_better(module: TeacherModule, probe: Mapping[str, Tensor], val: Dataset) -> dict[str, Any]:
+    """Put the probe start's weights ``probe`` back into ``module`` when their loss on ``val`` is lower than the
+    fine-tuned teacher's (recalibrated): the teacher's checkpoint, chosen on validation. With tens of labelled
+    studies, fine-tuning every encoder can end worse than the linear probe it started from, and worse still from
+    an aligned model (docs/benchmarks.md). Returns ``{"kept": "probe" | "finetune", "val_loss_probe",
+    "val_loss_finetune"}``."""
+    tuned_loss = validation_loss(module, val)["loss"]
+    tuned = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+    module.model.load_state_dict(probe)
+    probe_loss = validation_loss(module, val)["loss"]
+    if tuned_loss <= probe_loss:
+        module.model.load_state_dict(tuned)
+    return {"kept": "finetune" if tuned_loss <= probe_loss else "probe", "val_loss_probe": probe_loss,
+            "val_loss_finetune": tuned_loss}
 
 
 def fresh_encoders(fusion: Mapping[str, Any], state: Mapping[str, Tensor], modalities: Sequence[str], *,

@@ -10,12 +10,14 @@ the pretrained encoders at a smaller learning rate.
 
 Before either, :func:`init_heads_from_probe` can fit the heads to convergence on the frozen
 embedding of the labelled studies (L2 logistic regression per output, ridge for LVEF): linear
-probing, then fine-tuning (LP-FT, Kumar et al. 2022). After training,
-:func:`recalibrate_standardise` sets the heads' input standardisation to the final embedding's
-statistics.
+probing, then fine-tuning (LP-FT, Kumar et al. 2022), each output's L2 strength chosen on the
+validation studies. After training, :func:`recalibrate_standardise` sets the heads' input
+standardisation to the final embedding's statistics, and :func:`validation_loss` weighs the
+fine-tuned teacher against its probe start (stage 3 keeps the lower, ``finetune.keep_probe``).
 With ~100 labels and tens of steps, heads trained from a random start by SGD stayed near chance
 while a probe on the same frozen embedding reached 0.82 AUROC, and fine-tuning under random heads
-distorts the pretrained features before the heads are any good.
+distorts the pretrained features before the heads are any good; on the CPU presets' budgets even
+LP-FT ended with a higher validation loss than its probe start, at 5 and 25 % of studies labelled.
 
 :func:`predict_studies` runs any model over a dataset and gathers its outputs - the teacher's
 are cached once (``teacher_outputs.npz``) so distilling several students never reruns it.
@@ -37,8 +39,8 @@ from ..models.fusion import CardioTeacher, drop_modalities
 from ..objectives.distill import multilabel_bce
 from .module import TrainModule
 
-__all__ = ["TeacherModule", "finite_smooth_l1", "init_heads_from_probe", "predict_studies",
-           "recalibrate_standardise"]
+__all__ = ["TeacherModule", "finite_smooth_l1", "init_heads_from_probe", "predict_studies", "recalibrate_standardise",
+           "validation_loss"]
 
 
 def finite_smooth_l1(pred: Tensor, target: Tensor) -> Tensor:
@@ -123,16 +125,25 @@ def _set_standardise(teacher: CardioTeacher, emb: np.ndarray) -> None:
     bn.running_mean.copy_(torch.as_tensor(emb.mean(0))), bn.running_var.copy_(torch.as_tensor(emb.var(0)))
 
 
+def _log_loss(y: np.ndarray, logit: np.ndarray) -> float:
+    return float(np.mean(np.logaddexp(0.0, logit) - y * logit))
+
+
 @torch.no_grad()
-def init_heads_from_probe(teacher: CardioTeacher, dataset: Dataset, *, c: float = 0.1, batch_size: int = 64) -> dict:
+def init_heads_from_probe(teacher: CardioTeacher, dataset: Dataset, *, c: float = 0.1, val: Dataset | None = None,
+                          grid: Sequence[float] = (), batch_size: int = 64) -> dict:
     """Fit ``teacher``'s heads on its frozen fused embedding of ``dataset`` (items with ``targets``
-    and ``lvef_z``, NaN = unknown), in place; returns ``{"n", "fitted": [outputs with a probe]}``.
+    and ``lvef_z``, NaN = unknown), in place; returns ``{"n", "fitted": [outputs with a probe],
+    "c": {output: its inverse L2 strength}}``.
 
     The embedding (eval mode, every modality a study has) is standardised and the statistics go
     into ``teacher.standardise`` (a BatchNorm: its running mean / variance, unit scale, no shift).
     Each binary output gets an L2 logistic regression (inverse strength ``c``) on the studies that
     know it; an output with one class only gets that prevalence as its bias and zero weights. LVEF
-    gets ridge regression (``alpha = 1 / c``).
+    gets ridge regression (``alpha = 1 / c``). With ``val`` (items like ``dataset``'s) and a ``grid``, each
+    output's strength is instead the one of ``grid`` whose fit has the lowest loss on the validation studies that
+    know that output (log loss; LVEF: squared error), ``c`` where they know none of it: with tens of
+    labels the right strength differs between outputs and between embeddings (docs/benchmarks.md).
     """
     from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -141,8 +152,19 @@ def init_heads_from_probe(teacher: CardioTeacher, dataset: Dataset, *, c: float 
     bn = teacher.standardise
     _set_standardise(teacher, emb)
     bn.weight.fill_(1.0), bn.bias.zero_()
-    z = (emb - emb.mean(0)) / np.sqrt(emb.var(0) + bn.eps)
-    weight, bias, fitted = np.zeros((targets.shape[1], z.shape[1])), np.zeros(targets.shape[1]), []
+    mean, scale = emb.mean(0), np.sqrt(emb.var(0) + bn.eps)
+    z = (emb - mean) / scale
+    held = _embedding_stats(teacher, val, batch_size) if val is not None else None
+    z_val = (held["embedding"].astype(np.float64) - mean) / scale if held is not None else None
+
+    def choose(fit, known_val, loss):
+        """The fit of ``grid`` with the lowest validation ``loss`` (``c`` alone without validation studies)."""
+        if z_val is None or not grid or not known_val.any():
+            return fit(c), c
+        fits = [(fit(g), g) for g in grid]
+        return min(fits, key=lambda m: loss(m[0], z_val[known_val]))
+
+    weight, bias, fitted, chosen = np.zeros((targets.shape[1], z.shape[1])), np.zeros(targets.shape[1]), [], {}
     for j, name in enumerate(teacher.outputs):
         known = np.isfinite(targets[:, j])
         y = targets[known, j]
@@ -150,16 +172,41 @@ def init_heads_from_probe(teacher: CardioTeacher, dataset: Dataset, *, c: float 
             p = float(np.clip(y.mean() if len(y) else 0.5, 1e-3, 1 - 1e-3))
             bias[j] = np.log(p / (1 - p))
             continue
-        clf = LogisticRegression(C=c, max_iter=5000).fit(z[known], y)
+        known_val = np.isfinite(held["targets"][:, j]) if held is not None else None
+        y_val = held["targets"][known_val, j] if held is not None else None
+        clf, chosen[name] = choose(lambda g: LogisticRegression(C=g, max_iter=5000).fit(z[known], y), known_val,
+                                   lambda m, zv: _log_loss(y_val, m.decision_function(zv)))
         weight[j], bias[j] = clf.coef_[0], clf.intercept_[0]
         fitted.append(name)
     teacher.head.weight.copy_(torch.as_tensor(weight)), teacher.head.bias.copy_(torch.as_tensor(bias))
     known = np.isfinite(lvef)
     if known.sum() >= 2:
-        ridge = Ridge(alpha=1.0 / c).fit(z[known], lvef[known])
+        known_val = np.isfinite(held["lvef_z"]) if held is not None else None
+        lvef_val = held["lvef_z"][known_val] if held is not None else None
+        ridge, chosen["lvef"] = choose(lambda g: Ridge(alpha=1.0 / g).fit(z[known], lvef[known]), known_val,
+                                       lambda m, zv: float(np.mean((m.predict(zv) - lvef_val) ** 2)))
         teacher.lvef_head.weight.copy_(torch.as_tensor(ridge.coef_[None])), teacher.lvef_head.bias.fill_(ridge.intercept_)
         fitted.append("lvef")
-    return {"n": len(emb), "fitted": fitted}
+    return {"n": len(emb), "fitted": fitted, "c": chosen}
+
+
+@torch.no_grad()
+def validation_loss(module: TeacherModule, dataset: Dataset, *, batch_size: int = 64) -> dict[str, float]:
+    """``module``'s losses (``loss``, ``bce``, ``lvef``) averaged over the studies of ``dataset``, in eval mode
+    (every modality a study has), as its validation step logs them; its training flag is restored."""
+    was_training = module.training
+    module.eval()
+    total: dict[str, float] = {}
+    n = 0
+    try:
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            size = len(batch["index"])
+            for k, v in module._losses(batch, torch.Generator()).items():
+                total[k] = total.get(k, 0.0) + float(v) * size
+            n += size
+    finally:
+        module.train(was_training)
+    return {k: v / max(n, 1) for k, v in total.items()}
 
 
 @torch.no_grad()
