@@ -358,8 +358,8 @@ class FinetuneConfig(_Strict):
                     "loss (empty, or no validation studies: probe_c for all)")
     keep_probe: bool = Field(
         True, description="head_init probe, mode finetune: keep the probe start rather than the fine-tuned teacher "
-                          "when its validation loss is lower (on the CPU presets fine-tuning lost to it, "
-                          "docs/benchmarks.md)")
+                          "when its validation loss is lower (the multimodal teachers' fine-tuning lost to it on "
+                          "the CPU presets, docs/benchmarks.md)")
     lvef_weight: float = Field(1.0, ge=0)
     encoder_lr_scale: float = Field(0.3, gt=0, le=1)
     fresh_encoders: list[Literal["labs", "note"]] = Field(

@@ -17,7 +17,8 @@ fine-tuned teacher against its probe start (stage 3 keeps the lower, ``finetune.
 With ~100 labels and tens of steps, heads trained from a random start by SGD stayed near chance
 while a probe on the same frozen embedding reached 0.82 AUROC, and fine-tuning under random heads
 distorts the pretrained features before the heads are any good; on the CPU presets' budgets even
-LP-FT ended with a higher validation loss than its probe start, at 5 and 25 % of studies labelled.
+LP-FT of the multimodal teachers ended with a higher validation loss than their probe starts, at 5
+and 25 % of studies labelled.
 
 :func:`predict_studies` runs any model over a dataset and gathers its outputs - the teacher's
 are cached once (``teacher_outputs.npz``) so distilling several students never reruns it.
