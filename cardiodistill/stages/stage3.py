@@ -110,8 +110,8 @@ def run_finetune(cfg: Config, cohort: Cohort | StreamCohort, out: str | Path, *,
     has_val = len(val_whole) > 0
     probe, chosen_c = None, {}
     if f.head_init == "probe":  # a resumed run's checkpoint overwrites these weights with its own
-        chosen_c = init_heads_from_probe(module.model, labelled, c=f.probe_c, val=val_whole if has_val else None,
-                                         grid=f.probe_grid)["c"]
+        chosen_c = init_heads_from_probe(module.model, labelled, c=f.probe_c, grid=f.probe_grid,
+                                         val=val_whole if has_val and f.probe_grid else None)["c"]
         if f.keep_probe and f.mode == "finetune" and has_val:  # weighed against the fine-tuned teacher below
             probe = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
     result = fit(module, train, val, cfg.trainer, out, batch_size=o.batch_size, max_steps=steps, show_bar=show_bar)
