@@ -426,8 +426,8 @@ def test_heads_fitted_on_the_frozen_embedding_before_fine_tuning(pipeline_run, c
 
 
 def _linear_targets(teacher, cohort, seed=0):
-    """Triage targets on every study that a linear function of ``teacher``'s fused embedding (plus noise) sets, and
-    the cache rows in embedding order; only the first output is known."""
+    """Targets ``[cache rows, outputs]``: triage on every study, set by a linear function of ``teacher``'s fused
+    embedding plus noise; every other output unknown (NaN)."""
     from cardiodistill.train.teacher import predict_studies
 
     teacher.eval()
@@ -454,8 +454,7 @@ def test_each_probe_head_takes_the_l2_strength_with_the_lowest_validation_loss(p
     train, val = (cohort.with_targets(cohort.dataset(split), {"targets": targets}) for split in ("train", "val"))
     grid = [1e-3, 0.1, 10.0]
     report = init_heads_from_probe(teacher, train, c=0.5, val=val, grid=grid)
-    emb = {k: predict_studies(teacher, d, keys=("embedding",), from_batch=()) for k, d in (("train", train),
-                                                                                         ("val", val))}
+    emb = {k: predict_studies(teacher, d, keys=("embedding",)) for k, d in (("train", train), ("val", val))}
     mean, var = emb["train"]["embedding"].mean(0), emb["train"]["embedding"].var(0)
     z = {k: (e["embedding"] - mean) / np.sqrt(var + teacher.standardise.eps) for k, e in emb.items()}
     y = {k: targets[e["index"], 0] for k, e in emb.items()}
