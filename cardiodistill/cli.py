@@ -495,8 +495,12 @@ def finetune(
         data = _cohort_or_stream(cfg, cohort, stream, {"ecg": ecg[0], "echo": video[0]}, endpoint_url)
         summary = run_finetune(cfg, data, out, base=unaligned_fusion(cfg, data, ecg, video))
     finish_run(out, "finetune", steps=summary["steps"], labelled=summary["n_labelled"], kept=summary["kept"])
-    how = ("fine-tuned" if summary["kept"] == "finetune" else "a linear probe, finetune.mode=probe"
-           if "val_loss_probe" not in summary else "its linear-probe start kept: lower validation loss than fine-tuned")
+    if summary["kept"] == "finetune":
+        how = "fine-tuned"
+    elif "val_loss_probe" in summary:  # finetune.keep_probe chose the probe start on validation
+        how = "its linear-probe start kept: lower validation loss than fine-tuned"
+    else:
+        how = "a linear probe, finetune.mode=probe"
     console.print(f"[green]teacher trained on {summary['n_labelled']} labelled studies ({how}):[/] "
                   f"{out / 'teacher.pt'}")
 

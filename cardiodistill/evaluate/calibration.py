@@ -27,6 +27,7 @@ __all__ = [
     "calibration_report",
     "expected_calibration_error",
     "fit_temperature",
+    "logit_nll",
     "plot_reliability",
     "reliability_curve",
 ]
@@ -92,7 +93,7 @@ def expected_calibration_error(y: ArrayLike, p: ArrayLike, n_bins: int = 10, str
     return float(np.sum(count * np.abs(mean_pred - frac_pos)) / count.sum())
 
 
-def _nll(y: np.ndarray, z: np.ndarray) -> float:
+def logit_nll(y: np.ndarray, z: np.ndarray) -> float:
     """Mean binary cross-entropy of ``sigmoid(z)`` against ``y``, computed stably from the logits."""
     return float(np.mean(np.logaddexp(0.0, z) - y * z))
 
@@ -110,7 +111,7 @@ def fit_temperature(logits: ArrayLike, y: ArrayLike, *, bounds: tuple[float, flo
     y, z = _pooled(y, logits, "logits")
     if y.all() or not y.any():
         raise DataError(f"fitting a temperature needs both classes; got {int(y.sum())} positives of {len(y)}")
-    result = minimize_scalar(lambda log_t: _nll(y, z / np.exp(log_t)), bounds=(np.log(lo), np.log(hi)),
+    result = minimize_scalar(lambda log_t: logit_nll(y, z / np.exp(log_t)), bounds=(np.log(lo), np.log(hi)),
                              method="bounded", options={"xatol": 1e-6})
     return float(np.exp(result.x))
 

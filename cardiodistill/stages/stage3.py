@@ -113,7 +113,7 @@ def run_finetune(cfg: Config, cohort: Cohort | StreamCohort, out: str | Path, *,
         chosen_c = init_heads_from_probe(module.model, labelled, c=f.probe_c, grid=f.probe_grid,
                                          val=val_whole if has_val and f.probe_grid else None)["c"]
         if f.keep_probe and f.mode == "finetune" and has_val:  # weighed against the fine-tuned teacher below
-            probe = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+            probe = _weights(module.model)
     result = fit(module, train, val, cfg.trainer, out, batch_size=o.batch_size, max_steps=steps, show_bar=show_bar)
     kept = {"kept": f.mode}
     if result["is_global_zero"]:
@@ -127,6 +127,11 @@ def run_finetune(cfg: Config, cohort: Cohort | StreamCohort, out: str | Path, *,
     return {"steps": result["steps"], "metrics": result["metrics"], "n_labelled": n_labelled, **kept}
 
 
+def _weights(model: torch.nn.Module) -> dict[str, Tensor]:
+    """A copy of ``model``'s state that its further training leaves as it is."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def keep_probe_if_better(module: TeacherModule, probe: Mapping[str, Tensor], val: Dataset) -> dict[str, Any]:
     """Put the probe start's weights ``probe`` back into ``module`` when their loss on ``val`` is lower than the
     fine-tuned teacher's (recalibrated): the teacher's checkpoint, chosen on validation. With tens of labelled
@@ -134,7 +139,7 @@ def keep_probe_if_better(module: TeacherModule, probe: Mapping[str, Tensor], val
     an aligned model (docs/benchmarks.md). Returns ``{"kept": "probe" | "finetune", "val_loss_probe",
     "val_loss_finetune"}``."""
     tuned_loss = validation_loss(module, val)["loss"]
-    tuned = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+    tuned = _weights(module.model)
     module.model.load_state_dict(probe)
     probe_loss = validation_loss(module, val)["loss"]
     if tuned_loss <= probe_loss:

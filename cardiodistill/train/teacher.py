@@ -126,10 +126,6 @@ def _set_standardise(teacher: CardioTeacher, emb: np.ndarray) -> None:
     bn.running_mean.copy_(torch.as_tensor(emb.mean(0))), bn.running_var.copy_(torch.as_tensor(emb.var(0)))
 
 
-def _log_loss(y: np.ndarray, logit: np.ndarray) -> float:
-    return float(np.mean(np.logaddexp(0.0, logit) - y * logit))
-
-
 @torch.no_grad()
 def init_heads_from_probe(teacher: CardioTeacher, dataset: Dataset, *, c: float = 0.1, val: Dataset | None = None,
                           grid: Sequence[float] = (), batch_size: int = 64) -> dict:
@@ -147,6 +143,8 @@ def init_heads_from_probe(teacher: CardioTeacher, dataset: Dataset, *, c: float 
     labels the right strength differs between outputs and between embeddings (docs/benchmarks.md).
     """
     from sklearn.linear_model import LogisticRegression, Ridge
+
+    from ..evaluate.calibration import logit_nll
 
     gathered = _embedding_stats(teacher, dataset, batch_size)
     emb, targets, lvef = gathered["embedding"].astype(np.float64), gathered["targets"], gathered["lvef_z"]
@@ -176,7 +174,7 @@ def init_heads_from_probe(teacher: CardioTeacher, dataset: Dataset, *, c: float 
         known_val = np.isfinite(held["targets"][:, j]) if held is not None else None
         y_val = held["targets"][known_val, j] if held is not None else None
         clf, chosen[name] = choose(lambda g: LogisticRegression(C=g, max_iter=5000).fit(z[known], y), known_val,
-                                   lambda m, zv: _log_loss(y_val, m.decision_function(zv)))
+                                   lambda m, zv: logit_nll(y_val, m.decision_function(zv)))
         weight[j], bias[j] = clf.coef_[0], clf.intercept_[0]
         fitted.append(name)
     teacher.head.weight.copy_(torch.as_tensor(weight)), teacher.head.bias.copy_(torch.as_tensor(bias))
