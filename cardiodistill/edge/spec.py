@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import DataError, one_line
 from ..signals.filters import DEFAULT_BAND
 from ..signals.prepare import NORMALISATION, InputSpec
-from ..signals.rhythm import RHYTHM_FEATURES
+from ..signals.rhythm import RECORDING_FEATURES
 
 __all__ = ["EdgeSpec", "METADATA_KEY", "open_session", "read_spec", "spec_from_metadata"]
 
@@ -50,9 +50,9 @@ class EdgeSpec:
       readable ones abstained on).
     * ``band_hz``: the zero-phase band-pass (Hz) applied after resampling to ``fs``, as in training.
     * ``gate``: what the export's accuracy gate measured and decided (see ``cardiodistill export``).
-    * ``rhythm``: the rhythm features (:data:`~cardiodistill.signals.rhythm.RHYTHM_FEATURES` names, in input
-      order) the graph takes as its second input, ``rhythm_input``, computed over the whole prepared recording
-      and given to each of its windows; empty for a model that reads the ECG windows alone.
+    * ``rhythm``: the recording's rhythm and beat features (:data:`~cardiodistill.signals.rhythm.RECORDING_FEATURES`
+      names, in input order) the graph takes as its second input, ``rhythm_input``, computed over the whole
+      prepared recording and given to each of its windows; empty for a model that reads the ECG windows alone.
     """
 
     model_id: str
@@ -93,9 +93,10 @@ class EdgeSpec:
         if self.task == "multiclass" and set(self.thresholds) - set(self.abstain_outputs):
             problems.append(f"a multiclass model takes thresholds on its abstain outputs only, got "
                             f"{sorted(set(self.thresholds) - set(self.abstain_outputs))}")
-        unknown_rhythm = [n for n in self.rhythm if n not in RHYTHM_FEATURES]
+        unknown_rhythm = [n for n in self.rhythm if n not in RECORDING_FEATURES]
         if unknown_rhythm:
-            problems.append(f"unknown rhythm features {unknown_rhythm} (this version knows {', '.join(RHYTHM_FEATURES)})")
+            problems.append(f"unknown rhythm features {unknown_rhythm} "
+                            f"(this version knows {', '.join(RECORDING_FEATURES)})")
         if any(not 0 <= float(t) <= 1 for t in self.thresholds.values()):
             problems.append(f"thresholds must be in [0, 1], got {dict(self.thresholds)}")
         if problems:

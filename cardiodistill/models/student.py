@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..signals.filters import DEFAULT_BAND
 from ..signals.leads import LIMB_LEADS, normalize_lead_name
-from ..signals.rhythm import RHYTHM_FEATURES, check_rhythm_names
+from ..signals.rhythm import RECORDING_FEATURES, check_rhythm_names
 from .ecg_transformer import check_band
 from .registry import legacy_keys, model_from_config, model_test, register_model, register_test
 from .resnet1d import check_signal, concat_pool, signal_example
@@ -187,8 +187,8 @@ class StudentModel(nn.Module):
       matching; ``embed_dim=None``: no projection, the backbone embedding is matched as it is.
 
     ``rhythm=n`` (n > 0) gives the model a second input, ``rhythm [B, n]``: the whole recording's rhythm
-    features (:mod:`cardiodistill.signals.rhythm`), batch-normalised and mapped to :attr:`RHYTHM_DIM` features
-    that join the backbone's embedding before ``logits`` and ``lvef`` (the matched embedding stays the
+    (and beat) features (:mod:`cardiodistill.signals.rhythm`), batch-normalised and mapped to :attr:`RHYTHM_DIM`
+    features that join the backbone's embedding before ``logits`` and ``lvef`` (the matched embedding stays the
     backbone's own).
     """
 
@@ -242,7 +242,7 @@ class StudentEnsemble(nn.Module):
     members' averages, as an ensemble's are scored offline.
 
     The ensemble takes the rhythm features any member takes (:attr:`rhythm_names`, in the order of
-    :data:`~cardiodistill.signals.rhythm.RHYTHM_FEATURES`) and gives each member its own columns; a member
+    :data:`~cardiodistill.signals.rhythm.RECORDING_FEATURES`) and gives each member its own columns; a member
     without them reads the ECG alone. ``leads``, ``outputs``, ``backbone_config`` (the input),
     ``lvef_mean`` / ``lvef_std`` are the members' own, which must agree.
     """
@@ -264,7 +264,7 @@ class StudentEnsemble(nn.Module):
         self.lvef_mean, self.lvef_std = first.lvef_mean, first.lvef_std
         self.backbone_config = dict(first.backbone_config)
         wanted = {n for m in members for n in m.rhythm_names}
-        self.rhythm_names = tuple(n for n in RHYTHM_FEATURES if n in wanted)
+        self.rhythm_names = tuple(n for n in RECORDING_FEATURES if n in wanted)
         self.n_rhythm = len(self.rhythm_names)
         self._columns = [[self.rhythm_names.index(n) for n in m.rhythm_names] for m in members]
 
@@ -410,7 +410,7 @@ def ecg_student(
     ``ecg_encoder_backbone``) with one logit per name in ``outputs`` (triage first), LVEF, and a
     projection to the teacher's ``embed_dim`` (0: none). The model knows its ``leads``,
     ``outputs`` and how to turn its standardised LVEF back into % (``lvef_mean``, ``lvef_std``).
-    ``rhythm``: the names of the rhythm features (:data:`~cardiodistill.signals.rhythm.RHYTHM_FEATURES`) it
+    ``rhythm``: the names of the recording's features (:data:`~cardiodistill.signals.rhythm.RECORDING_FEATURES`) it
     takes beside the ECG, in their input order (empty: the ECG alone); the model knows them as ``.rhythm_names``."""
     if not outputs:
         raise ConfigError("ecg_student needs at least one output")

@@ -24,6 +24,10 @@ one (so no training-set statistics have to travel with a model):
 * ``rr_lag1_corr``: correlation of each RR interval with the next (a trend is positive, chaos near 0);
 * ``drr_sign_changes``: share of successive differences whose sign flips (alternation);
 * ``few_beats``: 1 when fewer than :data:`MIN_BEATS` beats were found (every other value is then 0).
+
+Beside them a model may take the beat features of :mod:`.beats` (what the beats look like: P waves, ectopy,
+noise), measured on the same R-peaks: :data:`RECORDING_FEATURES` names both sets, and every function here
+that takes ``names`` accepts any of them (a model's spec lists the ones it reads, in its input order).
 """
 
 from __future__ import annotations
@@ -34,25 +38,28 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..records import EcgRecord
+from .beats import BEAT_FEATURES, MIN_BEATS, beat_features
 from .leads import LEADS_12
 from .rpeaks import detect_r_peaks
 
-__all__ = ["MIN_BEATS", "RHYTHM_FEATURES", "check_rhythm_names", "record_rhythm", "rhythm_features", "signal_rhythm"]
+__all__ = ["MIN_BEATS", "RECORDING_FEATURES", "RHYTHM_FEATURES", "check_rhythm_names", "record_rhythm",
+           "rhythm_features", "signal_rhythm"]
 
 RHYTHM_FEATURES = (
     "beats_per_s", "rr_mean_s", "rr_cv", "rmssd_ratio", "pnn50", "drr_median_ratio", "rr_p10_ratio",
     "rr_p90_ratio", "rr_outlier_share", "rr_min_max_ratio", "rr_lag1_corr", "drr_sign_changes", "few_beats",
 )
-MIN_BEATS = 5  # four RR intervals, three successive differences: the least the statistics above need
+#: every feature of a whole recording a model can take beside its windows: the rhythm's, then the beats'
+RECORDING_FEATURES = RHYTHM_FEATURES + BEAT_FEATURES
 OUTLIER_FRAC = 0.15
 NN50_S = 0.05
 
 
 def check_rhythm_names(names: Sequence[str]) -> tuple[str, ...]:
-    """``names`` as a tuple, each one of :data:`RHYTHM_FEATURES` (ConfigError otherwise)."""
-    unknown = [n for n in names if n not in RHYTHM_FEATURES]
+    """``names`` as a tuple, each one of :data:`RECORDING_FEATURES` (ConfigError otherwise)."""
+    unknown = [n for n in names if n not in RECORDING_FEATURES]
     if unknown:
-        raise ConfigError(f"unknown rhythm features {unknown}; known: {', '.join(RHYTHM_FEATURES)}")
+        raise ConfigError(f"unknown rhythm features {unknown}; known: {', '.join(RECORDING_FEATURES)}")
     return tuple(names)
 
 
@@ -80,30 +87,45 @@ def _all_features(r_peaks: np.ndarray, fs: float, duration_s: float) -> dict[str
 
 def rhythm_features(r_peaks: np.ndarray, fs: float, duration_s: float,
                     names: Sequence[str] = RHYTHM_FEATURES) -> np.ndarray:
-    """float32 ``[len(names)]``: the rhythm features ``names`` (module doc) of R-peaks ``r_peaks`` (samples at
-    ``fs`` Hz) found in a recording of ``duration_s`` seconds."""
+    """float32 ``[len(names)]``: the rhythm features ``names`` (:data:`RHYTHM_FEATURES`, module doc) of R-peaks
+    ``r_peaks`` (samples at ``fs`` Hz) found in a recording of ``duration_s`` seconds."""
     if not duration_s > 0:
         raise ConfigError(f"duration_s must be positive, got {duration_s}")
+    unknown = [n for n in names if n not in RHYTHM_FEATURES]
+    if unknown:
+        raise ConfigError(f"unknown rhythm features {unknown}; the RR statistics: {', '.join(RHYTHM_FEATURES)}")
     values = _all_features(r_peaks, float(fs), float(duration_s))
-    return np.array([values[n] for n in check_rhythm_names(names)], np.float32)
+    return np.array([values[n] for n in names], np.float32)
+
+
+def _named(peaks: np.ndarray, lead: np.ndarray, fs: float, duration_s: float, names: Sequence[str]) -> np.ndarray:
+    """The features ``names`` of a recording of ``duration_s`` seconds with R-peaks ``peaks``, the beat features
+    measured on ``lead [T]`` (only when ``names`` asks for one)."""
+    names = check_rhythm_names(names)
+    values = dict(zip(RHYTHM_FEATURES, rhythm_features(peaks, fs, duration_s)))
+    if any(n in BEAT_FEATURES for n in names):
+        values.update(zip(BEAT_FEATURES, beat_features(lead, peaks, fs)))
+    return np.array([values[n] for n in names], np.float32)
 
 
 def record_rhythm(record: EcgRecord, names: Sequence[str] = RHYTHM_FEATURES,
                   leads: Sequence[str] | None = None) -> np.ndarray:
-    """The rhythm features of a whole record (R-peaks fused over ``leads``, default all)."""
+    """The features ``names`` (:data:`RECORDING_FEATURES`) of a whole record: R-peaks fused over ``leads``
+    (default all), the beat features measured on the first of them."""
     peaks = detect_r_peaks(record, leads=leads)
-    return rhythm_features(peaks, record.fs, record.n_samples / record.fs, names)
+    lead = record.signal[record.leads.index(leads[0]) if leads else 0]
+    return _named(peaks, lead, record.fs, record.n_samples / record.fs, names)
 
 
 def signal_rhythm(x: np.ndarray, fs: float, length: int | None = None,
                   names: Sequence[str] = RHYTHM_FEATURES) -> np.ndarray:
-    """The rhythm features of a prepared signal ``x [L, T]`` in mV (the students' cached arrays, the edge runtime's
-    band-passed signal; the detector's flat-lead check is in mV) whose first ``length`` samples are real (default
-    all). Shorter than a second: the few-beats row."""
+    """The features ``names`` (:data:`RECORDING_FEATURES`) of a prepared signal ``x [L, T]`` in mV (the students'
+    cached arrays, the edge runtime's band-passed signal; the detector's flat-lead check is in mV) whose first
+    ``length`` samples are real (default all). Shorter than a second: the few-beats row."""
     length = x.shape[-1] if length is None else int(length)
     signal = np.asarray(x[:, :length], np.float32)
     if length < fs:  # too short to look for beats: what a recording without beats gives
-        return rhythm_features(np.zeros(0), fs, max(length, 1) / fs, names)
+        return _named(np.zeros(0), signal[0], fs, max(length, 1) / fs, names)
     if len(signal) > len(LEADS_12):
         raise ConfigError(f"a signal of {len(signal)} leads: at most {len(LEADS_12)}")
-    return record_rhythm(EcgRecord(signal, fs, LEADS_12[: len(signal)]), names)  # names: detection ignores them
+    return record_rhythm(EcgRecord(signal, fs, LEADS_12[: len(signal)]), names)  # lead names: detection ignores them
