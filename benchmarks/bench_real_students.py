@@ -59,7 +59,7 @@ from cardiodistill.evaluate.clinical import multilabel_metrics
 from cardiodistill.evaluate.metrics import auroc, bootstrap_interval
 from cardiodistill.io.atomic import save_npz_atomic, write_json_atomic
 from cardiodistill.signals.leads import LEADS_12
-from cardiodistill.signals.rhythm import RHYTHM_FEATURES, signal_rhythm
+from cardiodistill.signals.rhythm import RECORDING_FEATURES, RHYTHM_FEATURES, signal_rhythm
 from cardiodistill.train.checkpoints import load_model, read_model_file, save_model
 from cardiodistill.train.engine import set_threads
 from cardiodistill.train.supervised import (
@@ -218,20 +218,32 @@ def cinc_folds(target: np.ndarray, k: int, seed: int) -> list[dict[str, np.ndarr
 
 
 def cinc_rhythm(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """``[N, len(RHYTHM_FEATURES)]``: each recording's rhythm features, from its whole lead I at 100 Hz (15 s for
-    the 6000 recordings)."""
-    return np.stack([signal_rhythm(x, FS, n) for x, n in zip(arrays["x"], arrays["lengths"])])
+    """``[N, len(RECORDING_FEATURES)]``: each recording's rhythm and beat features, from its whole lead I at
+    100 Hz (30 s for the 6000 recordings); a model takes its own columns (:func:`features_of`)."""
+    return np.stack([signal_rhythm(x, FS, n, RECORDING_FEATURES) for x, n in zip(arrays["x"], arrays["lengths"])])
+
+
+def features_of(table: np.ndarray | None, names: tuple[str, ...]) -> np.ndarray | None:
+    """The columns ``names`` of a :func:`cinc_rhythm` table, in that order (None for a model that reads none)."""
+    if table is None or not names:
+        return None
+    return table[:, [RECORDING_FEATURES.index(n) for n in names]]
+
+
+def recipe_features(rhythm: bool, beats: bool = False) -> tuple[str, ...]:
+    """The recording's features a recipe's students read: none, the rhythm features, or those and the beats'."""
+    return RECORDING_FEATURES if beats else RHYTHM_FEATURES if rhythm else ()
 
 
 def cinc_student(arrays: dict[str, np.ndarray], split: dict[str, np.ndarray], folder: Path, cfg: Config,
                  passes: int, window: int = WINDOW, start: tuple[dict, dict | None] | None = None,
-                 rhythm: np.ndarray | None = None) -> Path:
+                 rhythm: np.ndarray | None = None, names: tuple[str, ...] = ()) -> Path:
     """Train (or find) the lead-I student on ``split["train"]`` with its checkpoint chosen on ``split["val"]``;
     ``passes``: listings of each normal recording, the rarer classes square-root more (module doc);
     ``window``: samples per training crop and per evaluation window; ``start``: ``(encoder config, backbone
     weights or None)``, a lead-agnostic encoder as the backbone instead of ``distill.backbone``
-    (:func:`~cardiodistill.stages.stage3.student_start`); ``rhythm``: every recording's rhythm features
-    (:func:`cinc_rhythm`), given to the student beside the ECG."""
+    (:func:`~cardiodistill.stages.stage3.student_start`); ``rhythm``: every recording's features
+    (:func:`cinc_rhythm`), of which the student takes ``names`` beside the ECG."""
     x, lengths, target = arrays["x"], arrays["lengths"], arrays["target"]
     path = folder / "student.pt"
     if path.is_file():
@@ -240,18 +252,18 @@ def cinc_student(arrays: dict[str, np.ndarray], split: dict[str, np.ndarray], fo
     counts = np.bincount(target[split["train"]], minlength=4)
     per_class = np.round(passes * np.sqrt(counts.max() / np.maximum(counts, 1))).astype(np.int64)
     onehot = np.eye(4, dtype=np.float32)[target]
-    extra = {} if rhythm is None else {"rhythm": rhythm}
+    features = features_of(rhythm, names)
+    extra = {} if features is None else {"rhythm": features}
     train = ArrayDataset(x[split["train"]], onehot[split["train"]], {k: v[split["train"]] for k, v in extra.items()},
                          lengths=lengths[split["train"]], crop=window, repeats=per_class[target[split["train"]]],
                          seed=seed)
     val = ArrayDataset(x[split["val"]], onehot[split["val"]], {k: v[split["val"]] for k, v in extra.items()},
                        lengths=lengths[split["val"]], crop=window, random_crop=False)
-    names = RHYTHM_FEATURES if rhythm is not None else ()
     _log(f"CinC 2017: lead-I student on {len(split['train'])} recordings ({len(train)} listings) -> {folder}")
     encoder, state = start or (None, None)
     began = time.time()
     student = fit_array_student(train, val, folder, outputs=CINC_OUTPUTS, n_leads=1, config=cfg, fs=FS,
-                                encoder=encoder, backbone_state=state, rhythm=names)
+                                encoder=encoder, backbone_state=state, rhythm=names if extra else ())
     save_model(student, path, task="multiclass", triage=None, abstain_outputs=["noisy"], leads=["I"],
                outputs=CINC_OUTPUTS, distilled=False, lvef=False, band_hz=[0.5, 40.0], window_s=window / FS,
                train_seconds=round(time.time() - began, 1), n_train=len(split["train"]),
@@ -280,23 +292,26 @@ def run_cinc(out: Path, overrides: list[str], limit: int | None, n_boot: int) ->
     return result
 
 
-def recipe_tag(passes: int, overrides: list[str], window: int = WINDOW, rhythm: bool = False) -> str:
+def recipe_tag(passes: int, overrides: list[str], window: int = WINDOW, rhythm: bool = False,
+               beats: bool = False) -> str:
     """A recipe's part of its run folders' names: ``passes24``, ``passes24-window30s``, ``passes24-rhythm``,
-    ``passes24-<override>``..."""
-    tag = f"passes{passes}" + ("" if window == WINDOW else f"-window{window / FS:g}s") + ("-rhythm" if rhythm else "")
+    ``passes24-rhythm-beats``, ``passes24-<override>``..."""
+    tag = (f"passes{passes}" + ("" if window == WINDOW else f"-window{window / FS:g}s")
+           + ("-rhythm-beats" if beats else "-rhythm" if rhythm else ""))
     return tag + "".join("-" + o.replace("/", "_") for o in overrides)
 
 
-def recipe_name(k: int, passes: int, overrides: list[str], window: int = WINDOW, rhythm: bool = False) -> str:
+def recipe_name(k: int, passes: int, overrides: list[str], window: int = WINDOW, rhythm: bool = False,
+                beats: bool = False) -> str:
     """A cross-validated recipe's key in ``cinc2017_cv.json``: ``5-fold, passes 24[, window 30 s][, rhythm
-    features][, <override>]``."""
+    features | , rhythm and beat features][, <override>]``."""
     return (f"{k}-fold, passes {passes}" + ("" if window == WINDOW else f", window {window / FS:g} s")
-            + (", rhythm features" if rhythm else "")
+            + (", rhythm and beat features" if beats else ", rhythm features" if rhythm else "")
             + "".join(f", {o}" for o in overrides))
 
 
 def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: int,
-                folds: list[int] | None = None, window: int = WINDOW, rhythm: bool = False
+                folds: list[int] | None = None, window: int = WINDOW, rhythm: bool = False, beats: bool = False
                 ) -> dict[str, Any] | None:
     """``k``-fold cross-validation of the CinC 2017 recipe (``passes``, ``overrides``) over A00001-A06000:
     the challenge score of each test fold (mean and SD over folds), and every metric of
@@ -305,22 +320,24 @@ def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: in
 
     ``folds`` trains only those folds' models (several processes or machines can share the folds of one
     recipe); the scores come once every fold's model is there, else ``None``. ``rhythm``: the students take the
-    recordings' rhythm features beside the ECG (:func:`cinc_rhythm`)."""
+    recordings' rhythm features beside the ECG (:func:`cinc_rhythm`); ``beats``: and their beat features."""
     cfg = _config(CINC_SETS, overrides)
     arrays = cinc_arrays(DATA / "cinc2017", out / "arrays.npz", None)
-    folder = out / f"cv{k}-{recipe_tag(passes, overrides, window, rhythm)}"
-    r = cinc_rhythm(arrays) if rhythm else None
+    folder = out / f"cv{k}-{recipe_tag(passes, overrides, window, rhythm, beats)}"
+    names = recipe_features(rhythm, beats)
+    r = cinc_rhythm(arrays) if names else None
     set_threads(cfg.trainer.threads)
     splits = cinc_folds(arrays["target"], k, cfg.trainer.seed)
     for i in range(k) if folds is None else folds:
-        cinc_student(arrays, splits[i], folder / f"fold{i}", cfg, passes, window, rhythm=r)
+        cinc_student(arrays, splits[i], folder / f"fold{i}", cfg, passes, window, rhythm=r, names=names)
     if not all((folder / f"fold{i}" / "student.pt").is_file() for i in range(k)):
         return None
-    paths = [cinc_student(arrays, split, folder / f"fold{i}", cfg, passes, window, rhythm=r)  # or by another run
-             for i, split in enumerate(splits)]
+    paths = [cinc_student(arrays, split, folder / f"fold{i}", cfg, passes, window, rhythm=r, names=names)
+             for i, split in enumerate(splits)]  # or by another run
     set_threads(cfg.trainer.threads)
     result = _cv_scores([load_model(p) for p in paths], arrays, splits, r, window, folder, n_boot, cfg.trainer.seed)
-    result.update(folds=k, passes=passes, window=window, rhythm=rhythm, overrides=overrides, folder=str(folder),
+    result.update(folds=k, passes=passes, window=window, rhythm=bool(names), beats=beats, overrides=overrides,
+                  folder=str(folder),
                   train_seconds=[read_model_file(p).get("train_seconds") for p in paths])
     return result
 
@@ -335,7 +352,8 @@ def _cv_scores(models: list[Any], arrays: dict[str, np.ndarray], splits: list[di
     per_fold = []
     for model, split in zip(models, splits):
         test, val = split["test"], split["val"]
-        rt, rv = (None, None) if rhythm is None else (rhythm[test], rhythm[val])
+        names = getattr(model, "rhythm_names", ())
+        rt, rv = (None, None) if rhythm is None else (features_of(rhythm[test], names), features_of(rhythm[val], names))
         probs[test] = predict_arrays(model, x[test], lengths=lengths[test], window=window, rhythm=rt)["probs"]
         p_val = predict_arrays(model, x[val], lengths=lengths[val], window=window, rhythm=rv)["probs"]
         thresholds[test] = abstention_threshold(p_val, target[val])
@@ -379,7 +397,8 @@ def run_cinc_cv_ensemble(out: Path, recipes: dict[str, dict[str, Any]], members:
     models = [StudentEnsemble([load_model(Path(e["folder"]) / f"fold{i}" / "student.pt") for e in entries])
               for i in range(k)]
     result = _cv_scores(models, arrays, splits, rhythm, window, folder, n_boot, cfg.trainer.seed)
-    result.update(folds=k, window=window, rhythm=rhythm is not None, folder=str(folder), members=members,
+    result.update(folds=k, window=window, rhythm=rhythm is not None, beats=any(e.get("beats") for e in entries),
+                  folder=str(folder), members=members,
                   passes=[e["passes"] for e in entries], overrides=[o for e in entries for o in e["overrides"]])
     return result
 
@@ -578,6 +597,8 @@ def main() -> None:
                     help="CinC 2017: seconds per training crop and per evaluation window")
     ap.add_argument("--rhythm", action="store_true",
                     help="CinC 2017: the students take each recording's rhythm features beside the ECG")
+    ap.add_argument("--beats", action="store_true",
+                    help="CinC 2017: and each recording's beat features (P waves, ectopy, noise; with --rhythm's)")
     ap.add_argument("--cv-folds", type=int, nargs="+", default=None,
                     help="CinC 2017: train only these folds (0-based), e.g. to share a recipe's folds out")
     ap.add_argument("--cv-ensemble", nargs="+", default=None, metavar="RECIPE",
@@ -605,9 +626,9 @@ def main() -> None:
             raise SystemExit("--cv cross-validates the CinC 2017 recipe: give --only cinc2017 and no --limit")
         done = json.loads(args.cv_result.read_text()) if args.cv_result.is_file() else {}
         window = round(args.window_s * FS)
-        name = recipe_name(args.cv, args.passes, args.overrides, window, args.rhythm)
+        name = recipe_name(args.cv, args.passes, args.overrides, window, args.rhythm or args.beats, args.beats)
         result = run_cinc_cv(args.out / "cinc2017", args.overrides, args.cv, args.passes, args.bootstrap,
-                             args.cv_folds, window, args.rhythm)
+                             args.cv_folds, window, args.rhythm or args.beats, args.beats)
         if result is None:
             _log(f"trained folds {args.cv_folds}; the recipe is scored once every fold's model is there")
             return

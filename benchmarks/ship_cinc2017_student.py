@@ -47,6 +47,8 @@ from bench_real_students import (  # noqa: E402
     cinc_student,
     ensemble_name,
     evaluate_cinc,
+    features_of,
+    recipe_features,
     recipe_tag,
 )
 from sklearn.model_selection import train_test_split  # noqa: E402
@@ -57,6 +59,7 @@ from cardiodistill.edge import EdgeModel  # noqa: E402
 from cardiodistill.edge.predict import predict_paths  # noqa: E402
 from cardiodistill.evaluate.clinical import multilabel_metrics  # noqa: E402
 from cardiodistill.io.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from cardiodistill.signals.beats import BEAT_FEATURES  # noqa: E402
 from cardiodistill.train.checkpoints import load_model  # noqa: E402
 from cardiodistill.train.engine import set_threads  # noqa: E402
 from cardiodistill.train.supervised import ArrayDataset, predict_arrays  # noqa: E402
@@ -106,10 +109,15 @@ def _rhythm_sentence(spec, ensemble: bool) -> str:
     if not spec.rhythm:
         return ""
     who = "the member that reads them" if ensemble else "the model"
-    return (f" Beside each window {who} reads {len(spec.rhythm)} rhythm features of the whole recording "
-            f"(`cardiodistill.signals.rhythm`: RR-interval statistics from the R-peaks the runtime detects in lead I, "
-            f"e.g. RR coefficient of variation, pNN50, lag-1 RR correlation), joined to its CNN's embedding before "
-            f"the classifier.")
+    beats = [n for n in spec.rhythm if n in BEAT_FEATURES]
+    what = (f"{len(spec.rhythm) - len(beats)} rhythm features of the whole recording (`cardiodistill.signals.rhythm`: "
+            f"RR-interval statistics from the R-peaks the runtime detects in lead I, e.g. RR coefficient of "
+            f"variation, pNN50, lag-1 RR correlation)")
+    if beats:
+        what += (f" and {len(beats)} beat features measured on the same beats (`cardiodistill.signals.beats`: "
+                 f"P-wave coherence, beat-to-template correlation, premature beats of another shape, QRS width, "
+                 f"activity between beats, noise bursts)")
+    return f" Beside each window {who} reads {what}, joined to its CNN's embedding before the classifier."
 
 
 def _passes(passes: int | list[int]) -> str:
@@ -125,7 +133,10 @@ def _architecture(student) -> str:
         gru = getattr(model.backbone, "gru", None)
         extra = "" if gru is None else (f" with a bidirectional GRU ({gru.hidden_size} units each way) reading its "
                                         f"last feature map in time order")
-        rhythm = ", reading the rhythm features" if model.rhythm_names else ""
+        rhythm = ""
+        if model.rhythm_names:
+            beats = any(n in BEAT_FEATURES for n in model.rhythm_names)
+            rhythm = ", reading the rhythm and beat features" if beats else ", reading the rhythm features"
         return (f"`student_cnn` (depthwise-separable 1-D CNN{extra}{rhythm}, "
                 f"{sum(p.numel() for p in model.parameters()):,} parameters)")
 
@@ -277,10 +288,10 @@ def main() -> None:
     paths = []
     for member in cv.get("members", [name]):  # an ensemble: each member recipe trained as it would ship alone
         entry = recipes[member]
-        with_rhythm = bool(entry.get("rhythm"))
-        folder = args.run / f"final-{recipe_tag(entry['passes'], entry['overrides'], window, with_rhythm)}"
+        flags = bool(entry.get("rhythm")), bool(entry.get("beats"))
+        folder = args.run / f"final-{recipe_tag(entry['passes'], entry['overrides'], window, *flags)}"
         paths.append(cinc_student(arrays, split, folder, _config(CINC_SETS, entry["overrides"]), entry["passes"],
-                                  window, rhythm=rhythm if with_rhythm else None))
+                                  window, rhythm=rhythm, names=recipe_features(*flags)))
     path = paths[0]
     if len(paths) > 1:
         tags = "+".join(p.parent.name.removeprefix("final-") for p in paths)
@@ -289,7 +300,7 @@ def main() -> None:
     set_threads(cfg.trainer.threads)
     student = load_model(path)
     val_rows = split["val"]
-    val_rhythm = None if rhythm is None else rhythm[val_rows]
+    val_rhythm = None if rhythm is None else features_of(rhythm[val_rows], student.rhythm_names)
     p_val = predict_arrays(student, x[val_rows], lengths=lengths[val_rows], window=window, rhythm=val_rhythm)["probs"]
     offline = evaluate_cinc(p_val, target[val_rows], args.bootstrap, 0)
     offline["params"] = sum(p.numel() for p in student.parameters())

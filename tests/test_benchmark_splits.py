@@ -16,8 +16,10 @@ from bench_real_students import (  # noqa: E402
     abstention_threshold,
     cinc_folds,
     ensemble_name,
+    features_of,
     paired_challenge,
     recipe_difference,
+    recipe_features,
     recipe_name,
     recipe_tag,
     run_cinc_cv_ensemble,
@@ -98,6 +100,21 @@ def test_a_recipe_with_another_window_gets_its_own_folders_and_key():
     assert recipe_tag(24, ["a=1"], 3000) == "passes24-window30s-a=1"
     assert recipe_name(5, 24, []) == "5-fold, passes 24"  # the keys already in cinc2017_cv.json stay valid
     assert recipe_name(5, 24, ["a=1"], 3000) == "5-fold, passes 24, window 30 s, a=1"
+    assert recipe_tag(24, [], WINDOW, True) == "passes24-rhythm"
+    assert recipe_tag(24, [], WINDOW, True, True) == "passes24-rhythm-beats"
+    assert recipe_name(5, 24, [], WINDOW, True) == "5-fold, passes 24, rhythm features"
+    assert recipe_name(5, 24, [], WINDOW, True, True) == "5-fold, passes 24, rhythm and beat features"
+
+
+def test_each_recipe_reads_its_own_columns_of_the_recording_features():
+    from cardiodistill.signals.rhythm import RECORDING_FEATURES, RHYTHM_FEATURES
+
+    table = np.arange(3 * len(RECORDING_FEATURES), dtype=np.float32).reshape(3, -1)
+    assert recipe_features(False) == () and features_of(table, ()) is None and features_of(None, ("rr_cv",)) is None
+    assert recipe_features(True) == RHYTHM_FEATURES and recipe_features(True, True) == RECORDING_FEATURES
+    np.testing.assert_array_equal(features_of(table, RHYTHM_FEATURES), table[:, : len(RHYTHM_FEATURES)])
+    picked = features_of(table, ("p_coherence", "rr_cv"))
+    np.testing.assert_array_equal(picked, table[:, [RECORDING_FEATURES.index("p_coherence"), 2]])
 
 
 def test_an_ensemble_is_cross_validated_only_from_recipes_of_the_same_folds_and_windows(tmp_path):
