@@ -26,7 +26,7 @@ from cardiodistill.data.streaming import open_stream, write_stream
 from cardiodistill.errors import ConfigError
 from cardiodistill.models import create_model
 from cardiodistill.models.fusion import drop_modalities
-from cardiodistill.stages.stage2 import cohort_lab_stats, encoder_config, run_align
+from cardiodistill.stages.stage2 import cohort_lab_stats, encoder_config, run_align, unaligned_fusion
 from cardiodistill.synth.cohort import write_cohort
 from cardiodistill.train.checkpoints import load_model, read_model_file
 
@@ -129,6 +129,22 @@ def test_alignment_objectives_train_and_export_an_aligned_model(cohort, tmp_path
     cfg2 = tiny_config(**{"align.objectives": "[clip, clip_loo, temporal, multimae]", "align.optim.max_steps": 5})
     again = run_align(cfg2, cohort, tmp_path / "a", ecg=ecg, video=video, show_bar=False)
     assert again["steps"] == 5
+
+
+def test_the_no_stage_2_fusion_is_drawn_under_the_run_seed(cohort):
+    """The ablation without stage 2 is the same model each time (seeded, the caller's random state untouched)."""
+    cfg = tiny_config()
+    ecg = encoder_config(None, cfg.align.ecg_model, "e")
+    video = encoder_config(None, cfg.align.video_model, "v")
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    _, first = unaligned_fusion(cfg, cohort, ecg, video)
+    torch.testing.assert_close(torch.rand(3), before)  # the global stream goes on as if nothing was drawn
+    _, again = unaligned_fusion(cfg, cohort, ecg, video)
+    _, other = unaligned_fusion(tiny_config(**{"trainer.seed": 1}), cohort, ecg, video)
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first if first[k].is_floating_point())
 
 
 def test_alignment_with_a_convolutional_ecg_encoder(cohort, tmp_path):

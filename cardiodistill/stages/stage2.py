@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
+import torch
 from torch import Tensor
 
 from ..config import Config
@@ -71,9 +72,13 @@ def fusion_config(cfg: Config, cohort: Cohort | StreamCohort, ecg: Mapping, vide
 
 def unaligned_fusion(cfg: Config, cohort: Cohort, ecg: Encoder, video: Encoder) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """``(config, state)`` of a fusion model that skips stage 2: the (stage-1) encoders as they
-    are under an untrained fusion transformer - the teacher's starting point without alignment."""
-    config = fusion_config(cfg, cohort, ecg[0], video[0])
-    return config, fusion_with_encoders(config, {"ecg": ecg[1], "echo": video[1]})
+    are under an untrained fusion transformer - the teacher's starting point without alignment. The
+    transformer is drawn under ``trainer.seed`` (the caller's random state is left as it was), so the
+    ablation is the same model every time it is run."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.trainer.seed)
+        config = fusion_config(cfg, cohort, ecg[0], video[0])
+        return config, fusion_with_encoders(config, {"ecg": ecg[1], "echo": video[1]})
 
 
 def _val_holdout(cohort: Cohort, fraction: float) -> tuple[np.ndarray, np.ndarray]:
