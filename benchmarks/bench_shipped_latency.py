@@ -58,10 +58,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=50, help="recordings")
     ap.add_argument("--repeats", type=int, default=20, help="timings per recording")
     ap.add_argument("--result", type=Path, default=ROOT / "benchmarks" / "results" / "shipped_latency.json")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="an exported model to time instead of the bundled one (e.g. the one it replaced)")
     args = ap.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA}: the CinC 2017 data are not here")
-    model = EdgeModel.load(threads=1)
+    model = EdgeModel.load(args.model, threads=1)
     spec = model.spec
     data = CinC2017(DATA)
     records = []
