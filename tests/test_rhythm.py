@@ -192,6 +192,21 @@ def test_an_ensemble_gives_each_member_its_own_rhythm_columns():
                                                                    "backbone": {**backbone, "seconds": 10.0}}])
 
 
+def _runtime_and_torch(edge, model, seed):
+    """The runtime's probabilities (irregular, regular) on an irregular 300 Hz recording, and the PyTorch model's
+    mean over the same prepared windows and rhythm features."""
+    from cardiodistill.signals.prepare import prepare
+
+    rr = np.random.default_rng(seed).uniform(0.45, 1.1, 40)
+    record = EcgRecord(_spiky_ecg(rr, 300.0, seed=seed - 3), 300.0, ("I",))
+    prediction, read = edge.predict(record)
+    prepared = prepare(record, edge.spec.input_spec)
+    with torch.no_grad():
+        r = torch.from_numpy(np.repeat(read.rhythm[None], len(prepared.windows), 0)).float()
+        expected = model.predict(torch.from_numpy(prepared.windows), r)[:, :2].mean(0).numpy()
+    return [prediction.probabilities["irregular"], prediction.probabilities["regular"]], expected
+
+
 def test_an_ensemble_of_students_exports_and_runs_as_one_model(rhythm_student, tmp_path):
     """A rhythm student and a plain one, written as one model file (``ensemble_students``) and exported by the
     command as one graph: the runtime's probabilities are the mean of the members' in PyTorch."""
@@ -200,7 +215,6 @@ def test_an_ensemble_of_students_exports_and_runs_as_one_model(rhythm_student, t
     from cardiodistill.deploy import ensemble_students
     from cardiodistill.deploy.commands import Precision, export_cmd
     from cardiodistill.edge import EdgeModel
-    from cardiodistill.signals.prepare import prepare
 
     path, x, lengths, y, rhythm = rhythm_student
     rhythm_model = load_model(path)
@@ -226,19 +240,45 @@ def test_an_ensemble_of_students_exports_and_runs_as_one_model(rhythm_student, t
     edge = EdgeModel.load(tmp_path / "m.onnx")
     assert edge.spec.rhythm == RHYTHM_FEATURES
     assert [m["source"] for m in edge.spec.provenance["members"]] == [str(path), str(plain_path)]
-    record = EcgRecord(_spiky_ecg(np.random.default_rng(6).uniform(0.45, 1.1, 40), 300.0, seed=3), 300.0, ("I",))
-    prediction, read = edge.predict(record)
-    prepared = prepare(record, edge.spec.input_spec)
-    with torch.no_grad():
-        r = torch.from_numpy(np.repeat(read.rhythm[None], len(prepared.windows), 0)).float()
-        expected = ensemble.predict(torch.from_numpy(prepared.windows), r)[:, :2].mean(0).numpy()
-    np.testing.assert_allclose([prediction.probabilities["irregular"], prediction.probabilities["regular"]],
-                               expected, atol=1e-4)
+    np.testing.assert_allclose(*_runtime_and_torch(edge, ensemble, seed=6), atol=1e-4)
     other = save_model(plain, tmp_path / "other.pt", **{**info, "band_hz": [1.0, 40.0]})
     with pytest.raises(ConfigError, match="band_hz"):
         ensemble_students([path, other], tmp_path / "bad.pt")
     with pytest.raises(ConfigError, match="at least two"):
         ensemble_students([path], tmp_path / "bad.pt")
+
+
+def test_an_ensemble_with_feature_trees_exports_with_float_features_and_runs(rhythm_student, tmp_path):
+    """A rhythm student and gradient-boosted trees on the same features, written as one model file and exported
+    at int8: the rhythm input stays float32 (no node reads it quantised), the trees' subgraph stays float, and the
+    runtime's probabilities follow PyTorch's."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from cardiodistill.deploy import ensemble_students, export_student_model
+    from cardiodistill.edge import EdgeModel
+    from cardiodistill.train.trees import fit_feature_trees
+
+    path, x, lengths, y, rhythm = rhythm_student
+    trees = fit_feature_trees(rhythm[:48], 1 - y[:48, 0].astype(int), rhythm=RHYTHM_FEATURES,
+                              outputs=["irregular", "regular"], n_estimators=20)
+    info = {"task": "multiclass", "triage": None, "leads": ["I"], "outputs": ["irregular", "regular"], "lvef": False,
+            "band_hz": [0.5, 40.0]}
+    trees_path = save_model(trees, tmp_path / "trees.pt", **info)
+    ensemble = load_model(ensemble_students([path, trees_path], tmp_path / "ensemble.pt"))
+    probs = predict_arrays(ensemble, x[48:], lengths=lengths[48:], window=1000, rhythm=rhythm[48:])["probs"]
+    assert ((probs[:, 0] > probs[:, 1]) == (y[48:, 0] == 1)).mean() >= 0.9
+
+    val = np.stack([np.asarray(r[:, :1000], np.float32) for r in x])
+    val = (val - val.mean(-1, keepdims=True)) / val.std(-1, keepdims=True)
+    gate = export_student_model(tmp_path / "ensemble.pt", tmp_path / "m.onnx", val_x=val, val_y=y, val_rhythm=rhythm,
+                                precision="int8", margin=1.0, min_class=1)
+    assert gate["precision"] == "int8"
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    readers = [n.op_type for n in graph.node if "rhythm" in n.input]
+    assert readers and "QuantizeLinear" not in readers  # the features enter every reader in float32
+    np.testing.assert_allclose(*_runtime_and_torch(EdgeModel.load(tmp_path / "m.onnx"), ensemble, seed=7), atol=0.1)
 
 
 def test_the_benchmark_times_a_student_that_reads_rhythm_features(rhythm_student):

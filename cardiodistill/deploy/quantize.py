@@ -17,7 +17,13 @@ Measured on the 6-lead ``student_cnn`` (onnxruntime 1.31, one x86 core with AVX2
 * the **output head stays float**: the last linear layers, the sigmoid and the concatenation that
   forms the output. Quantised, the probabilities and the LVEF share one 8-bit scale: 32 simulated
   recordings got 19 distinct triage probabilities (32 with the head in float). The head is a few
-  hundred weights.
+  hundred weights; walking back from the outputs to the first linear layer, it also takes in the whole graph of a
+  :class:`~cardiodistill.models.FeatureTrees` ensemble member (gathers and comparisons, no linear layer).
+* **the rhythm features stay float32**: the graph's second input (a student's whole-recording rhythm and beat
+  features) is not quantised, so no node reads it in int8. Its columns span different units (a share of beats,
+  milliseconds, a log-ratio) and one int8 scale over all of them rounded the small ones to a few levels; a
+  student's batch norm (float) brings them to one scale before its first linear layer, and
+  :class:`~cardiodistill.models.FeatureTrees` compare them with thresholds of full precision.
 * **recurrent layers stay float32 in compute but float16 in the file**: static QDQ quantisation does not
   cover GRU / LSTM / RNN nodes, so their weight matrices would stay float32 (a 64-unit bidirectional GRU
   over 128 channels: 295 kB, most of an int8 student's file). They are stored as float16 with a ``Cast``
@@ -101,6 +107,13 @@ def _output_head(proto) -> list[str]:
     return list(head)
 
 
+def _float_nodes(proto, float_inputs: list[str]) -> list[str]:
+    """The nodes that stay float: the output head (:func:`_output_head`) and every node that reads one of
+    ``float_inputs`` (the rhythm features: module doc)."""
+    readers = [node.name for node in proto.graph.node if set(node.input) & set(float_inputs)]
+    return list(dict.fromkeys(_output_head(proto) + readers))
+
+
 def _check_calibration(calibration: np.ndarray, leads: int | None, path: Path) -> np.ndarray:
     x = np.asarray(calibration)
     if x.ndim != 3 or len(x) == 0 or (leads is not None and x.shape[1] != leads):
@@ -173,7 +186,7 @@ def quantize_int8(
             quantize_static(
                 str(prepared), str(tmp), _Windows(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                nodes_to_exclude=_output_head(onnx.load(str(prepared))),
+                nodes_to_exclude=_float_nodes(onnx.load(str(prepared)), names[1:]),
             )
             quantized = onnx.load(str(tmp))
             _recurrent_weights_fp16(quantized)

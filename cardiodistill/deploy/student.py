@@ -42,6 +42,7 @@ from ..edge.spec import METADATA_KEY, PRECISIONS, EdgeSpec, open_session
 from ..errors import ConfigError, DataError, one_line
 from ..evaluate.metrics import auroc
 from ..io.atomic import atomic_path
+from ..models.trees import FeatureTrees
 from ..signals.prepare import InputSpec
 from .export import export_onnx
 from .quantize import convert_fp16, quantize_int8, require_onnx
@@ -116,7 +117,8 @@ ENSEMBLE_AGREE = ("task", "triage", "abstain_outputs", "lvef", "band_hz")
 
 
 def ensemble_students(students: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Path:
-    """Write trained students (``student.pt`` files that read the same input and give the same outputs) as one
+    """Write trained students (``student.pt`` files that read the same input and give the same outputs; a
+    :class:`~cardiodistill.models.FeatureTrees` file may be one of them) as one
     ``student_ensemble`` model file at ``out`` (:class:`~cardiodistill.models.StudentEnsemble`: the mean of
     their predictions), which :func:`export_student_model` exports as one graph. What the export reads from a
     student file (:data:`ENSEMBLE_AGREE`) must agree; the file records each member's source, sha256, steps and
@@ -130,7 +132,8 @@ def ensemble_students(students: Sequence[str | os.PathLike[str]], out: str | os.
     data = [read_model_file(p) for p in paths]
     models = [build_model(d, source=p) for d, p in zip(data, paths)]
     for path, d, model in zip(paths, data, models):
-        _require_student(model, path, "an ensemble takes student.pt files")
+        if not isinstance(model, FeatureTrees):
+            _require_student(model, path, "an ensemble takes student.pt files (students or feature trees)")
         for key in ENSEMBLE_AGREE:
             if d.get(key) != data[0].get(key):
                 raise ConfigError(f"{path}: {key} is {d.get(key)!r} but {paths[0]} has {data[0].get(key)!r}; "

@@ -35,6 +35,7 @@ from .registry import (
 from .resnet1d import XResNet1d
 from .student import EncoderBackbone, StudentCNN, StudentEnsemble, StudentModel
 from .text import HashingTokenizer, HuggingFaceNoteEncoder, NoteEncoder
+from .trees import FeatureTrees
 from .video_cnn import VideoConvEncoder
 from .video_transformer import VideoLayout, VideoMAE, VideoTransformer
 
@@ -47,6 +48,7 @@ __all__ = [
     "EcgConvEncoder",
     "EcgMAE",
     "EcgTransformer",
+    "FeatureTrees",
     "HashingTokenizer",
     "HuggingFaceNoteEncoder",
     "Inception1d",

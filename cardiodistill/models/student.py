@@ -28,7 +28,8 @@ the teacher's embedding space for embedding matching. Its :meth:`~StudentModel.p
 tensor the exported graph returns.
 
 :class:`StudentEnsemble` (``student_ensemble``) is several students that read the same input and give the same
-outputs, as one model whose :meth:`~StudentEnsemble.predict` is the mean of theirs: one file, one graph.
+outputs, as one model whose :meth:`~StudentEnsemble.predict` is the mean of theirs: one file, one graph. A member
+may be gradient-boosted trees on the recording's features (:mod:`cardiodistill.models.trees`).
 
 Backbone parameters: ``student_cnn`` 145 k with 6 leads (144 k with 1), ``student_cnn_tiny`` 39 k (ranges
 checked in ``tests/test_student_analysis.py``). Exported to ONNX, ``student_cnn`` runs a 10 s, 6-lead
@@ -50,6 +51,7 @@ from ..signals.rhythm import RECORDING_FEATURES, check_rhythm_names
 from .ecg_transformer import check_band
 from .registry import legacy_keys, model_from_config, model_test, register_model, register_test
 from .resnet1d import check_signal, concat_pool, signal_example
+from .trees import FeatureTrees
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -241,24 +243,31 @@ class StudentEnsemble(nn.Module):
     and the standardised LVEF), so a recording's probabilities averaged over its windows are the mean of the
     members' averages, as an ensemble's are scored offline.
 
+    A member may also be :class:`~cardiodistill.models.trees.FeatureTrees` (gradient-boosted trees on the
+    recording's features, no ECG input and no LVEF): its probabilities join the mean, the LVEF is the mean of the
+    students'. At least one member is a student.
+
     The ensemble takes the rhythm features any member takes (:attr:`rhythm_names`, in the order of
     :data:`~cardiodistill.signals.rhythm.RECORDING_FEATURES`) and gives each member its own columns; a member
     without them reads the ECG alone. ``leads``, ``outputs``, ``backbone_config`` (the input),
-    ``lvef_mean`` / ``lvef_std`` are the members' own, which must agree.
+    ``lvef_mean`` / ``lvef_std`` are the students' own, which must agree.
     """
 
-    def __init__(self, members: Sequence[StudentModel]):
+    def __init__(self, members: Sequence[nn.Module]):
         super().__init__()
-        if len(members) < 2 or not all(isinstance(m, StudentModel) for m in members):
-            raise ConfigError(f"an ensemble needs at least two students, got {len(members)}")
-        first = members[0]
-        for i, m in enumerate(members[1:], start=2):
-            for what, a, b in (("leads", tuple(first.leads), tuple(m.leads)),
-                               ("outputs", list(first.outputs), list(m.outputs)),
-                               ("input", _input_of(first), _input_of(m)),
-                               ("LVEF scale", (first.lvef_mean, first.lvef_std), (m.lvef_mean, m.lvef_std))):
+        students = [m for m in members if isinstance(m, StudentModel)]
+        if len(members) < 2 or not students or not all(isinstance(m, (StudentModel, FeatureTrees)) for m in members):
+            raise ConfigError(f"an ensemble needs at least two members, students or feature trees, one of them a "
+                              f"student; got {[type(m).__name__ for m in members]}")
+        first = students[0]
+        for i, m in enumerate(members, start=1):
+            checks = [("outputs", list(first.outputs), list(m.outputs))]
+            if isinstance(m, StudentModel):
+                checks += [("leads", tuple(first.leads), tuple(m.leads)), ("input", _input_of(first), _input_of(m)),
+                           ("LVEF scale", (first.lvef_mean, first.lvef_std), (m.lvef_mean, m.lvef_std))]
+            for what, a, b in checks:
                 if a != b:
-                    raise ConfigError(f"ensemble member {i} has {what} {b}, member 1 {a}: members must agree")
+                    raise ConfigError(f"ensemble member {i} has {what} {b}, the first student {a}: members must agree")
         self.members = nn.ModuleList(members)
         self.leads, self.outputs = tuple(first.leads), list(first.outputs)
         self.lvef_mean, self.lvef_std = first.lvef_mean, first.lvef_std
@@ -267,6 +276,7 @@ class StudentEnsemble(nn.Module):
         self.rhythm_names = tuple(n for n in RECORDING_FEATURES if n in wanted)
         self.n_rhythm = len(self.rhythm_names)
         self._columns = [[self.rhythm_names.index(n) for n in m.rhythm_names] for m in members]
+        self._students = [i for i, m in enumerate(members) if isinstance(m, StudentModel)]
 
     def rhythm_columns(self, i: int) -> list[int] | None:
         """The columns of the ensemble's rhythm input that member ``i`` reads (None: it reads the ECG alone)."""
@@ -282,9 +292,11 @@ class StudentEnsemble(nn.Module):
         return rhythm if columns == list(range(self.n_rhythm)) else rhythm[:, columns]
 
     def predict(self, x: Tensor, rhythm: Tensor | None = None) -> Tensor:
-        """Deployed output ``[B, n_outputs + 1]``: the members' mean probabilities, then their mean LVEF."""
-        return torch.stack([m.predict(x, self._member_rhythm(i, rhythm))
-                            for i, m in enumerate(self.members)]).mean(0)
+        """Deployed output ``[B, n_outputs + 1]``: the members' mean probabilities, then the students' mean LVEF."""
+        outs = [m.predict(x, self._member_rhythm(i, rhythm)) for i, m in enumerate(self.members)]
+        probs = torch.stack([o[:, :len(self.outputs)] for o in outs]).mean(0)
+        lvef = torch.stack([outs[i][:, -1] for i in self._students]).mean(0)
+        return torch.cat([probs, lvef[:, None]], dim=1)
 
     def forward(self, x: Tensor, rhythm: Tensor | None = None) -> dict[str, Tensor]:
         """``logits``: those of the mean probabilities; ``lvef``: the mean standardised LVEF."""
@@ -432,9 +444,9 @@ def student_ensemble(
                                             {"name": "ecg_student", "backbone": {"name": "student_cnn",
                                                                                  "temporal": "gru"}}),
 ) -> StudentEnsemble:
-    """Students averaged as one model (:class:`StudentEnsemble`): ``members``, their ``ecg_student`` configs
-    (default: the default student and the same with a GRU over its feature map). Made from trained students by
-    :func:`cardiodistill.deploy.ensemble_students`."""
+    """Students averaged as one model (:class:`StudentEnsemble`): ``members``, their ``ecg_student`` (or
+    ``feature_trees``) configs (default: the default student and the same with a GRU over its feature map). Made
+    from trained students by :func:`cardiodistill.deploy.ensemble_students`."""
     return StudentEnsemble([model_from_config(dict(m)) for m in members])
 
 
@@ -467,4 +479,6 @@ _SMALL_CNN = {"name": "student_cnn", "seconds": 2.5, "widths": [8, 16], "dim": 1
 register_test("student_ensemble", example=_ensemble_example,
               members=[{"name": "ecg_student", "backbone": _SMALL_CNN, "outputs": ["triage", "af"]},
                        {"name": "ecg_student", "backbone": {**_SMALL_CNN, "temporal": "gru", "gru_hidden": 8},
-                        "outputs": ["triage", "af"], "rhythm": ["rr_cv", "pnn50"]}])
+                        "outputs": ["triage", "af"], "rhythm": ["rr_cv", "pnn50"]},
+                       {"name": "feature_trees", "rhythm": ["pnn50", "p_coherence"], "outputs": ["triage", "af"],
+                        "trees": 3, "depth": 2}])

@@ -39,6 +39,7 @@ from ..config import Config, load_config
 from ..errors import ConfigError, DataError
 from ..models import Inception1d, ResNet1dWang, XResNet1d, create_model, model_from_config
 from ..models.student import StudentEnsemble, StudentModel
+from ..models.trees import FeatureTrees
 from ..objectives.distill import multilabel_bce
 from ..records import EcgRecord
 from ..signals.filters import DEFAULT_BAND
@@ -333,7 +334,8 @@ def predict_arrays(
     ``logits [N, C]`` and ``embedding [N, D]`` (the backbone's pooled features; both means over windows).
     ``rhythm [N, n]``: each recording's rhythm features, given to every one of its windows (a student that
     takes them needs them). A :class:`~cardiodistill.models.StudentEnsemble` gives its members' mean ``probs``,
-    the ``logits`` of those and their ``embedding`` s side by side.
+    the ``logits`` of those and their ``embedding`` s side by side; :class:`~cardiodistill.models.FeatureTrees`
+    give their probabilities from ``rhythm`` alone (and an empty embedding).
     """
     if isinstance(model, StudentEnsemble):
         if rhythm is not None and np.shape(rhythm)[1:] != (model.n_rhythm,):
@@ -346,6 +348,12 @@ def predict_arrays(
         probs = np.mean([r["probs"] for r in runs], axis=0)
         return {"probs": probs.astype(np.float32), "logits": probability_logits(probs),
                 "embedding": np.concatenate([r["embedding"] for r in runs], axis=1)}
+    if isinstance(model, FeatureTrees):  # the recording's features alone: one prediction per recording
+        if rhythm is None or np.shape(rhythm) != (len(x), model.n_features):
+            raise DataError(f"feature trees take rhythm features [{len(x)}, {model.n_features}] "
+                            f"({', '.join(model.rhythm_names)}), got {None if rhythm is None else np.shape(rhythm)}")
+        probs = model.probabilities(torch.from_numpy(np.asarray(rhythm, np.float32))).numpy()
+        return {"probs": probs, "logits": probability_logits(probs), "embedding": np.zeros((len(x), 0), np.float32)}
     n, _, t = x.shape
     lengths = np.full(n, t, np.int64) if lengths is None else np.asarray(lengths, dtype=np.int64)
     window = t if window is None else int(window)
