@@ -31,11 +31,12 @@ from bench_real_students import (  # noqa: E402
     cinc_arrays,
     cinc_folds,
     cinc_rhythm,
+    features_cache,
     features_of,
     paired_challenge,
 )
 
-from cardiodistill.io.atomic import save_npz_atomic, write_json_atomic  # noqa: E402
+from cardiodistill.io.atomic import write_json_atomic  # noqa: E402
 from cardiodistill.signals.beats import BEAT_FEATURES  # noqa: E402
 from cardiodistill.signals.rhythm import RECORDING_FEATURES, RHYTHM_FEATURES  # noqa: E402
 
@@ -64,13 +65,7 @@ def main() -> None:
         raise SystemExit(f"{DATA}: the shared data folder is not here")
     start = time.time()
     arrays = cinc_arrays(DATA / "cinc2017", args.out / "cinc2017" / "arrays.npz", None)
-    cache = args.out / "cinc2017" / "recording_features.npz"
-    if cache.is_file():
-        with np.load(cache) as saved:
-            table = saved["table"]
-    else:
-        table = cinc_rhythm(arrays)
-        save_npz_atomic(cache, table=table)
+    table = cinc_rhythm(arrays, features_cache(args.out / "cinc2017"))
     target, seed = arrays["target"], 0
     folds = cinc_folds(target, 5, seed)  # the CNN recipes' folds (trainer.seed 0)
     results, preds = {}, {}

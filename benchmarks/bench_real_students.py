@@ -70,6 +70,7 @@ from cardiodistill.train.supervised import (
     records_to_arrays,
     teacher_targets,
 )
+from cardiodistill.train.trees import fit_feature_trees
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FS = 100.0
@@ -217,10 +218,24 @@ def cinc_folds(target: np.ndarray, k: int, seed: int) -> list[dict[str, np.ndarr
     return folds
 
 
-def cinc_rhythm(arrays: dict[str, np.ndarray]) -> np.ndarray:
+def cinc_rhythm(arrays: dict[str, np.ndarray], cache: Path | None = None) -> np.ndarray:
     """``[N, len(RECORDING_FEATURES)]``: each recording's rhythm and beat features, from its whole lead I at
-    100 Hz (30 s for the 6000 recordings); a model takes its own columns (:func:`features_of`)."""
-    return np.stack([signal_rhythm(x, FS, n, RECORDING_FEATURES) for x, n in zip(arrays["x"], arrays["lengths"])])
+    100 Hz (about 2 min for the 6000 recordings); a model takes its own columns (:func:`features_of`). ``cache``:
+    an ``.npz`` that keeps the table with its recordings and feature names, reused while both match."""
+    if cache is not None and cache.is_file():
+        with np.load(cache) as saved:
+            if ({"table", "record", "names"} <= set(saved.files) and np.array_equal(saved["record"], arrays["record"])
+                    and tuple(saved["names"]) == RECORDING_FEATURES):
+                return saved["table"]
+    table = np.stack([signal_rhythm(x, FS, n, RECORDING_FEATURES) for x, n in zip(arrays["x"], arrays["lengths"])])
+    if cache is not None:
+        save_npz_atomic(cache, table=table, record=arrays["record"], names=np.array(RECORDING_FEATURES))
+    return table
+
+
+def features_cache(out: Path) -> Path:
+    """Where a CinC run folder keeps its recordings' features table (:func:`cinc_rhythm`)."""
+    return out / "recording_features.npz"
 
 
 def features_of(table: np.ndarray | None, names: tuple[str, ...]) -> np.ndarray | None:
@@ -325,7 +340,7 @@ def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: in
     arrays = cinc_arrays(DATA / "cinc2017", out / "arrays.npz", None)
     folder = out / f"cv{k}-{recipe_tag(passes, overrides, window, rhythm, beats)}"
     names = recipe_features(rhythm, beats)
-    r = cinc_rhythm(arrays) if names else None
+    r = cinc_rhythm(arrays, features_cache(out)) if names else None
     set_threads(cfg.trainer.threads)
     splits = cinc_folds(arrays["target"], k, cfg.trainer.seed)
     for i in range(k) if folds is None else folds:
@@ -339,6 +354,44 @@ def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: in
     result.update(folds=k, passes=passes, window=window, rhythm=bool(names), beats=beats, overrides=overrides,
                   folder=str(folder),
                   train_seconds=[read_model_file(p).get("train_seconds") for p in paths])
+    return result
+
+
+#: The trees' recipe key in ``cinc2017_cv.json`` (after ``5-fold, ``) and its run folders' tag (``cv5-trees``).
+TREES_NAME, TREES_TAG = "gradient-boosted trees on the rhythm and beat features", "trees"
+
+
+def cinc_trees(table: np.ndarray, target: np.ndarray, split: dict[str, np.ndarray], folder: Path, seed: int
+               ) -> Path:
+    """Fit (or find) gradient-boosted trees on the training recordings' rhythm and beat features (``table``, all of
+    :data:`RECORDING_FEATURES`; :func:`~cardiodistill.train.trees.fit_feature_trees`, scikit-learn's defaults) and
+    save them as ``folder/student.pt``, a model file an ensemble takes as a member beside the students."""
+    path = folder / "student.pt"
+    if path.is_file():
+        return path
+    began = time.time()
+    trees = fit_feature_trees(table[split["train"]], target[split["train"]], rhythm=RECORDING_FEATURES,
+                              outputs=CINC_OUTPUTS, seed=seed)
+    return save_model(trees, path, task="multiclass", triage=None, abstain_outputs=["noisy"], leads=["I"],
+                      outputs=CINC_OUTPUTS, distilled=False, lvef=False, band_hz=[0.5, 40.0],
+                      train_seconds=round(time.time() - began, 1), n_train=len(split["train"]),
+                      data="PhysioNet/CinC 2017 A00001-A06000", seed=seed)
+
+
+def run_cinc_cv_trees(out: Path, k: int, n_boot: int) -> dict[str, Any]:
+    """``k``-fold cross-validation of the trees of :func:`cinc_trees` on the students' folds: each fold's trees fit
+    on its training recordings (its validation ones choose the abstention threshold, as for a student) and are
+    saved beside the students' fold models, so :func:`run_cinc_cv_ensemble` takes them as a member. Seconds per
+    fold."""
+    seed = _config(CINC_SETS, []).trainer.seed
+    arrays = cinc_arrays(DATA / "cinc2017", out / "arrays.npz", None)
+    table, target = cinc_rhythm(arrays, features_cache(out)), arrays["target"]
+    splits = cinc_folds(target, k, seed)
+    folder = out / f"cv{k}-{TREES_TAG}"
+    paths = [cinc_trees(table, target, split, folder / f"fold{i}", seed) for i, split in enumerate(splits)]
+    result = _cv_scores([load_model(p) for p in paths], arrays, splits, table, WINDOW, folder, n_boot, seed)
+    result.update(folds=k, trees=True, passes=0, window=WINDOW, rhythm=True, beats=True, overrides=[],
+                  folder=str(folder), train_seconds=[read_model_file(p).get("train_seconds") for p in paths])
     return result
 
 
@@ -390,7 +443,7 @@ def run_cinc_cv_ensemble(out: Path, recipes: dict[str, dict[str, Any]], members:
         raise SystemExit("the members were cross-validated with different folds or windows")
     cfg = _config(CINC_SETS, [])
     arrays = cinc_arrays(DATA / "cinc2017", out / "arrays.npz", None)
-    rhythm = cinc_rhythm(arrays) if any(e.get("rhythm") for e in entries) else None
+    rhythm = cinc_rhythm(arrays, features_cache(out)) if any(e.get("rhythm") for e in entries) else None
     splits = cinc_folds(arrays["target"], k, cfg.trainer.seed)
     folder = out / (f"cv{k}-ensemble-" + "+".join(Path(e["folder"]).name.removeprefix(f"cv{k}-") for e in entries))
     set_threads(cfg.trainer.threads)
@@ -599,6 +652,9 @@ def main() -> None:
                     help="CinC 2017: the students take each recording's rhythm features beside the ECG")
     ap.add_argument("--beats", action="store_true",
                     help="CinC 2017: and each recording's beat features (P waves, ectopy, noise; with --rhythm's)")
+    ap.add_argument("--trees", action="store_true",
+                    help="CinC 2017: cross-validate gradient-boosted trees on the rhythm and beat features alone "
+                         "(with --cv), an ensemble member for --cv-ensemble")
     ap.add_argument("--cv-folds", type=int, nargs="+", default=None,
                     help="CinC 2017: train only these folds (0-based), e.g. to share a recipe's folds out")
     ap.add_argument("--cv-ensemble", nargs="+", default=None, metavar="RECIPE",
@@ -626,9 +682,13 @@ def main() -> None:
             raise SystemExit("--cv cross-validates the CinC 2017 recipe: give --only cinc2017 and no --limit")
         done = json.loads(args.cv_result.read_text()) if args.cv_result.is_file() else {}
         window = round(args.window_s * FS)
-        name = recipe_name(args.cv, args.passes, args.overrides, window, args.rhythm or args.beats, args.beats)
-        result = run_cinc_cv(args.out / "cinc2017", args.overrides, args.cv, args.passes, args.bootstrap,
-                             args.cv_folds, window, args.rhythm or args.beats, args.beats)
+        if args.trees:
+            name = f"{args.cv}-fold, {TREES_NAME}"
+            result = run_cinc_cv_trees(args.out / "cinc2017", args.cv, args.bootstrap)
+        else:
+            name = recipe_name(args.cv, args.passes, args.overrides, window, args.rhythm or args.beats, args.beats)
+            result = run_cinc_cv(args.out / "cinc2017", args.overrides, args.cv, args.passes, args.bootstrap,
+                                 args.cv_folds, window, args.rhythm or args.beats, args.beats)
         if result is None:
             _log(f"trained folds {args.cv_folds}; the recipe is scored once every fold's model is there")
             return

@@ -39,14 +39,17 @@ from bench_real_students import (  # noqa: E402
     CINC_SETS,
     DATA,
     MAX_NORMAL_ABSTAINED,
+    TREES_TAG,
     WINDOW,
     _config,
     abstention_threshold,
     challenge_scores,
     cinc_rhythm,
     cinc_student,
+    cinc_trees,
     ensemble_name,
     evaluate_cinc,
+    features_cache,
     features_of,
     recipe_features,
     recipe_tag,
@@ -59,6 +62,7 @@ from cardiodistill.edge import EdgeModel  # noqa: E402
 from cardiodistill.edge.predict import predict_paths  # noqa: E402
 from cardiodistill.evaluate.clinical import multilabel_metrics  # noqa: E402
 from cardiodistill.io.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from cardiodistill.models import FeatureTrees  # noqa: E402
 from cardiodistill.signals.beats import BEAT_FEATURES  # noqa: E402
 from cardiodistill.train.checkpoints import load_model  # noqa: E402
 from cardiodistill.train.engine import set_threads  # noqa: E402
@@ -108,7 +112,7 @@ def _rhythm_sentence(spec, ensemble: bool) -> str:
     """The card's sentence on the rhythm features, for a model that reads them."""
     if not spec.rhythm:
         return ""
-    who = "the member that reads them" if ensemble else "the model"
+    who = "the members that read them" if ensemble else "the model"
     beats = [n for n in spec.rhythm if n in BEAT_FEATURES]
     what = (f"{len(spec.rhythm) - len(beats)} rhythm features of the whole recording (`cardiodistill.signals.rhythm`: "
             f"RR-interval statistics from the R-peaks the runtime detects in lead I, e.g. RR coefficient of "
@@ -117,10 +121,14 @@ def _rhythm_sentence(spec, ensemble: bool) -> str:
         what += (f" and {len(beats)} beat features measured on the same beats (`cardiodistill.signals.beats`: "
                  f"P-wave coherence, beat-to-template correlation, premature beats of another shape, QRS width, "
                  f"activity between beats, noise bursts)")
-    return f" Beside each window {who} reads {what}, joined to its CNN's embedding before the classifier."
+    how = ("a student joins them to its CNN's embedding before its classifier, the trees read them alone" if ensemble
+           else "joined to its CNN's embedding before the classifier")
+    return f" Beside each window {who} read{'' if ensemble else 's'} {what}: {how}."
 
 
 def _passes(passes: int | list[int]) -> str:
+    if not isinstance(passes, int):
+        passes = [p for p in passes if p]  # a trees member's entry has 0 passes: it trains on no crops
     if isinstance(passes, int) or len(set(passes)) == 1:
         return f"{passes if isinstance(passes, int) else passes[0]} times per run"
     return " and ".join(map(str, passes)) + " times per run (the members in order)"
@@ -130,6 +138,10 @@ def _architecture(student) -> str:
     """The card's sentence on the architecture of a student or an ensemble of them."""
 
     def one(model) -> str:
+        if isinstance(model, FeatureTrees):
+            return (f"gradient-boosted trees on the {model.n_features} rhythm and beat features (scikit-learn's "
+                    f"`GradientBoostingClassifier`, {model.trees} trees of depth {model.depth} per class, a softmax "
+                    f"over the classes; stored as tensors, `feature_trees`)")
         gru = getattr(model.backbone, "gru", None)
         extra = "" if gru is None else (f" with a bidirectional GRU ({gru.hidden_size} units each way) reading its "
                                         f"last feature map in time order")
@@ -145,9 +157,9 @@ def _architecture(student) -> str:
         return (f"{one(student)} with one sigmoid per class; the prediction is the most probable class, averaged "
                 f"over the recording's 10-s windows.")
     listed = "; ".join(f"({i}) {one(m)}" for i, m in enumerate(members, start=1))
-    return (f"an ensemble of {len(members)} students in one graph (`student_ensemble`), each with one sigmoid per "
-            f"class: {listed}. The prediction is the most probable class of the members' mean probabilities, "
-            f"averaged over the recording's 10-s windows.")
+    return (f"an ensemble of {len(members)} members in one graph (`student_ensemble`), each student with one "
+            f"sigmoid per class: {listed}. The prediction is the most probable class of the members' mean "
+            f"probabilities, averaged over the recording's 10-s windows.")
 
 
 def model_card(spec, gate: dict, edge: dict, offline: dict, cv: dict, recipe: str, split: dict, size: int) -> str:
@@ -159,8 +171,9 @@ def model_card(spec, gate: dict, edge: dict, offline: dict, cv: dict, recipe: st
     folds = ", ".join(f"{v:.3f}" for v in cv["challenge_per_fold"])
     ensemble = "members" in cv
     scored_by = "fold's models, one per member, averaged as this file averages them," if ensemble else "one model"
-    models = "five pairs of models" if ensemble else "five models"
-    chosen = " (the pair was chosen among three on their out-of-fold predictions)" if ensemble else ""
+    models = f"five sets of {len(cv['members'])} models" if ensemble else "five models"
+    chosen = (" (the members were chosen among the cross-validated recipes on their out-of-fold predictions)"
+              if ensemble else "")
     gate_rows = "\n".join(
         f"| {p} | {gate[p]['bytes'] / 1e3:.0f} kB | {gate[p]['macro_auroc']:.4f} | "
         f"{'reference' if p == 'fp32' else ('passed' if gate[p]['passed'] else 'failed')} |"
@@ -189,7 +202,7 @@ A06001-A08528 were not available to this project and were never used.
 
 This file was trained on {n['train']} of the 6000 recordings; the other {n['val']} (a stratified, seeded tenth)
 chose its checkpoint, calibrated int8 and ran the export gate. Each recording was resampled to 100 Hz
-and band-passed 0.5-40 Hz; the model trained on random 10-s crops, each z-scored, with square-root-balanced
+and band-passed 0.5-40 Hz; {'each network' if ensemble else 'the model'} trained on random 10-s crops, each z-scored, with square-root-balanced
 oversampling of the rarer classes (each normal recording listed {_passes(cv['passes'])}; recipe
 `{recipe}` of `benchmarks/results/cinc2017_cv.json`). Architecture: {offline['architecture']}{_rhythm_sentence(spec, ensemble)}
 No pretraining, no distillation (no richer-data teacher with these classes exists here).
@@ -283,11 +296,15 @@ def main() -> None:
         x, lengths, target, records = saved["x"], saved["lengths"], saved["target"], saved["record"]
     split = final_split(target)
     window = cv.get("window") or WINDOW  # entries before the window was a recipe's choice used WINDOW
-    arrays = {"x": x, "lengths": lengths, "target": target}
-    rhythm = cinc_rhythm(arrays) if cv.get("rhythm") else None
+    arrays = {"x": x, "lengths": lengths, "target": target, "record": records}
+    rhythm = cinc_rhythm(arrays, features_cache(args.run)) if cv.get("rhythm") else None
     paths = []
     for member in cv.get("members", [name]):  # an ensemble: each member recipe trained as it would ship alone
         entry = recipes[member]
+        if entry.get("trees"):
+            paths.append(cinc_trees(rhythm, target, split, args.run / f"final-{TREES_TAG}", _config(CINC_SETS, [])
+                                    .trainer.seed))
+            continue
         flags = bool(entry.get("rhythm")), bool(entry.get("beats"))
         folder = args.run / f"final-{recipe_tag(entry['passes'], entry['overrides'], window, *flags)}"
         paths.append(cinc_student(arrays, split, folder, _config(CINC_SETS, entry["overrides"]), entry["passes"],

@@ -15,6 +15,8 @@ from bench_real_students import (  # noqa: E402
     WINDOW,
     abstention_threshold,
     cinc_folds,
+    cinc_rhythm,
+    cinc_trees,
     ensemble_name,
     features_of,
     paired_challenge,
@@ -115,6 +117,47 @@ def test_each_recipe_reads_its_own_columns_of_the_recording_features():
     np.testing.assert_array_equal(features_of(table, RHYTHM_FEATURES), table[:, : len(RHYTHM_FEATURES)])
     picked = features_of(table, ("p_coherence", "rr_cv"))
     np.testing.assert_array_equal(picked, table[:, [RECORDING_FEATURES.index("p_coherence"), 2]])
+
+
+def test_the_features_table_is_cached_for_the_same_recordings_only(tmp_path, monkeypatch):
+    import bench_real_students
+
+    rng = np.random.default_rng(0)
+    arrays = {"x": rng.normal(size=(3, 1, 1500)).astype(np.float32), "lengths": np.array([1500, 1200, 1500]),
+              "record": np.array(["A1", "A2", "A3"])}
+    cache = tmp_path / "features.npz"
+    table = cinc_rhythm(arrays, cache)
+    assert cache.is_file() and table.shape == (3, len(bench_real_students.RECORDING_FEATURES))
+
+    def never(*args, **kwargs):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(bench_real_students, "signal_rhythm", never)
+    np.testing.assert_array_equal(cinc_rhythm(arrays, cache), table)  # the same recordings: read back
+    with pytest.raises(AssertionError, match="recomputed"):  # other recordings: computed again
+        cinc_rhythm({**arrays, "record": np.array(["A1", "A2", "B3"])}, cache)
+
+
+def test_the_trees_member_fits_on_a_folds_training_recordings_alone(tmp_path):
+    import torch
+
+    from cardiodistill.signals.rhythm import RECORDING_FEATURES
+    from cardiodistill.train.checkpoints import load_model, read_model_file
+    from cardiodistill.train.trees import fit_feature_trees
+
+    target = _labels(300)
+    table = np.random.default_rng(1).normal(size=(300, len(RECORDING_FEATURES))).astype(np.float32)
+    table[:, 0] += target  # something to learn
+    split = cinc_folds(target, 5, seed=0)[0]
+    path = cinc_trees(table, target, split, tmp_path / "fold0", seed=0)
+    saved = read_model_file(path)
+    assert saved["n_train"] == len(split["train"]) and saved["abstain_outputs"] == ["noisy"]
+    again = fit_feature_trees(table[split["train"]], target[split["train"]], rhythm=RECORDING_FEATURES,
+                              outputs=["normal", "af", "other", "noisy"], seed=0)
+    with torch.no_grad():
+        rows = torch.from_numpy(table[split["test"]])
+        torch.testing.assert_close(load_model(path).probabilities(rows), again.probabilities(rows))
+    assert cinc_trees(table, target, split, tmp_path / "fold0", seed=0) == path  # found, not fitted again
 
 
 def test_an_ensemble_is_cross_validated_only_from_recipes_of_the_same_folds_and_windows(tmp_path):
