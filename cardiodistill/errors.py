@@ -28,6 +28,15 @@ class ConfigError(CardiodistillError):
     """An invalid preset, override or config value."""
 
 
+def check_known(names, known, what: str, known_as: str = "known") -> tuple[str, ...]:
+    """``names`` as a tuple when each is one of ``known``, else a :class:`ConfigError` that lists the unknown ones
+    and ``known_as`` (``"unknown beat features ['x']; known: a, b"``)."""
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown {what} {unknown}; {known_as}: {', '.join(known)}")
+    return tuple(names)
+
+
 class DataError(CardiodistillError):
     """A file or array that cannot be used: names the file (when there is one) and the problem."""
 

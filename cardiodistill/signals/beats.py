@@ -43,7 +43,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_known
 
 __all__ = ["BEAT_FEATURES", "MIN_BEATS", "beat_features"]
 
@@ -131,9 +131,7 @@ def beat_features(x: np.ndarray, r_peaks: np.ndarray, fs: float,
                   names: Sequence[str] = BEAT_FEATURES) -> np.ndarray:
     """float32 ``[len(names)]``: the beat features ``names`` (module doc) of one lead ``x [T]`` (mV, band-passed
     as the model's input is) whose R-peaks are ``r_peaks`` (samples at ``fs`` Hz)."""
-    unknown = [n for n in names if n not in BEAT_FEATURES]
-    if unknown:
-        raise ConfigError(f"unknown beat features {unknown}; known: {', '.join(BEAT_FEATURES)}")
+    check_known(names, BEAT_FEATURES, "beat features")
     if not fs > 0:
         raise ConfigError(f"fs must be positive, got {fs}")
     signal = np.nan_to_num(np.asarray(x, np.float64).ravel())

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_known
 from ..records import EcgRecord
 from .beats import BEAT_FEATURES, MIN_BEATS, beat_features
 from .leads import LEADS_12
@@ -57,10 +57,7 @@ NN50_S = 0.05
 
 def check_rhythm_names(names: Sequence[str]) -> tuple[str, ...]:
     """``names`` as a tuple, each one of :data:`RECORDING_FEATURES` (ConfigError otherwise)."""
-    unknown = [n for n in names if n not in RECORDING_FEATURES]
-    if unknown:
-        raise ConfigError(f"unknown rhythm features {unknown}; known: {', '.join(RECORDING_FEATURES)}")
-    return tuple(names)
+    return check_known(names, RECORDING_FEATURES, "rhythm features")
 
 
 def _all_features(r_peaks: np.ndarray, fs: float, duration_s: float) -> dict[str, float]:
@@ -91,9 +88,7 @@ def rhythm_features(r_peaks: np.ndarray, fs: float, duration_s: float,
     ``r_peaks`` (samples at ``fs`` Hz) found in a recording of ``duration_s`` seconds."""
     if not duration_s > 0:
         raise ConfigError(f"duration_s must be positive, got {duration_s}")
-    unknown = [n for n in names if n not in RHYTHM_FEATURES]
-    if unknown:
-        raise ConfigError(f"unknown rhythm features {unknown}; the RR statistics: {', '.join(RHYTHM_FEATURES)}")
+    check_known(names, RHYTHM_FEATURES, "rhythm features", "the RR statistics")
     values = _all_features(r_peaks, float(fs), float(duration_s))
     return np.array([values[n] for n in names], np.float32)
 
