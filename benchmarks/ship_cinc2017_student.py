@@ -202,8 +202,8 @@ A06001-A08528 were not available to this project and were never used.
 
 This file was trained on {n['train']} of the 6000 recordings; the other {n['val']} (a stratified, seeded tenth)
 chose its checkpoint, calibrated int8 and ran the export gate. Each recording was resampled to 100 Hz
-and band-passed 0.5-40 Hz; {'each network' if ensemble else 'the model'} trained on random 10-s crops, each z-scored, with square-root-balanced
-oversampling of the rarer classes (each normal recording listed {_passes(cv['passes'])}; recipe
+and band-passed 0.5-40 Hz; {'each network' if ensemble else 'the model'} trained on random 10-s crops, each z-scored,
+with square-root-balanced oversampling of the rarer classes (each normal recording listed {_passes(cv['passes'])}; recipe
 `{recipe}` of `benchmarks/results/cinc2017_cv.json`). Architecture: {offline['architecture']}{_rhythm_sentence(spec, ensemble)}
 No pretraining, no distillation (no richer-data teacher with these classes exists here).
 
