@@ -60,6 +60,7 @@ from cardiodistill import __version__  # noqa: E402
 from cardiodistill.deploy import ensemble_students, export_student_model  # noqa: E402
 from cardiodistill.edge import EdgeModel  # noqa: E402
 from cardiodistill.edge.predict import predict_paths  # noqa: E402
+from cardiodistill.evaluate.calibration import expected_calibration_error  # noqa: E402
 from cardiodistill.evaluate.clinical import multilabel_metrics  # noqa: E402
 from cardiodistill.io.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from cardiodistill.models import FeatureTrees  # noqa: E402
@@ -169,6 +170,7 @@ def model_card(spec, gate: dict, edge: dict, offline: dict, cv: dict, recipe: st
     f1 = " | ".join(_ci(cv[f"f1_{c}"]) for c in CINC_OUTPUTS)
     auc = " | ".join(_ci(cv["auroc"][c]) for c in CINC_OUTPUTS)
     folds = ", ".join(f"{v:.3f}" for v in cv["challenge_per_fold"])
+    cal = cv_calibration(cv)
     ensemble = "members" in cv
     scored_by = "fold's models, one per member, averaged as this file averages them," if ensemble else "one model"
     models = f"five sets of {len(cv['members'])} models" if ensemble else "five models"
@@ -229,6 +231,12 @@ recordings:
   {100 * tab['noisy_abstained']:.1f} % of the truly noisy recordings and {100 * tab['normal_abstained']:.1f} % of the normal
   ones ({100 * cab['noisy_abstained']:.1f} % and {100 * cab['normal_abstained']:.1f} % by the most probable class alone); on the
   recordings it reads, the challenge score is {_ci(tab['challenge_kept'])}.
+- **Calibration** (the class probabilities `cardiodistill predict` reports: the members' mean scores divided by
+  their sum; the same out-of-fold predictions): the most probable class's probability differs from how often that
+  class is right by {cal['ece_most_probable']:.3f} on average (expected calibration error, 10 bins); one vs rest
+  {', '.join(f"{c} {v:.3f}" for c, v in cal['ece_one_vs_rest'].items())}; Brier score {cal['brier']:.3f} (0 is
+  perfect, a uniform guess 0.75). These hold at the data set's class mix
+  ({', '.join(f"{c} {100 * v:.0f} %" for c, v in cal['class_mix'].items())}).
 - The figures are those of the recipe ({models}); this file, trained on more recordings, is one more draw
   of it. Choosing the recipe among those cross-validated used the same folds, a small optimistic bias{chosen}.
 
@@ -263,6 +271,22 @@ Export gate (validation, {gate['n_validation']} recordings; int8 kept only withi
 
 Model weights: Apache-2.0, as the code. Training data: ODC-By 1.0 (attribution above).
 """
+
+
+def cv_calibration(cv: dict) -> dict:
+    """Calibration of a recipe's out-of-fold class probabilities as ``cardiodistill predict`` reports them (the
+    scores divided by their sum): the expected calibration error (10 equal-width bins) of the most probable class's
+    probability against how often that class is right, each class's one-vs-rest ECE, and the multi-class Brier
+    score (0 is perfect; always 0.25 for each of the four classes scores 0.75), and the class mix they hold at."""
+    folder = Path(cv["folder"])
+    with np.load((folder if folder.is_absolute() else ROOT / folder) / "oof.npz") as saved:
+        scores, y = saved["probs"].astype(np.float64), saved["target"]
+    p = scores / scores.sum(1, keepdims=True)
+    onehot = np.eye(p.shape[1])[y]
+    return {"ece_most_probable": expected_calibration_error(p.argmax(1) == y, p.max(1)),
+            "ece_one_vs_rest": {c: expected_calibration_error(onehot[:, i], p[:, i]) for i, c in enumerate(CINC_OUTPUTS)},
+            "brier": float(np.mean(np.sum((p - onehot) ** 2, axis=1))),
+            "class_mix": dict(zip(CINC_OUTPUTS, (np.bincount(y, minlength=len(CINC_OUTPUTS)) / len(y)).tolist()))}
 
 
 def final_split(target: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
@@ -341,7 +365,8 @@ def main() -> None:
     gate["path"] = str(out.relative_to(ROOT))
     result = {"model": gate["path"], "bytes": out.stat().st_size, "precision": model.spec.precision,
               "recipe": name, "cross_validated": {k: cv[k] for k in ("challenge", "challenge_fold_mean",
-                                                                     "challenge_fold_sd", "macro_auroc", "abstention")},
+                                                                     "challenge_fold_sd", "macro_auroc", "abstention")}
+              | {"calibration": cv_calibration(cv)},
               "gate": gate, "edge_validation": edge, "offline_validation": offline,
               "validation_records": records[val_rows].tolist()}  # never trained on: tests check the shipped model
     write_json_atomic(RESULTS / "cinc2017_shipped.json", json.loads(json.dumps(result, default=float)))
