@@ -29,6 +29,8 @@ checkpoint-choice eighth and scores the fifth it never saw); the pooled out-of-f
 the folds their spread. Each recipe is added to ``--cv-result`` and the table compares every recipe with the first,
 paired over the recordings. ``--rhythm`` gives the students each recording's rhythm features beside its windows
 (:mod:`cardiodistill.signals.rhythm`; per recording, from its own signal alone, so nothing crosses the folds).
+``--beats`` adds the beat features (:mod:`cardiodistill.signals.beats`); ``--trees`` cross-validates gradient-boosted
+trees on those features alone (:func:`cinc_trees`), which ``--cv-ensemble`` takes as a member beside the students.
 ``ship_cinc2017_student.py`` bundles the recipe it is given (by default the bundled model's own).
 
 Every trained model is saved under ``--out`` and reused when present, so an interrupted run continues.
@@ -220,7 +222,7 @@ def cinc_folds(target: np.ndarray, k: int, seed: int) -> list[dict[str, np.ndarr
 
 def cinc_rhythm(arrays: dict[str, np.ndarray], cache: Path | None = None) -> np.ndarray:
     """``[N, len(RECORDING_FEATURES)]``: each recording's rhythm and beat features, from its whole lead I at
-    100 Hz (about 2 min for the 6000 recordings); a model takes its own columns (:func:`features_of`). ``cache``:
+    100 Hz (about a minute for the 6000 recordings); a model takes its own columns (:func:`features_of`). ``cache``:
     an ``.npz`` that keeps the table with its recordings and feature names, reused while both match."""
     if cache is not None and cache.is_file():
         with np.load(cache) as saved:
