@@ -163,14 +163,14 @@ def _architecture(student) -> str:
             f"probabilities, averaged over the recording's 10-s windows.")
 
 
-def model_card(spec, gate: dict, edge: dict, offline: dict, cv: dict, recipe: str, split: dict, size: int) -> str:
-    """The bundled model's card (markdown), from the measurements."""
+def model_card(spec, gate: dict, edge: dict, offline: dict, cv: dict, cal: dict, recipe: str, split: dict,
+               size: int) -> str:
+    """The bundled model's card (markdown), from the measurements (``cal``: :func:`cv_calibration` of ``cv``)."""
     n = {k: len(v) for k, v in split.items()}
     ab, cab, tab = edge["abstention"], cv["abstention"], cv["abstention_thresholded"]
     f1 = " | ".join(_ci(cv[f"f1_{c}"]) for c in CINC_OUTPUTS)
     auc = " | ".join(_ci(cv["auroc"][c]) for c in CINC_OUTPUTS)
     folds = ", ".join(f"{v:.3f}" for v in cv["challenge_per_fold"])
-    cal = cv_calibration(cv)
     ensemble = "members" in cv
     scored_by = "fold's models, one per member, averaged as this file averages them," if ensemble else "one model"
     models = f"five sets of {len(cv['members'])} models" if ensemble else "five models"
@@ -205,8 +205,8 @@ A06001-A08528 were not available to this project and were never used.
 This file was trained on {n['train']} of the 6000 recordings; the other {n['val']} (a stratified, seeded tenth)
 chose its checkpoint, calibrated int8 and ran the export gate. Each recording was resampled to 100 Hz
 and band-passed 0.5-40 Hz; {'each network' if ensemble else 'the model'} trained on random 10-s crops, each z-scored,
-with square-root-balanced oversampling of the rarer classes (each normal recording listed {_passes(cv['passes'])}; recipe
-`{recipe}` of `benchmarks/results/cinc2017_cv.json`). Architecture: {offline['architecture']}{_rhythm_sentence(spec, ensemble)}
+with square-root-balanced oversampling of the rarer classes (each normal recording listed {_passes(cv['passes'])};
+recipe `{recipe}` of `benchmarks/results/cinc2017_cv.json`). Architecture: {offline['architecture']}{_rhythm_sentence(spec, ensemble)}
 No pretraining, no distillation (no richer-data teacher with these classes exists here).
 
 ## Cross-validated performance (what a new site should expect)
@@ -284,7 +284,8 @@ def cv_calibration(cv: dict) -> dict:
     p = scores / scores.sum(1, keepdims=True)
     onehot = np.eye(p.shape[1])[y]
     return {"ece_most_probable": expected_calibration_error(p.argmax(1) == y, p.max(1)),
-            "ece_one_vs_rest": {c: expected_calibration_error(onehot[:, i], p[:, i]) for i, c in enumerate(CINC_OUTPUTS)},
+            "ece_one_vs_rest": {c: expected_calibration_error(onehot[:, i], p[:, i])
+                                for i, c in enumerate(CINC_OUTPUTS)},
             "brier": float(np.mean(np.sum((p - onehot) ** 2, axis=1))),
             "class_mix": dict(zip(CINC_OUTPUTS, (np.bincount(y, minlength=len(CINC_OUTPUTS)) / len(y)).tolist()))}
 
@@ -322,12 +323,12 @@ def main() -> None:
     window = cv.get("window") or WINDOW  # entries before the window was a recipe's choice used WINDOW
     arrays = {"x": x, "lengths": lengths, "target": target, "record": records}
     rhythm = cinc_rhythm(arrays, features_cache(args.run)) if cv.get("rhythm") else None
+    cfg = _config(CINC_SETS, [])
     paths = []
     for member in cv.get("members", [name]):  # an ensemble: each member recipe trained as it would ship alone
         entry = recipes[member]
         if entry.get("trees"):
-            paths.append(cinc_trees(rhythm, target, split, args.run / f"final-{TREES_TAG}", _config(CINC_SETS, [])
-                                    .trainer.seed))
+            paths.append(cinc_trees(rhythm, target, split, args.run / f"final-{TREES_TAG}", cfg.trainer.seed))
             continue
         flags = bool(entry.get("rhythm")), bool(entry.get("beats"))
         folder = args.run / f"final-{recipe_tag(entry['passes'], entry['overrides'], window, *flags)}"
@@ -337,7 +338,6 @@ def main() -> None:
     if len(paths) > 1:
         tags = "+".join(p.parent.name.removeprefix("final-") for p in paths)
         path = ensemble_students(paths, args.run / f"final-ensemble-{tags}" / "student.pt")
-    cfg = _config(CINC_SETS, [])
     set_threads(cfg.trainer.threads)
     student = load_model(path)
     val_rows = split["val"]
@@ -358,15 +358,16 @@ def main() -> None:
                                 provenance={"data": "PhysioNet/CinC 2017 A00001-A06000 but a stratified tenth",
                                             "recipe": name, "card": "cinc2017_lead1.md"})
     model = EdgeModel.load(out)
+    calibration = cv_calibration(cv)
     files = [DATA / "cinc2017" / f"{r}.hea" for r in records[val_rows]]
     edge = edge_scores(model, files, target[val_rows], args.bootstrap)
     write_text_atomic(WEIGHTS / "cinc2017_lead1.md",
-                      model_card(model.spec, gate, edge, offline, cv, name, split, out.stat().st_size))
+                      model_card(model.spec, gate, edge, offline, cv, calibration, name, split, out.stat().st_size))
     gate["path"] = str(out.relative_to(ROOT))
     result = {"model": gate["path"], "bytes": out.stat().st_size, "precision": model.spec.precision,
               "recipe": name, "cross_validated": {k: cv[k] for k in ("challenge", "challenge_fold_mean",
                                                                      "challenge_fold_sd", "macro_auroc", "abstention")}
-              | {"calibration": cv_calibration(cv)},
+              | {"calibration": calibration},
               "gate": gate, "edge_validation": edge, "offline_validation": offline,
               "validation_records": records[val_rows].tolist()}  # never trained on: tests check the shipped model
     write_json_atomic(RESULTS / "cinc2017_shipped.json", json.loads(json.dumps(result, default=float)))
