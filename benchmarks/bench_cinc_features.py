@@ -55,19 +55,27 @@ def out_of_fold(table: np.ndarray, target: np.ndarray, folds: list[dict[str, np.
     return probs
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def diagnostic_setup(doc: str, result: Path) -> tuple[argparse.Namespace, dict[str, np.ndarray], np.ndarray,
+                                                      list[dict[str, np.ndarray]]]:
+    """A CinC feature diagnostic's command line (``--out``: ``bench_real_students.py``'s run folder, ``--bootstrap``,
+    ``--result``, default ``result``), its recordings (cached arrays), their features table and the 5 folds of the
+    bundled recipes (``trainer.seed`` 0)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/real"))
     ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--result", type=Path, default=RESULT)
+    ap.add_argument("--result", type=Path, default=result)
     args = ap.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA}: the shared data folder is not here")
-    start = time.time()
     arrays = cinc_arrays(DATA / "cinc2017", args.out / "cinc2017" / "arrays.npz", None)
     table = cinc_rhythm(arrays, features_cache(args.out / "cinc2017"))
+    return args, arrays, table, cinc_folds(arrays["target"], 5, 0)
+
+
+def main() -> None:
+    start = time.time()
+    args, arrays, table, folds = diagnostic_setup(__doc__, RESULT)
     target, seed = arrays["target"], 0
-    folds = cinc_folds(target, 5, seed)  # the CNN recipes' folds (trainer.seed 0)
     results, preds = {}, {}
     for name, names in SETS.items():
         probs = out_of_fold(features_of(table, names), target, folds, seed)

@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+from bench_cinc_af_features import atrial_residual, rr_randomness  # noqa: E402
 from bench_real_students import (  # noqa: E402
     WINDOW,
     abstention_threshold,
@@ -174,6 +175,27 @@ def test_an_ensemble_is_cross_validated_only_from_recipes_of_the_same_folds_and_
 
 @pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "ptbxl").is_dir(),
                     reason="../shared/data is not here")
+def test_the_af_diagnostic_reads_randomness_in_rr_and_fibrillatory_waves_between_beats():
+    fs, rng = 100.0, np.random.default_rng(0)
+    regular = np.cumsum(np.full(40, 80) + rng.integers(-1, 2, 40))
+    chaotic = np.cumsum(rng.integers(45, 115, 40))
+    calm, random = rr_randomness(regular, fs), rr_randomness(chaotic, fs)
+    assert random["rr_sample_entropy"] > calm["rr_sample_entropy"] and random["cosen"] > calm["cosen"]
+    assert random["drr_cell_share"] > calm["drr_cell_share"]
+    assert calm["local_irregular_share"] == 0.0 and random["local_irregular_share"] > 0.9
+    assert set(rr_randomness(regular[:3], fs).values()) == {0.0}  # too few beats
+
+    t = np.arange(3000) / fs
+    beats = np.zeros_like(t)
+    for p in regular[regular < 2950]:
+        beats += np.exp(-0.5 * ((np.arange(3000) - p) / 1.5) ** 2)  # a narrow QRS
+    waves = beats + 0.08 * np.sin(2 * np.pi * 6.0 * t)
+    clean, fibrillating = atrial_residual(beats, regular, fs), atrial_residual(waves, regular, fs)
+    assert fibrillating["fwave_band_share"] > 0.8 > clean["fwave_band_share"]
+    assert abs(fibrillating["residual_peak_hz"] - 6.0) < 0.5
+    assert fibrillating["residual_tq_log"] > clean["residual_tq_log"]
+
+
 def test_ptbxl_cross_validation_tests_each_record_of_folds_1_8_once_and_no_patient_on_both_sides():
     from bench_ptbxl_cv import CV_FOLDS, Data
 
