@@ -587,7 +587,9 @@ def evaluate_ecg_cmd(
 ) -> None:
     """Linear probe, fine-tuning, the same encoder from scratch and a supervised CNN, per lead set
     (12, limb6, I+II, I) and label fraction: macro AUROC with bootstrap 95 % CIs, plus the masked
-    autoencoder's reconstruction quality (MSE, NCC, figure) on the evaluation records.
+    autoencoder's reconstruction quality (MSE, NCC, figure) on the evaluation records. With
+    --set evaluate.ecg.repeats=N every cell runs with N seeds (label subset and initialisation) and
+    reports their mean, so a comparison at a few hundred labels is not one draw.
 
     Writes OUT/results.md, OUT/metrics.json and, for a masked autoencoder, OUT/reconstruction.json
     and OUT/reconstruction.png. Finished cells are kept, so an interrupted run continues.

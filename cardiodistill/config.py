@@ -220,6 +220,9 @@ class EcgEvalConfig(_Strict):
                                   description="linear probe: inverse L2 strengths tried by inner CV on the training set")
     bootstrap: int = Field(1000, ge=0)
     seed: int = 0
+    repeats: int = Field(1, ge=1, description="runs of every cell with seeds seed, seed + 1, ... (each its own label "
+                                              "subset below 100 % and its own initialisation): a cell reports the "
+                                              "mean over them, a paired difference the mean of the runs' differences")
 
 
 class VideoSourceConfig(_Strict):

@@ -300,6 +300,25 @@ def test_macro_auroc_ci_averages_per_class_aurocs():
     assert per_class[0] > per_class[1] > per_class[2]
 
 
+def test_auroc_over_several_runs_is_their_mean_and_one_run_is_the_plain_case():
+    rng = np.random.default_rng(2)
+    y = rng.random((200, 2)) < 0.4
+    runs_a = np.stack([y + rng.normal(0, 0.8, size=(200, 2)) for _ in range(3)])
+    runs_b = np.stack([y + rng.normal(0, 1.6, size=(200, 2)) for _ in range(3)])
+    assert macro_auroc_ci(y, runs_a[:1], n_boot=200) == macro_auroc_ci(y, runs_a[0], n_boot=200)
+    assert paired_macro_auroc_ci(y, runs_a[:1], runs_b[:1], n_boot=200) == pytest.approx(
+        paired_macro_auroc_ci(y, runs_a[0], runs_b[0], n_boot=200))
+    macro, lo, hi, per_class = macro_auroc_ci(y, runs_a, n_boot=200)
+    each = [macro_auroc_ci(y, run, n_boot=0)[0] for run in runs_a]
+    assert macro == pytest.approx(np.mean(each)) and lo < macro < hi
+    assert per_class[0] == pytest.approx(np.mean([auroc(y[:, 0], run[:, 0]) for run in runs_a]))
+    delta, lo, hi = paired_macro_auroc_ci(y, runs_a, runs_b, n_boot=200)
+    assert delta == pytest.approx(np.mean([paired_macro_auroc_ci(y, a, b, n_boot=0)[0] for a, b in zip(runs_a, runs_b)]))
+    assert 0 < lo < delta < hi
+    with pytest.raises(ValueError, match="the same number of runs"):
+        paired_macro_auroc_ci(y, runs_a, runs_b[:2])
+
+
 def _labelled_folder(root: Path, n: int = 160) -> Path:
     """A PTB-XL subset-layout folder whose two classes differ in heart rate (60 vs 120 bpm)."""
     root.mkdir(parents=True)
@@ -353,6 +372,41 @@ def test_evaluation_grid_scores_learnable_labels_and_resumes(tmp_path, monkeypat
                         lambda *a, **k: pytest.fail("a finished cell was run again"))
     again = evaluate_ecg_encoder(tmp_path / "pre" / "mae.pt", cfg.evaluate.ecg, cfg.trainer, tmp_path / "eval")
     assert [c["macro_auroc"] for c in again["cells"]] == [c["macro_auroc"] for c in results["cells"]]
+
+
+def test_evaluation_repeats_run_each_cell_with_its_own_seed_and_pair_the_runs(tmp_path, monkeypatch):
+    data = _labelled_folder(tmp_path / "ptbxl")
+    pretrain_ecg(_pretrain_config("pretrain.ecg.optim.max_steps=2"), tmp_path / "pre", show_bar=False)
+    cfg = load_config("quick", [
+        f"evaluate.ecg.data={data}", "evaluate.ecg.lead_sets=[I]", "evaluate.ecg.label_fractions=[0.5]",
+        "evaluate.ecg.methods=[finetune, scratch]", "evaluate.ecg.bootstrap=50", "evaluate.ecg.repeats=3",
+        "evaluate.ecg.seed=4", "trainer.threads=1",
+    ])
+    seen = []
+
+    def fake_run(method, encoder, encoder_config, train, evaluation, leads, run_cfg, trainer_cfg):
+        seen.append((method, run_cfg.seed, tuple(train["ecg_id"])))
+        noise = {"finetune": 0.6, "scratch": 1.5}[method]
+        return evaluation["y"] + np.random.default_rng(run_cfg.seed).normal(0, noise, evaluation["y"].shape)
+
+    monkeypatch.setattr("cardiodistill.evaluate.ecg_downstream._run_method", fake_run)
+    results = evaluate_ecg_encoder(tmp_path / "pre" / "mae.pt", cfg.evaluate.ecg, cfg.trainer, tmp_path / "eval")
+    assert sorted({seed for _, seed, _ in seen}) == [4, 5, 6] and len(seen) == 6
+    subsets = {(method, seed): ids for method, seed, ids in seen}
+    assert len({subsets[("finetune", s)] for s in (4, 5, 6)}) == 3  # each seed its own label subset...
+    assert all(subsets[("finetune", s)] == subsets[("scratch", s)] for s in (4, 5, 6))  # ...the same for both
+    cells = {c["method"]: c for c in results["cells"]}
+    assert len(cells) == 2 and cells["finetune"]["seeds"] == [4, 5, 6]
+    runs = {m: np.array(c["runs"]) for m, c in cells.items()}
+    assert cells["finetune"]["macro_auroc"] == pytest.approx(runs["finetune"].mean())
+    assert cells["finetune"]["sd_runs"] == pytest.approx(runs["finetune"].std(ddof=1))
+    (paired,) = results["paired"]
+    assert (paired["method"], paired["baseline"]) == ("finetune", "scratch")
+    assert paired["runs"] == pytest.approx(list(runs["finetune"] - runs["scratch"]))
+    assert paired["delta"] == pytest.approx(np.mean(paired["runs"])) and 0 < paired["ci_low"] < paired["ci_high"]
+    assert "Means over 3 runs (seeds 4, 5, 6)" in results_table(results)
+    assert sorted(p.name for p in (tmp_path / "eval" / "cells").glob("finetune*.json")) == [
+        "finetune__I__0.5.json", "finetune__I__0.5__run1.json", "finetune__I__0.5__run2.json"]
 
 
 def _cli(*args: str) -> int:

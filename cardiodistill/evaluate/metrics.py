@@ -55,29 +55,46 @@ def auroc_ci(
     return point, float(lo), float(hi)
 
 
+def _runs(y: np.ndarray, *scores: np.ndarray) -> list[np.ndarray]:
+    """Each of ``scores`` as ``[R, n, C]`` runs (a ``[n, C]`` array is one run); ValueError unless they match
+    ``y [n, C]`` and each other."""
+    runs = [np.asarray(s, dtype=float) for s in scores]
+    runs = [r[None] if r.ndim == 2 else r for r in runs]
+    if y.ndim != 2 or any(r.ndim != 3 or r.shape[1:] != y.shape or len(r) != len(runs[0]) for r in runs):
+        raise ValueError(f"y_true {y.shape} and scores {[np.shape(s) for s in scores]} must be [n, classes] "
+                         "(or [runs, n, classes], the same number of runs)")
+    return runs
+
+
+def _macro_rows(y: np.ndarray, idx: np.ndarray, runs: np.ndarray) -> np.ndarray:
+    """``[B]``: for each row of resample indices ``idx [B, n]``, the mean over ``runs [R, n, C]`` of the macro
+    AUROC (over the classes scorable in it)."""
+    with np.errstate(invalid="ignore"):
+        per_run = [np.nanmean(np.stack([_auroc_rows(y[idx, c], run[idx, c]) for c in range(y.shape[1])], 1), 1)
+                   for run in runs]
+    return np.mean(per_run, axis=0)
+
+
 def macro_auroc_ci(
     y_true, scores, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
 ) -> tuple[float, float, float, list[float]]:
     """Macro-averaged AUROC of a multi-label task with a percentile bootstrap interval.
 
-    ``y_true`` and ``scores`` are ``[n, C]``. Records are resampled (all classes of a record
-    together, so the correlation between labels is kept) and each resample's macro average is
-    the mean over the classes scorable in it. Returns ``(macro, lo, hi, per_class)``; classes
-    with one label value only are NaN in ``per_class`` and left out of the macro average.
+    ``y_true`` is ``[n, C]``, ``scores`` ``[n, C]`` or, for several runs of one method (training seeds),
+    ``[R, n, C]``: the statistic is then the mean over the runs, and each resample scores every run on the same
+    records. Records are resampled (all classes of a record together, so the correlation between labels is
+    kept) and each resample's macro average is the mean over the classes scorable in it. Returns
+    ``(macro, lo, hi, per_class)`` (per class: the mean over runs); classes with one label value only are NaN
+    in ``per_class`` and left out of the macro average.
     """
     y = np.asarray(y_true).astype(bool)
-    s = np.asarray(scores, dtype=float)
-    if y.ndim != 2 or y.shape != s.shape:
-        raise ValueError(f"y_true {y.shape} and scores {s.shape} must both be [n, classes]")
-    per_class = [auroc(y[:, c], s[:, c]) for c in range(y.shape[1])]
+    (runs,) = _runs(y, scores)
+    per_class = [float(np.mean([auroc(y[:, c], run[:, c]) for run in runs])) for c in range(y.shape[1])]
     point = float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
     if n_boot <= 0 or np.isnan(point):
         return point, float("nan"), float("nan"), per_class
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(y), size=(n_boot, len(y)))
-    boot = np.stack([_auroc_rows(y[idx, c], s[idx, c]) for c in range(y.shape[1])], axis=1)  # [n_boot, C]
-    with np.errstate(invalid="ignore"):
-        macro = np.nanmean(boot, axis=1)
+    macro = _macro_rows(y, rng.integers(0, len(y), size=(n_boot, len(y))), runs)
     macro = macro[np.isfinite(macro)]
     lo, hi = np.quantile(macro, [alpha / 2, 1 - alpha / 2])
     return point, float(lo), float(hi), per_class
@@ -89,19 +106,19 @@ def paired_macro_auroc_ci(
     """Macro AUROC of ``scores_a`` minus that of ``scores_b`` on the same records, with a paired
     percentile bootstrap interval: each resample draws records once and scores both on them, so what
     the records share (their difficulty) cancels. Returns ``(difference, lo, hi)``; an interval that
-    includes 0 means the two are not distinguishable on these records.
+    includes 0 means the two are not distinguishable on these records. Scores are ``[n, C]`` or, for several
+    runs of each method (training seeds; as many for both), ``[R, n, C]``: the difference of their means over
+    the runs.
 
     ``groups`` ``[n]`` (e.g. each record's cross-validation fold): the difference is the mean over the groups
     of the within-group differences, and each resample draws every group's records from that group. This is
     the comparison of recipes whose scores come from one model per group: pooling the groups would also rank
     one model's scores against another's, and so charge a recipe for how its models' scales differ."""
     y = np.asarray(y_true).astype(bool)
-    a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
-    if y.ndim != 2 or y.shape != a.shape or y.shape != b.shape:
-        raise ValueError(f"y_true {y.shape} and scores {a.shape}, {b.shape} must all be [n, classes]")
+    a, b = _runs(y, scores_a, scores_b)
     parts = [np.arange(len(y))] if groups is None else [np.flatnonzero(np.asarray(groups) == g)
                                                           for g in np.unique(groups)]
-    point = float(np.mean([macro_auroc_ci(y[r], a[r], n_boot=0)[0] - macro_auroc_ci(y[r], b[r], n_boot=0)[0]
+    point = float(np.mean([macro_auroc_ci(y[r], a[:, r], n_boot=0)[0] - macro_auroc_ci(y[r], b[:, r], n_boot=0)[0]
                            for r in parts]))
     if n_boot <= 0 or np.isnan(point):
         return point, float("nan"), float("nan")
@@ -109,10 +126,8 @@ def paired_macro_auroc_ci(
     diffs = []
     for rows in parts:
         idx = rows[rng.integers(0, len(rows), size=(n_boot, len(rows)))]
-        with np.errstate(invalid="ignore"):
-            diff = np.stack([_auroc_rows(y[idx, c], a[idx, c]) - _auroc_rows(y[idx, c], b[idx, c])
-                             for c in range(y.shape[1])], axis=1)
-            diffs.append(np.nanmean(diff, axis=1))
+        diffs.append(np.mean([_macro_rows(y, idx, ra[None]) - _macro_rows(y, idx, rb[None]) for ra, rb in zip(a, b)],
+                             axis=0))
     diff = np.mean(diffs, axis=0)
     diff = diff[np.isfinite(diff)]
     lo, hi = np.quantile(diff, [alpha / 2, 1 - alpha / 2])
