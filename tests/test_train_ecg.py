@@ -313,7 +313,8 @@ def test_auroc_over_several_runs_is_their_mean_and_one_run_is_the_plain_case():
     assert macro == pytest.approx(np.mean(each)) and lo < macro < hi
     assert per_class[0] == pytest.approx(np.mean([auroc(y[:, 0], run[:, 0]) for run in runs_a]))
     delta, lo, hi = paired_macro_auroc_ci(y, runs_a, runs_b, n_boot=200)
-    assert delta == pytest.approx(np.mean([paired_macro_auroc_ci(y, a, b, n_boot=0)[0] for a, b in zip(runs_a, runs_b)]))
+    each = [paired_macro_auroc_ci(y, a, b, n_boot=0)[0] for a, b in zip(runs_a, runs_b)]
+    assert delta == pytest.approx(np.mean(each))
     assert 0 < lo < delta < hi
     with pytest.raises(ValueError, match="the same number of runs"):
         paired_macro_auroc_ci(y, runs_a, runs_b[:2])

@@ -25,7 +25,8 @@ are macro AUROC over the task's classes with a record-level bootstrap 95 % CI
 evaluation continues where it stopped.
 
 With 145 labelled records a single training run is a draw: its seed picks the label subset and the
-initialisation, and on PTB-XL the gain of a pretrained encoder over scratch at 10 % ranged +0.025 to +0.063 over five seeds.
+initialisation, and on PTB-XL the gain of a pretrained encoder over scratch at 10 % of labels ranged +0.025 to
++0.063 over five seeds.
 ``repeats`` runs every cell with seeds ``seed``, ``seed + 1``, ... (each further run's files end ``__run<k>``): a
 cell reports the mean over the runs with a bootstrap CI over the evaluation records in which every resample scores
 every run, and the runs' own values and SD; a paired difference is the mean of the runs' differences.
