@@ -126,8 +126,7 @@ def paired_macro_auroc_ci(
     diffs = []
     for rows in parts:
         idx = rows[rng.integers(0, len(rows), size=(n_boot, len(rows)))]
-        diffs.append(np.mean([_macro_rows(y, idx, ra[None]) - _macro_rows(y, idx, rb[None]) for ra, rb in zip(a, b)],
-                             axis=0))
+        diffs.append(_macro_rows(y, idx, a) - _macro_rows(y, idx, b))  # the mean of the runs' differences
     diff = np.mean(diffs, axis=0)
     diff = diff[np.isfinite(diff)]
     lo, hi = np.quantile(diff, [alpha / 2, 1 - alpha / 2])
