@@ -212,6 +212,8 @@ class EcgEvalConfig(_Strict):
     epochs: int = Field(20, ge=1, description="fine-tune / scratch / supervised training epochs")
     min_steps: int = Field(100, ge=1, description="trained runs take at least this many steps, however few the labels")
     lr: float = Field(3e-4, gt=0, description="peak learning rate of the transformer runs (AdamW, cosine)")
+    finetune_lr_scale: float = Field(1.0, gt=0, le=1, description="method finetune: the pretrained encoder trains at "
+                                                                  "this fraction of lr, its new head at lr")
     supervised_lr: float = Field(1e-3, gt=0, description="peak learning rate of the supervised CNN")
     weight_decay: float = Field(0.05, ge=0)
     batch_size: int = Field(32, ge=1)

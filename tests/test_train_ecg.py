@@ -410,6 +410,31 @@ def test_evaluation_repeats_run_each_cell_with_its_own_seed_and_pair_the_runs(tm
         "finetune__I__0.5.json", "finetune__I__0.5__run1.json", "finetune__I__0.5__run2.json"]
 
 
+def test_finetuning_moves_the_pretrained_encoder_at_its_fraction_of_the_rate(monkeypatch):
+    """``finetune_lr_scale``: the pretrained encoder at that fraction of the rate, its new head at the rate;
+    scratch runs (nothing pretrained) and the fixed-lead CNNs (their head is inside them) at the rate."""
+    from cardiodistill.evaluate import ecg_downstream
+    from cardiodistill.train.ecg import EcgClassifierModule
+
+    module = EcgClassifierModule({"name": "ecg_cnn"}, 2, ["I"], lr=1e-3, encoder_lr_scale=0.3)
+    optimizer = module.configure_optimizers()["optimizer"]
+    by_param = {id(p): group["initial_lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert {by_param[id(p)] for p in module.backbone.parameters()} == {1e-3 * 0.3}
+    assert {by_param[id(p)] for p in module.head.parameters()} == {1e-3}
+    cnn = EcgClassifierModule({"name": "resnet1d_wang"}, 2, ["I"], lr=1e-3, encoder_lr_scale=0.3)
+    assert {g["initial_lr"] for g in cnn.configure_optimizers()["optimizer"].param_groups} == {1e-3}
+
+    cfg = load_config("quick", ["evaluate.ecg.finetune_lr_scale=0.3"]).evaluate.ecg
+    scales = {}
+    monkeypatch.setattr(ecg_downstream, "train_classifier",
+                        lambda config, state, *a, encoder_lr_scale, **k: scales.setdefault(state is None,
+                                                                                           encoder_lr_scale))
+    encoder = torch.nn.Linear(2, 2)
+    for method in ("finetune", "scratch"):
+        ecg_downstream._run_method(method, encoder, {"name": "ecg_cnn"}, {}, {}, ["I"], cfg, None)
+    assert scales == {False: 0.3, True: 1.0}
+
+
 def _cli(*args: str) -> int:
     try:
         main(list(args))

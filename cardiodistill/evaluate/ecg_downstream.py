@@ -9,7 +9,8 @@ record becomes one window the way the encoder was pretrained (same rate, band, z
 
 * ``linear`` - the frozen pretrained encoder's pooled embedding, standardised, then one L2
   logistic regression per class, the strength chosen by 3-fold CV on the training records only;
-* ``finetune`` - the pretrained encoder plus a linear head, all weights trained;
+* ``finetune`` - the pretrained encoder plus a linear head, all weights trained (the encoder at
+  ``finetune_lr_scale`` times the rate);
 * ``scratch`` - the same encoder architecture from random weights, trained the same way;
 * ``supervised`` - a fixed-lead 1-D CNN (xresnet1d family) trained on the same labels;
 * ``baselines`` - each of the field's standard supervised models (``baselines``: the PTB-XL
@@ -161,9 +162,10 @@ def train_classifier(
     *,
     lr: float,
     seed: int,
+    encoder_lr_scale: float = 1.0,
 ) -> np.ndarray:
     """Train :class:`~cardiodistill.train.ecg.EcgClassifierModule` on ``train`` (nothing written);
-    eval-set probabilities."""
+    eval-set probabilities. ``encoder_lr_scale``: the backbone's rate as a fraction of ``lr``."""
     import lightning as L
     from torch.utils.data import DataLoader
 
@@ -178,6 +180,7 @@ def train_classifier(
     module = EcgClassifierModule(
         backbone_config, train["y"].shape[1], leads, lr=lr, weight_decay=cfg.weight_decay,
         warmup_steps=round(cfg.warmup_epochs * steps_per_epoch), max_steps=max_steps,
+        encoder_lr_scale=encoder_lr_scale,
     )
     if backbone_state is not None:
         module.backbone.load_state_dict(backbone_state)
@@ -347,7 +350,7 @@ def _run_method(method, encoder, encoder_config, train, evaluation, leads, cfg, 
     if method in ("finetune", "scratch"):
         state = encoder.state_dict() if method == "finetune" else None
         return train_classifier(encoder_config, state, train, evaluation, leads, cfg, trainer_cfg, lr=cfg.lr,
-                                seed=cfg.seed)
+                                seed=cfg.seed, encoder_lr_scale=cfg.finetune_lr_scale if state is not None else 1.0)
     if method == "supervised" or method in cfg.baselines:
         config = {"name": cfg.supervised_model if method == "supervised" else method}
         return train_classifier(config, None, train, evaluation, leads, cfg, trainer_cfg, lr=cfg.supervised_lr,

@@ -101,11 +101,14 @@ class EcgClassifierModule(TrainModule):
         max_steps: int = 1000,
         dropout: float = 0.1,
         betas: Sequence[float] = (0.9, 0.999),
+        encoder_lr_scale: float = 1.0,
     ):
         super().__init__()
         self.save_hyperparameters()
         config = dict(backbone_config)
         self.cnn = "num_classes" in model_defaults(config["name"])  # a fixed-lead CNN with its own head
+        # a pretrained encoder fine-tunes at encoder_lr_scale times the rate, its new head at the rate
+        self.scaled_prefixes = () if self.cnn else ("backbone.",)
         if self.cnn:
             config.update(leads=list(leads), num_classes=n_classes)
         self.backbone = model_from_config(config)
