@@ -39,8 +39,9 @@ from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cinc_features import diagnostic_setup  # noqa: E402
-from bench_real_students import FS, TREES_TAG, _clean  # noqa: E402
+from bench_real_students import FS, TREES_TAG, _clean, challenge_scores, paired_challenge  # noqa: E402
 
+from cardiodistill.evaluate.metrics import bootstrap_interval  # noqa: E402
 from cardiodistill.io.atomic import write_json_atomic  # noqa: E402
 from cardiodistill.records import EcgRecord  # noqa: E402
 from cardiodistill.signals.beats import MIN_BEATS  # noqa: E402
@@ -128,19 +129,18 @@ def oof_trees(table: np.ndarray, target: np.ndarray, folds: list[dict[str, np.nd
 
 
 def paired(y: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, n_boot: int, seed: int) -> dict[str, object]:
-    """Challenge score and AF F1 of ``probs_a``, and their differences from ``probs_b``, paired (95 % CIs)."""
+    """Challenge score and AF F1 of ``probs_a``, and their differences from ``probs_b``, paired (95 % CIs; every
+    interval from the same resamples of the recordings)."""
     a, b = probs_a.argmax(1), probs_b.argmax(1)
+    own = challenge_scores(y, a, n_boot, seed)
 
-    def scores(idx: np.ndarray) -> np.ndarray:
-        fa, fb = (f1_score(y[idx], p[idx], labels=[0, 1, 2, 3], average=None, zero_division=0.0) for p in (a, b))
-        return np.array([fa[:3].mean(), fa[1], fa[:3].mean() - fb[:3].mean(), fa[1] - fb[1]])
+    def f1_af(idx: np.ndarray, pred: np.ndarray) -> float:
+        return float(f1_score(y[idx], pred[idx], labels=[1], average=None, zero_division=0.0)[0])
 
-    point = scores(np.arange(len(y)))
-    rng = np.random.default_rng(seed)
-    boot = np.stack([scores(rng.integers(0, len(y), len(y))) for _ in range(n_boot)])
-    low, high = np.percentile(boot, [2.5, 97.5], axis=0)
-    names = ["challenge", "f1_af", "challenge_minus_base", "f1_af_minus_base"]
-    return {n: {"value": point[k], "ci_low": low[k], "ci_high": high[k]} for k, n in enumerate(names)}
+    return {"challenge": own["challenge"], "f1_af": own["f1_af"],
+            "challenge_minus_base": paired_challenge(y, a, b, n_boot, seed),
+            "f1_af_minus_base": bootstrap_interval(lambda idx: f1_af(idx, a) - f1_af(idx, b), len(y), n_boot=n_boot,
+                                                   seed=seed)}
 
 
 def main() -> None:
