@@ -367,6 +367,10 @@ class FinetuneConfig(_Strict):
                           "the CPU presets, docs/benchmarks.md)")
     lvef_weight: float = Field(1.0, ge=0)
     encoder_lr_scale: float = Field(0.3, gt=0, le=1)
+    freeze_norm_stats: bool = Field(
+        False, description="mode finetune: batch-norm layers keep the running statistics the probe start was fitted "
+                           "under instead of moving to the training batches' (and the heads' standardisation is not "
+                           "recalibrated at the end)")
     fresh_encoders: list[Literal["labs", "note"]] = Field(
         default_factory=lambda: ["labs"],
         description="encoders the teacher starts afresh rather than from stage 2 (they have no stage 1): the aligned "

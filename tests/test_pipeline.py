@@ -513,6 +513,32 @@ def test_the_teacher_keeps_its_probe_start_when_fine_tuning_loses_on_validation(
     assert all(torch.equal(v, good[k]) for k, v in module.model.state_dict().items())
 
 
+def test_held_norm_statistics_keep_the_probe_start_while_the_rest_trains(pipeline_run, cohort, tmp_path):
+    """``finetune.freeze_norm_stats``: the batch-norm layers stay in eval mode whatever put the model in training
+    mode (Lightning does not call ``train()`` when a fit starts; the probe's passes do), so a fine-tuning run that
+    moves no weight ends exactly where its probe start was (on the value preset's cohort, without the hold, such a
+    run's validation loss went from 0.487 to 1.85: docs/benchmarks.md)."""
+    from cardiodistill.stages.stage3 import run_finetune
+    from cardiodistill.train.teacher import TeacherModule
+
+    data = read_model_file(pipeline_run / "teacher" / "teacher.pt")
+    module = TeacherModule(data["model_config"], freeze_norm_stats=True)
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and module.training
+    module.model.train()  # what the probe's passes leave behind
+    module.on_train_epoch_start()
+    assert not any(m.training for m in norms) and module.model.fusion.training
+    module.eval(), module.train()
+    assert not any(m.training for m in norms)
+
+    settings = {"finetune.keep_probe": "true", "finetune.probe_grid": "[0.1]", "finetune.modality_dropout": "0",
+                "finetune.optim.lr": "1e-12"}
+    cfg = tiny_config(**settings, **{"finetune.freeze_norm_stats": "true"})
+    run_finetune(cfg, cohort, tmp_path / "t", aligned=pipeline_run / "align" / "aligned.pt", show_bar=False)
+    held = read_model_file(tmp_path / "t" / "teacher.pt")
+    assert held["val_loss_finetune"] == pytest.approx(held["val_loss_probe"], abs=1e-5)
+
+
 def test_a_stage_job_trains_the_same_model_whatever_ran_before_it(pipeline_run, cohort, tmp_path):
     """Each job seeds itself: the ablation trains many models in one process, and a model's initial
     weights must not depend on which others were trained before it."""

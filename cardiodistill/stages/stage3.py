@@ -106,7 +106,7 @@ def run_finetune(cfg: Config, cohort: Cohort | StreamCohort, out: str | Path, *,
     module = TeacherModule(config, mode=f.mode, modality_dropout=f.modality_dropout, lvef_weight=f.lvef_weight,
                            lr=o.lr, weight_decay=o.weight_decay, betas=o.betas, warmup_steps=o.warmup_steps,
                            max_steps=steps, seed=cfg.trainer.seed, encoder_lr_scale=f.encoder_lr_scale,
-                           fusion_state=state)
+                           fusion_state=state, freeze_norm_stats=f.freeze_norm_stats)
     has_val = len(val_whole) > 0
     probe, chosen_c = None, {}
     if f.head_init == "probe":  # a resumed run's checkpoint overwrites these weights with its own
@@ -117,7 +117,8 @@ def run_finetune(cfg: Config, cohort: Cohort | StreamCohort, out: str | Path, *,
     result = fit(module, train, val, cfg.trainer, out, batch_size=o.batch_size, max_steps=steps, show_bar=show_bar)
     kept = {"kept": f.mode}
     if result["is_global_zero"]:
-        recalibrate_standardise(module.model, labelled, modality_dropout=f.modality_dropout, seed=cfg.trainer.seed)
+        if not f.freeze_norm_stats:  # held, the heads' standardisation is still the one they trained with
+            recalibrate_standardise(module.model, labelled, modality_dropout=f.modality_dropout, seed=cfg.trainer.seed)
         if probe is not None:
             kept = keep_probe_if_better(module, probe, val_whole)
         save_model(module.model, out / "teacher.pt", mode=f.mode, steps=result["steps"],

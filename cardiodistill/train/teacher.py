@@ -73,6 +73,7 @@ class TeacherModule(TrainModule):
         seed: int = 0,
         encoder_lr_scale: float = 0.3,
         fusion_state: Mapping[str, Tensor] | None = None,
+        freeze_norm_stats: bool = False,
     ):
         super().__init__()
         if mode not in ("finetune", "probe"):
@@ -87,6 +88,23 @@ class TeacherModule(TrainModule):
         self.model.fusion.phase_heads.requires_grad_(False)
         if mode == "probe":
             self.model.fusion.requires_grad_(False)
+
+    def _hold_norm_stats(self) -> None:
+        """With ``freeze_norm_stats`` the batch-norm layers stay in eval mode while the rest trains: they normalise
+        with the running statistics the probe was fitted under, and training batches do not move them."""
+        if self.hparams.get("freeze_norm_stats", False):
+            for layer in self.modules():
+                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                    layer.eval()
+
+    def train(self, mode: bool = True) -> TeacherModule:
+        super().train(mode)
+        if mode:
+            self._hold_norm_stats()
+        return self
+
+    def on_train_epoch_start(self) -> None:  # Lightning does not call train() when a fit starts
+        self._hold_norm_stats()
 
     def _losses(self, batch: dict[str, Any], generator: torch.Generator) -> dict[str, Tensor]:
         drop = None
