@@ -584,6 +584,9 @@ def evaluate_ecg_cmd(
     config: ConfigOpt = "quick",
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
+    compare: Annotated[Optional[Path], typer.Option(
+        "--compare", help="Another evaluate-ecg run folder: also print this run's cells minus its cells, paired "
+                          "over the same records (two encoders, recipes or rates).")] = None,
 ) -> None:
     """Linear probe, fine-tuning, the same encoder from scratch and a supervised CNN, per lead set
     (12, limb6, I+II, I) and label fraction: macro AUROC with bootstrap 95 % CIs, plus the masked
@@ -592,7 +595,8 @@ def evaluate_ecg_cmd(
     reports their mean, so a comparison at a few hundred labels is not one draw.
 
     Writes OUT/results.md, OUT/metrics.json and, for a masked autoencoder, OUT/reconstruction.json
-    and OUT/reconstruction.png. Finished cells are kept, so an interrupted run continues.
+    and OUT/reconstruction.png. Finished cells are kept, so an interrupted run continues. With --compare
+    another run's folder, each cell both runs have is also given as this run's minus that one's.
     """
     from . import stages  # noqa: F401  (registers the simulator: evaluate.ecg.data may be kind synth)
     from .evaluate.ecg_downstream import evaluate_ecg_encoder, results_table
@@ -605,7 +609,7 @@ def evaluate_ecg_cmd(
     set_threads(cfg.trainer.threads)
     with console.status("evaluating") as status:
         results = evaluate_ecg_encoder(checkpoint, cfg.evaluate.ecg, cfg.trainer, out,
-                                       progress=lambda text: status.update(text))
+                                       progress=lambda text: status.update(text), compare=compare)
     _finish_evaluation(out, "evaluate-ecg", results, results_table(results))
 
 

@@ -21,7 +21,7 @@ from cardiodistill.data.ecg_windows import (
     source_loaders,
 )
 from cardiodistill.data.sampling import ResumableSampler
-from cardiodistill.errors import DataError
+from cardiodistill.errors import ConfigError, DataError
 from cardiodistill.evaluate.ecg_downstream import evaluate_ecg_encoder, label_subset, parse_lead_set, results_table
 from cardiodistill.evaluate.metrics import auroc, macro_auroc_ci, paired_macro_auroc_ci
 from cardiodistill.io.wfdb import write_wfdb
@@ -433,6 +433,43 @@ def test_finetuning_moves_the_pretrained_encoder_at_its_fraction_of_the_rate(mon
     for method in ("finetune", "scratch"):
         ecg_downstream._run_method(method, encoder, {"name": "ecg_cnn"}, {}, {}, ["I"], cfg, None)
     assert scales == {False: 0.3, True: 1.0}
+
+
+def test_comparing_two_evaluations_pairs_their_cells_over_the_same_records(tmp_path, monkeypatch):
+    data = _labelled_folder(tmp_path / "ptbxl")
+    pretrain_ecg(_pretrain_config("pretrain.ecg.optim.max_steps=2"), tmp_path / "pre", show_bar=False)
+    sets = [f"evaluate.ecg.data={data}", "evaluate.ecg.lead_sets=[I]", "evaluate.ecg.label_fractions=[0.5]",
+            "evaluate.ecg.methods=[finetune, scratch]", "evaluate.ecg.bootstrap=50", "evaluate.ecg.repeats=2",
+            "trainer.threads=1"]
+    cfg = load_config("quick", sets)
+    noise = {"finetune": 0.6, "scratch": 1.5}
+
+    def fake_run(method, encoder, encoder_config, train, evaluation, leads, run_cfg, trainer_cfg):
+        return evaluation["y"] + np.random.default_rng(run_cfg.seed).normal(0, noise[method], evaluation["y"].shape)
+
+    monkeypatch.setattr("cardiodistill.evaluate.ecg_downstream._run_method", fake_run)
+    model = tmp_path / "pre" / "mae.pt"
+    first = evaluate_ecg_encoder(model, cfg.evaluate.ecg, cfg.trainer, tmp_path / "a")
+    noise["finetune"] = 1.0  # the second run's fine-tuning: another encoder or rate, worse here
+    second = evaluate_ecg_encoder(model, cfg.evaluate.ecg, cfg.trainer, tmp_path / "b", compare=tmp_path / "a")
+    rows = {r["method"]: r for r in second["compared_with"]["rows"]}
+    assert second["compared_with"]["run"] == str(tmp_path / "a") and set(rows) == {"finetune", "scratch"}
+    runs = {name: {c["method"]: np.array(c["runs"]) for c in res["cells"]}
+            for name, res in (("a", first), ("b", second))}
+    assert rows["finetune"]["runs"] == pytest.approx(list(runs["b"]["finetune"] - runs["a"]["finetune"]))
+    assert rows["finetune"]["delta"] < 0 and rows["finetune"]["ci_high"] < 0  # the noisier scores rank worse
+    assert rows["scratch"]["delta"] == 0  # the same cells: nothing between them
+    assert f"This run minus {tmp_path / 'a'}" in results_table(second)
+
+    with pytest.raises(ConfigError, match="not an evaluate-ecg run folder"):  # refused before anything trains
+        evaluate_ecg_encoder(model, cfg.evaluate.ecg, cfg.trainer, tmp_path / "c", compare=tmp_path / "missing")
+    other = load_config("quick", sets + ["evaluate.ecg.train_folds=[1, 2, 3]", "evaluate.ecg.eval_folds=[8]"])
+    evaluate_ecg_encoder(model, other.evaluate.ecg, other.trainer, tmp_path / "fold8")
+    with pytest.raises(DataError, match="scored other records"):
+        evaluate_ecg_encoder(model, cfg.evaluate.ecg, cfg.trainer, tmp_path / "b", compare=tmp_path / "fold8")
+    fewer = load_config("quick", sets + ["evaluate.ecg.repeats=1", "evaluate.ecg.label_fractions=[1.0]"])
+    with pytest.raises(ConfigError, match="shares no finished cell"):
+        evaluate_ecg_encoder(model, fewer.evaluate.ecg, fewer.trainer, tmp_path / "d", compare=tmp_path / "a")
 
 
 def _cli(*args: str) -> int:

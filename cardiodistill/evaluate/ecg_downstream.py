@@ -229,17 +229,21 @@ def evaluate_ecg_encoder(
     out: str | Path,
     *,
     progress: Callable[[str], None] | None = None,
+    compare: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the grid of the module doc; returns ``{"classes", "n_train", "n_eval", "cells": [...]}``.
 
     ``model_file`` is a pretrained encoder (``encoder.pt``, ``mae.pt`` or a training checkpoint);
-    without one only ``supervised`` can run.
+    without one only ``supervised`` can run. ``compare``: another evaluation's run folder; the results then hold
+    ``compared_with``, this run's cells minus that one's (:func:`compare_runs`).
     """
     from ..data.cohort import window_spec
     from ..train.checkpoints import build_model, read_model_file
 
     out = Path(out)
-    methods = [name for m in cfg.methods for name in (cfg.baselines if m == "baselines" else [m])]
+    if compare is not None and not (Path(compare) / "cells").is_dir():
+        raise ConfigError(f"{compare}: not an evaluate-ecg run folder (no cells/), nothing to compare with")
+    methods = _methods(cfg)
     encoder, is_mae, band = None, False, DEFAULT_BAND
     if model_file is not None:
         saved = read_model_file(model_file)
@@ -284,6 +288,8 @@ def evaluate_ecg_encoder(
     results = {"classes": classes, "n_train": len(train["y"]), "n_eval": len(evaluation["y"]),
                "train_folds": cfg.train_folds, "eval_folds": cfg.eval_folds, "spec": spec.__dict__, "cells": cells,
                "paired": paired_differences(out / "cells", evaluation["y"], cfg), "encoder": encoder_config}
+    if compare is not None:
+        results["compared_with"] = compare_runs(out / "cells", compare, evaluation, cfg)
     if is_mae:
         if progress is not None:
             progress("reconstruction of the evaluation records")
@@ -294,6 +300,11 @@ def evaluate_ecg_encoder(
 
 # (method, baseline): what pretraining adds over the same network from scratch, and over the supervised CNN
 PAIRS = (("linear", "scratch"), ("finetune", "scratch"), ("finetune", "supervised"), ("linear", "supervised"))
+
+
+def _methods(cfg: EcgEvalConfig) -> list[str]:
+    """The cells' method names: ``baselines`` stands for each of the field's models."""
+    return [name for m in cfg.methods for name in (cfg.baselines if m == "baselines" else [m])]
 
 
 def pairs(cfg: EcgEvalConfig) -> tuple[tuple[str, str], ...]:
@@ -313,13 +324,46 @@ def paired_differences(cells: Path, y: np.ndarray, cfg: EcgEvalConfig) -> list[d
                 a, b = (_run_scores(cells, m, lead_set, fraction, cfg.repeats) for m in (method, baseline))
                 if a is None or b is None:
                     continue
-                delta, lo, hi = paired_macro_auroc_ci(y, a, b, n_boot=cfg.bootstrap, seed=cfg.seed)
-                row = {"method": method, "baseline": baseline, "leads": lead_set, "label_fraction": fraction,
-                       "delta": delta, "ci_low": lo, "ci_high": hi}
-                if cfg.repeats > 1:
-                    row["runs"] = [paired_macro_auroc_ci(y, ra, rb, n_boot=0)[0] for ra, rb in zip(a, b)]
-                rows.append(row)
+                rows.append({"method": method, "baseline": baseline, "leads": lead_set, "label_fraction": fraction,
+                             **_paired(y, a, b, cfg)})
     return rows
+
+
+def _paired(y: np.ndarray, a: np.ndarray, b: np.ndarray, cfg: EcgEvalConfig) -> dict[str, Any]:
+    """``a`` minus ``b`` (``[repeats, n, C]`` scores on the same records): the paired difference, its CI and, with
+    several runs, each run's."""
+    delta, lo, hi = paired_macro_auroc_ci(y, a, b, n_boot=cfg.bootstrap, seed=cfg.seed)
+    row = {"delta": delta, "ci_low": lo, "ci_high": hi}
+    if cfg.repeats > 1:
+        row["runs"] = [paired_macro_auroc_ci(y, ra, rb, n_boot=0)[0] for ra, rb in zip(a, b)]
+    return row
+
+
+def compare_runs(cells: Path, other: str | Path, evaluation: dict[str, np.ndarray],
+                 cfg: EcgEvalConfig) -> dict[str, Any]:
+    """This run's cells minus another ``evaluate ecg`` run's (``other``, its folder), cell by cell: every method,
+    lead set and label fraction both have finished, with as many runs, paired over the evaluation records (which
+    must be the same). Two encoders, two pretraining recipes or two fine-tuning rates are compared this way: each
+    run trains its cells with its own checkpoint and settings, and the difference is paired as within a run."""
+    other = Path(other)
+    rows = []
+    for fraction in cfg.label_fractions:
+        for lead_set in cfg.lead_sets:
+            for method in _methods(cfg):
+                a, b = (_run_scores(folder, method, lead_set, fraction, cfg.repeats)
+                        for folder in (cells, other / "cells"))
+                if a is None or b is None:
+                    continue
+                ids = np.load(other / "cells" / f"{_cell_name(method, lead_set, fraction, 0)}.npz")["ecg_id"]
+                if not np.array_equal(ids, evaluation["ecg_id"]):
+                    raise DataError(f"cell {method} on {lead_set} leads scored other records than this run's "
+                                    "evaluation folds; compare runs evaluated on the same records", other)
+                rows.append({"method": method, "leads": lead_set, "label_fraction": fraction,
+                             **_paired(evaluation["y"], a, b, cfg)})
+    if not rows:
+        raise ConfigError(f"{other}: shares no finished cell with this run (the same method, lead set, label "
+                          f"fraction and {cfg.repeats} run(s)); nothing to compare")
+    return {"run": str(other), "rows": rows}
 
 
 def reconstruction_report(mae, evaluation: dict[str, np.ndarray], spec: WindowSpec, out: Path, seed: int) -> dict:
@@ -387,8 +431,24 @@ def results_table(results: dict[str, Any]) -> str:
                 row = {p["leads"]: p for p in paired
                        if (p["method"], p["baseline"], p["label_fraction"]) == (method, baseline, fraction)}
                 if row:
-                    values = [f"{row[s]['delta']:+.3f} ({row[s]['ci_low']:+.3f} to {row[s]['ci_high']:+.3f})"
-                              + (f"; runs {', '.join(f'{d:+.3f}' for d in row[s]['runs'])}" if "runs" in row[s]
-                                 else "") if s in row else "" for s in lead_sets]
+                    values = [_difference(row[s]) if s in row else "" for s in lead_sets]
                     lines.append(f"| {method} - {baseline} | {fraction:.0%} | " + " | ".join(values) + " |")
+    compared = results.get("compared_with")
+    if compared:
+        lines += ["", f"This run minus {compared['run']} (same evaluation records, paired bootstrap 95 % CI):", "",
+                  "| method | labels | " + " | ".join(f"{s} leads" for s in lead_sets) + " |",
+                  "|---|---|" + "---|" * len(lead_sets)]
+        for fraction in dict.fromkeys(r["label_fraction"] for r in compared["rows"]):
+            for method in dict.fromkeys(r["method"] for r in compared["rows"]):
+                row = {r["leads"]: r for r in compared["rows"]
+                       if (r["method"], r["label_fraction"]) == (method, fraction)}
+                if row:
+                    values = [_difference(row[s]) if s in row else "" for s in lead_sets]
+                    lines.append(f"| {method} | {fraction:.0%} | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _difference(row: dict[str, Any]) -> str:
+    """``+0.012 (-0.003 to +0.027); runs ...``: a paired difference as the tables print it."""
+    return (f"{row['delta']:+.3f} ({row['ci_low']:+.3f} to {row['ci_high']:+.3f})"
+            + (f"; runs {', '.join(f'{d:+.3f}' for d in row['runs'])}" if "runs" in row else ""))
