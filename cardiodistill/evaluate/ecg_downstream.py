@@ -423,29 +423,28 @@ def results_table(results: dict[str, Any]) -> str:
             lines.append(f"| {method} | {fraction:.0%} ({n}) | " + " | ".join(values) + " |")
     paired = results.get("paired") or []
     if paired:
-        lines += ["", "Paired differences (same evaluation records, bootstrap 95 % CI):", "",
-                  "| difference | labels | " + " | ".join(f"{s} leads" for s in lead_sets) + " |",
-                  "|---|---|" + "---|" * len(lead_sets)]
-        for fraction in dict.fromkeys(p["label_fraction"] for p in paired):
-            for method, baseline in dict.fromkeys((p["method"], p["baseline"]) for p in paired):
-                row = {p["leads"]: p for p in paired
-                       if (p["method"], p["baseline"], p["label_fraction"]) == (method, baseline, fraction)}
-                if row:
-                    values = [_difference(row[s]) if s in row else "" for s in lead_sets]
-                    lines.append(f"| {method} - {baseline} | {fraction:.0%} | " + " | ".join(values) + " |")
+        lines += _difference_table("Paired differences (same evaluation records, bootstrap 95 % CI):", "difference",
+                                   paired, lambda p: f"{p['method']} - {p['baseline']}", lead_sets)
     compared = results.get("compared_with")
     if compared:
-        lines += ["", f"This run minus {compared['run']} (same evaluation records, paired bootstrap 95 % CI):", "",
-                  "| method | labels | " + " | ".join(f"{s} leads" for s in lead_sets) + " |",
-                  "|---|---|" + "---|" * len(lead_sets)]
-        for fraction in dict.fromkeys(r["label_fraction"] for r in compared["rows"]):
-            for method in dict.fromkeys(r["method"] for r in compared["rows"]):
-                row = {r["leads"]: r for r in compared["rows"]
-                       if (r["method"], r["label_fraction"]) == (method, fraction)}
-                if row:
-                    values = [_difference(row[s]) if s in row else "" for s in lead_sets]
-                    lines.append(f"| {method} | {fraction:.0%} | " + " | ".join(values) + " |")
+        lines += _difference_table(f"This run minus {compared['run']} (same evaluation records, paired bootstrap "
+                                   "95 % CI):", "method", compared["rows"], lambda r: r["method"], lead_sets)
     return "\n".join(lines) + "\n"
+
+
+def _difference_table(title: str, first_column: str, rows: list[dict[str, Any]], name: Callable[[dict], str],
+                      lead_sets: Sequence[str]) -> list[str]:
+    """The markdown lines of a table of paired differences: one row per ``name(row)`` and label fraction, one column
+    per lead set."""
+    lines = ["", title, "", f"| {first_column} | labels | " + " | ".join(f"{s} leads" for s in lead_sets) + " |",
+             "|---|---|" + "---|" * len(lead_sets)]
+    for fraction in dict.fromkeys(r["label_fraction"] for r in rows):
+        for label in dict.fromkeys(name(r) for r in rows):
+            row = {r["leads"]: r for r in rows if (name(r), r["label_fraction"]) == (label, fraction)}
+            if row:
+                values = [_difference(row[s]) if s in row else "" for s in lead_sets]
+                lines.append(f"| {label} | {fraction:.0%} | " + " | ".join(values) + " |")
+    return lines
 
 
 def _difference(row: dict[str, Any]) -> str:
