@@ -184,6 +184,45 @@ def test_gru_student_with_rhythm_exports_both_inputs(tmp_path):
         create_model("student_cnn", temporal="lstm")
 
 
+def test_compact_names_shrink_the_graph_and_keep_its_outputs(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from cardiodistill.deploy import export_onnx
+    from cardiodistill.deploy.quantize import compact_names
+
+    torch.manual_seed(0)
+    model = create_model("ecg_student", backbone={"name": "student_cnn_tiny"}, outputs=["a", "b"],
+                         rhythm=["rr_cv", "pnn50"]).eval()
+    path = export_onnx(model, torch.randn(1, 1, 1000), tmp_path / "tiny.onnx", rhythm=torch.rand(1, 2))
+    proto = onnx.load(str(path))
+    before = proto.SerializeToString()
+    assert compact_names(proto)
+    onnx.checker.check_model(proto)
+    after = proto.SerializeToString()
+    assert len(after) < 0.95 * len(before)
+    graph = proto.graph
+    assert [i.name for i in graph.input] == ["ecg", "rhythm"] and [o.name for o in graph.output] == ["outputs"]
+    inner = {n for node in graph.node for n in [*node.input, *node.output]} - {"ecg", "rhythm", "outputs", ""}
+    assert inner and all(len(n) <= 6 and n[0] == "t" for n in inner)
+    assert {t.name for t in graph.initializer} <= inner
+    assert [node.name for node in graph.node] == [f"n{i}" for i in range(len(graph.node))]
+    x, r = np.random.default_rng(0).standard_normal((3, 1, 1000)).astype(np.float32), np.full((3, 2), 0.5, np.float32)
+    runs = [ort.InferenceSession(b, providers=["CPUExecutionProvider"]).run(None, {"ecg": x, "rhythm": r})[0]
+            for b in (before, after)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    # a graph with a subgraph keeps its names: a subgraph may read the outer graph's tensors by name
+    branch = helper.make_graph([helper.make_node("Identity", ["x"], ["y_then"])], "then", [],
+                               [helper.make_tensor_value_info("y_then", TensorProto.FLOAT, [1])])
+    nested = helper.make_model(helper.make_graph(
+        [helper.make_node("Identity", ["c"], ["c_copy"], name="copy"),
+         helper.make_node("If", ["c_copy"], ["y"], then_branch=branch, else_branch=branch, name="choose")],
+        "g", [helper.make_tensor_value_info(n, t, [1]) for n, t in (("c", TensorProto.BOOL), ("x", TensorProto.FLOAT))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    assert not compact_names(nested) and [n.name for n in nested.graph.node] == ["copy", "choose"]
+
+
 class _Noisy(nn.Module):
     """A model whose exported graph cannot match PyTorch: it adds fresh noise on every call."""
 

@@ -24,6 +24,8 @@ Measured on the 6-lead ``student_cnn`` (onnxruntime 1.31, one x86 core with AVX2
   milliseconds, a log-ratio) and one int8 scale over all of them rounded the small ones to a few levels; a
   student's batch norm (float) brings them to one scale before its first linear layer, and
   :class:`~cardiodistill.models.FeatureTrees` compare them with thresholds of full precision.
+* **names are short** (:func:`compact_names`): every intermediate tensor ``t<i>``, every node ``n<i>``; the
+  exporter's module-path names, lengthened by the quantiser's suffixes, had been a quarter of the bundled file.
 * **recurrent layers stay float32 in compute but float16 in the file**: static QDQ quantisation does not
   cover GRU / LSTM / RNN nodes, so their weight matrices would stay float32 (a 64-unit bidirectional GRU
   over 128 channels: 295 kB, most of an int8 student's file). They are stored as float16 with a ``Cast``
@@ -52,7 +54,7 @@ from ..edge.spec import METADATA_KEY, EdgeSpec
 from ..errors import ConfigError, DataError
 from ..io.atomic import atomic_path
 
-__all__ = ["convert_fp16", "quantize_int8", "require_onnx", "retag_precision"]
+__all__ = ["compact_names", "convert_fp16", "quantize_int8", "require_onnx", "retag_precision"]
 
 _INSTALL = "pip install 'cardiodistill[train]'"
 _CALIBRATION_BATCH = 16  # windows per calibration run: the per-run overhead dominates at batch 1
@@ -79,6 +81,41 @@ def retag_precision(proto, precision: str) -> None:
     spec = dataclasses.replace(EdgeSpec.from_dict(json.loads(props[METADATA_KEY])), precision=precision)
     props[METADATA_KEY] = spec.to_json()
     require_onnx().helper.set_model_props(proto, props)
+
+
+def compact_names(proto) -> bool:
+    """Rename the graph's intermediate tensors ``t0, t1, ...`` and its nodes ``n0, n1, ...``, in place; the
+    inputs and outputs keep their names. Returns False (nothing renamed) for a graph with subgraphs, whose
+    nodes may read the outer graph's names.
+
+    The exporter names tensors after the module path (``model.members.1.backbone.stages.3.0.convs.5...``) and
+    the quantiser adds ``_quantized`` / ``_DequantizeLinear_Output`` to each: in the bundled three-member
+    CinC 2017 model the names took 247 of its 928 kB. The graph and its arithmetic are unchanged."""
+    graph = proto.graph
+    attribute = require_onnx().AttributeProto
+    if any(a.type in (attribute.GRAPH, attribute.GRAPHS) for node in graph.node for a in node.attribute):
+        return False
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    short: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        if not name or name in keep:  # "" marks an omitted optional input
+            return name
+        return short.setdefault(name, f"t{len(short)}")
+
+    for tensor in graph.initializer:
+        tensor.name = rename(tensor.name)
+    for sparse in graph.sparse_initializer:
+        sparse.values.name = rename(sparse.values.name)
+    for i, node in enumerate(graph.node):
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+        node.name = f"n{i}"
+    for info in graph.value_info:
+        info.name = rename(info.name)
+    for annotation in graph.quantization_annotation:
+        annotation.tensor_name = rename(annotation.tensor_name)
+    return True
 
 
 def _input(proto, path: Path, n_inputs: int = 1) -> tuple[list[str], int | None]:
@@ -190,6 +227,7 @@ def quantize_int8(
             )
             quantized = onnx.load(str(tmp))
             _recurrent_weights_fp16(quantized)
+            compact_names(quantized)
             onnx.helper.set_model_props(quantized, {p.key: p.value for p in proto.metadata_props})
             retag_precision(quantized, "int8")
             onnx.save(quantized, str(tmp))
@@ -255,6 +293,7 @@ def convert_fp16(src_onnx: str | os.PathLike[str], dst_onnx: str | os.PathLike[s
         raise DataError("no such ONNX file", src)
     with _quiet_root_logger():
         proto = convert(onnx.load(str(src)), keep_io_types=True)
+    compact_names(proto)
     retag_precision(proto, "fp16")
     with atomic_path(dst) as tmp:
         onnx.save(proto, str(tmp))
