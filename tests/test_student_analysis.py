@@ -221,6 +221,15 @@ def test_compact_names_shrink_the_graph_and_keep_its_outputs(tmp_path):
         "g", [helper.make_tensor_value_info(n, t, [1]) for n, t in (("c", TensorProto.BOOL), ("x", TensorProto.FLOAT))],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
     assert not compact_names(nested) and [n.name for n in nested.graph.node] == ["copy", "choose"]
+    # an input already called like a short name keeps it, and no inner tensor takes it
+    chain = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["t1"], ["first"]), helper.make_node("Relu", ["first"], ["second"]),
+         helper.make_node("Neg", ["second"], ["y"])],
+        "chain", [helper.make_tensor_value_info("t1", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]))
+    assert compact_names(chain)
+    onnx.checker.check_model(chain)
+    assert [list(n.input) + list(n.output) for n in chain.graph.node] == [["t1", "t0"], ["t0", "t2"], ["t2", "y"]]
 
 
 class _Noisy(nn.Module):

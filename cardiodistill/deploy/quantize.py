@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import itertools
 import json
 import logging
 import os
@@ -96,12 +97,15 @@ def compact_names(proto) -> bool:
     if any(a.type in (attribute.GRAPH, attribute.GRAPHS) for node in graph.node for a in node.attribute):
         return False
     keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    fresh = (f"t{i}" for i in itertools.count() if f"t{i}" not in keep)  # an input may be called t<i>
     short: dict[str, str] = {}
 
     def rename(name: str) -> str:
         if not name or name in keep:  # "" marks an omitted optional input
             return name
-        return short.setdefault(name, f"t{len(short)}")
+        if name not in short:
+            short[name] = next(fresh)
+        return short[name]
 
     for tensor in graph.initializer:
         tensor.name = rename(tensor.name)
