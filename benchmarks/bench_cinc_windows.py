@@ -1,12 +1,12 @@
 """Diagnostic: does a recording scored on full windows only beat the tiling the toolkit uses?
 
 The students train on random full 10-s crops, but a recording is scored on its non-overlapping 10-s tiles plus a
-last, partial tile zero-padded to 10 s when it holds at least half a window (:func:`window_starts`, the one rule
-of the trainer and the edge runtime). 1,750 of the 6,000 CinC 2017 recordings are not 30 s long, so their last
-window is either padded, which no training crop was, or dropped. The alternative scored here keeps the count of
-windows and spreads them evenly from the first sample to the last, so every window is full and every sample is
-read. Both rules score the same cross-validated fold models (``bench_real_students.py --cv 5``, read from
-``--cv-result``), an ensemble when several recipes are given, as ``--cv-ensemble`` does; the difference in
+last, partial tile zero-padded to 10 s when it holds at least half a window (:func:`window_starts`, the one rule of
+the trainer and the edge runtime). 1,760 of the 6,000 CinC 2017 recordings are not 30 s long, so their last window
+is either padded (only the 11 recordings under 10 s gave padded training crops) or dropped. The alternative scored
+here keeps the count of windows and spreads them evenly from the first sample to the last, so every window is full
+and every sample is read. Both rules score the same cross-validated fold models (``bench_real_students.py --cv 5``,
+read from ``--cv-result``), an ensemble when several recipes are given, as ``--cv-ensemble`` does; the difference in
 challenge score is paired over the 6,000 recordings::
 
     python benchmarks/bench_cinc_windows.py --cv-result benchmarks/results/cinc2017_cv_rerun.json \\
