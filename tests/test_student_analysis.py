@@ -195,13 +195,18 @@ def test_compact_names_shrink_the_graph_and_keep_its_outputs(tmp_path):
     torch.manual_seed(0)
     model = create_model("ecg_student", backbone={"name": "student_cnn_tiny"}, outputs=["a", "b"],
                          rhythm=["rr_cv", "pnn50"]).eval()
-    path = export_onnx(model, torch.randn(1, 1, 1000), tmp_path / "tiny.onnx", rhythm=torch.rand(1, 2))
+    example, rhythm = torch.randn(1, 1, 1000), torch.rand(1, 2)
+    path = export_onnx(model, example, tmp_path / "tiny.onnx", rhythm=rhythm, compact=False)  # the exporter's names
     proto = onnx.load(str(path))
     before = proto.SerializeToString()
     assert compact_names(proto)
     onnx.checker.check_model(proto)
     after = proto.SerializeToString()
     assert len(after) < 0.95 * len(before)
+    # the default export is the compact graph
+    default = export_onnx(model, example, tmp_path / "default.onnx", rhythm=rhythm)
+    assert {t.name for t in onnx.load(str(default)).graph.initializer} == {t.name for t in proto.graph.initializer}
+    assert default.stat().st_size < 0.95 * path.stat().st_size
     graph = proto.graph
     assert [i.name for i in graph.input] == ["ecg", "rhythm"] and [o.name for o in graph.output] == ["outputs"]
     inner = {n for node in graph.node for n in [*node.input, *node.output]} - {"ecg", "rhythm", "outputs", ""}

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from ..edge.spec import open_session
 from ..errors import ConfigError
 from ..io.atomic import atomic_path
+from .quantize import compact_names
 
 __all__ = ["export_onnx", "onnx_latency"]
 
@@ -74,6 +75,7 @@ def export_onnx(
     atol: float = 1e-4,
     rhythm: Tensor | None = None,
     rhythm_name: str = "rhythm",
+    compact: bool = True,
 ) -> Path:
     """Export ``model.predict`` to an ONNX file at ``path``, atomically; returns the path.
 
@@ -84,7 +86,9 @@ def export_onnx(
     training flag is restored after). When onnxruntime is installed the file is checked before it replaces
     ``path``: a max abs difference from PyTorch of ``atol`` or more raises and leaves ``path`` untouched.
     ``rhythm``: an example of a student's rhythm features ``[B, n]`` (:mod:`cardiodistill.signals.rhythm`), for a
-    model that takes them: the graph's second input, ``rhythm_name``.
+    model that takes them: the graph's second input, ``rhythm_name``. ``compact``: the inner tensors and nodes get
+    short names (:func:`~cardiodistill.deploy.quantize.compact_names`; False keeps the exporter's module-path names,
+    easier to read in a graph viewer, for a larger file).
     """
     if not callable(getattr(model, "predict", None)):
         raise TypeError(f"{type(model).__name__} has no predict(x) method to export")
@@ -115,9 +119,12 @@ def export_onnx(
                     output_names=[output_name], dynamic_axes=dynamic,
                     opset_version=opset,
                 )
-            if metadata:
+            if metadata or compact:
                 proto = onnx.load(str(tmp))
-                onnx.helper.set_model_props(proto, {str(k): str(v) for k, v in metadata.items()})
+                if metadata:
+                    onnx.helper.set_model_props(proto, {str(k): str(v) for k, v in metadata.items()})
+                if compact:
+                    compact_names(proto)
                 onnx.save(proto, str(tmp))
             if importlib.util.find_spec("onnxruntime") is not None:
                 _verify(tmp, wrapper, examples, atol, path)

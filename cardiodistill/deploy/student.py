@@ -45,7 +45,7 @@ from ..io.atomic import atomic_path
 from ..models.trees import FeatureTrees
 from ..signals.prepare import InputSpec
 from .export import export_onnx
-from .quantize import compact_names, convert_fp16, quantize_int8, require_onnx
+from .quantize import convert_fp16, quantize_int8, require_onnx
 
 __all__ = ["MIN_GATE_CLASS", "export_student_model", "student_arrays_npz", "student_spec"]
 
@@ -240,16 +240,6 @@ def _macro(per_output: Mapping[str, float], judged: list[str]) -> float:
     return round(float(np.mean([per_output[k] for k in names])), 6)
 
 
-def _compact_file(path: Path) -> None:
-    """Short names (:func:`~cardiodistill.deploy.quantize.compact_names`) for the float32 candidate, as the int8
-    and fp16 ones get them, so every candidate's bytes in the gate are those of the file it would write."""
-    onnx = require_onnx()
-    proto = onnx.load(str(path))
-    if compact_names(proto):
-        with atomic_path(path) as tmp:
-            onnx.save(proto, str(tmp))
-
-
 def _measure(path: Path, x: np.ndarray, y: np.ndarray, spec: EdgeSpec, judged: list[str],
              reference: np.ndarray | None, rhythm: np.ndarray | None = None) -> tuple[dict[str, Any], np.ndarray]:
     """The gate's record for one graph and its output ``[N, n_outputs + 1]``: AUROCs (the macro over the
@@ -399,7 +389,6 @@ def export_student_model(
         export_onnx(model, torch.from_numpy(x[:1]), files["fp32"], input_name=spec.input_name,
                     metadata={METADATA_KEY: spec.to_json()},
                     rhythm=None if rhythm is None else torch.from_numpy(rhythm[:1]), rhythm_name=spec.rhythm_input)
-        _compact_file(files["fp32"])
         gate["fp32"], reference = _measure(files["fp32"], x, y, spec, judged, None, rhythm)
         notes, refused, chosen = [], [], "fp32"
         for candidate in _FALLBACK[precision][:-1]:
