@@ -31,12 +31,14 @@ import bench_real_students as real  # noqa: E402
 import cardiodistill.train.supervised as supervised  # noqa: E402
 from cardiodistill.io.atomic import write_json_atomic  # noqa: E402
 from cardiodistill.models import StudentEnsemble  # noqa: E402
+from cardiodistill.signals.windows import MIN_FRACTION  # noqa: E402
 from cardiodistill.train.checkpoints import load_model  # noqa: E402
 
 TILES = supervised.window_starts
 
 
-def spread_starts(length: int, window: int, min_fraction: float = 0.5, *, keep_short: bool = True) -> list[int]:
+def spread_starts(length: int, window: int, min_fraction: float = MIN_FRACTION, *, keep_short: bool = True
+                  ) -> list[int]:
     """As many windows as :func:`window_starts` gives, all full, spread evenly from the first sample to the last
     (a recording no longer than one window keeps its one, padded)."""
     starts = TILES(length, window, min_fraction, keep_short=keep_short)
@@ -68,7 +70,7 @@ def main() -> None:
     for name, rule in (("tiles", TILES), ("spread", spread_starts)):
         supervised.window_starts = rule  # the scoring path's one windowing rule, swapped for this run
         try:
-            folder = args.out / "cinc2017" / f"windows-{name}"
+            folder = out / f"windows-{name}"
             scores = real._cv_scores(models, arrays, splits, rhythm, real.WINDOW, folder, args.bootstrap, 0)
         finally:
             supervised.window_starts = TILES
