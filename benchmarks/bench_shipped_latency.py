@@ -8,7 +8,9 @@ parts are timed, in one process, on the same recordings:
 * ``model``: onnxruntime on the recording's three 10-s windows (one batch) and its rhythm features;
 * ``rhythm``: R-peak detection and the rhythm features on the prepared 100 Hz lead (what the runtime adds);
 * ``prepare``: the runtime's whole preparation of the 300 Hz recording (resampling, band-pass, windows, quality,
-  rhythm), as ``cardiodistill predict`` runs it after reading the file.
+  rhythm), as ``cardiodistill predict`` runs it after reading the file;
+* ``prepare_designing_filters``: the same with the Butterworth designs computed again for every recording (the
+  cache of :func:`cardiodistill.signals.filters.butter_sos` cleared first), as the runtime did before it kept them.
 
 Recordings: the first ``--n`` CinC 2017 recordings of at least 30 s (their first 30 s), each timed ``--repeats``
 times after a warm-up; medians and 90th percentiles over all timings. Writes
@@ -31,6 +33,7 @@ from cardiodistill.data.datasets import CinC2017
 from cardiodistill.edge import EdgeModel
 from cardiodistill.io.atomic import write_json_atomic
 from cardiodistill.records import EcgRecord
+from cardiodistill.signals import filters
 from cardiodistill.signals.prepare import prepare
 from cardiodistill.signals.rhythm import signal_rhythm
 
@@ -74,7 +77,7 @@ def main() -> None:
             records.append(EcgRecord(record.signal[:, :n], record.fs, record.leads, record.source))
         if len(records) == args.n:
             break
-    timings: dict[str, list[float]] = {"model": [], "rhythm": [], "prepare": []}
+    timings: dict[str, list[float]] = {"model": [], "rhythm": [], "prepare": [], "prepare_designing_filters": []}
     for record in records:
         prepared = prepare(record, spec.input_spec)
         windows, filtered = prepared.windows, prepared.filtered
@@ -84,6 +87,8 @@ def main() -> None:
             timings["rhythm"] += _time(lambda: signal_rhythm(filtered.signal, filtered.fs, names=spec.rhythm),
                                        args.repeats)
         timings["prepare"] += _time(lambda: model.prepare(record), args.repeats)
+        timings["prepare_designing_filters"] += _time(
+            lambda: (filters._butter_sos.cache_clear(), model.prepare(record)), args.repeats)
     result = {
         "model_id": spec.model_id, "precision": spec.precision, "rhythm_features": list(spec.rhythm),
         "bytes": model.path.stat().st_size, "recordings": len(records), "seconds": SECONDS,

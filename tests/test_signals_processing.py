@@ -12,7 +12,7 @@ import pytest
 
 from cardiodistill.errors import DataError, LeadError, SamplingRateError
 from cardiodistill.records import EcgRecord
-from cardiodistill.signals.filters import bandpass, notch, remove_baseline
+from cardiodistill.signals.filters import bandpass, butter_sos, notch, remove_baseline
 from cardiodistill.signals.leads import LEADS_12, LIMB_LEADS, derive_limb_leads
 from cardiodistill.signals.preprocess import PreprocessConfig, canonicalize, fill_gaps, preprocess, select_leads
 from cardiodistill.signals.quality import lead_quality
@@ -160,6 +160,26 @@ def test_filters_do_not_mutate_and_stay_float32():
 
 
 # ---------------------------------------------------------------- windows
+
+
+def test_a_filter_is_designed_once_and_each_caller_gets_its_own_writeable_copy(monkeypatch):
+    from scipy.signal import butter
+
+    from cardiodistill.signals import filters
+
+    filters._butter_sos.cache_clear()
+    calls = []
+    monkeypatch.setattr(filters, "butter", lambda *a, **k: calls.append(a) or butter(*a, **k))
+    first = butter_sos(4, (0.5, 40.0), "bandpass", 300.0)
+    np.testing.assert_array_equal(first, butter(4, (0.5, 40.0), btype="bandpass", fs=300.0, output="sos"))
+    first[:] = 0  # a caller's copy: changing it leaves the design alone
+    second = butter_sos(4, (0.5, 40.0), "bandpass", 300.0)
+    assert len(calls) == 1 and second.flags.writeable and np.abs(second).sum() > 0
+    butter_sos(4, (0.5, 40.0), "bandpass", 500.0)  # another rate: designed anew
+    assert len(calls) == 2
+    x = EcgRecord(np.random.default_rng(0).normal(size=(1, 3000)).astype(np.float32), 300.0, ["I"])
+    filters._butter_sos.cache_clear()
+    np.testing.assert_array_equal(bandpass(x).signal, bandpass(x).signal)  # designed, then from the cache
 
 
 def test_fixed_windows_cover_the_record_with_masked_padding():

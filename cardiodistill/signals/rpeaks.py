@@ -41,6 +41,7 @@ from scipy import signal as sps
 
 from ..errors import ConfigError, DataError, SamplingRateError
 from ..records import EcgRecord
+from .filters import butter_sos
 
 __all__ = ["detect_r_peaks", "heart_rate", "rr_intervals"]
 
@@ -77,7 +78,7 @@ def band_limited(x: np.ndarray, fs: float, band: tuple[float, float], order: int
             f"(it needs over {band[0] / _NYQUIST_MARGIN:.3g} Hz)"
         )
     high = min(band[1], _NYQUIST_MARGIN * fs)
-    sos = sps.butter(order, (band[0], high), btype="bandpass", fs=fs, output="sos")
+    sos = butter_sos(order, (float(band[0]), float(high)), "bandpass", float(fs))
     # scipy's default edge padding, shortened for a record of only a few dozen samples (1 s at a low rate)
     padlen = min(3 * (2 * len(sos) + 1 - min((sos[:, 2] == 0).sum(), (sos[:, 5] == 0).sum())), x.shape[-1] - 1)
     return sps.sosfiltfilt(sos, x, axis=-1, padlen=max(padlen, 0))
