@@ -31,6 +31,8 @@ paired over the recordings. ``--rhythm`` gives the students each recording's rhy
 (:mod:`cardiodistill.signals.rhythm`; per recording, from its own signal alone, so nothing crosses the folds).
 ``--beats`` adds the beat features (:mod:`cardiodistill.signals.beats`); ``--trees`` cross-validates gradient-boosted
 trees on those features alone (:func:`cinc_trees`), which ``--cv-ensemble`` takes as a member beside the students.
+``--distil-from`` gives each fold's student the soft targets of that fold's ensemble of other cross-validated recipes
+(:func:`ensemble_logits`) beside its labels.
 ``ship_cinc2017_student.py`` bundles the recipe it is given (by default the bundled model's own).
 
 Every trained model is saved under ``--out`` and reused when present, so an interrupted run continues.
@@ -45,6 +47,7 @@ Results: ``benchmarks/results/real_students.json`` (only for a full run; ``--lim
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import time
@@ -254,13 +257,16 @@ def recipe_features(rhythm: bool, beats: bool = False) -> tuple[str, ...]:
 
 def cinc_student(arrays: dict[str, np.ndarray], split: dict[str, np.ndarray], folder: Path, cfg: Config,
                  passes: int, window: int = WINDOW, start: tuple[dict, dict | None] | None = None,
-                 rhythm: np.ndarray | None = None, names: tuple[str, ...] = ()) -> Path:
+                 rhythm: np.ndarray | None = None, names: tuple[str, ...] = (),
+                 soft: np.ndarray | None = None) -> Path:
     """Train (or find) the lead-I student on ``split["train"]`` with its checkpoint chosen on ``split["val"]``;
     ``passes``: listings of each normal recording, the rarer classes square-root more (module doc);
     ``window``: samples per training crop and per evaluation window; ``start``: ``(encoder config, backbone
     weights or None)``, a lead-agnostic encoder as the backbone instead of ``distill.backbone``
     (:func:`~cardiodistill.stages.stage3.student_start`); ``rhythm``: every recording's features
-    (:func:`cinc_rhythm`), of which the student takes ``names`` beside the ECG."""
+    (:func:`cinc_rhythm`), of which the student takes ``names`` beside the ECG; ``soft``: a teacher's logits of every
+    recording ``[N, 4]`` (:func:`ensemble_logits`), which the student also learns (``distill.soft`` at
+    ``distill.temperature``) on its training recordings; its checkpoint is still chosen on the labels."""
     x, lengths, target = arrays["x"], arrays["lengths"], arrays["target"]
     path = folder / "student.pt"
     if path.is_file():
@@ -271,6 +277,8 @@ def cinc_student(arrays: dict[str, np.ndarray], split: dict[str, np.ndarray], fo
     onehot = np.eye(4, dtype=np.float32)[target]
     features = features_of(rhythm, names)
     extra = {} if features is None else {"rhythm": features}
+    if soft is not None:
+        extra["t_logits"] = soft.astype(np.float32)
     train = ArrayDataset(x[split["train"]], onehot[split["train"]], {k: v[split["train"]] for k, v in extra.items()},
                          lengths=lengths[split["train"]], crop=window, repeats=per_class[target[split["train"]]],
                          seed=seed)
@@ -282,7 +290,7 @@ def cinc_student(arrays: dict[str, np.ndarray], split: dict[str, np.ndarray], fo
     student = fit_array_student(train, val, folder, outputs=CINC_OUTPUTS, n_leads=1, config=cfg, fs=FS,
                                 encoder=encoder, backbone_state=state, rhythm=names if extra else ())
     save_model(student, path, task="multiclass", triage=None, abstain_outputs=["noisy"], leads=["I"],
-               outputs=CINC_OUTPUTS, distilled=False, lvef=False, band_hz=[0.5, 40.0], window_s=window / FS,
+               outputs=CINC_OUTPUTS, distilled=soft is not None, lvef=False, band_hz=[0.5, 40.0], window_s=window / FS,
                train_seconds=round(time.time() - began, 1), n_train=len(split["train"]),
                oversampling=dict(zip(CINC_OUTPUTS, per_class.tolist())),
                data="PhysioNet/CinC 2017 A00001-A06000", seed=seed)
@@ -310,26 +318,57 @@ def run_cinc(out: Path, overrides: list[str], limit: int | None, n_boot: int) ->
 
 
 def recipe_tag(passes: int, overrides: list[str], window: int = WINDOW, rhythm: bool = False,
-               beats: bool = False) -> str:
+               beats: bool = False, teacher: list[str] | None = None) -> str:
     """A recipe's part of its run folders' names: ``passes24``, ``passes24-window30s``, ``passes24-rhythm``,
-    ``passes24-rhythm-beats``, ``passes24-<override>``..."""
+    ``passes24-rhythm-beats``, ``passes24-<override>``, ``passes24-distilled-<hash of the teacher's recipes>``..."""
     tag = (f"passes{passes}" + ("" if window == WINDOW else f"-window{window / FS:g}s")
-           + ("-rhythm-beats" if beats else "-rhythm" if rhythm else ""))
+           + ("-rhythm-beats" if beats else "-rhythm" if rhythm else "")
+           + (f"-distilled-{teacher_hash(teacher)}" if teacher else ""))
     return tag + "".join("-" + o.replace("/", "_") for o in overrides)
 
 
 def recipe_name(k: int, passes: int, overrides: list[str], window: int = WINDOW, rhythm: bool = False,
-                beats: bool = False) -> str:
+                beats: bool = False, teacher: list[str] | None = None) -> str:
     """A cross-validated recipe's key in ``cinc2017_cv.json``: ``5-fold, passes 24[, window 30 s][, rhythm
-    features | , rhythm and beat features][, <override>]``."""
+    features | , rhythm and beat features][, distilled from the ensemble of <n> recipes <hash>][, <override>]``."""
     return (f"{k}-fold, passes {passes}" + ("" if window == WINDOW else f", window {window / FS:g} s")
             + (", rhythm and beat features" if beats else ", rhythm features" if rhythm else "")
+            + (f", distilled from the ensemble of {len(teacher)} recipes {teacher_hash(teacher)}" if teacher else "")
             + "".join(f", {o}" for o in overrides))
 
 
+def teacher_hash(teacher: list[str]) -> str:
+    """Six hex digits that name a teacher (its recipes' keys, in order) in folder and recipe names."""
+    return hashlib.sha1("\n".join(teacher).encode()).hexdigest()[:6]
+
+
+def ensemble_logits(entries: list[dict[str, Any]], fold: int, arrays: dict[str, np.ndarray],
+                    split: dict[str, np.ndarray], rhythm: np.ndarray | None, cache: Path) -> np.ndarray:
+    """The logits ``[N, 4]`` of fold ``fold``'s ensemble of cross-validated recipes (``entries``: their
+    ``cinc2017_cv.json`` entries; the mean of their fold models' probabilities, as ``--cv-ensemble`` scores it) on
+    that fold's training and validation recordings, NaN on its test ones, which nothing of the fold may read. The
+    members trained on these training recordings, so the targets are in-sample there; no model of another fold is
+    asked, since every other fold's models trained on this fold's test recordings. Cached in ``cache``."""
+    from cardiodistill.models import StudentEnsemble
+    from cardiodistill.train.supervised import probability_logits
+
+    if cache.is_file():
+        return np.load(cache)["logits"]
+    models = [load_model(Path(e["folder"]) / f"fold{fold}" / "student.pt") for e in entries]
+    model = models[0] if len(models) == 1 else StudentEnsemble(models)
+    rows = np.concatenate([split["train"], split["val"]])
+    names = getattr(model, "rhythm_names", ())
+    probs = predict_arrays(model, arrays["x"][rows], lengths=arrays["lengths"][rows], window=WINDOW,
+                           rhythm=None if rhythm is None else features_of(rhythm[rows], names))["probs"]
+    logits = np.full((len(arrays["target"]), len(CINC_OUTPUTS)), np.nan, np.float32)
+    logits[rows] = probability_logits(probs)
+    save_npz_atomic(cache, logits=logits)
+    return logits
+
+
 def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: int,
-                folds: list[int] | None = None, window: int = WINDOW, rhythm: bool = False, beats: bool = False
-                ) -> dict[str, Any] | None:
+                folds: list[int] | None = None, window: int = WINDOW, rhythm: bool = False, beats: bool = False,
+                teacher: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """``k``-fold cross-validation of the CinC 2017 recipe (``passes``, ``overrides``) over A00001-A06000:
     the challenge score of each test fold (mean and SD over folds), and every metric of
     :func:`evaluate_cinc` on the pooled out-of-fold predictions (each recording scored by the one model that
@@ -337,24 +376,32 @@ def run_cinc_cv(out: Path, overrides: list[str], k: int, passes: int, n_boot: in
 
     ``folds`` trains only those folds' models (several processes or machines can share the folds of one
     recipe); the scores come once every fold's model is there, else ``None``. ``rhythm``: the students take the
-    recordings' rhythm features beside the ECG (:func:`cinc_rhythm`); ``beats``: and their beat features."""
+    recordings' rhythm features beside the ECG (:func:`cinc_rhythm`); ``beats``: and their beat features.
+    ``teacher``: cross-validated recipes (key: entry) whose fold ensemble each fold's student distils
+    (:func:`ensemble_logits`)."""
     cfg = _config(CINC_SETS, overrides)
     arrays = cinc_arrays(DATA / "cinc2017", out / "arrays.npz", None)
-    folder = out / f"cv{k}-{recipe_tag(passes, overrides, window, rhythm, beats)}"
+    folder = out / f"cv{k}-{recipe_tag(passes, overrides, window, rhythm, beats, list(teacher or []))}"
     names = recipe_features(rhythm, beats)
-    r = cinc_rhythm(arrays, features_cache(out)) if names else None
+    r = cinc_rhythm(arrays, features_cache(out)) if names or teacher else None
     set_threads(cfg.trainer.threads)
     splits = cinc_folds(arrays["target"], k, cfg.trainer.seed)
+
+    def student(i: int) -> Path:
+        soft = None if not teacher else ensemble_logits(list(teacher.values()), i, arrays, splits[i], r,
+                                                        folder / f"fold{i}" / "teacher_logits.npz")
+        return cinc_student(arrays, splits[i], folder / f"fold{i}", cfg, passes, window, rhythm=r, names=names,
+                            soft=soft)
+
     for i in range(k) if folds is None else folds:
-        cinc_student(arrays, splits[i], folder / f"fold{i}", cfg, passes, window, rhythm=r, names=names)
+        student(i)
     if not all((folder / f"fold{i}" / "student.pt").is_file() for i in range(k)):
         return None
-    paths = [cinc_student(arrays, split, folder / f"fold{i}", cfg, passes, window, rhythm=r, names=names)
-             for i, split in enumerate(splits)]  # or by another run
+    paths = [student(i) for i in range(k)]  # or by another run
     set_threads(cfg.trainer.threads)
     result = _cv_scores([load_model(p) for p in paths], arrays, splits, r, window, folder, n_boot, cfg.trainer.seed)
     result.update(folds=k, passes=passes, window=window, rhythm=bool(names), beats=beats, overrides=overrides,
-                  folder=str(folder),
+                  folder=str(folder), teacher=list(teacher or []),
                   train_seconds=[read_model_file(p).get("train_seconds") for p in paths])
     return result
 
@@ -664,6 +711,9 @@ def main() -> None:
                          "their fold models averaged, as one model)")
     ap.add_argument("--cv-result", type=Path, default=Path("benchmarks/results/cinc2017_cv.json"),
                     help="cross-validated recipes accumulate here, one entry per recipe")
+    ap.add_argument("--distil-from", nargs="+", default=None, metavar="RECIPE",
+                    help="CinC 2017 (with --cv): each fold's student also learns the soft targets of the fold ensemble "
+                         "of these cross-validated recipes (keys of --cv-result)")
     ap.add_argument("--crossfit", type=int, default=4,
                     help="PTB-XL: also distil from k out-of-fold teachers' soft targets (0: off)")
     args = ap.parse_args()
@@ -688,9 +738,15 @@ def main() -> None:
             name = f"{args.cv}-fold, {TREES_NAME}"
             result = run_cinc_cv_trees(args.out / "cinc2017", args.cv, args.bootstrap)
         else:
-            name = recipe_name(args.cv, args.passes, args.overrides, window, args.rhythm or args.beats, args.beats)
+            missing = [m for m in args.distil_from or [] if m not in done]
+            if missing or (args.distil_from and window != WINDOW):
+                raise SystemExit(f"--distil-from takes cross-validated recipes of --cv-result with 10-s windows; "
+                                 f"not there: {missing}")
+            teacher = {m: done[m] for m in args.distil_from} if args.distil_from else None
+            name = recipe_name(args.cv, args.passes, args.overrides, window, args.rhythm or args.beats, args.beats,
+                               args.distil_from)
             result = run_cinc_cv(args.out / "cinc2017", args.overrides, args.cv, args.passes, args.bootstrap,
-                                 args.cv_folds, window, args.rhythm or args.beats, args.beats)
+                                 args.cv_folds, window, args.rhythm or args.beats, args.beats, teacher)
         if result is None:
             _log(f"trained folds {args.cv_folds}; the recipe is scored once every fold's model is there")
             return

@@ -18,6 +18,7 @@ from bench_real_students import (  # noqa: E402
     cinc_folds,
     cinc_rhythm,
     cinc_trees,
+    ensemble_logits,
     ensemble_name,
     features_of,
     paired_challenge,
@@ -26,6 +27,7 @@ from bench_real_students import (  # noqa: E402
     recipe_name,
     recipe_tag,
     run_cinc_cv_ensemble,
+    teacher_hash,
 )
 from ship_cinc2017_student import final_split  # noqa: E402
 
@@ -107,6 +109,11 @@ def test_a_recipe_with_another_window_gets_its_own_folders_and_key():
     assert recipe_tag(24, [], WINDOW, True, True) == "passes24-rhythm-beats"
     assert recipe_name(5, 24, [], WINDOW, True) == "5-fold, passes 24, rhythm features"
     assert recipe_name(5, 24, [], WINDOW, True, True) == "5-fold, passes 24, rhythm and beat features"
+    teacher = ["5-fold, passes 24", "5-fold, gradient-boosted trees on the rhythm and beat features"]
+    assert recipe_tag(24, [], WINDOW, True, True, teacher) == f"passes24-rhythm-beats-distilled-{teacher_hash(teacher)}"
+    assert recipe_name(5, 24, [], WINDOW, False, False, teacher) == (
+        f"5-fold, passes 24, distilled from the ensemble of 2 recipes {teacher_hash(teacher)}")
+    assert teacher_hash(teacher) != teacher_hash(teacher[::-1]) and len(teacher_hash(teacher)) == 6
 
 
 def test_each_recipe_reads_its_own_columns_of_the_recording_features():
@@ -159,6 +166,42 @@ def test_the_trees_member_fits_on_a_folds_training_recordings_alone(tmp_path):
         rows = torch.from_numpy(table[split["test"]])
         torch.testing.assert_close(load_model(path).probabilities(rows), again.probabilities(rows))
     assert cinc_trees(table, target, split, tmp_path / "fold0", seed=0) == path  # found, not fitted again
+
+
+def test_distillation_targets_are_the_folds_own_ensemble_and_never_touch_its_test_recordings(tmp_path):
+    import torch
+
+    from cardiodistill.models import create_model
+    from cardiodistill.signals.rhythm import RECORDING_FEATURES
+    from cardiodistill.train.checkpoints import load_model, save_model
+    from cardiodistill.train.supervised import predict_arrays, probability_logits
+
+    outputs, names = ["normal", "af", "other", "noisy"], ("rr_cv", "p_coherence")
+    target = _labels(200)
+    rng = np.random.default_rng(2)
+    table = rng.normal(size=(200, len(RECORDING_FEATURES))).astype(np.float32)
+    table[:, 0] += target
+    folds = cinc_folds(target, 5, seed=0)
+    torch.manual_seed(0)  # members of fold 1 only: an untrained student reading two features, and trees
+    student = create_model("ecg_student", backbone={"name": "student_cnn_tiny", "in_leads": 1, "seconds": 10.0},
+                           outputs=outputs, rhythm=list(names)).eval()
+    save_model(student, tmp_path / "a" / "fold1" / "student.pt", task="multiclass", triage=None, leads=["I"],
+               outputs=outputs, lvef=False, band_hz=[0.5, 40.0])
+    trees = load_model(cinc_trees(table, target, folds[1], tmp_path / "b" / "fold1", seed=0))
+    entries = [{"folder": str(tmp_path / "a")}, {"folder": str(tmp_path / "b")}]
+    arrays = {"x": rng.normal(size=(200, 1, 1500)).astype(np.float32), "target": target,
+              "lengths": np.full(200, 1500)}
+    cache = tmp_path / "teacher_logits.npz"
+    logits = ensemble_logits(entries, 1, arrays, folds[1], table, cache)
+    assert logits.shape == (200, 4) and cache.is_file()
+    assert np.isnan(logits[folds[1]["test"]]).all()  # the fold's test recordings get no target
+    seen = np.concatenate([folds[1]["train"], folds[1]["val"]])
+    p_student = predict_arrays(load_model(tmp_path / "a" / "fold1" / "student.pt"), arrays["x"][seen],
+                               lengths=arrays["lengths"][seen], window=WINDOW, rhythm=features_of(table[seen], names))
+    with torch.no_grad():
+        p_trees = trees.probabilities(torch.from_numpy(table[seen])).numpy()
+    np.testing.assert_allclose(logits[seen], probability_logits((p_student["probs"] + p_trees) / 2), atol=1e-3)
+    np.testing.assert_array_equal(ensemble_logits([], 1, arrays, folds[1], table, cache), logits)  # read back
 
 
 def test_an_ensemble_is_cross_validated_only_from_recipes_of_the_same_folds_and_windows(tmp_path):
