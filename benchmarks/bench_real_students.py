@@ -739,9 +739,12 @@ def main() -> None:
             result = run_cinc_cv_trees(args.out / "cinc2017", args.cv, args.bootstrap)
         else:
             missing = [m for m in args.distil_from or [] if m not in done]
-            if missing or (args.distil_from and window != WINDOW):
-                raise SystemExit(f"--distil-from takes cross-validated recipes of --cv-result with 10-s windows; "
-                                 f"not there: {missing}")
+            unlike = [m for m in args.distil_from or [] if m in done and
+                      (done[m]["folds"] != args.cv or (done[m].get("window") or WINDOW) != WINDOW)]
+            if missing or unlike or (args.distil_from and window != WINDOW):
+                raise SystemExit(f"--distil-from takes recipes of --cv-result cross-validated on these {args.cv} folds "
+                                 f"with 10-s windows, for a student with 10-s windows; not cross-validated: {missing}; "
+                                 f"other folds or windows: {unlike}")
             teacher = {m: done[m] for m in args.distil_from} if args.distil_from else None
             name = recipe_name(args.cv, args.passes, args.overrides, window, args.rhythm or args.beats, args.beats,
                                args.distil_from)
