@@ -13,7 +13,8 @@ its lowest cut-off; at most ``n_samples - 1``). A record no longer than SciPy's 
 raises :class:`DataError` instead of returning garbage.
 
 * :func:`butter_sos` - a Butterworth design in second-order sections, computed once per (order, edges, type,
-  rate) and shared read-only: designing it took a third of the edge runtime's preparation of a recording.
+  rate) and kept (each caller gets a copy): designing it took a third of the edge runtime's preparation of a
+  recording.
 * :func:`bandpass` - Butterworth, second-order sections (numerically stable at 0.5 Hz / 1000 Hz).
   The usual model-input band is 0.5-40 Hz (AHA monitoring band, what PTB-XL benchmarks use);
   diagnostic ECG keeps up to 150 Hz. Either edge may be ``None`` for a pure high- or low-pass.
