@@ -22,12 +22,12 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_real_students import _fmt, paired_challenge, paired_macro_delta  # noqa: E402
+from bench_real_students import CINC_OUTPUTS, _fmt, paired_challenge, paired_macro_delta  # noqa: E402
 
 from cardiodistill.evaluate.metrics import bootstrap_interval  # noqa: E402
 from cardiodistill.io.atomic import write_json_atomic  # noqa: E402
 
-AF = 1  # CINC_OUTPUTS: normal, af, other, noisy
+AF = CINC_OUTPUTS.index("af")
 
 
 def out_of_fold(entry: dict[str, Any], name: str) -> tuple[np.ndarray, np.ndarray]:
