@@ -30,9 +30,7 @@ import bench_real_students as real  # noqa: E402
 
 import cardiodistill.train.supervised as supervised  # noqa: E402
 from cardiodistill.io.atomic import write_json_atomic  # noqa: E402
-from cardiodistill.models import StudentEnsemble  # noqa: E402
 from cardiodistill.signals.windows import MIN_FRACTION  # noqa: E402
-from cardiodistill.train.checkpoints import load_model  # noqa: E402
 
 TILES = supervised.window_starts
 
@@ -63,8 +61,7 @@ def main() -> None:
     rhythm = real.cinc_rhythm(arrays, real.features_cache(out))
     splits = real.cinc_folds(arrays["target"], k, real._config(real.CINC_SETS, []).trainer.seed)
     real.set_threads(1)
-    fold_models = [[load_model(Path(e["folder"]) / f"fold{i}" / "student.pt") for e in entries] for i in range(k)]
-    models = [StudentEnsemble(m) if len(m) > 1 else m[0] for m in fold_models]
+    models = [real.fold_model(entries, i) for i in range(k)]
     result: dict = {"recipes": args.recipes, "cv_result": str(args.cv_result)}
     preds = {}
     for name, rule in (("tiles", TILES), ("spread", spread_starts)):

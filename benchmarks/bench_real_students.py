@@ -342,6 +342,16 @@ def teacher_hash(teacher: list[str]) -> str:
     return hashlib.sha1("\n".join(teacher).encode()).hexdigest()[:6]
 
 
+def fold_model(entries: list[dict[str, Any]], fold: int) -> Any:
+    """Fold ``fold``'s model of cross-validated recipes (``entries``: their ``cinc2017_cv.json`` entries): the one
+    recipe's fold model, or the recipes' fold models averaged as one model
+    (:class:`~cardiodistill.models.StudentEnsemble`, as it ships)."""
+    from cardiodistill.models import StudentEnsemble
+
+    models = [load_model(Path(e["folder"]) / f"fold{fold}" / "student.pt") for e in entries]
+    return models[0] if len(models) == 1 else StudentEnsemble(models)
+
+
 def ensemble_logits(entries: list[dict[str, Any]], fold: int, arrays: dict[str, np.ndarray],
                     split: dict[str, np.ndarray], rhythm: np.ndarray | None, cache: Path) -> np.ndarray:
     """The logits ``[N, 4]`` of fold ``fold``'s ensemble of cross-validated recipes (``entries``: their
@@ -349,13 +359,11 @@ def ensemble_logits(entries: list[dict[str, Any]], fold: int, arrays: dict[str, 
     that fold's training and validation recordings, NaN on its test ones, which nothing of the fold may read. The
     members trained on these training recordings, so the targets are in-sample there; no model of another fold is
     asked, since every other fold's models trained on this fold's test recordings. Cached in ``cache``."""
-    from cardiodistill.models import StudentEnsemble
     from cardiodistill.train.supervised import probability_logits
 
     if cache.is_file():
         return np.load(cache)["logits"]
-    models = [load_model(Path(e["folder"]) / f"fold{fold}" / "student.pt") for e in entries]
-    model = models[0] if len(models) == 1 else StudentEnsemble(models)
+    model = fold_model(entries, fold)
     rows = np.concatenate([split["train"], split["val"]])
     names = getattr(model, "rhythm_names", ())
     probs = predict_arrays(model, arrays["x"][rows], lengths=arrays["lengths"][rows], window=WINDOW,
@@ -478,11 +486,9 @@ def ensemble_name(members: list[str]) -> str:
 def run_cinc_cv_ensemble(out: Path, recipes: dict[str, dict[str, Any]], members: list[str], n_boot: int
                          ) -> dict[str, Any]:
     """Cross-validation of an ensemble of cross-validated recipes (``members``, keys of ``recipes``): in each fold
-    the recipes' fold models averaged as one model (:class:`~cardiodistill.models.StudentEnsemble`, as it ships),
+    the recipes' fold models averaged as one model (:func:`fold_model`, as it ships),
     scored as :func:`run_cinc_cv` scores one recipe's. Every member must have been cross-validated on the same
     folds and windows."""
-    from cardiodistill.models import StudentEnsemble
-
     missing = [m for m in members if m not in recipes]
     if len(members) < 2 or missing:
         raise SystemExit(f"--cv-ensemble takes two or more cross-validated recipes; not cross-validated: {missing}")
@@ -496,8 +502,7 @@ def run_cinc_cv_ensemble(out: Path, recipes: dict[str, dict[str, Any]], members:
     splits = cinc_folds(arrays["target"], k, cfg.trainer.seed)
     folder = out / (f"cv{k}-ensemble-" + "+".join(Path(e["folder"]).name.removeprefix(f"cv{k}-") for e in entries))
     set_threads(cfg.trainer.threads)
-    models = [StudentEnsemble([load_model(Path(e["folder"]) / f"fold{i}" / "student.pt") for e in entries])
-              for i in range(k)]
+    models = [fold_model(entries, i) for i in range(k)]
     result = _cv_scores(models, arrays, splits, rhythm, window, folder, n_boot, cfg.trainer.seed)
     result.update(folds=k, window=window, rhythm=rhythm is not None, beats=any(e.get("beats") for e in entries),
                   folder=str(folder), members=members,
