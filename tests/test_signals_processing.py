@@ -88,6 +88,39 @@ def test_resample_round_trip_and_lengths():
         assert abs(out.duration_s - n / fs_in) <= 0.5 / fs_out
 
 
+@pytest.mark.parametrize("fs_in, fs_out", [(300, 100), (257, 100), (100, 500), (360, 250)])
+def test_resampling_is_scipys_with_its_anti_alias_filter_kept(fs_in, fs_out):
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    from cardiodistill.signals.resample import WINDOW
+
+    x = np.random.default_rng(fs_in).normal(size=(2, int(fs_in * 7.3))).astype(np.float32)
+    ratio = Fraction(fs_out, fs_in)
+    for _ in range(2):  # designed, then kept
+        out = resample(EcgRecord(x, fs_in, ("I", "II")), fs_out)
+        expected = resample_poly(x.astype(np.float64), ratio.numerator, ratio.denominator, axis=-1, padtype="line",
+                                 window=WINDOW)[:, : out.n_samples]
+        np.testing.assert_array_equal(out.signal, expected.astype(np.float32))
+
+
+def test_the_robust_range_of_finite_and_of_gappy_signals():
+    import warnings
+
+    from cardiodistill.signals.units import robust_range
+
+    rng = np.random.default_rng(0)
+    for x in (rng.normal(size=(3, 900)), rng.normal(size=(2, 5, 40)).astype(np.float32), rng.normal(size=(2, 300))):
+        x = x.copy()
+        if x.shape == (2, 300):
+            x[0, 7], x[1] = np.nan, np.inf  # a gap, and a lead with no finite sample
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = np.nanpercentile(np.where(np.isfinite(x), x, np.nan).astype(np.float64), [1, 99], axis=-1)
+        np.testing.assert_array_equal(robust_range(x), hi - lo)
+
+
 def test_resample_removes_what_the_new_rate_cannot_carry():
     rec = sine(257.0, 1000, 10.0)
     out = resample(rec, 250)
@@ -180,6 +213,27 @@ def test_a_filter_is_designed_once_and_each_caller_gets_its_own_writeable_copy(m
     x = EcgRecord(np.random.default_rng(0).normal(size=(1, 3000)).astype(np.float32), 300.0, ["I"])
     filters._butter_sos.cache_clear()
     np.testing.assert_array_equal(bandpass(x).signal, bandpass(x).signal)  # designed, then from the cache
+
+
+@pytest.mark.parametrize("shape", [(3000,), (2, 3000), (4, 2, 700)])
+@pytest.mark.parametrize("padlen", [0, 1, 27, 600, 699])
+def test_the_zero_phase_filter_is_scipys_with_its_initial_conditions_kept(shape, padlen, monkeypatch):
+    from scipy import signal as sps
+
+    from cardiodistill.signals import filters
+
+    x = np.random.default_rng(padlen).normal(size=shape)
+    for sos in (butter_sos(4, (0.5, 40.0), "bandpass", 300.0), butter_sos(2, 0.5, "highpass", 100.0)):
+        np.testing.assert_array_equal(filters.sosfiltfilt(sos, x, padlen),
+                                      sps.sosfiltfilt(sos, x, axis=-1, padlen=padlen))
+    filters._sosfilt_zi.cache_clear()
+    calls = []
+    monkeypatch.setattr(filters, "sosfilt_zi", lambda sos: calls.append(1) or sps.sosfilt_zi(sos))
+    for _ in range(3):
+        filters.sosfiltfilt(butter_sos(4, (0.5, 40.0), "bandpass", 300.0), x, padlen)
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="padlen"):
+        filters.sosfiltfilt(butter_sos(4, (0.5, 40.0), "bandpass", 300.0), x, x.shape[-1])
 
 
 def test_fixed_windows_cover_the_record_with_masked_padding():

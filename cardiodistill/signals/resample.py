@@ -29,9 +29,10 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 from ..errors import DataError, SamplingRateError
 from ..records import EcgRecord
@@ -74,6 +75,16 @@ def rational_ratio(
     return frac.numerator, frac.denominator
 
 
+@lru_cache(maxsize=32)
+def _anti_alias(up: int, down: int) -> np.ndarray:
+    """The low-pass FIR that ``resample_poly(..., window=WINDOW)`` designs for ``up / down`` (its own length and
+    cut-off), designed once per ratio: SciPy designs it again on every call."""
+    rate = max(up, down)
+    h = firwin(2 * 10 * rate + 1, 1.0 / rate, window=WINDOW)
+    h.setflags(write=False)  # resample_poly copies it before scaling
+    return h
+
+
 def resample(record: EcgRecord, fs_out: float, *, max_denominator: int = MAX_DENOMINATOR) -> EcgRecord:
     """``record`` at ``fs_out`` Hz, anti-aliased, with ``round(n * fs_out / fs_in)`` samples.
 
@@ -94,7 +105,8 @@ def resample(record: EcgRecord, fs_out: float, *, max_denominator: int = MAX_DEN
     if n_out < 1:
         raise DataError(f"{n_in} samples at {record.fs:g} Hz is too short to resample to {fs_out:g} Hz",
                         record.source)
-    out = resample_poly(record.signal.astype(np.float64), up, down, axis=-1, padtype="line", window=WINDOW)[:, :n_out]
+    out = resample_poly(record.signal.astype(np.float64), up, down, axis=-1, padtype="line",
+                        window=_anti_alias(up, down))[:, :n_out]
     step = {"op": "resample", "fs_in": record.fs, "fs_out": fs_out, "up": up, "down": down,
             "n_in": n_in, "n_out": n_out}
     meta = append_step(record.meta, step)

@@ -41,7 +41,7 @@ from scipy import signal as sps
 
 from ..errors import ConfigError, DataError, SamplingRateError
 from ..records import EcgRecord
-from .filters import butter_sos
+from .filters import butter_sos, sos_padlen, sosfiltfilt
 
 __all__ = ["detect_r_peaks", "heart_rate", "rr_intervals"]
 
@@ -80,8 +80,8 @@ def band_limited(x: np.ndarray, fs: float, band: tuple[float, float], order: int
     high = min(band[1], _NYQUIST_MARGIN * fs)
     sos = butter_sos(order, (float(band[0]), float(high)), "bandpass", float(fs))
     # scipy's default edge padding, shortened for a record of only a few dozen samples (1 s at a low rate)
-    padlen = min(3 * (2 * len(sos) + 1 - min((sos[:, 2] == 0).sum(), (sos[:, 5] == 0).sum())), x.shape[-1] - 1)
-    return sps.sosfiltfilt(sos, x, axis=-1, padlen=max(padlen, 0))
+    # scipy's default edge padding, shortened for a record of only a few dozen samples (1 s at a low rate)
+    return sosfiltfilt(sos, x, max(min(sos_padlen(sos), x.shape[-1] - 1), 0))
 
 
 def lead_matrix(record: EcgRecord, leads: Sequence[str] | None) -> np.ndarray:
