@@ -155,6 +155,9 @@ class OptimConfig(_Strict):
     batch_size: int = Field(64, ge=1, description="per process")
     warmup_steps: int = Field(100, ge=0)
     max_steps: int = Field(2000, ge=1)
+    ema_decay: float = Field(
+        0.0, ge=0, lt=1, description="exponential moving average of the weights (Lightning's EMAWeightAveraging): "
+        "validation, the checkpoints and the final model use the average; 0 = off, 0.995 averages over ~200 steps")
 
 
 class EcgSourceConfig(_Strict):

@@ -14,6 +14,7 @@ from cardiodistill.evaluate.metrics import auroc
 from cardiodistill.models import create_model
 from cardiodistill.signals.leads import LEADS_12
 from cardiodistill.train.checkpoints import load_model, save_model
+from cardiodistill.train.engine import read_checkpoint
 from cardiodistill.train.supervised import (
     ArrayDataset,
     fit_array_student,
@@ -102,6 +103,26 @@ def test_student_learns_a_toy_task(tmp_path):
     loss = log["train/loss"].dropna().to_numpy()
     assert loss[-5:].mean() < loss[:5].mean()
     assert (tmp_path / "run" / "best" / "best.ckpt").is_file() and student.project is None
+    probs = predict_arrays(student, x_test, window=250)["probs"]
+    assert auroc(y_test[:, 0], probs[:, 0]) > 0.9
+
+
+def test_a_student_with_a_weight_average_keeps_the_averages_best_checkpoint(tmp_path):
+    """distill.optim.ema_decay: validation scores the average, and the weights kept are the average's at the best
+    validation loss (the checkpoint keeps the live weights beside it)."""
+    cfg = load_config("quick", [*FAST, "distill.epochs=6", "distill.optim.lr=3e-3", "distill.optim.ema_decay=0.8"])
+    x, y = _task(160, seed=0)
+    x_val, y_val = _task(32, seed=1)
+    x_test, y_test = _task(80, seed=2)
+    train = ArrayDataset(x, y, crop=250, seed=0)
+    val = ArrayDataset(x_val, y_val, crop=250, random_crop=False)
+    student = fit_array_student(train, val, tmp_path / "run", outputs=["fast", "slow"], n_leads=1, config=cfg)
+    best = read_checkpoint(tmp_path / "run" / "best" / "best.ckpt")
+    assert int(best["averaging_state"]["n_averaged"]) >= 10
+    kept = student.state_dict()
+    assert all(torch.equal(kept[k], best["state_dict"][f"model.{k}"]) for k in kept)
+    assert any(not torch.equal(kept[k], best["current_model_state"][f"model.{k}"]) for k in kept
+               if kept[k].is_floating_point())
     probs = predict_arrays(student, x_test, window=250)["probs"]
     assert auroc(y_test[:, 0], probs[:, 0]) > 0.9
 

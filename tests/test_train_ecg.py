@@ -30,6 +30,7 @@ from cardiodistill.records import EcgRecord
 from cardiodistill.signals.leads import LEADS_12, LIMB_LEADS
 from cardiodistill.stages.stage1 import pretrain_ecg
 from cardiodistill.train import load_model
+from cardiodistill.train.engine import read_checkpoint
 
 TINY_MAE = "{name: ecg_mae_tiny, fs: 100.0, patch_size: 50, dim: 32, depth: 1, heads: 2, decoder_dim: 32, decoder_depth: 1}"
 
@@ -195,6 +196,32 @@ def test_pretraining_resumes_exactly_and_exports_self_describing_models(tmp_path
     x = torch.randn(2, 12, 1000)
     out = encoder(x, LEADS_12)
     assert torch.equal(out, from_mae(x, LEADS_12)) and torch.equal(out, from_ckpt(x, LEADS_12))
+
+
+def test_a_weight_average_resumes_exactly_and_is_what_the_run_exports(tmp_path):
+    """optim.ema_decay: the exported model is the exponential moving average of the weights (not the last step's
+    weights), and a run killed mid-epoch resumes both the live weights and the average from last.ckpt."""
+    config = _pretrain_config("pretrain.ecg.optim.ema_decay=0.5")
+    assert pretrain_ecg(config, tmp_path / "straight", show_bar=False)["steps"] == 6  # a counter is not averaged
+    reference = load_model(tmp_path / "straight" / "mae.pt").state_dict()
+    with pytest.raises(RuntimeError, match="node lost"):
+        pretrain_ecg(config, tmp_path / "resumed", show_bar=False, callbacks=[_Crash(4)])
+    pretrain_ecg(config, tmp_path / "resumed", show_bar=False)
+    resumed = load_model(tmp_path / "resumed" / "mae.pt").state_dict()
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+
+    # the file holds the average: the checkpoint keeps the live weights beside it, and they differ
+    ckpt = read_checkpoint(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    live = {k.removeprefix("model."): v for k, v in ckpt["current_model_state"].items() if k.startswith("model.")}
+    average = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    assert int(ckpt["averaging_state"]["n_averaged"]) == 6
+    weights = [k for k, v in reference.items() if v.is_floating_point() and "running" not in k]
+    assert all(torch.equal(reference[k], average[k]) for k in weights)
+    assert any(not torch.equal(reference[k], live[k]) for k in weights)
+    plain = pretrain_ecg(_pretrain_config(), tmp_path / "plain", show_bar=False)
+    assert plain["steps"] == 6
+    assert all(torch.equal(live[k], v) for k, v in load_model(tmp_path / "plain" / "mae.pt").state_dict().items()
+               if k in weights)
 
 
 class _Payload:
@@ -498,13 +525,20 @@ def test_cli_pretrain_and_evaluate(tmp_path, capsys):
     assert "missing.pt: no such model file" in capsys.readouterr().err
 
 
-def test_pretraining_under_ddp_with_two_cpu_processes(tmp_path):
-    """Lightning DDP over gloo, two processes: each rank reads its own share of the windows."""
+@pytest.mark.parametrize("ema_decay", [0.0, 0.5])
+def test_pretraining_under_ddp_with_two_cpu_processes(tmp_path, ema_decay):
+    """Lightning DDP over gloo, two processes: each rank reads its own share of the windows. With a weight
+    average, the model the main process writes is the average (rank 0's, handed back by the spawn launcher)."""
     config = _pretrain_config("pretrain.ecg.optim.max_steps=3", "pretrain.ecg.optim.batch_size=8",
-                              "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn")
+                              "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn",
+                              f"pretrain.ecg.optim.ema_decay={ema_decay}")
     summary = pretrain_ecg(config, tmp_path / "ddp", show_bar=False)
     assert summary["steps"] == 3 and np.isfinite(summary["metrics"]["val/loss"])
     assert load_model(tmp_path / "ddp" / "encoder.pt").model_config["dim"] == 32
+    ckpt = read_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.ckpt")
+    exported = load_model(tmp_path / "ddp" / "mae.pt").state_dict()
+    assert all(torch.equal(v, ckpt["state_dict"][f"model.{k}"]) for k, v in exported.items())
+    assert ("averaging_state" in ckpt) == bool(ema_decay)
 
 
 class _RecordsItsProcessGroup(L.LightningModule):

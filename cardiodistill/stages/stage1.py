@@ -60,7 +60,7 @@ def _fit_and_export(module: TrainModule, train: Dataset, val: Dataset, optim: Op
     """Train, then write ``out/<model_file>`` (the whole model) and ``out/encoder.pt``, each with ``info``
     and the steps done. Returns ``{"steps", "metrics" (the last logged values), "files"}``."""
     result = fit(module, train, val, tcfg, out, batch_size=optim.batch_size, max_steps=optim.max_steps,
-                 show_bar=show_bar, callbacks=callbacks)
+                 show_bar=show_bar, callbacks=callbacks, ema_decay=optim.ema_decay)
     files = {}
     if result["is_global_zero"]:
         details = {"objective": module.hparams.objective, "steps": result["steps"], **info}

@@ -112,7 +112,7 @@ def run_align(cfg: Config, cohort: Cohort | StreamCohort, out: str | Path, *, ec
         train, val = (cohort.dataset(rows) for rows in _val_holdout(cohort, a.val_fraction))
         n_train, n_val = len(train), len(val)
     result = fit(module, train, val, cfg.trainer, out, batch_size=o.batch_size, max_steps=o.max_steps,
-                 show_bar=show_bar, callbacks=callbacks)
+                 show_bar=show_bar, callbacks=callbacks, ema_decay=o.ema_decay)
     if result["is_global_zero"]:
         save_model(module.model, out / "aligned.pt", objectives=list(a.objectives), steps=result["steps"],
                    pretrained=sorted(states))

@@ -114,7 +114,8 @@ def run_finetune(cfg: Config, cohort: Cohort | StreamCohort, out: str | Path, *,
                                          val=val_whole if has_val and f.probe_grid else None)["c"]
         if f.keep_probe and f.mode == "finetune" and has_val:  # weighed against the fine-tuned teacher below
             probe = _weights(module.model)
-    result = fit(module, train, val, cfg.trainer, out, batch_size=o.batch_size, max_steps=steps, show_bar=show_bar)
+    result = fit(module, train, val, cfg.trainer, out, batch_size=o.batch_size, max_steps=steps, show_bar=show_bar,
+                 ema_decay=o.ema_decay)
     kept = {"kept": f.mode}
     if result["is_global_zero"]:
         if not f.freeze_norm_stats:  # held, the heads' standardisation is still the one they trained with
@@ -323,7 +324,8 @@ def run_distill(cfg: Config, cohort: Cohort | StreamCohort, teacher_dir: str | P
     module = StudentModule(config, **weights, temperature=d.temperature, lr=o.lr, weight_decay=o.weight_decay,
                            betas=o.betas, warmup_steps=o.warmup_steps, max_steps=steps, seed=cfg.trainer.seed,
                            backbone_state=backbone_state, encoder_lr_scale=cfg.finetune.encoder_lr_scale)
-    result = fit(module, train, val, cfg.trainer, out, batch_size=o.batch_size, max_steps=steps, show_bar=show_bar)
+    result = fit(module, train, val, cfg.trainer, out, batch_size=o.batch_size, max_steps=steps, show_bar=show_bar,
+                 ema_decay=o.ema_decay)
     if result["is_global_zero"]:
         save_model(module.model, out / "student.pt", leads=list(student_leads(n_leads)), distilled=distil,
                    steps=result["steps"], n_train=n_train)

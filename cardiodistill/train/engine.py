@@ -27,12 +27,13 @@ import os
 import pickle
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
@@ -50,6 +51,7 @@ __all__ = [
     "StreamDataModule",
     "SafeCheckpointIO",
     "StepProgressBar",
+    "WeightEMA",
     "WindowDataModule",
     "fit",
     "last_checkpoint",
@@ -148,6 +150,36 @@ class StepProgressBar(RichProgressBar):
         self._update(self.train_progress_bar_id, trainer.global_step)
         self._update_metrics(trainer, pl_module)
         self.refresh()
+
+
+@torch.no_grad()
+def _ema_update(average: torch.Tensor, current: torch.Tensor, n_averaged: torch.Tensor, *, decay: float
+                ) -> torch.Tensor:
+    if not average.is_floating_point():  # counters (the steps done, BatchNorm's batches seen) follow the model
+        return current
+    return decay * average + (1 - decay) * current
+
+
+class WeightEMA(WeightAveraging):
+    """An exponential moving average of the weights and buffers, updated after every optimizer step: Lightning's
+    ``WeightAveraging`` (validation on the average, checkpoints holding it beside the live weights, the average
+    copied into the model when training ends) with the update of ``EMAWeightAveraging``, as a function that
+    pickles (``ddp_spawn`` pickles the callbacks; Lightning's own EMA callback holds a closure)."""
+
+    def __init__(self, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(f"ema_decay must be in (0, 1), got {decay!r}")
+        super().__init__(avg_fn=partial(_ema_update, decay=float(decay)))
+        self.decay = float(decay)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The average's weights into the model, its counters left as they are (the average last saw them a
+        hook before the module counted the last step)."""
+        counters = {k: b.clone() for k, b in pl_module.named_buffers() if not b.is_floating_point()}
+        super().on_train_end(trainer, pl_module)
+        for k, b in pl_module.named_buffers():
+            if k in counters:
+                b.copy_(counters[k])
 
 
 def set_threads(threads: int | None) -> None:
@@ -338,11 +370,17 @@ def fit(
     max_steps: int,
     show_bar: bool = True,
     callbacks: Sequence[L.Callback] | None = None,
+    ema_decay: float = 0.0,
 ) -> dict[str, Any]:
     """Train ``module`` for ``max_steps`` optimizer steps on ``train_set`` (batches of ``batch_size`` in
     the seeded, resumable order of :class:`WindowDataModule`; a LitData stream, read by
     :class:`StreamDataModule`; or a ready ``DataLoader``, used as it is),
     validating on ``val_set`` every ``trainer.checkpoint_every`` steps.
+
+    ``ema_decay`` > 0 keeps an exponential moving average of the weights (and buffers), updated after every
+    optimizer step (:class:`WeightEMA`): validation runs on the average, every checkpoint's
+    ``state_dict`` holds it (a resume reads the live weights and the average from the same file), and the
+    module ends training with the average's weights.
 
     With a run folder ``out`` it checkpoints there at the same interval and resumes from
     ``out/checkpoints/last.ckpt`` (read safely, :func:`read_checkpoint`); with ``out=None`` nothing is
@@ -352,8 +390,11 @@ def fit(
     """
     has_val = val_set is not None and len(val_set) > 0
     every = min(trainer_cfg.checkpoint_every, max_steps)
+    callbacks = list(callbacks or [])
+    if ema_decay:
+        callbacks.append(WeightEMA(ema_decay))
     trainer = make_trainer(trainer_cfg, out, max_steps=max_steps, checkpoint_every=every if out is not None else None,
-                           progress=show_bar, callbacks=list(callbacks or []), val_every=every if has_val else None)
+                           progress=show_bar, callbacks=callbacks, val_every=every if has_val else None)
     resume = last_checkpoint(out) if out is not None else None
     if isinstance(train_set, DataLoader):
         if has_val:

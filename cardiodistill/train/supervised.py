@@ -211,7 +211,7 @@ def _fit(module: TrainModule, train: ArrayDataset, val: ArrayDataset | None, out
     best = ModelCheckpoint(dirpath=out / "best", filename="best", monitor=monitor, mode="min", save_top_k=1,
                            save_on_train_epoch_end=False)
     fit(module, train, val, cfg.trainer, out, batch_size=optim.batch_size, max_steps=steps, show_bar=show_bar,
-        callbacks=[best] if val is not None and len(val) else [])
+        callbacks=[best] if val is not None and len(val) else [], ema_decay=optim.ema_decay)
     path = out / "best" / "best.ckpt"
     if val is not None and len(val) and path.is_file():
         module.model.load_state_dict(read_model_file(path)["state_dict"])
