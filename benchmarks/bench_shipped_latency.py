@@ -34,8 +34,9 @@ from cardiodistill.data.datasets import CinC2017
 from cardiodistill.edge import EdgeModel
 from cardiodistill.io.atomic import write_json_atomic
 from cardiodistill.records import EcgRecord
-from cardiodistill.signals import filters, resample
+from cardiodistill.signals import filters
 from cardiodistill.signals.prepare import prepare
+from cardiodistill.signals.resample import _anti_alias
 from cardiodistill.signals.rhythm import signal_rhythm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def _time(fn, repeats: int) -> list[float]:
 def _clear_designs() -> None:
     filters._butter_sos.cache_clear()
     filters._sosfilt_zi.cache_clear()
-    resample._anti_alias.cache_clear()
+    _anti_alias.cache_clear()
 
 
 def _summary(ms: list[float]) -> dict[str, float]:
