@@ -163,9 +163,18 @@ def _architecture(student) -> str:
             f"probabilities, averaged over the recording's 10-s windows.")
 
 
+def _ema_sentence(decay: float, ensemble: bool) -> str:
+    if not decay:
+        return ""
+    whose = "each network's" if ensemble else "the model's"
+    return (f", with an exponential moving average of {whose} weights (decay {decay:g}, updated every step; the "
+            f"checkpoint chosen and the weights in this file are the average's)")
+
+
 def model_card(spec, gate: dict, edge: dict, offline: dict, cv: dict, cal: dict, recipe: str, split: dict,
-               size: int) -> str:
-    """The bundled model's card (markdown), from the measurements (``cal``: :func:`cv_calibration` of ``cv``)."""
+               size: int, cv_file: str = "benchmarks/results/cinc2017_cv.json", ema_decay: float = 0.0) -> str:
+    """The bundled model's card (markdown), from the measurements (``cal``: :func:`cv_calibration` of ``cv``;
+    ``cv_file``: where the recipe's cross-validation is kept; ``ema_decay``: its networks' weight average)."""
     n = {k: len(v) for k, v in split.items()}
     ab, cab, tab = edge["abstention"], cv["abstention"], cv["abstention_thresholded"]
     f1 = " | ".join(_ci(cv[f"f1_{c}"]) for c in CINC_OUTPUTS)
@@ -206,7 +215,7 @@ This file was trained on {n['train']} of the 6000 recordings; the other {n['val'
 chose its checkpoint, calibrated int8 and ran the export gate. Each recording was resampled to 100 Hz
 and band-passed 0.5-40 Hz; {'each network' if ensemble else 'the model'} trained on random 10-s crops, each z-scored,
 with square-root-balanced oversampling of the rarer classes (each normal recording listed {_passes(cv['passes'])};
-recipe `{recipe}` of `benchmarks/results/cinc2017_cv.json`). Architecture: {offline['architecture']}{_rhythm_sentence(spec, ensemble)}
+recipe `{recipe}` of `{cv_file}`){_ema_sentence(ema_decay, ensemble)}. Architecture: {offline['architecture']}{_rhythm_sentence(spec, ensemble)}
 No pretraining, no distillation (no richer-data teacher with these classes exists here).
 
 ## Cross-validated performance (what a new site should expect)
@@ -296,6 +305,11 @@ def final_split(target: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
     return {"train": np.sort(train), "val": np.sort(val)}
 
 
+def _relative(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "real" / "cinc2017")
@@ -317,6 +331,11 @@ def main() -> None:
     else:
         name = args.recipe[0] if args.recipe else bundled or max(recipes, key=lambda k: recipes[k]["challenge"]["value"])
     cv = recipes[name]
+    decays = {_config(CINC_SETS, recipes[m]["overrides"]).distill.optim.ema_decay
+              for m in cv.get("members", [name]) if not recipes[m].get("trees")}
+    if len(decays) > 1:
+        raise SystemExit(f"{name!r}: its networks train with different weight averages {sorted(decays)}; the card "
+                         f"describes one")
     with np.load(args.run / "arrays.npz") as saved:
         x, lengths, target, records = saved["x"], saved["lengths"], saved["target"], saved["record"]
     split = final_split(target)
@@ -362,7 +381,8 @@ def main() -> None:
     files = [DATA / "cinc2017" / f"{r}.hea" for r in records[val_rows]]
     edge = edge_scores(model, files, target[val_rows], args.bootstrap)
     write_text_atomic(WEIGHTS / "cinc2017_lead1.md",
-                      model_card(model.spec, gate, edge, offline, cv, calibration, name, split, out.stat().st_size))
+                      model_card(model.spec, gate, edge, offline, cv, calibration, name, split, out.stat().st_size,
+                                 _relative(args.cv), decays.pop() if decays else 0.0))
     gate["path"] = str(out.relative_to(ROOT))
     result = {"model": gate["path"], "bytes": out.stat().st_size, "precision": model.spec.precision,
               "recipe": name, "cross_validated": {k: cv[k] for k in ("challenge", "challenge_fold_mean",
