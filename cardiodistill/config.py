@@ -156,7 +156,7 @@ class OptimConfig(_Strict):
     warmup_steps: int = Field(100, ge=0)
     max_steps: int = Field(2000, ge=1)
     ema_decay: float = Field(
-        0.0, ge=0, lt=1, description="exponential moving average of the weights (Lightning's EMAWeightAveraging): "
+        0.0, ge=0, lt=1, description="exponential moving average of the weights (train.engine.WeightEMA): "
         "validation, the checkpoints and the final model use the average; 0 = off, 0.995 averages over ~200 steps")
 
 

@@ -80,7 +80,6 @@ def band_limited(x: np.ndarray, fs: float, band: tuple[float, float], order: int
     high = min(band[1], _NYQUIST_MARGIN * fs)
     sos = butter_sos(order, (float(band[0]), float(high)), "bandpass", float(fs))
     # scipy's default edge padding, shortened for a record of only a few dozen samples (1 s at a low rate)
-    # scipy's default edge padding, shortened for a record of only a few dozen samples (1 s at a low rate)
     return sosfiltfilt(sos, x, max(min(sos_padlen(sos), x.shape[-1] - 1), 0))
 
 

@@ -8,6 +8,8 @@
 * :func:`make_trainer` - one place that turns :class:`~cardiodistill.config.TrainerConfig` into a
   ``lightning.Trainer``: devices, strategy (DDP/FSDP), precision, gradient clipping, a CSV log,
   one progress bar per job counting optimizer steps, and step-based checkpoints written atomically;
+* :class:`WeightEMA` - ``optim.ema_decay``: an exponential moving average of the weights (Lightning's
+  ``WeightAveraging``) that validation, the checkpoints and the final model use, resumed with the run;
 * :class:`SafeCheckpointIO` / :func:`read_checkpoint` - checkpoints are read with
   ``torch.load(weights_only=True)`` only: a resumed ``last.ckpt`` that holds anything but tensors and
   plain containers (a planted pickle payload), or a truncated or foreign file, is refused with a one-line
