@@ -91,14 +91,19 @@ def test_window_starts_and_predict_averages_windows():
     np.testing.assert_allclose(out["probs"][0], probs.mean(0).numpy(), atol=1e-5)
 
 
-def test_student_learns_a_toy_task(tmp_path):
-    cfg = load_config("quick", [*FAST, "distill.epochs=6", "distill.optim.lr=3e-3"])
+def _toy_student(run: Path, *sets: str):
+    """A student fitted to :func:`_task` (160 training, 32 validation items) in ``run``, and 80 test items."""
+    cfg = load_config("quick", [*FAST, "distill.epochs=6", "distill.optim.lr=3e-3", *sets])
     x, y = _task(160, seed=0)
     x_val, y_val = _task(32, seed=1)
-    x_test, y_test = _task(80, seed=2)
     train = ArrayDataset(x, y, crop=250, seed=0)
     val = ArrayDataset(x_val, y_val, crop=250, random_crop=False)
-    student = fit_array_student(train, val, tmp_path / "run", outputs=["fast", "slow"], n_leads=1, config=cfg)
+    student = fit_array_student(train, val, run, outputs=["fast", "slow"], n_leads=1, config=cfg)
+    return student, _task(80, seed=2)
+
+
+def test_student_learns_a_toy_task(tmp_path):
+    student, (x_test, y_test) = _toy_student(tmp_path / "run")
     log = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")
     loss = log["train/loss"].dropna().to_numpy()
     assert loss[-5:].mean() < loss[:5].mean()
@@ -110,13 +115,7 @@ def test_student_learns_a_toy_task(tmp_path):
 def test_a_student_with_a_weight_average_keeps_the_averages_best_checkpoint(tmp_path):
     """distill.optim.ema_decay: validation scores the average, and the weights kept are the average's at the best
     validation loss (the checkpoint keeps the live weights beside it)."""
-    cfg = load_config("quick", [*FAST, "distill.epochs=6", "distill.optim.lr=3e-3", "distill.optim.ema_decay=0.8"])
-    x, y = _task(160, seed=0)
-    x_val, y_val = _task(32, seed=1)
-    x_test, y_test = _task(80, seed=2)
-    train = ArrayDataset(x, y, crop=250, seed=0)
-    val = ArrayDataset(x_val, y_val, crop=250, random_crop=False)
-    student = fit_array_student(train, val, tmp_path / "run", outputs=["fast", "slow"], n_leads=1, config=cfg)
+    student, (x_test, y_test) = _toy_student(tmp_path / "run", "distill.optim.ema_decay=0.8")
     best = read_checkpoint(tmp_path / "run" / "best" / "best.ckpt")
     assert int(best["averaging_state"]["n_averaged"]) >= 10
     kept = student.state_dict()
