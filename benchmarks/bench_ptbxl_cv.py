@@ -224,7 +224,7 @@ for _s in STAGE1_SHARES:
     ]
 BY_NAME = {r.name: r for r in RECIPES}
 STAGE1_RECIPE = Path(__file__).with_name("configs") / "ecg_ptbxl_cnn.yaml"  # the CPU-scale stage-1 recipe
-STAGE1_STEPS = 1200  # half the recipe's 2,400: four folds' stage 1 in about 25 min on 2 cores
+STAGE1_STEPS = 1200  # half the recipe's 2,400: four folds' stage 1 in about 25 min on 2 cores (--stage1-steps)
 
 
 class Data:
@@ -271,20 +271,25 @@ def stage1_sources(k: int) -> list[EcgSourceConfig]:
             EcgSourceConfig(kind="synth", patients=1000, seed=1)]
 
 
-def stage1(data: Data, k: int, out: Path, cfg: Config) -> Path:
+def stage1(data: Data, k: int, out: Path, cfg: Config, steps: int = STAGE1_STEPS) -> Path:
     """Fold ``k``'s stage-1 encoder (trained unless its file is there): the ``ecg_cnn`` under CLOCS
-    (``benchmarks/configs/ecg_ptbxl_cnn.yaml``, :data:`STAGE1_STEPS` steps) on every unlabelled ECG the fold may
-    see: the records of its six training strat folds (12 leads), every CinC 2017 recording as lead I and 1,000
-    simulated patients' 12-lead and handheld ECGs. No record of the fold's test strat folds, nor of folds 9-10."""
+    (``benchmarks/configs/ecg_ptbxl_cnn.yaml``, ``steps`` steps) on every unlabelled ECG the fold may see: the
+    records of its six training strat folds (12 leads), every CinC 2017 recording as lead I and 1,000 simulated
+    patients' 12-lead and handheld ECGs. No record of the fold's test strat folds, nor of folds 9-10. An encoder
+    already there that took another number of steps is an error: the recipes that start from it would mix two."""
     folder = out / "stage1" / f"fold{k}"
     path = folder / "encoder.pt"
     if path.is_file():
+        done = read_model_file(path).get("steps")
+        if done is not None and done != steps:
+            raise SystemExit(f"{path}: a stage-1 encoder of {done} steps, where this run asks for {steps}; "
+                             "give another --out")
         return path
     s1 = load_config(str(STAGE1_RECIPE), [f"trainer.threads={cfg.trainer.threads}",
-                                          f"pretrain.ecg.optim.max_steps={STAGE1_STEPS}"])
+                                          f"pretrain.ecg.optim.max_steps={steps}"])
     s1.pretrain.ecg.sources = stage1_sources(k)
     s1.pretrain.ecg.cache_dir = str(folder / "windows")
-    _log(f"PTB-XL fold {k}: stage 1, ecg_cnn under CLOCS, {STAGE1_STEPS} steps, "
+    _log(f"PTB-XL fold {k}: stage 1, ecg_cnn under CLOCS, {steps} steps, "
          f"PTB-XL strat folds {s1.pretrain.ecg.sources[0].folds}")
     summary = pretrain_ecg(s1, folder, show_bar=False)
     _log(f"PTB-XL fold {k}: stage 1 done, {summary['steps']} steps")
@@ -292,17 +297,19 @@ def stage1(data: Data, k: int, out: Path, cfg: Config) -> Path:
     return path
 
 
-def _start(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> dict[str, Any]:
+def _start(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config, stage1_steps: int) -> dict[str, Any]:
     """``fit_array_student``'s ``encoder`` and ``backbone_state`` for a recipe with a ``start`` (else none). A
     scratch start takes the stage-1 encoder's config too (not its weights), so both starts build the same network."""
     if not recipe.start:
         return {}
-    encoder, state = student_start({"name": "pretrained", "path": str(stage1(data, k, out, cfg))}, None)
+    encoder, state = student_start({"name": "pretrained", "path": str(stage1(data, k, out, cfg, stage1_steps))},
+                                   None)
     return {"encoder": encoder, "backbone_state": state if recipe.start == "stage 1" else None}
 
 
-def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> Path:
-    """Fold ``k``'s model of ``recipe`` (trained unless its file is there); the path of its model file."""
+def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config, stage1_steps: int = STAGE1_STEPS) -> Path:
+    """Fold ``k``'s model of ``recipe`` (trained unless its file is there); the path of its model file. A recipe
+    that starts from stage 1 starts from an encoder of ``stage1_steps`` steps (:func:`stage1`)."""
     path = out / recipe.folder / f"fold{k}" / "model.pt"
     if path.is_file():
         return path
@@ -314,11 +321,11 @@ def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> Path:
     if recipe.teacher:
         teacher = BY_NAME[recipe.teacher]
         if teacher.kind == "ensemble":  # soft targets only: the members' feature spaces differ
-            probs = np.mean([predict_arrays(load_model(_train(BY_NAME[m], data, k, out, cfg)), x)["probs"]
-                             for m in teacher.members], axis=0)
+            probs = np.mean([predict_arrays(load_model(_train(BY_NAME[m], data, k, out, cfg, stage1_steps)),
+                                            x)["probs"] for m in teacher.members], axis=0)
             extra = {"t_logits": probability_logits(probs)}
         else:
-            extra = teacher_targets(load_model(_train(teacher, data, k, out, cfg)), x, s["fit"])
+            extra = teacher_targets(load_model(_train(teacher, data, k, out, cfg, stage1_steps)), x, s["fit"])
         if recipe.kind == "fixed":  # a fixed-lead model learns the teacher's probabilities where no label is
             y = np.where(np.isnan(y), expit(extra.pop("t_logits")), y).astype(np.float32)
             extra = {}
@@ -328,7 +335,7 @@ def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config) -> Path:
                          repeats=round(len(s["fit"]) / len(fit_rows)))
     val_rows = s["val_labelled"]
     val = ArrayDataset(x[val_rows], y[val_rows], {n: v[val_rows] for n, v in extra.items()}, random_crop=False)
-    start_from = _start(recipe, data, k, out, cfg)  # (a fold's first recipe from stage 1 trains it: not timed)
+    start_from = _start(recipe, data, k, out, cfg, stage1_steps)  # (a fold's first one from stage 1 trains it: untimed)
     start = time.time()
     if recipe.kind == "fixed":
         model = fit_array_teacher(train, val, path.parent, n_outputs=len(data.labels), leads=LEADS_12[: recipe.leads],
@@ -565,6 +572,8 @@ def main() -> None:
     ap.add_argument("--report-fold", type=int, default=9, help="the strat fold scored once, choosing nothing")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
+    ap.add_argument("--stage1-steps", type=int, default=STAGE1_STEPS,
+                    help="steps of each fold's stage 1 (the recipe's own: 2400); a new --out for another number")
     ap.add_argument("--result", type=Path, default=Path("benchmarks/results/ptbxl_cv.json"))
     ap.add_argument("--lead-i-validation", type=int, default=None, metavar="K",
                     help="write fold K's validation records as lead-I windows (<out>/lead-i-validation-foldK.npz, "
@@ -586,14 +595,14 @@ def main() -> None:
     for k in range(len(CV_FOLDS)) if args.folds is None else args.folds:
         for recipe in todo:
             if recipe.kind not in ("ensemble", "choice"):
-                _train(recipe, data, k, args.out, cfg)
+                _train(recipe, data, k, args.out, cfg, args.stage1_steps)
     if args.folds is not None:
         _log(f"trained folds {args.folds}; run without --folds to score")
         return
     result = {"report_fold": args.report_fold, "cv_folds": CV_FOLDS, "n_cv": len(data.y),
               "n_report": len(data.y_report), "report_positives": dict(zip(data.labels, data.y_report.sum(0).tolist())),
-              "overrides": [*CV_SETS, *args.overrides], "recipes": score(data, args.out, args.bootstrap,
-                                                                        cfg.trainer.seed)}
+              "overrides": [*CV_SETS, *args.overrides], "stage1_steps": args.stage1_steps,
+              "recipes": score(data, args.out, args.bootstrap, cfg.trainer.seed)}
     result = _clean(json.loads(json.dumps(result, default=float)))
     if args.report_fold == 9:
         write_json_atomic(args.result, result)

@@ -316,3 +316,17 @@ def test_ptbxl_a_chosen_rate_takes_in_each_fold_the_member_with_the_lower_valida
             (log / "metrics.csv").write_text(f"epoch,step,val/label\n1,10,\n1,19,{loss + 0.2}\n2,39,{loss}\n")
     assert _fold_model(choice, 0, tmp_path).parts[-3] == slow.folder
     assert _fold_model(choice, 1, tmp_path).parts[-3] == fast.folder
+
+
+def test_ptbxl_students_never_start_from_a_stage1_encoder_of_another_length(tmp_path):
+    from bench_ptbxl_cv import stage1
+
+    from cardiodistill.config import Config
+    from cardiodistill.models import create_model
+    from cardiodistill.train.checkpoints import save_model
+
+    encoder = tmp_path / "stage1" / "fold0" / "encoder.pt"
+    save_model(create_model("ecg_cnn", fs=100.0), encoder, objective="clocs", steps=1200)
+    assert stage1(None, 0, tmp_path, Config(), steps=1200) == encoder  # there: reused, nothing trained
+    with pytest.raises(SystemExit, match=r"encoder\.pt: a stage-1 encoder of 1200 steps, where this run asks for 2400"):
+        stage1(None, 0, tmp_path, Config(), steps=2400)
