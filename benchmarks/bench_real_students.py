@@ -61,7 +61,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from cardiodistill.config import Config, load_config
 from cardiodistill.data.datasets import PTBXL, CinC2017
 from cardiodistill.evaluate.clinical import multilabel_metrics
-from cardiodistill.evaluate.metrics import auroc, bootstrap_interval
+from cardiodistill.evaluate.metrics import bootstrap_interval, paired_macro_auroc_ci
 from cardiodistill.io.atomic import save_npz_atomic, write_json_atomic
 from cardiodistill.signals.leads import LEADS_12
 from cardiodistill.signals.rhythm import RECORDING_FEATURES, RHYTHM_FEATURES, signal_rhythm
@@ -572,13 +572,13 @@ def cinc_table(r: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- PTB-XL
 
 
-def paired_macro_delta(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
-    """Macro AUROC of ``p_a`` minus that of ``p_b`` on the same records, with a paired bootstrap 95 % CI."""
-
-    def macro(idx: np.ndarray, p: np.ndarray) -> float:
-        return float(np.nanmean([auroc(y[idx, c], p[idx, c]) for c in range(y.shape[1])]))
-
-    return bootstrap_interval(lambda idx: macro(idx, p_a) - macro(idx, p_b), len(y), n_boot=n_boot, seed=seed)
+def paired_macro_delta(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_boot: int, seed: int,
+                       groups: np.ndarray | None = None) -> dict[str, float]:
+    """Macro AUROC of ``p_a`` minus that of ``p_b`` on the same records, with a paired bootstrap 95 % CI, as the
+    results files keep it (``{"value", "ci_low", "ci_high"}``): :func:`paired_macro_auroc_ci`, within ``groups``
+    where given."""
+    diff = paired_macro_auroc_ci(y, p_a, p_b, n_boot=n_boot, seed=seed, groups=groups)
+    return dict(zip(("value", "ci_low", "ci_high"), diff))
 
 
 def run_ptbxl(out: Path, overrides: list[str], limit: int | None, n_boot: int, crossfit: int = 0) -> dict[str, Any]:

@@ -330,3 +330,18 @@ def test_ptbxl_students_never_start_from_a_stage1_encoder_of_another_length(tmp_
     assert stage1(None, 0, tmp_path, Config(), steps=1200) == encoder  # there: reused, nothing trained
     with pytest.raises(SystemExit, match=r"encoder\.pt: a stage-1 encoder of 1200 steps, where this run asks for 2400"):
         stage1(None, 0, tmp_path, Config(), steps=2400)
+
+
+def test_the_benchmarks_paired_macro_difference_is_the_librarys_as_a_results_entry():
+    from bench_real_students import paired_macro_delta
+
+    from cardiodistill.evaluate.metrics import paired_macro_auroc_ci
+
+    rng = np.random.default_rng(1)
+    y = (rng.random((200, 4)) < [0.3, 0.05, 0.5, 0.02]).astype(float)
+    a, b = rng.random((200, 4)) + 0.5 * y, np.round(rng.random((200, 4)) + 0.3 * y, 1)  # ties in b
+    groups = np.arange(200) % 4
+    for g in (None, groups):
+        entry = paired_macro_delta(y, a, b, 200, 3, groups=g)
+        assert tuple(entry.values()) == paired_macro_auroc_ci(y, a, b, n_boot=200, seed=3, groups=g)
+        assert list(entry) == ["value", "ci_low", "ci_high"] and entry["ci_low"] < entry["value"] < entry["ci_high"]
