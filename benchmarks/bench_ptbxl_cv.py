@@ -460,6 +460,34 @@ def score(data: Data, out: Path, n_boot: int, seed: int) -> dict[str, Any]:
     return result
 
 
+def versus(data: Data, out: Path, other: Path, n_boot: int, seed: int) -> dict[str, Any]:
+    """Each recipe of this run minus the same recipe of ``other`` (another ``--out``: the same folds and records,
+    another setting, e.g. ``--set distill.optim.ema_decay=...``), where both have every fold model: paired within
+    folds, pooled out of fold, and on the reported fold."""
+    diffs = {}
+    for recipe in RECIPES:
+        mine, theirs = _predictions(recipe, data, out), _predictions(recipe, data, other)
+        if mine is None or theirs is None:
+            continue
+        diffs[recipe.name] = {
+            "fold_mean": float(mine["fold_auroc"].mean()), "other_fold_mean": float(theirs["fold_auroc"].mean()),
+            "folds_minus_other": paired_macro_delta(data.y, mine["oof"], theirs["oof"], n_boot, seed,
+                                                    groups=data.cv_fold),
+            "cv_minus_other": paired_macro_delta(data.y, mine["oof"], theirs["oof"], n_boot, seed),
+            "report_minus_other": paired_macro_delta(data.y_report, mine["report"], theirs["report"], n_boot, seed)}
+    return {"run": str(other), "recipes": diffs}
+
+
+def versus_table(diff: dict[str, Any], report_fold: int) -> str:
+    rows = [f"| recipe | this run: folds' mean | {diff['run']}: folds' mean | - it, within folds | - it, out of fold "
+            f"| - it, fold {report_fold} |", "|---|---|---|---|---|---|"]
+    for name, m in diff["recipes"].items():
+        rows.append(f"| {name} | {m['fold_mean']:.3f} | {m['other_fold_mean']:.3f} | "
+                    f"{_fmt(m['folds_minus_other'], True)} | {_fmt(m['cv_minus_other'], True)} | "
+                    f"{_fmt(m['report_minus_other'], True)} |")
+    return "\n".join(rows)
+
+
 def tables(result: dict[str, Any]) -> str:
     rf = result["report_fold"]
     rows = [f"| recipe | out of fold, folds 1-8 (95 % CI) | folds: mean (SD) | - xresnet1d_small, out of fold | "
@@ -571,6 +599,8 @@ def main() -> None:
     ap.add_argument("--report-fold", type=int, default=9, help="the strat fold scored once, choosing nothing")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
+    ap.add_argument("--versus", type=Path, default=None, metavar="OTHER_OUT",
+                    help="also score each recipe against the same recipe in another --out (paired)")
     ap.add_argument("--stage1-steps", type=int, default=STAGE1_STEPS,
                     help="steps of each fold's stage 1 (the recipe's own: 2400); a new --out for another number")
     ap.add_argument("--result", type=Path, default=Path("benchmarks/results/ptbxl_cv.json"))
@@ -602,11 +632,15 @@ def main() -> None:
               "n_report": len(data.y_report), "report_positives": dict(zip(data.labels, data.y_report.sum(0).tolist())),
               "overrides": [*CV_SETS, *args.overrides], "stage1_steps": args.stage1_steps,
               "recipes": score(data, args.out, args.bootstrap, cfg.trainer.seed)}
+    if args.versus is not None:
+        result["versus"] = versus(data, args.out, args.versus, args.bootstrap, cfg.trainer.seed)
     result = _clean(json.loads(json.dumps(result, default=float)))
     if args.report_fold == 9:
         write_json_atomic(args.result, result)
     write_json_atomic(args.out / f"results-fold{args.report_fold}.json", result)
     print(tables(result))
+    if "versus" in result:
+        print("\n" + versus_table(result["versus"], args.report_fold))
     _log(f"done in {time.time() - start:.0f} s")
 
 

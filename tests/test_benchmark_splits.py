@@ -345,3 +345,29 @@ def test_the_benchmarks_paired_macro_difference_is_the_librarys_as_a_results_ent
         entry = paired_macro_delta(y, a, b, 200, 3, groups=g)
         assert tuple(entry.values()) == paired_macro_auroc_ci(y, a, b, n_boot=200, seed=3, groups=g)
         assert list(entry) == ["value", "ci_low", "ci_high"] and entry["ci_low"] < entry["value"] < entry["ci_high"]
+
+
+def test_ptbxl_versus_pairs_each_recipe_with_its_twin_in_another_run(tmp_path):
+    from types import SimpleNamespace
+
+    from bench_ptbxl_cv import RECIPES, versus
+
+    rng = np.random.default_rng(0)
+    y, y_report = (rng.random((160, 5)) < 0.3).astype(np.float32), (rng.random((40, 5)) < 0.3).astype(np.float32)
+    data = SimpleNamespace(y=y, y_report=y_report, cv_fold=np.arange(160) % 4, report_fold=9,
+                           split=lambda k, share=1.0: {"test": np.flatnonzero(np.arange(160) % 4 == k)})
+    noise = rng.random((200, 5))
+    sharp, blurred = np.r_[y, y_report] + noise, np.r_[y, y_report] * 0.3 + noise
+    recipe, absent = RECIPES[4], RECIPES[5]
+    for run, p in (("a", sharp), ("b", blurred)):
+        cache = tmp_path / run / recipe.folder / "predictions-fold9.npz"
+        cache.parent.mkdir(parents=True)
+        np.savez(cache, oof=p[:160], report=p[160:], fold_auroc=np.full(4, 0.8 if run == "a" else 0.6))
+    diff = versus(data, tmp_path / "a", tmp_path / "b", n_boot=100, seed=0)
+    assert set(diff["recipes"]) == {recipe.name} and absent.name not in diff["recipes"]  # only recipes both have
+    m = diff["recipes"][recipe.name]
+    assert (m["fold_mean"], m["other_fold_mean"]) == (0.8, 0.6)
+    for key in ("folds_minus_other", "cv_minus_other", "report_minus_other"):
+        assert m[key]["ci_low"] > 0  # the sharper predictions rank better, paired over the same records
+    assert versus(data, tmp_path / "a", tmp_path / "a", n_boot=50, seed=0)["recipes"][recipe.name][
+        "folds_minus_other"]["value"] == 0
