@@ -224,7 +224,7 @@ for _s in STAGE1_SHARES:
     ]
 # Slower still where labels are fewest (0.3 beat the full rate at 5 and 10 %), and the rate the validation loss
 # picks among the three.
-SLOWER = (0.1,)
+SLOWER = (0.1, 0.03)
 SWEEP_SHARES = (0.05, 0.1)
 
 
