@@ -452,6 +452,15 @@ def _refs(recipe: Recipe) -> list[str]:
     return [low(share, r) for r in (LOW_TEACHER, LOW_STUDENT, LOW_WANG)]
 
 
+def _paired(data: Data, p: dict[str, np.ndarray], q: dict[str, np.ndarray], n_boot: int, seed: int
+            ) -> dict[str, dict[str, float]]:
+    """``p`` minus ``q`` (two recipes' :func:`_predictions`): pooled out of fold (``cv``), within folds (``folds``)
+    and on the reported fold (``report``), each a paired bootstrap 95 % CI."""
+    return {"cv": paired_macro_delta(data.y, p["oof"], q["oof"], n_boot, seed),
+            "folds": paired_macro_delta(data.y, p["oof"], q["oof"], n_boot, seed, groups=data.cv_fold),
+            "report": paired_macro_delta(data.y_report, p["report"], q["report"], n_boot, seed)}
+
+
 def score(data: Data, out: Path, n_boot: int, seed: int) -> dict[str, Any]:
     preds = {r.name: _predictions(r, data, out) for r in RECIPES}
     preds = {n: p for n, p in preds.items() if p is not None}
@@ -465,11 +474,8 @@ def score(data: Data, out: Path, n_boot: int, seed: int) -> dict[str, Any]:
         recipe = BY_NAME[name]
         for ref in _refs(recipe):
             if ref in preds and ref != name:
-                entry[f"cv_minus: {ref}"] = paired_macro_delta(data.y, p["oof"], preds[ref]["oof"], n_boot, seed)
-                entry[f"folds_minus: {ref}"] = paired_macro_delta(data.y, p["oof"], preds[ref]["oof"], n_boot, seed,
-                                                                  groups=data.cv_fold)
-                entry[f"report_minus: {ref}"] = paired_macro_delta(data.y_report, p["report"], preds[ref]["report"],
-                                                                   n_boot, seed)
+                entry.update({f"{part}_minus: {ref}": diff
+                              for part, diff in _paired(data, p, preds[ref], n_boot, seed).items()})
         if name in (TEACHER, ENSEMBLE) or (recipe.leads == 1 and recipe.share == 1):
             entry["subgroups"] = _subgroups(data, p["oof"], n_boot, seed)
         if recipe.kind != "ensemble":
@@ -492,10 +498,7 @@ def versus(data: Data, out: Path, other: Path, n_boot: int, seed: int) -> dict[s
             continue
         diffs[recipe.name] = {
             "fold_mean": float(mine["fold_auroc"].mean()), "other_fold_mean": float(theirs["fold_auroc"].mean()),
-            "folds_minus_other": paired_macro_delta(data.y, mine["oof"], theirs["oof"], n_boot, seed,
-                                                    groups=data.cv_fold),
-            "cv_minus_other": paired_macro_delta(data.y, mine["oof"], theirs["oof"], n_boot, seed),
-            "report_minus_other": paired_macro_delta(data.y_report, mine["report"], theirs["report"], n_boot, seed)}
+            **{f"{part}_minus_other": diff for part, diff in _paired(data, mine, theirs, n_boot, seed).items()}}
     return {"run": str(other), "recipes": diffs}
 
 
