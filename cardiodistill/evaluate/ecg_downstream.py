@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -317,16 +317,24 @@ def paired_differences(cells: Path, y: np.ndarray, cfg: EcgEvalConfig) -> list[d
     on the same evaluation records, with a paired bootstrap 95 % CI; pairs whose scores are not
     both saved (``cells/*.npz``) are left out. With ``repeats`` runs: the mean of the runs' differences (each
     run's in ``runs``), each resample scoring every run on the same records."""
-    rows = []
+    return [{"method": method, "baseline": baseline, "leads": lead_set, "label_fraction": fraction,
+             **_paired(y, a, b, cfg)}
+            for method, baseline, lead_set, fraction, a, b in _scored_pairs(cells, cells, pairs(cfg), cfg)]
+
+
+def _scored_pairs(cells: Path, other_cells: Path, methods: Iterable[tuple[str, str]], cfg: EcgEvalConfig
+                  ) -> Iterator[tuple[str, str, str, float, np.ndarray, np.ndarray]]:
+    """Each ``(method, baseline)`` of ``methods`` per label fraction and lead set whose scores are both saved, the
+    method's in ``cells`` and the baseline's in ``other_cells``: ``(method, baseline, lead set, fraction, method's
+    scores, baseline's scores)``, the scores ``[repeats, n, C]``."""
+    methods = list(methods)
     for fraction in cfg.label_fractions:
         for lead_set in cfg.lead_sets:
-            for method, baseline in pairs(cfg):
-                a, b = (_run_scores(cells, m, lead_set, fraction, cfg.repeats) for m in (method, baseline))
-                if a is None or b is None:
-                    continue
-                rows.append({"method": method, "baseline": baseline, "leads": lead_set, "label_fraction": fraction,
-                             **_paired(y, a, b, cfg)})
-    return rows
+            for method, baseline in methods:
+                a = _run_scores(cells, method, lead_set, fraction, cfg.repeats)
+                b = _run_scores(other_cells, baseline, lead_set, fraction, cfg.repeats)
+                if a is not None and b is not None:
+                    yield method, baseline, lead_set, fraction, a, b
 
 
 def _paired(y: np.ndarray, a: np.ndarray, b: np.ndarray, cfg: EcgEvalConfig) -> dict[str, Any]:
@@ -347,19 +355,14 @@ def compare_runs(cells: Path, other: str | Path, evaluation: dict[str, np.ndarra
     run trains its cells with its own checkpoint and settings, and the difference is paired as within a run."""
     other = Path(other)
     rows = []
-    for fraction in cfg.label_fractions:
-        for lead_set in cfg.lead_sets:
-            for method in _methods(cfg):
-                a, b = (_run_scores(folder, method, lead_set, fraction, cfg.repeats)
-                        for folder in (cells, other / "cells"))
-                if a is None or b is None:
-                    continue
-                ids = np.load(other / "cells" / f"{_cell_name(method, lead_set, fraction, 0)}.npz")["ecg_id"]
-                if not np.array_equal(ids, evaluation["ecg_id"]):
-                    raise DataError(f"cell {method} on {lead_set} leads scored other records than this run's "
-                                    "evaluation folds; compare runs evaluated on the same records", other)
-                rows.append({"method": method, "leads": lead_set, "label_fraction": fraction,
-                             **_paired(evaluation["y"], a, b, cfg)})
+    for method, _, lead_set, fraction, a, b in _scored_pairs(cells, other / "cells",
+                                                             ((m, m) for m in _methods(cfg)), cfg):
+        ids = np.load(other / "cells" / f"{_cell_name(method, lead_set, fraction, 0)}.npz")["ecg_id"]
+        if not np.array_equal(ids, evaluation["ecg_id"]):
+            raise DataError(f"cell {method} on {lead_set} leads scored other records than this run's "
+                            "evaluation folds; compare runs evaluated on the same records", other)
+        rows.append({"method": method, "leads": lead_set, "label_fraction": fraction,
+                     **_paired(evaluation["y"], a, b, cfg)})
     if not rows:
         raise ConfigError(f"{other}: shares no finished cell with this run (the same method, lead set, label "
                           f"fraction and {cfg.repeats} run(s)); nothing to compare")
