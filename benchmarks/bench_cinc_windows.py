@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_real_students as real  # noqa: E402
+from bench_cinc_pairs import compare  # noqa: E402
 
 import cardiodistill.train.supervised as supervised  # noqa: E402
 from cardiodistill.io.atomic import write_json_atomic  # noqa: E402
@@ -71,12 +72,13 @@ def main() -> None:
             scores = real._cv_scores(models, arrays, splits, rhythm, real.WINDOW, folder, args.bootstrap, 0)
         finally:
             supervised.window_starts = TILES
-        preds[name] = np.load(folder / "oof.npz")["probs"].argmax(1)
+        saved = np.load(folder / "oof.npz")
+        preds[name] = saved["probs"], saved["target"]
         result[name] = real._clean(scores)
         real._log(f"{name}: challenge score {scores['challenge']['value']:.4f}, folds {scores['challenge_per_fold']}")
-    result["spread_minus_tiles"] = real.paired_challenge(arrays["target"], preds["spread"], preds["tiles"],
-                                                         args.bootstrap, 0)
-    result["recordings_changed"] = int((preds["spread"] != preds["tiles"]).sum())
+    diff = compare(preds["spread"], preds["tiles"], args.bootstrap, 0)
+    result["spread_minus_tiles"], result["recordings_changed"] = diff["challenge"], diff["recordings_changing_class"]
+    result["spread_minus_tiles_af_f1"], result["spread_minus_tiles_macro_auroc"] = diff["f1_af"], diff["macro_auroc"]
     write_json_atomic(args.result, result)
     real._log(f"spread - tiles: {real._fmt(result['spread_minus_tiles'], True)}; "
               f"{result['recordings_changed']} recordings change class")
