@@ -34,9 +34,7 @@ from cardiodistill.data.datasets import CinC2017
 from cardiodistill.edge import EdgeModel
 from cardiodistill.io.atomic import write_json_atomic
 from cardiodistill.records import EcgRecord
-from cardiodistill.signals import filters
-from cardiodistill.signals.prepare import prepare
-from cardiodistill.signals.resample import _anti_alias
+from cardiodistill.signals.prepare import forget_filter_designs, prepare
 from cardiodistill.signals.rhythm import signal_rhythm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,12 +50,6 @@ def _time(fn, repeats: int) -> list[float]:
         fn()
         out.append(1e3 * (time.perf_counter() - start))
     return out
-
-
-def _clear_designs() -> None:
-    filters._butter_sos.cache_clear()
-    filters._sosfilt_zi.cache_clear()
-    _anti_alias.cache_clear()
 
 
 def _summary(ms: list[float]) -> dict[str, float]:
@@ -95,7 +87,8 @@ def main() -> None:
             timings["rhythm"] += _time(lambda: signal_rhythm(filtered.signal, filtered.fs, names=spec.rhythm),
                                        args.repeats)
         timings["prepare"] += _time(lambda: model.prepare(record), args.repeats)
-        timings["prepare_designing_filters"] += _time(lambda: (_clear_designs(), model.prepare(record)), args.repeats)
+        timings["prepare_designing_filters"] += _time(lambda: (forget_filter_designs(), model.prepare(record)),
+                                                      args.repeats)
     result = {
         "model_id": spec.model_id, "precision": spec.precision, "rhythm_features": list(spec.rhythm),
         "bytes": model.path.stat().st_size, "recordings": len(records), "seconds": SECONDS,

@@ -379,3 +379,30 @@ def test_preprocess_end_to_end_is_traceable():
     masked = cfg(single)
     assert masked.meta["missing_leads"] == list(LEADS_12[1:]) and not masked.signal[6:].any()
     assert "notch" in [s["op"] for s in masked.meta["steps"]]
+
+
+def test_forgetting_the_filter_designs_makes_the_next_preparation_design_them_again(monkeypatch):
+    import importlib
+
+    from scipy import signal as sps
+
+    from cardiodistill.signals import filters
+    from cardiodistill.signals.prepare import InputSpec, forget_filter_designs, prepare
+
+    resample = importlib.import_module("cardiodistill.signals.resample")  # the module, not the package's function
+
+    designs = []
+    monkeypatch.setattr(filters, "butter", lambda *a, **k: designs.append("band") or sps.butter(*a, **k))
+    monkeypatch.setattr(resample, "firwin", lambda *a, **k: designs.append("fir") or sps.firwin(*a, **k))
+    record = EcgRecord(np.random.default_rng(0).normal(size=(1, 3000)).astype(np.float32), 300.0, ["I"])
+    spec = InputSpec(100.0, 10.0, (0.5, 40.0), leads=("I",))
+    forget_filter_designs()
+    first = prepare(record, spec)
+    assert sorted(set(designs)) == ["band", "fir"]  # a cold start designs both
+    n = len(designs)
+    prepare(record, spec)
+    assert len(designs) == n  # then keeps them
+    forget_filter_designs()
+    again = prepare(record, spec)
+    assert len(designs) == 2 * n  # forgotten: designed anew, to the same windows
+    np.testing.assert_array_equal(first.windows, again.windows)

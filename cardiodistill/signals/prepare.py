@@ -45,13 +45,15 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..records import EcgRecord
+from . import filters
 from .filters import DEFAULT_BAND, bandpass
 from .leads import LEADS_12, normalize_lead_name
 from .preprocess import canonicalize, check_millivolts, fill_gaps, select_leads
-from .resample import resample
+from .resample import _anti_alias, resample
 from .windows import MIN_FRACTION, window_starts, zscore_windows
 
-__all__ = ["InputSpec", "NORMALISATION", "Prepared", "as_lead_i", "cut_windows", "prepare", "prepare_signal"]
+__all__ = ["InputSpec", "NORMALISATION", "Prepared", "as_lead_i", "cut_windows", "forget_filter_designs", "prepare",
+           "prepare_signal"]
 
 #: The one normalisation models of this package are trained with.
 NORMALISATION = "per-lead z-score"
@@ -151,6 +153,15 @@ class Prepared:
     selected: EcgRecord  #: the spec's leads at the record's own rate, gaps filled, unfiltered
     derived: dict[str, str]  #: lead -> how it was obtained (derived, or a generic channel read as lead I)
     filtered: EcgRecord | None = None  #: the spec's leads at ``spec.fs``, band-passed, whole (the windows' source)
+
+
+def forget_filter_designs() -> None:
+    """Forget the filters the preparation keeps once designed (the band-pass, its filter's initial conditions, the
+    resampler's anti-alias FIR): the next :func:`prepare` designs them again, as a freshly started process does
+    (what a cold-start timing measures)."""
+    filters._butter_sos.cache_clear()
+    filters._sosfilt_zi.cache_clear()
+    _anti_alias.cache_clear()
 
 
 def as_lead_i(record: EcgRecord) -> tuple[EcgRecord, dict[str, str]]:
