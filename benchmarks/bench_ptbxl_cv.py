@@ -225,15 +225,18 @@ for _s in STAGE1_SHARES:
         Recipe(low(_s, STAGE1_CHOSEN_DISTILLED), "choice", 1,
                members=(low(_s, STAGE1_DISTILLED), low(_s, STAGE1_SLOW_DISTILLED)), share=_s, start="stage 1"),
     ]
-# Slower still where labels are fewest (0.3 beat the full rate at 5 and 10 %), and the rate the validation loss
-# picks among all of them (:data:`SWEEP`).
+# Slower still (0.3 beat the full rate at 5 and 10 %), and the rate the validation loss picks among all of them
+# (:data:`SWEEP`), at every share of labels; and the stage-1 student distilled with its backbone at 0.1 x.
 SLOWER = (0.1, 0.03)
-SWEEP_SHARES = (0.05, 0.1)
+SWEEP_SHARES = STAGE1_SHARES
 
 
-def stage1_at(rate: float) -> str:
-    """The stage-1 ``ecg_cnn`` on labels, its backbone at ``rate`` times the rate (1: :data:`STAGE1`)."""
-    return STAGE1 if rate == 1 else f"lead I: ecg_cnn from stage 1, its backbone at {rate} x the rate, labels only"
+def stage1_at(rate: float, distilled: bool = False) -> str:
+    """The stage-1 ``ecg_cnn`` on labels (or ``distilled`` from ``resnet1d_wang`` on every record), its backbone at
+    ``rate`` times the rate (1: :data:`STAGE1`, :data:`STAGE1_DISTILLED`)."""
+    what = "distilled from resnet1d_wang on every record" if distilled else "labels only"
+    return (f"lead I: ecg_cnn from stage 1, {what}" if rate == 1
+            else f"lead I: ecg_cnn from stage 1, its backbone at {rate:g} x the rate, {what}")
 
 
 SWEEP = (1.0, SLOW, *SLOWER)
@@ -243,6 +246,8 @@ for _s in SWEEP_SHARES:
     RECIPES += [Recipe(low(_s, stage1_at(r)), "student", 1, share=_s, start="stage 1", lr_scale=r) for r in SLOWER]
     RECIPES.append(Recipe(low(_s, STAGE1_SWEPT), "choice", 1, members=tuple(low(_s, stage1_at(r)) for r in SWEEP),
                           share=_s, start="stage 1"))
+    RECIPES.append(Recipe(low(_s, stage1_at(SLOWER[0], distilled=True)), "student", 1, teacher=_at(_s, LOW_TEACHER),
+                          share=_s, every_record=True, start="stage 1", lr_scale=SLOWER[0]))
 BY_NAME = {r.name: r for r in RECIPES}
 STAGE1_RECIPE = Path(__file__).with_name("configs") / "ecg_ptbxl_cnn.yaml"  # the CPU-scale stage-1 recipe
 STAGE1_STEPS = 1200  # half the recipe's 2,400: four folds' stage 1 in about 25 min on 2 cores (--stage1-steps)
@@ -446,7 +451,8 @@ def _refs(recipe: Recipe) -> list[str]:
         return [TEACHER] if share == 1 else [TEACHER, low(share, LOW_STUDENT)]
     if recipe.start:  # the same network from the other start, the student_cnn twins and the teacher
         return [_at(share, LOW_TEACHER), low(share, SCRATCH), low(share, STAGE1), low(share, STAGE1_DISTILLED),
-                low(share, STAGE1_SLOW), _at(share, LOW_STUDENT), _distilled_student(share)]
+                low(share, STAGE1_SLOW), low(share, STAGE1_SLOW_DISTILLED), low(share, stage1_at(SLOWER[0])),
+                _at(share, LOW_STUDENT), _distilled_student(share)]
     if share == 1:
         return [TEACHER, ENSEMBLE, "lead I: student_cnn, labels only"]
     return [low(share, r) for r in (LOW_TEACHER, LOW_STUDENT, LOW_WANG)]
@@ -602,7 +608,7 @@ def _stage1_table(recipes: dict[str, Any]) -> list[str]:
 def _sweep_table(recipes: dict[str, Any]) -> list[str]:
     """The stage-1 backbone's rate at few labels (:data:`SWEEP`): each rate's fold mean and its gain over scratch
     within folds, then the rate each fold's validation loss picks."""
-    shares = [f for f in SWEEP_SHARES if low(f, STAGE1_SWEPT) in recipes]
+    shares = [f for f in SWEEP_SHARES if any(low(f, stage1_at(r)) in recipes for r in SLOWER)]
     if not shares:
         return []
     head = " | ".join(f"backbone at {r:g} x | - scratch" for r in SWEEP)
@@ -613,10 +619,21 @@ def _sweep_table(recipes: dict[str, Any]) -> list[str]:
         for r in SWEEP:
             entry = recipes.get(low(f, stage1_at(r)), {})
             cells += [_mean(entry), _within(entry, low(f, SCRATCH))]
-        chosen = recipes[low(f, STAGE1_SWEPT)]
-        rates = ", ".join(f"{BY_NAME[n].lr_scale:g}" for n in chosen["chosen"])
-        cells += [f"{_mean(chosen)} ({rates})", _within(chosen, low(f, SCRATCH))]
+        chosen = recipes.get(low(f, STAGE1_SWEPT), {})
+        rates = ", ".join(f"{BY_NAME[n].lr_scale:g}" for n in chosen.get("chosen", ()))
+        cells += [f"{_mean(chosen)} ({rates})" if chosen else "", _within(chosen, low(f, SCRATCH))]
         rows.append("| " + " | ".join(cells) + " |")
+    distilled = [f for f in shares if low(f, stage1_at(SLOWER[0], distilled=True)) in recipes]
+    if distilled:
+        r = f"{SLOWER[0]:g} x"
+        rows += ["", f"| labels | stage 1, backbone at {r}, distilled | - scratch | - at {r} on labels | "
+                 f"- at {SLOW} x, distilled | 12-lead teacher | - it |", "|---" * 7 + "|"]
+    for f in distilled:
+        entry = recipes[low(f, stage1_at(SLOWER[0], distilled=True))]
+        rows.append("| " + " | ".join([
+            f"{f:.0%}".replace("%", " %"), _mean(entry), _within(entry, low(f, SCRATCH)),
+            _within(entry, low(f, stage1_at(SLOWER[0]))), _within(entry, low(f, STAGE1_SLOW_DISTILLED)),
+            _mean(recipes.get(_at(f, LOW_TEACHER), {})), _within(entry, _at(f, LOW_TEACHER))]) + " |")
     return rows
 
 

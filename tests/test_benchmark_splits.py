@@ -282,11 +282,12 @@ def test_ptbxl_stage1_reads_no_record_a_fold_scores_and_its_students_share_one_n
     for share in STAGE1_SHARES:  # scratch and stage 1 at every share: one network, two starts
         starts = {r.start for r in RECIPES if r.share == share and r.start}
         assert starts == {"scratch", "stage 1"}
-        # each stage-1 recipe at both rates, the distilled twins from the same teacher
+        # each stage-1 recipe at every rate, on labels; distilled at three, all from the same teacher
         stage1 = [r for r in RECIPES if r.share == share and r.start == "stage 1" and r.kind == "student"]
-        slower = {(rate, False) for rate in SLOWER} if share in SWEEP_SHARES else set()  # on labels, few of them
+        slower = {(rate, False) for rate in SLOWER} | {(SLOWER[0], True)} if share in SWEEP_SHARES else set()
         assert {(r.lr_scale, bool(r.teacher)) for r in stage1} == {(1.0, False), (1.0, True), (0.3, False), (0.3, True),
                                                                    *slower}
+        assert all(r.every_record for r in stage1 if r.teacher)  # the teacher's targets on every training record
         assert len({r.teacher for r in stage1 if r.teacher}) == 1
 
 
