@@ -42,10 +42,11 @@ beside them.
 six training strat folds, CinC 2017 as lead I, simulated ECGs; :func:`stage1`); then the same ``ecg_cnn`` on lead I
 at 5, 10, 25 and 100 % of the labels from a random start and from that encoder (its backbone at the full rate and
 at 0.3 x, and the rate each fold's validation loss picks), on the labels and with the teacher's outputs on every
-record: the label-efficiency curve, compared within folds. At 5 and 10 % the backbone's rate is swept down to 0.03 x,
-and each fold takes the rate its validation loss picks. ``--stage1-steps`` sets stage 1's length (1,200 by default,
-half the recipe's; each length in its own ``--out``), and ``--versus OTHER_OUT`` pairs each recipe with its twin in a
-run of another setting (e.g. ``--set distill.optim.ema_decay=0.98``).
+record: the label-efficiency curve, compared within folds. At every share the backbone's rate is swept down to
+0.03 x (each fold takes the rate its validation loss picks), and the student at 0.1 x learns the teacher's outputs
+too. ``--stage1-steps`` sets stage 1's length (1,200 by default, half the recipe's; each length in its own
+``--out``), and ``--versus OTHER_OUT`` pairs each recipe with its twin in a run of another setting (e.g.
+``--set distill.optim.ema_decay=0.98``).
 
 Every fold model is saved under ``--out`` and reused, so an interrupted run continues; ``--folds`` trains only
 some folds (two processes share the 2 cores), and the scores come once every fold's model of a recipe is there::
