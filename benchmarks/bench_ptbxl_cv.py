@@ -199,8 +199,17 @@ RECIPES += [  # at 10 %: which part of distillation pays, another teacher, the b
 # Stage 1 for the student (issue 17, item 2): the same network, ecg_cnn on lead I, from a random start and from
 # each fold's stage-1 encoder, at every share of labels; and from stage 1 with the teacher's outputs.
 STAGE1_SHARES = (*LOW_SHARES, 1.0)
-SCRATCH, STAGE1 = "lead I: ecg_cnn from scratch, labels only", "lead I: ecg_cnn from stage 1, labels only"
-STAGE1_DISTILLED = "lead I: ecg_cnn from stage 1, distilled from resnet1d_wang on every record"
+
+
+def stage1_at(rate: float, distilled: bool = False) -> str:
+    """The stage-1 ``ecg_cnn`` on labels (or ``distilled`` from ``resnet1d_wang`` on every record), its backbone at
+    ``rate`` times the rate."""
+    what = "distilled from resnet1d_wang on every record" if distilled else "labels only"
+    return (f"lead I: ecg_cnn from stage 1, {what}" if rate == 1
+            else f"lead I: ecg_cnn from stage 1, its backbone at {rate:g} x the rate, {what}")
+
+
+SCRATCH, STAGE1, STAGE1_DISTILLED = "lead I: ecg_cnn from scratch, labels only", stage1_at(1), stage1_at(1, True)
 for _s in STAGE1_SHARES:
     RECIPES += [
         Recipe(low(_s, SCRATCH), "student", 1, share=_s, start="scratch"),
@@ -210,9 +219,7 @@ for _s in STAGE1_SHARES:
     ]
 # The backbone at stage 2-3's default rate factor (0.3) instead of the full rate, on labels and distilled.
 SLOW = FinetuneConfig.model_fields["encoder_lr_scale"].default
-STAGE1_SLOW = f"lead I: ecg_cnn from stage 1, its backbone at {SLOW} x the rate, labels only"
-STAGE1_SLOW_DISTILLED = (f"lead I: ecg_cnn from stage 1, its backbone at {SLOW} x the rate, distilled from "
-                         "resnet1d_wang on every record")
+STAGE1_SLOW, STAGE1_SLOW_DISTILLED = stage1_at(SLOW), stage1_at(SLOW, distilled=True)
 # And the rate a user would pick: in each fold, the one with the lower validation loss.
 STAGE1_CHOSEN, STAGE1_CHOSEN_DISTILLED = (f"lead I: ecg_cnn from stage 1, {what}, the rate chosen on validation loss"
                                           for what in ("labels only", "distilled from resnet1d_wang on every record"))
@@ -230,16 +237,7 @@ for _s in STAGE1_SHARES:
 # (:data:`SWEEP`), at every share of labels; and the stage-1 student distilled with its backbone at 0.1 x.
 SLOWER = (0.1, 0.03)
 SWEEP_SHARES = STAGE1_SHARES
-
-
-def stage1_at(rate: float, distilled: bool = False) -> str:
-    """The stage-1 ``ecg_cnn`` on labels (or ``distilled`` from ``resnet1d_wang`` on every record), its backbone at
-    ``rate`` times the rate (1: :data:`STAGE1`, :data:`STAGE1_DISTILLED`)."""
-    what = "distilled from resnet1d_wang on every record" if distilled else "labels only"
-    return (f"lead I: ecg_cnn from stage 1, {what}" if rate == 1
-            else f"lead I: ecg_cnn from stage 1, its backbone at {rate:g} x the rate, {what}")
-
-
+STAGE1_SLOWER, STAGE1_SLOWER_DISTILLED = stage1_at(SLOWER[0]), stage1_at(SLOWER[0], distilled=True)
 SWEEP = (1.0, SLOW, *SLOWER)
 STAGE1_SWEPT = (f"lead I: ecg_cnn from stage 1, labels only, the rate chosen on validation loss among "
                 f"{', '.join(f'{r:g}' for r in SWEEP)}")
@@ -247,8 +245,8 @@ for _s in SWEEP_SHARES:
     RECIPES += [Recipe(low(_s, stage1_at(r)), "student", 1, share=_s, start="stage 1", lr_scale=r) for r in SLOWER]
     RECIPES.append(Recipe(low(_s, STAGE1_SWEPT), "choice", 1, members=tuple(low(_s, stage1_at(r)) for r in SWEEP),
                           share=_s, start="stage 1"))
-    RECIPES.append(Recipe(low(_s, stage1_at(SLOWER[0], distilled=True)), "student", 1, teacher=_at(_s, LOW_TEACHER),
-                          share=_s, every_record=True, start="stage 1", lr_scale=SLOWER[0]))
+    RECIPES.append(Recipe(low(_s, STAGE1_SLOWER_DISTILLED), "student", 1, teacher=_at(_s, LOW_TEACHER), share=_s,
+                          every_record=True, start="stage 1", lr_scale=SLOWER[0]))
 BY_NAME = {r.name: r for r in RECIPES}
 STAGE1_RECIPE = Path(__file__).with_name("configs") / "ecg_ptbxl_cnn.yaml"  # the CPU-scale stage-1 recipe
 STAGE1_STEPS = 1200  # half the recipe's 2,400: four folds' stage 1 in about 25 min on 2 cores (--stage1-steps)
@@ -452,7 +450,7 @@ def _refs(recipe: Recipe) -> list[str]:
         return [TEACHER] if share == 1 else [TEACHER, low(share, LOW_STUDENT)]
     if recipe.start:  # the same network from the other start, the student_cnn twins and the teacher
         return [_at(share, LOW_TEACHER), low(share, SCRATCH), low(share, STAGE1), low(share, STAGE1_DISTILLED),
-                low(share, STAGE1_SLOW), low(share, STAGE1_SLOW_DISTILLED), low(share, stage1_at(SLOWER[0])),
+                low(share, STAGE1_SLOW), low(share, STAGE1_SLOW_DISTILLED), low(share, STAGE1_SLOWER),
                 _at(share, LOW_STUDENT), _distilled_student(share)]
     if share == 1:
         return [TEACHER, ENSEMBLE, "lead I: student_cnn, labels only"]
@@ -625,16 +623,16 @@ def _sweep_table(recipes: dict[str, Any]) -> list[str]:
         rates = ", ".join(f"{BY_NAME[n].lr_scale:g}" for n in chosen.get("chosen", ()))
         cells += [f"{_mean(chosen)} ({rates})" if chosen else "", _within(chosen, low(f, SCRATCH))]
         rows.append("| " + " | ".join(cells) + " |")
-    distilled = [f for f in shares if low(f, stage1_at(SLOWER[0], distilled=True)) in recipes]
+    distilled = [f for f in shares if low(f, STAGE1_SLOWER_DISTILLED) in recipes]
     if distilled:
         r = f"{SLOWER[0]:g} x"
         rows += ["", f"| labels | stage 1, backbone at {r}, distilled | - scratch | - at {r} on labels | "
                  f"- at {SLOW} x, distilled | 12-lead teacher | - it |", "|---" * 7 + "|"]
     for f in distilled:
-        entry = recipes[low(f, stage1_at(SLOWER[0], distilled=True))]
+        entry = recipes[low(f, STAGE1_SLOWER_DISTILLED)]
         rows.append("| " + " | ".join([
             f"{f:.0%}".replace("%", " %"), _mean(entry), _within(entry, low(f, SCRATCH)),
-            _within(entry, low(f, stage1_at(SLOWER[0]))), _within(entry, low(f, STAGE1_SLOW_DISTILLED)),
+            _within(entry, low(f, STAGE1_SLOWER)), _within(entry, low(f, STAGE1_SLOW_DISTILLED)),
             _mean(recipes.get(_at(f, LOW_TEACHER), {})), _within(entry, _at(f, LOW_TEACHER))]) + " |")
     return rows
 
