@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -322,12 +322,11 @@ def paired_differences(cells: Path, y: np.ndarray, cfg: EcgEvalConfig) -> list[d
             for method, baseline, lead_set, fraction, a, b in _scored_pairs(cells, cells, pairs(cfg), cfg)]
 
 
-def _scored_pairs(cells: Path, other_cells: Path, methods: Iterable[tuple[str, str]], cfg: EcgEvalConfig
+def _scored_pairs(cells: Path, other_cells: Path, methods: Sequence[tuple[str, str]], cfg: EcgEvalConfig
                   ) -> Iterator[tuple[str, str, str, float, np.ndarray, np.ndarray]]:
     """Each ``(method, baseline)`` of ``methods`` per label fraction and lead set whose scores are both saved, the
     method's in ``cells`` and the baseline's in ``other_cells``: ``(method, baseline, lead set, fraction, method's
     scores, baseline's scores)``, the scores ``[repeats, n, C]``."""
-    methods = list(methods)
     for fraction in cfg.label_fractions:
         for lead_set in cfg.lead_sets:
             for method, baseline in methods:
@@ -356,7 +355,7 @@ def compare_runs(cells: Path, other: str | Path, evaluation: dict[str, np.ndarra
     other = Path(other)
     rows = []
     for method, _, lead_set, fraction, a, b in _scored_pairs(cells, other / "cells",
-                                                             ((m, m) for m in _methods(cfg)), cfg):
+                                                             [(m, m) for m in _methods(cfg)], cfg):
         ids = np.load(other / "cells" / f"{_cell_name(method, lead_set, fraction, 0)}.npz")["ecg_id"]
         if not np.array_equal(ids, evaluation["ecg_id"]):
             raise DataError(f"cell {method} on {lead_set} leads scored other records than this run's "
