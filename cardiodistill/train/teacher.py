@@ -144,6 +144,47 @@ def _set_standardise(teacher: CardioTeacher, emb: np.ndarray) -> None:
     bn.running_mean.copy_(torch.as_tensor(emb.mean(0))), bn.running_var.copy_(torch.as_tensor(emb.var(0)))
 
 
+def choose_on_validation(fit: Callable[[float], Any], c: float, grid: Sequence[float], z_val: np.ndarray | None,
+                         known_val: np.ndarray | None, loss: Callable[[Any, np.ndarray], float]) -> tuple[Any, float]:
+    """``(fit(g), g)`` for the ``g`` of ``grid`` whose fit has the lowest validation ``loss`` (given the fit and
+    the validation embedding ``z_val[known_val]``); ``(fit(c), c)`` without validation studies, a grid, or any
+    validation study that knows the output."""
+    if z_val is None or not grid or known_val is None or not known_val.any():
+        return fit(c), c
+    fits = [(fit(g), g) for g in grid]
+    return min(fits, key=lambda m: loss(m[0], z_val[known_val]))
+
+
+def logistic_heads(z: np.ndarray, targets: np.ndarray, names: Sequence[str], *, c: float,
+                   z_val: np.ndarray | None = None, targets_val: np.ndarray | None = None,
+                   grid: Sequence[float] = ()) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, float]]:
+    """A linear probe per binary output: ``(weight [C, D], bias [C], outputs fitted, {output: inverse L2
+    strength})`` of an L2 logistic regression on the embedding ``z [N, D]`` for each column of ``targets [N, C]``
+    (NaN = unknown; the rows that know it), its strength ``c`` or, with ``z_val`` / ``targets_val`` and a ``grid``,
+    the one of ``grid`` with the lowest log loss on the validation rows that know the output
+    (:func:`choose_on_validation`). An output with one class only gets that prevalence as its bias, zero weights."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ..evaluate.calibration import logit_nll
+
+    weight, bias, fitted, chosen = np.zeros((targets.shape[1], z.shape[1])), np.zeros(targets.shape[1]), [], {}
+    for j, name in enumerate(names):
+        known = np.isfinite(targets[:, j])
+        y = targets[known, j]
+        if len(np.unique(y)) < 2:
+            p = float(np.clip(y.mean() if len(y) else 0.5, 1e-3, 1 - 1e-3))
+            bias[j] = np.log(p / (1 - p))
+            continue
+        known_val = np.isfinite(targets_val[:, j]) if targets_val is not None else None
+        y_val = targets_val[known_val, j] if targets_val is not None else None
+        clf, chosen[name] = choose_on_validation(lambda g: LogisticRegression(C=g, max_iter=5000).fit(z[known], y),
+                                                 c, grid, z_val, known_val,
+                                                 lambda m, zv: logit_nll(y_val, m.decision_function(zv)))
+        weight[j], bias[j] = clf.coef_[0], clf.intercept_[0]
+        fitted.append(name)
+    return weight, bias, fitted, chosen
+
+
 @torch.no_grad()
 def init_heads_from_probe(teacher: CardioTeacher, dataset: Dataset, *, c: float = 0.1, val: Dataset | None = None,
                           grid: Sequence[float] = (), batch_size: int = 64) -> dict:
@@ -160,9 +201,7 @@ def init_heads_from_probe(teacher: CardioTeacher, dataset: Dataset, *, c: float 
     know that output (log loss; LVEF: squared error), ``c`` where they know none of it: with tens of
     labels the right strength differs between outputs and between embeddings (docs/benchmarks.md).
     """
-    from sklearn.linear_model import LogisticRegression, Ridge
-
-    from ..evaluate.calibration import logit_nll
+    from sklearn.linear_model import Ridge
 
     gathered = _embedding_stats(teacher, dataset, batch_size)
     emb, targets, lvef = gathered["embedding"].astype(np.float64), gathered["targets"], gathered["lvef_z"]
@@ -173,35 +212,16 @@ def init_heads_from_probe(teacher: CardioTeacher, dataset: Dataset, *, c: float 
     z = (emb - mean) / scale
     held = _embedding_stats(teacher, val, batch_size) if val is not None else None
     z_val = (held["embedding"].astype(np.float64) - mean) / scale if held is not None else None
-
-    def choose(fit, known_val, loss):
-        """The fit of ``grid`` with the lowest validation ``loss`` (``c`` alone without validation studies)."""
-        if z_val is None or not grid or not known_val.any():
-            return fit(c), c
-        fits = [(fit(g), g) for g in grid]
-        return min(fits, key=lambda m: loss(m[0], z_val[known_val]))
-
-    weight, bias, fitted, chosen = np.zeros((targets.shape[1], z.shape[1])), np.zeros(targets.shape[1]), [], {}
-    for j, name in enumerate(teacher.outputs):
-        known = np.isfinite(targets[:, j])
-        y = targets[known, j]
-        if len(np.unique(y)) < 2:
-            p = float(np.clip(y.mean() if len(y) else 0.5, 1e-3, 1 - 1e-3))
-            bias[j] = np.log(p / (1 - p))
-            continue
-        known_val = np.isfinite(held["targets"][:, j]) if held is not None else None
-        y_val = held["targets"][known_val, j] if held is not None else None
-        clf, chosen[name] = choose(lambda g: LogisticRegression(C=g, max_iter=5000).fit(z[known], y), known_val,
-                                   lambda m, zv: logit_nll(y_val, m.decision_function(zv)))
-        weight[j], bias[j] = clf.coef_[0], clf.intercept_[0]
-        fitted.append(name)
+    weight, bias, fitted, chosen = logistic_heads(z, targets, teacher.outputs, c=c, z_val=z_val,
+                                                  targets_val=held["targets"] if held is not None else None, grid=grid)
     teacher.head.weight.copy_(torch.as_tensor(weight)), teacher.head.bias.copy_(torch.as_tensor(bias))
     known = np.isfinite(lvef)
     if known.sum() >= 2:
         known_val = np.isfinite(held["lvef_z"]) if held is not None else None
         lvef_val = held["lvef_z"][known_val] if held is not None else None
-        ridge, chosen["lvef"] = choose(lambda g: Ridge(alpha=1.0 / g).fit(z[known], lvef[known]), known_val,
-                                       lambda m, zv: float(np.mean((m.predict(zv) - lvef_val) ** 2)))
+        ridge, chosen["lvef"] = choose_on_validation(
+            lambda g: Ridge(alpha=1.0 / g).fit(z[known], lvef[known]), c, grid, z_val, known_val,
+            lambda m, zv: float(np.mean((m.predict(zv) - lvef_val) ** 2)))
         teacher.lvef_head.weight.copy_(torch.as_tensor(ridge.coef_[None])), teacher.lvef_head.bias.fill_(ridge.intercept_)
         fitted.append("lvef")
     return {"n": len(emb), "fitted": fitted, "c": chosen}
