@@ -399,6 +399,10 @@ class DistillConfig(_Strict):
     lvef: float = Field(1.0, ge=0, description="weight of LVEF (label where known, teacher's everywhere)")
     temperature: float = Field(2.0, gt=0, description="soft-target temperature")
     unlabelled: bool = Field(True, description="train on unlabelled studies too, with the teacher's targets")
+    head_init: Literal["random", "probe"] = Field(
+        "random", description="a student from a pretrained backbone (array students): probe fits its output head "
+                              "on the frozen embedding of the labelled training recordings first (LP-FT; inverse L2 "
+                              "strength from finetune.probe_grid on validation, else finetune.probe_c); random: SGD")
     epochs: int = Field(30, ge=1)
     min_steps: int = Field(200, ge=1)
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=2e-3, batch_size=64, warmup_steps=20,

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cardiodistill.config import load_config
+from cardiodistill.errors import ConfigError
 from cardiodistill.evaluate.metrics import auroc
 from cardiodistill.models import create_model
 from cardiodistill.signals.leads import LEADS_12
@@ -19,6 +20,7 @@ from cardiodistill.train.supervised import (
     ArrayDataset,
     fit_array_student,
     fit_array_teacher,
+    init_student_head_from_probe,
     predict_arrays,
     records_to_arrays,
     teacher_targets,
@@ -149,6 +151,62 @@ def test_student_starts_from_an_encoders_weights(tmp_path):
     assert started.backbone_config["name"] == fresh.backbone_config["name"] == "ecg_encoder_backbone"
     assert distance(started) < 0.01 < distance(fresh)
 
+
+def _encoder_student(rhythm: tuple[str, ...] = ()):
+    """A lead-I student around a small random ``ecg_cnn`` (2.5 s at 100 Hz), and that encoder's weights."""
+    torch.manual_seed(0)
+    encoder = create_model("ecg_cnn", seconds=2.5, widths=[8, 16, 16, 16], dim=16)
+    student = create_model("ecg_student", backbone={"name": "ecg_encoder_backbone", "encoder": encoder.model_config,
+                                                    "in_leads": 1, "fs": 100.0, "seconds": 2.5},
+                           outputs=["fast", "slow"], embed_dim=0, rhythm=list(rhythm))
+    return student, encoder, {f"encoder.{k}": v.clone() for k, v in encoder.state_dict().items()}
+
+
+def test_a_probe_start_fits_the_students_head_on_its_frozen_embedding():
+    """LP-FT's start: the head becomes, exactly, each output's L2 logistic regression on the standardised frozen
+    embedding of the labelled training recordings (repeats counted once, unlabelled ones left out), with each
+    output's strength the grid's best on validation; the student's training flag is kept."""
+    from sklearn.linear_model import LogisticRegression
+
+    student, _, _ = _encoder_student()
+    x, y = _task(96, seed=1, samples=250)
+    y_train = y[:64].copy()
+    y_train[::4] = np.nan  # a quarter unlabelled
+    train = ArrayDataset(x[:64], y_train, crop=250, repeats=3, seed=0)
+    val = ArrayDataset(x[64:], y[64:], crop=250, random_crop=False)
+    report = init_student_head_from_probe(student, train, val, c=0.1, grid=[0.01, 1.0], names=["fast", "slow"])
+    assert student.training and report["n"] == 48 and report["fitted"] == ["fast", "slow"]
+    assert set(report["c"]) == {"fast", "slow"} and set(report["c"].values()) <= {0.01, 1.0}
+    labelled = np.flatnonzero(np.isfinite(y_train).all(axis=1))
+    out = predict_arrays(student.eval(), x[labelled])
+    emb = out["embedding"].astype(np.float64)
+    z = (emb - emb.mean(0)) / (emb.std(0) + 1e-6)
+    for j, name in enumerate(["fast", "slow"]):
+        probe = LogisticRegression(C=report["c"][name], max_iter=5000).fit(z, y_train[labelled, j])
+        np.testing.assert_allclose(out["logits"][:, j], probe.decision_function(z), atol=1e-4)
+    assert auroc(y[64:, 0], predict_arrays(student, x[64:])["probs"][:, 0]) > 0.9  # a 5 vs 2 Hz rhythm
+    with pytest.raises(ConfigError, match="rhythm"):
+        init_student_head_from_probe(_encoder_student(rhythm=("hr",))[0], train, val)
+
+
+def test_a_student_from_a_pretrained_backbone_starts_from_the_probe_with_head_init_probe(tmp_path):
+    """distill.head_init=probe: a student given a backbone's weights trains from its probe start (at a rate too
+    small to move them, it ends with the probe's head); head_init=random keeps SGD's random head."""
+    x, y = _task(96, seed=1, samples=250)
+    train, val = ArrayDataset(x[:64], y[:64], crop=250, seed=0), ArrayDataset(x[64:], y[64:], random_crop=False)
+    probed, encoder, state = _encoder_student()
+    probed.backbone.load_state_dict(state)
+    cfg = load_config("quick", [*FAST, "distill.epochs=1", "distill.min_steps=2", "distill.optim.lr=1e-7"])
+    init_student_head_from_probe(probed, train, val, c=cfg.finetune.probe_c, grid=cfg.finetune.probe_grid)
+    heads = {}
+    for head in ("probe", "random"):
+        student = fit_array_student(train, val, tmp_path / head, outputs=["fast", "slow"], n_leads=1,
+                                    config=cfg.model_copy(update={"distill": cfg.distill.model_copy(
+                                        update={"head_init": head})}),
+                                    fs=100.0, encoder=encoder.model_config, backbone_state=state)
+        heads[head] = student.logits.weight.detach()
+    torch.testing.assert_close(heads["probe"], probed.logits.weight.detach(), atol=1e-5, rtol=0)
+    assert (heads["random"] - probed.logits.weight).abs().max() > 0.1
 
 def test_teacher_then_distilled_student(tmp_path):
     cfg = load_config("quick", [*FAST, "distill.epochs=1", "finetune.epochs=1"])

@@ -49,9 +49,11 @@ from .checkpoints import read_model_file
 from .distill import StudentModule
 from .engine import fit, start_job, steps_for_epochs
 from .module import TrainModule
+from .teacher import logistic_heads
 
-__all__ = ["ArrayDataset", "ArrayTeacherModule", "fit_array_student", "fit_array_teacher", "predict_arrays",
-           "probability_logits", "records_to_arrays", "teacher_targets", "window_starts"]
+__all__ = ["ArrayDataset", "ArrayTeacherModule", "fit_array_student", "fit_array_teacher",
+           "init_student_head_from_probe", "predict_arrays", "probability_logits", "records_to_arrays",
+           "teacher_targets", "window_starts"]
 
 def records_to_arrays(
     records: Iterable[EcgRecord],
@@ -244,13 +246,15 @@ def fit_array_student(
     and ``train.crop`` samples; or, given ``encoder`` (an ``ecg_cnn`` / ``ecg_vit`` model config), that
     lead-agnostic encoder, fresh or started from ``backbone_state`` (a stage-1 encoder's weights as
     :func:`cardiodistill.stages.stage3.student_start` returns them; the backbone then trains at
-    ``finetune.encoder_lr_scale`` times the rate). Distillation is on when ``train`` carries the teacher's
-    arrays: soft targets from ``t_logits`` (weight ``distill.soft``, temperature ``distill.temperature``) and
-    embedding matching to ``t_embedding`` through a projection (``distill.embedding``); otherwise the labels
-    alone. ``train.extra["rhythm"]`` (``[N, len(rhythm)]``, the recordings' rhythm features, named by ``rhythm``)
-    makes a student that takes them beside the ECG. LVEF is not trained. Steps: ``distill.epochs`` passes over the
-    items (at least ``distill.min_steps``). Returns the student in eval mode, with the best-validation weights when ``val`` is
-    given; resumes from ``out/checkpoints/last.ckpt``.
+    ``finetune.encoder_lr_scale`` times the rate, and with ``distill.head_init=probe`` its head starts from a
+    linear probe of that backbone, :func:`init_student_head_from_probe`). Distillation is on when ``train``
+    carries the teacher's arrays: soft targets from ``t_logits`` (weight ``distill.soft``, temperature
+    ``distill.temperature``) and embedding matching to ``t_embedding`` through a projection
+    (``distill.embedding``); otherwise the labels alone. ``train.extra["rhythm"]`` (``[N, len(rhythm)]``, the
+    recordings' rhythm features, named by ``rhythm``) makes a student that takes them beside the ECG. LVEF is not
+    trained. Steps: ``distill.epochs`` passes over the items (at least ``distill.min_steps``). Returns the student
+    in eval mode, with the best-validation weights when ``val`` is given; resumes from
+    ``out/checkpoints/last.ckpt``.
     """
     cfg = config or load_config("quick")
     d, o = cfg.distill, cfg.distill.optim
@@ -271,8 +275,56 @@ def fit_array_student(
         warmup_steps=o.warmup_steps, max_steps=steps, seed=cfg.trainer.seed,
         encoder_lr_scale=cfg.finetune.encoder_lr_scale if backbone_state is not None else 1.0,
         backbone_state=backbone_state))
+    resuming = (Path(out) / "checkpoints" / "last.ckpt").is_file()
+    if backbone_state is not None and d.head_init == "probe" and not resuming:  # a resumed run has its head
+        init_student_head_from_probe(module.model, train, val, c=cfg.finetune.probe_c, grid=cfg.finetune.probe_grid,
+                                     names=outputs)
     _fit(module, train, val, Path(out), cfg, o, steps, "val/label", show_bar)
     return module.model
+
+
+@torch.no_grad()
+def init_student_head_from_probe(model: StudentModel, train: ArrayDataset, val: ArrayDataset | None, *,
+                                 c: float = 0.1, grid: Sequence[float] = (), names: Sequence[str] = ()
+                                 ) -> dict[str, Any]:
+    """Fit ``model``'s ``logits`` head, in place, on its frozen backbone's embedding of ``train``'s labelled
+    recordings: the linear-probe start of LP-FT (Kumar et al. 2022) for a student whose backbone is pretrained,
+    so fine-tuning does not start by pushing the pretrained features towards a random head.
+
+    The embedding is :func:`predict_arrays`' (eval mode, the mean over a recording's windows), standardised over
+    the labelled recordings; each output gets an L2 logistic regression (:func:`~.teacher.logistic_heads`: inverse
+    strength ``c``, or the one of ``grid`` with the lowest log loss on ``val``'s labelled recordings), and the
+    standardisation is folded into the head's weights. Returns ``{"n", "fitted", "c"}`` as the teacher's probe
+    start does (``names``: the outputs', default their numbers). A student that takes rhythm features is not
+    probed (its head reads more than the backbone)."""
+    if model.rhythm is not None:
+        raise ConfigError("a linear-probe head start is for students that read the ECG alone, not rhythm features")
+
+    def embedding(ds: ArrayDataset) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.unique(ds.rows)
+        rows = rows[np.isfinite(ds.targets[rows]).any(axis=1)]
+        emb = predict_arrays(model, ds.x[rows], lengths=ds.lengths[rows], window=ds.crop, normalise=ds.normalise)
+        return emb["embedding"].astype(np.float64), ds.targets[rows]
+
+    was_training = model.training
+    model.eval()
+    try:
+        emb, targets = embedding(train)
+        held = embedding(val) if val is not None and len(val) else None
+    finally:
+        model.train(was_training)
+    if not len(emb):
+        raise DataError("a linear-probe head start needs labelled training recordings; there are none")
+    mean, scale = emb.mean(0), emb.std(0) + 1e-6
+    z = (emb - mean) / scale
+    z_val = (held[0] - mean) / scale if held is not None else None
+    names = list(names) or [str(j) for j in range(targets.shape[1])]
+    weight, bias, fitted, chosen = logistic_heads(z, targets, names, c=c, z_val=z_val,
+                                                  targets_val=held[1] if held is not None else None, grid=grid)
+    weight = weight / scale  # w . (f - mean) / scale + b = (w / scale) . f + (b - (w / scale) . mean)
+    model.logits.weight.copy_(torch.as_tensor(weight, dtype=model.logits.weight.dtype))
+    model.logits.bias.copy_(torch.as_tensor(bias - weight @ mean, dtype=model.logits.bias.dtype))
+    return {"n": len(emb), "fitted": fitted, "c": chosen}
 
 
 def fit_array_teacher(
