@@ -131,6 +131,7 @@ class Recipe:
     every_record: bool = False
     start: str = ""
     lr_scale: float = 1.0  # the full rate: on CinC 2017 the validation loss chose it over 0.3 from 10 % of labels up
+    probe: bool = False  # a stage-1 start's head fitted on the frozen embedding first (distill.head_init=probe)
 
     @property
     def folder(self) -> str:
@@ -201,10 +202,11 @@ RECIPES += [  # at 10 %: which part of distillation pays, another teacher, the b
 STAGE1_SHARES = (*LOW_SHARES, 1.0)
 
 
-def stage1_at(rate: float, distilled: bool = False) -> str:
+def stage1_at(rate: float, distilled: bool = False, probe: bool = False) -> str:
     """The stage-1 ``ecg_cnn`` on labels (or ``distilled`` from ``resnet1d_wang`` on every record), its backbone at
-    ``rate`` times the rate."""
-    what = "distilled from resnet1d_wang on every record" if distilled else "labels only"
+    ``rate`` times the rate (and its head started from a linear ``probe``)."""
+    what = ("its head from a linear probe, " if probe else "") + (
+        "distilled from resnet1d_wang on every record" if distilled else "labels only")
     return (f"lead I: ecg_cnn from stage 1, {what}" if rate == 1
             else f"lead I: ecg_cnn from stage 1, its backbone at {rate:g} x the rate, {what}")
 
@@ -247,6 +249,15 @@ for _s in SWEEP_SHARES:
                           share=_s, start="stage 1"))
     RECIPES.append(Recipe(low(_s, STAGE1_SLOWER_DISTILLED), "student", 1, teacher=_at(_s, LOW_TEACHER), share=_s,
                           every_record=True, start="stage 1", lr_scale=SLOWER[0]))
+# LP-FT: the stage-1 student's head fitted on the frozen embedding of its labelled records before fine-tuning, at
+# the rates that paid at few labels; and at 0.1 x with the teacher's targets.
+PROBE_SHARES, PROBE_RATES = (0.05, 0.1), (SLOW, SLOWER[0])
+for _s in PROBE_SHARES:
+    RECIPES += [Recipe(low(_s, stage1_at(r, probe=True)), "student", 1, share=_s, start="stage 1", lr_scale=r,
+                       probe=True) for r in PROBE_RATES]
+    RECIPES.append(Recipe(low(_s, stage1_at(SLOWER[0], distilled=True, probe=True)), "student", 1,
+                          teacher=_at(_s, LOW_TEACHER), share=_s, every_record=True, start="stage 1",
+                          lr_scale=SLOWER[0], probe=True))
 BY_NAME = {r.name: r for r in RECIPES}
 STAGE1_RECIPE = Path(__file__).with_name("configs") / "ecg_ptbxl_cnn.yaml"  # the CPU-scale stage-1 recipe
 STAGE1_STEPS = 1200  # half the recipe's 2,400: four folds' stage 1 in about 25 min on 2 cores (--stage1-steps)
@@ -369,8 +380,9 @@ def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config, stage1_st
                    train_seconds=round(time.time() - start, 1), n_train=len(fit_rows))
     else:
         if recipe.start == "stage 1":
-            cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(
-                update={"encoder_lr_scale": recipe.lr_scale})})
+            cfg = cfg.model_copy(update={
+                "finetune": cfg.finetune.model_copy(update={"encoder_lr_scale": recipe.lr_scale}),
+                "distill": cfg.distill.model_copy(update={"head_init": "probe" if recipe.probe else "random"})})
         model = fit_array_student(train, val, path.parent, outputs=data.labels, n_leads=recipe.leads, config=cfg,
                                   fs=FS, **start_from)
         save_model(model, path, task="multilabel", triage=None, leads=list(model.leads), outputs=data.labels,
@@ -451,7 +463,8 @@ def _refs(recipe: Recipe) -> list[str]:
     if recipe.start:  # the same network from the other start, the student_cnn twins and the teacher
         return [_at(share, LOW_TEACHER), low(share, SCRATCH), low(share, STAGE1), low(share, STAGE1_DISTILLED),
                 low(share, STAGE1_SLOW), low(share, STAGE1_SLOW_DISTILLED), low(share, STAGE1_SLOWER),
-                _at(share, LOW_STUDENT), _distilled_student(share)]
+                _at(share, LOW_STUDENT), _distilled_student(share),
+                *([low(share, STAGE1_SLOWER_DISTILLED)] if recipe.probe else [])]  # a probe start's distilled twin
     if share == 1:
         return [TEACHER, ENSEMBLE, "lead I: student_cnn, labels only"]
     return [low(share, r) for r in (LOW_TEACHER, LOW_STUDENT, LOW_WANG)]
@@ -551,6 +564,7 @@ def tables(result: dict[str, Any]) -> str:
                             f"{_fmt(m.get(f'report_minus: {ref}'), True)} |")
     rows += _stage1_table(result["recipes"])
     rows += _sweep_table(result["recipes"])
+    rows += _probe_table(result["recipes"])
     with_groups = {n: m["subgroups"] for n, m in result["recipes"].items() if "subgroups" in m}
     if with_groups:
         names = list(next(iter(with_groups.values())))
@@ -634,6 +648,28 @@ def _sweep_table(recipes: dict[str, Any]) -> list[str]:
             f"{f:.0%}".replace("%", " %"), _mean(entry), _within(entry, low(f, SCRATCH)),
             _within(entry, low(f, STAGE1_SLOWER)), _within(entry, low(f, STAGE1_SLOW_DISTILLED)),
             _mean(recipes.get(_at(f, LOW_TEACHER), {})), _within(entry, _at(f, LOW_TEACHER))]) + " |")
+    return rows
+
+
+def _probe_table(recipes: dict[str, Any]) -> list[str]:
+    """The stage-1 student with its head started from a linear probe (LP-FT) at each share where it ran: at each
+    of :data:`PROBE_RATES` on labels, against scratch and its twin with a random head; distilled at 0.1 x, against
+    scratch, its random-head twin and the 12-lead teacher."""
+    shares = [f for f in PROBE_SHARES if any(low(f, stage1_at(r, probe=True)) in recipes for r in PROBE_RATES)]
+    if not shares:
+        return []
+    head = " | ".join(f"probe start, {r:g} x | - scratch | - random head" for r in PROBE_RATES)
+    rows = ["", f"| labels | scratch | {head} | probe start, {SLOWER[0]:g} x, distilled | - scratch | - random head "
+            "| - 12-lead teacher |", "|---" * (3 * len(PROBE_RATES) + 6) + "|"]
+    for f in shares:
+        cells = [f"{f:.0%}".replace("%", " %"), _mean(recipes.get(low(f, SCRATCH), {}))]
+        for r in PROBE_RATES:
+            entry = recipes.get(low(f, stage1_at(r, probe=True)), {})
+            cells += [_mean(entry), _within(entry, low(f, SCRATCH)), _within(entry, low(f, stage1_at(r)))]
+        entry = recipes.get(low(f, stage1_at(SLOWER[0], distilled=True, probe=True)), {})
+        cells += [_mean(entry), _within(entry, low(f, SCRATCH)), _within(entry, low(f, STAGE1_SLOWER_DISTILLED)),
+                  _within(entry, _at(f, LOW_TEACHER))]
+        rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 

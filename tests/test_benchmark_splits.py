@@ -274,7 +274,16 @@ def test_ptbxl_low_label_shares_are_nested_seeded_subsets_of_the_fold_and_keep_i
 
 
 def test_ptbxl_stage1_reads_no_record_a_fold_scores_and_its_students_share_one_network():
-    from bench_ptbxl_cv import CV_FOLDS, RECIPES, SLOWER, STAGE1_SHARES, SWEEP_SHARES, stage1_sources
+    from bench_ptbxl_cv import (
+        CV_FOLDS,
+        PROBE_RATES,
+        PROBE_SHARES,
+        RECIPES,
+        SLOWER,
+        STAGE1_SHARES,
+        SWEEP_SHARES,
+        stage1_sources,
+    )
 
     for k, test_folds in enumerate(CV_FOLDS):
         ptbxl = [s for s in stage1_sources(k) if s.kind == "ptbxl"]
@@ -289,6 +298,11 @@ def test_ptbxl_stage1_reads_no_record_a_fold_scores_and_its_students_share_one_n
                                                                    *slower}
         assert all(r.every_record for r in stage1 if r.teacher)  # the teacher's targets on every training record
         assert len({r.teacher for r in stage1 if r.teacher}) == 1
+        # the linear-probe starts (LP-FT): on labels at the slower rates, distilled at 0.1 x, where labels are few
+        probed = {(r.lr_scale, bool(r.teacher)) for r in stage1 if r.probe}
+        assert probed == ({*((rate, False) for rate in PROBE_RATES), (SLOWER[0], True)} if share in PROBE_SHARES
+                          else set())
+        assert all(r.start == "stage 1" for r in RECIPES if r.probe)
 
 
 @pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "ptbxl").is_dir(),
