@@ -40,8 +40,8 @@ from ..models.fusion import CardioTeacher, drop_modalities
 from ..objectives.distill import multilabel_bce
 from .module import TrainModule
 
-__all__ = ["TeacherModule", "finite_smooth_l1", "init_heads_from_probe", "predict_studies", "recalibrate_standardise",
-           "validation_loss"]
+__all__ = ["TeacherModule", "choose_on_validation", "finite_smooth_l1", "init_heads_from_probe", "logistic_heads",
+           "predict_studies", "recalibrate_standardise", "validation_loss"]
 
 
 def finite_smooth_l1(pred: Tensor, target: Tensor) -> Tensor:
