@@ -47,7 +47,7 @@ from ..signals.prepare import InputSpec, prepare_signal
 from ..signals.windows import window_starts, zscore_windows
 from .checkpoints import read_model_file
 from .distill import StudentModule
-from .engine import fit, start_job, steps_for_epochs
+from .engine import fit, last_checkpoint, start_job, steps_for_epochs
 from .module import TrainModule
 from .teacher import logistic_heads
 
@@ -275,8 +275,7 @@ def fit_array_student(
         warmup_steps=o.warmup_steps, max_steps=steps, seed=cfg.trainer.seed,
         encoder_lr_scale=cfg.finetune.encoder_lr_scale if backbone_state is not None else 1.0,
         backbone_state=backbone_state))
-    resuming = (Path(out) / "checkpoints" / "last.ckpt").is_file()
-    if backbone_state is not None and d.head_init == "probe" and not resuming:  # a resumed run has its head
+    if backbone_state is not None and d.head_init == "probe" and last_checkpoint(out) is None:  # resumed: its head
         init_student_head_from_probe(module.model, train, val, c=cfg.finetune.probe_c, grid=cfg.finetune.probe_grid,
                                      names=outputs)
     _fit(module, train, val, Path(out), cfg, o, steps, "val/label", show_bar)
