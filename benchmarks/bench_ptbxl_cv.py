@@ -132,6 +132,7 @@ class Recipe:
     start: str = ""
     lr_scale: float = 1.0  # the full rate: on CinC 2017 the validation loss chose it over 0.3 from 10 % of labels up
     probe: bool = False  # a stage-1 start's head fitted on the frozen embedding first (distill.head_init=probe)
+    layer_decay: float = 1.0  # a stage-1 start's backbone: lr_scale at its top layer, this factor a layer down
 
     @property
     def folder(self) -> str:
@@ -202,13 +203,15 @@ RECIPES += [  # at 10 %: which part of distillation pays, another teacher, the b
 STAGE1_SHARES = (*LOW_SHARES, 1.0)
 
 
-def stage1_at(rate: float, distilled: bool = False, probe: bool = False) -> str:
+def stage1_at(rate: float, distilled: bool = False, probe: bool = False, layer_decay: float = 1.0) -> str:
     """The stage-1 ``ecg_cnn`` on labels (or ``distilled`` from ``resnet1d_wang`` on every record), its backbone at
-    ``rate`` times the rate (and its head started from a linear ``probe``)."""
+    ``rate`` times the rate (at its top layer, ``layer_decay`` times less each layer down; and its head started from
+    a linear ``probe``)."""
     what = ("its head from a linear probe, " if probe else "") + (
         "distilled from resnet1d_wang on every record" if distilled else "labels only")
-    return (f"lead I: ecg_cnn from stage 1, {what}" if rate == 1
-            else f"lead I: ecg_cnn from stage 1, its backbone at {rate:g} x the rate, {what}")
+    decay = "" if layer_decay == 1 else f" at the top, {layer_decay:g} x a layer down"
+    return (f"lead I: ecg_cnn from stage 1, {what}" if rate == 1 and not decay
+            else f"lead I: ecg_cnn from stage 1, its backbone at {rate:g} x the rate{decay}, {what}")
 
 
 SCRATCH, STAGE1, STAGE1_DISTILLED = "lead I: ecg_cnn from scratch, labels only", stage1_at(1), stage1_at(1, True)
@@ -258,6 +261,15 @@ for _s in PROBE_SHARES:
     RECIPES.append(Recipe(low(_s, stage1_at(SLOWER[0], distilled=True, probe=True)), "student", 1,
                           teacher=_at(_s, LOW_TEACHER), share=_s, every_record=True, start="stage 1",
                           lr_scale=SLOWER[0], probe=True))
+# Layer-wise decay of the backbone's rate (BEiT / MAE fine-tuning): 0.3 x at its top layer down to 0.03 x at its
+# stem (0.63 a layer over its six: stem, four stages, embedding), the rates that paid (0.1 x) as their geometric
+# mean, the early layers moving least; on labels and distilled where stage 1 pays, on labels where it does not.
+LAYER_DECAY, DECAY_SHARES = 0.63, (0.05, 0.1, 0.25, 1.0)
+for _s in DECAY_SHARES:
+    RECIPES += [Recipe(low(_s, stage1_at(SLOW, distilled, layer_decay=LAYER_DECAY)), "student", 1,
+                       teacher=_at(_s, LOW_TEACHER) if distilled else "", share=_s, every_record=distilled,
+                       start="stage 1", lr_scale=SLOW, layer_decay=LAYER_DECAY)
+                for distilled in ((False, True) if _s in PROBE_SHARES else (False,))]
 BY_NAME = {r.name: r for r in RECIPES}
 STAGE1_RECIPE = Path(__file__).with_name("configs") / "ecg_ptbxl_cnn.yaml"  # the CPU-scale stage-1 recipe
 STAGE1_STEPS = 1200  # half the recipe's 2,400: four folds' stage 1 in about 25 min on 2 cores (--stage1-steps)
@@ -382,7 +394,8 @@ def _train(recipe: Recipe, data: Data, k: int, out: Path, cfg: Config, stage1_st
         if recipe.start == "stage 1":
             cfg = cfg.model_copy(update={
                 "finetune": cfg.finetune.model_copy(update={"encoder_lr_scale": recipe.lr_scale}),
-                "distill": cfg.distill.model_copy(update={"head_init": "probe" if recipe.probe else "random"})})
+                "distill": cfg.distill.model_copy(update={"head_init": "probe" if recipe.probe else "random",
+                                                          "layer_decay": recipe.layer_decay})})
         model = fit_array_student(train, val, path.parent, outputs=data.labels, n_leads=recipe.leads, config=cfg,
                                   fs=FS, **start_from)
         save_model(model, path, task="multilabel", triage=None, leads=list(model.leads), outputs=data.labels,

@@ -403,6 +403,11 @@ class DistillConfig(_Strict):
         "random", description="a student from a pretrained backbone (array students): probe fits its output head "
                               "on the frozen embedding of the labelled training recordings first (LP-FT; inverse L2 "
                               "strength from finetune.probe_grid on validation, else finetune.probe_c); random: SGD")
+    layer_decay: float = Field(
+        1.0, gt=0, le=1, description="a student from a pretrained backbone: layer-wise learning-rate decay (as in "
+                                     "BEiT and MAE fine-tuning): the backbone's top layer trains at "
+                                     "finetune.encoder_lr_scale times the rate, each layer below at layer_decay times "
+                                     "the one above; 1: one rate")
     epochs: int = Field(30, ge=1)
     min_steps: int = Field(200, ge=1)
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=2e-3, batch_size=64, warmup_steps=20,

@@ -208,6 +208,24 @@ def test_a_student_from_a_pretrained_backbone_starts_from_the_probe_with_head_in
     torch.testing.assert_close(heads["probe"], probed.logits.weight.detach(), atol=1e-5, rtol=0)
     assert (heads["random"] - probed.logits.weight).abs().max() > 0.1
 
+
+def test_a_student_from_a_pretrained_backbone_trains_it_with_distill_layer_decay(tmp_path):
+    """distill.layer_decay reaches a student that starts from a backbone's weights (its optimizer's rates decay down
+    the backbone); one trained from scratch has no pretrained backbone and keeps one rate."""
+    x, y = _task(48, seed=2, samples=250)
+    train, val = ArrayDataset(x[:40], y[:40], crop=250, seed=0), ArrayDataset(x[40:], y[40:], random_crop=False)
+    _, encoder, state = _encoder_student()
+    cfg = load_config("quick", [*FAST, "distill.epochs=1", "distill.min_steps=2", "distill.layer_decay=0.5"])
+    for run, start in (("pretrained", state), ("scratch", None)):
+        fit_array_student(train, val, tmp_path / run, outputs=["fast", "slow"], n_leads=1, config=cfg, fs=100.0,
+                          encoder=encoder.model_config, backbone_state=start)
+    ckpt = {run: read_checkpoint(tmp_path / run / "checkpoints" / "last.ckpt") for run in ("pretrained", "scratch")}
+    assert ckpt["pretrained"]["hyper_parameters"]["layer_decay"] == 0.5
+    assert ckpt["scratch"]["hyper_parameters"]["layer_decay"] == 1.0
+    n_groups = {run: len(c["optimizer_states"][0]["param_groups"]) for run, c in ckpt.items()}
+    assert n_groups["scratch"] == 2 and n_groups["pretrained"] == 2 + 2 * 6  # stem, 4 stages, embedding
+
+
 def test_teacher_then_distilled_student(tmp_path):
     cfg = load_config("quick", [*FAST, "distill.epochs=1", "finetune.epochs=1"])
     x, y = _task(48, seed=3, leads=12, samples=250)

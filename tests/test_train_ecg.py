@@ -462,6 +462,46 @@ def test_finetuning_moves_the_pretrained_encoder_at_its_fraction_of_the_rate(mon
     assert scales == {False: 0.3, True: 1.0}
 
 
+def test_layer_decay_slows_a_pretrained_backbone_layer_by_layer_from_its_top():
+    """``layer_decay``: the backbone's top layer at ``encoder_lr_scale`` times the rate, each layer below at
+    ``layer_decay`` times the one above (the CNN's stem lowest); the new heads at the rate; 1 keeps one rate; a
+    transformer's token embedding sits one layer below its first block; a backbone that lists no layers is refused."""
+    from cardiodistill.models import create_model
+    from cardiodistill.train.distill import StudentModule
+    from cardiodistill.train.module import param_groups
+
+    backbone = {"name": "ecg_encoder_backbone", "encoder": {"name": "ecg_cnn", "seconds": 2.5}, "in_leads": 1,
+                "fs": 100.0, "seconds": 2.5}
+    config = create_model("ecg_student", backbone=backbone, outputs=["a"], embed_dim=0).model_config
+    state = StudentModule(config).model.backbone.state_dict()
+
+    def rates(layer_decay: float) -> tuple[StudentModule, dict[int, float]]:
+        module = StudentModule(config, lr=1e-3, encoder_lr_scale=0.3, layer_decay=layer_decay, backbone_state=state)
+        groups = module.configure_optimizers()["optimizer"].param_groups
+        return module, {id(p): g["initial_lr"] for g in groups for p in g["params"]}
+
+    module, lr = rates(0.5)
+    trunk = module.model.backbone.encoder.trunk
+    layers = [trunk.stem, *trunk.stages, trunk.head]
+    for depth, layer in enumerate(reversed(layers)):
+        expected = 3e-4 * 0.5 ** depth
+        assert all(lr[id(p)] == pytest.approx(expected) for p in layer.parameters())
+    assert {lr[id(p)] for p in module.model.logits.parameters()} == {1e-3}
+    module, lr = rates(1.0)
+    (one,) = {lr[id(p)] for p in module.model.backbone.parameters()}
+    assert one == pytest.approx(3e-4)
+    assert len(param_groups(module, 0.01, ("model.backbone.",), 0.3)) == 4  # decay or not, backbone or not
+
+    vit = create_model("ecg_vit_tiny", fs=100.0)
+    depth = {p: g["lr_scale"] for g in param_groups(vit, 0.0, ("",), 1.0, 0.5) for p in g["params"]}
+    n = len(vit.blocks) + 1  # the blocks and the final norm
+    assert {depth[p] for p in vit.norm.parameters()} == {1.0}
+    assert {depth[p] for p in vit.blocks[0].parameters()} == {0.5 ** (n - 1)}
+    assert depth[vit.patch_embed.weight] == 0.5 ** n
+    with pytest.raises(ConfigError, match="lists its layers"):
+        param_groups(torch.nn.Sequential(torch.nn.Linear(2, 2)), 0.0, ("0.",), 0.3, 0.5)
+
+
 def test_comparing_two_evaluations_pairs_their_cells_over_the_same_records(tmp_path, monkeypatch):
     data = _labelled_folder(tmp_path / "ptbxl")
     pretrain_ecg(_pretrain_config("pretrain.ecg.optim.max_steps=2"), tmp_path / "pre", show_bar=False)

@@ -132,6 +132,10 @@ class EcgConvEncoder(nn.Module):
     def forward(self, x: Tensor, leads: LeadsArg, lead_mask: Tensor | None = None) -> Tensor:
         return self.forward_features(x, leads, lead_mask)
 
+    def lr_layers(self) -> list[nn.Module]:
+        """The trunk's layers from input to output (layer-wise learning-rate decay)."""
+        return self.trunk.lr_layers()
+
 
 # ``leads`` is the lead set a model was trained for (metadata, as for ecg_vit); any subset is accepted.
 @register_model("ecg_cnn")

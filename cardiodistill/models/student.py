@@ -179,6 +179,11 @@ class StudentCNN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x)
 
+    def lr_layers(self) -> list[nn.Module]:
+        """The layers from input to output, for layer-wise learning-rate decay
+        (:func:`cardiodistill.train.module.param_groups`): the stem, each stage, the GRU, the head."""
+        return [self.stem, *self.stages, *([self.gru] if self.gru is not None else []), self.head]
+
 
 class StudentModel(nn.Module):
     """A backbone (anything with ``.dim`` and ``forward_features(x) -> [B, dim]``) with the distillation heads.
@@ -384,6 +389,13 @@ class EncoderBackbone(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x)
+
+    def lr_layers(self) -> list[nn.Module]:
+        """The encoder's layers from input to output (layer-wise learning-rate decay)."""
+        if not hasattr(self.encoder, "lr_layers"):
+            raise ConfigError(f"layer-wise learning-rate decay needs an encoder that lists its layers; "
+                              f"{type(self.encoder).__name__} does not")
+        return self.encoder.lr_layers()
 
 
 @register_model("ecg_encoder_backbone")

@@ -118,6 +118,11 @@ class TokenEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
+    def lr_layers(self) -> list[nn.Module]:
+        """The blocks and the final norm, from input to output (layer-wise learning-rate decay; the token
+        embedding, which no listed layer holds, counts as the layer below the first block, as in MAE)."""
+        return [*self.blocks, self.norm]
+
     def encode(self, tokens: Tensor, key_mask: Tensor) -> tuple[Tensor, Tensor | None]:
         """Run the blocks on ``tokens [B, K, D]`` (``key_mask`` True = real token); returns the
         normalised tokens ``[B, K, D]`` and the CLS output ``[B, D]`` (None with mean pooling)."""

@@ -323,7 +323,8 @@ def run_distill(cfg: Config, cohort: Cohort | StreamCohort, teacher_dir: str | P
     steps = steps_for_epochs(n_train, o.batch_size, d.epochs, d.min_steps)
     module = StudentModule(config, **weights, temperature=d.temperature, lr=o.lr, weight_decay=o.weight_decay,
                            betas=o.betas, warmup_steps=o.warmup_steps, max_steps=steps, seed=cfg.trainer.seed,
-                           backbone_state=backbone_state, encoder_lr_scale=cfg.finetune.encoder_lr_scale)
+                           backbone_state=backbone_state, encoder_lr_scale=cfg.finetune.encoder_lr_scale,
+                           layer_decay=d.layer_decay)
     result = fit(module, train, val, cfg.trainer, out, batch_size=o.batch_size, max_steps=steps, show_bar=show_bar,
                  ema_decay=o.ema_decay)
     if result["is_global_zero"]:

@@ -53,6 +53,7 @@ class StudentModule(TrainModule):
         max_steps: int = 500,
         seed: int = 0,
         encoder_lr_scale: float = 1.0,
+        layer_decay: float = 1.0,
         backbone_state: Mapping[str, Tensor] | None = None,
     ):
         super().__init__()

@@ -13,7 +13,7 @@ and recorded in checkpoints) and implements ``_losses(batch, generator) -> {"los
   process and never synchronised, because under DDP every process must reduce the same keys);
 * builds AdamW (:func:`param_groups`: no decay on biases, norms, embeddings, tokens; parameters whose
   name starts with one of ``scaled_prefixes`` - pretrained encoders - at ``encoder_lr_scale`` times the
-  rate) with a warm-up cosine schedule per optimizer step (as in MAE);
+  rate, decayed layer by layer with ``layer_decay``) with a warm-up cosine schedule per optimizer step (as in MAE);
 * counts the steps done in a buffer (it survives ``ddp_spawn``'s copy back to the main process);
 * writes into every checkpoint what :func:`~.checkpoints.read_model_file` needs to rebuild the model.
 
@@ -50,18 +50,40 @@ def step_generator(seed: int, rank: int, step: int, device: torch.device | str) 
     return generator
 
 
-def param_groups(module: nn.Module, weight_decay: float, scaled: Sequence[str] = (), scale: float = 1.0
-                 ) -> list[dict[str, Any]]:
+def param_groups(module: nn.Module, weight_decay: float, scaled: Sequence[str] = (), scale: float = 1.0,
+                 layer_decay: float = 1.0) -> list[dict[str, Any]]:
     """AdamW groups: decay on weight matrices only (not biases, norms, embeddings, tokens), and an
-    ``lr_scale`` of ``scale`` on the parameters whose name starts with one of ``scaled``."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    ``lr_scale`` of ``scale`` on the parameters whose name starts with one of ``scaled``.
+
+    ``layer_decay`` < 1 decays that scale layer by layer (BEiT and MAE fine-tuning): in the submodule a ``scaled``
+    prefix names, which lists its layers from input to output (``lr_layers()``), the top layer trains at ``scale``
+    and each layer below at ``layer_decay`` times the one above it; its parameters in no listed layer (a
+    transformer's token embedding) count as one layer below the first."""
+    depth = _layer_depths(module, scaled) if layer_decay != 1.0 else {}
+    groups: dict[tuple[bool, bool, float], list[nn.Parameter]] = {}
     for name, param in module.named_parameters():
         if not param.requires_grad:
             continue
-        no_decay = param.ndim < 2 or "embed" in name or "token" in name
-        groups.setdefault((no_decay, name.startswith(tuple(scaled))), []).append(param)
-    return [{"params": params, "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": scale if slow else 1.0}
-            for (no_decay, slow), params in groups.items()]
+        no_decay, slow = param.ndim < 2 or "embed" in name or "token" in name, name.startswith(tuple(scaled))
+        lr_scale = scale * layer_decay ** depth.get(name, 0) if slow else 1.0
+        groups.setdefault((no_decay, slow, lr_scale), []).append(param)
+    return [{"params": params, "weight_decay": 0.0 if no_decay else weight_decay, "lr_scale": lr_scale}
+            for (no_decay, _, lr_scale), params in groups.items()]
+
+
+def _layer_depths(module: nn.Module, prefixes: Sequence[str]) -> dict[str, int]:
+    """Each parameter under ``prefixes`` -> how many layers below its submodule's top layer it sits."""
+    depth: dict[str, int] = {}
+    for prefix in prefixes:
+        sub = module.get_submodule(prefix.rstrip("."))
+        if not hasattr(sub, "lr_layers"):
+            raise ConfigError(f"layer-wise learning-rate decay needs a pretrained module that lists its layers "
+                              f"(lr_layers); {type(sub).__name__} at {prefix.rstrip('.')!r} does not")
+        layers = sub.lr_layers()
+        owner = {id(p): i + 1 for i, layer in enumerate(layers) for p in layer.parameters()}
+        for name, param in sub.named_parameters():
+            depth[prefix + name] = len(layers) - owner.get(id(param), 0)
+    return depth
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
@@ -114,7 +136,8 @@ class TrainModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        groups = param_groups(self, hp.weight_decay, self.scaled_prefixes, hp.get("encoder_lr_scale", 1.0))
+        groups = param_groups(self, hp.weight_decay, self.scaled_prefixes, hp.get("encoder_lr_scale", 1.0),
+                              hp.get("layer_decay", 1.0))
         for group in groups:
             group["lr"] = hp.lr * group["lr_scale"]
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.get("betas", (0.9, 0.999))))

@@ -246,8 +246,9 @@ def fit_array_student(
     and ``train.crop`` samples; or, given ``encoder`` (an ``ecg_cnn`` / ``ecg_vit`` model config), that
     lead-agnostic encoder, fresh or started from ``backbone_state`` (a stage-1 encoder's weights as
     :func:`cardiodistill.stages.stage3.student_start` returns them; the backbone then trains at
-    ``finetune.encoder_lr_scale`` times the rate, and with ``distill.head_init=probe`` its head starts from a
-    linear probe of that backbone, :func:`init_student_head_from_probe`). Distillation is on when ``train``
+    ``finetune.encoder_lr_scale`` times the rate, decayed layer by layer with ``distill.layer_decay``, and with
+    ``distill.head_init=probe`` its head starts from a linear probe of that backbone,
+    :func:`init_student_head_from_probe`). Distillation is on when ``train``
     carries the teacher's arrays: soft targets from ``t_logits`` (weight ``distill.soft``, temperature
     ``distill.temperature``) and embedding matching to ``t_embedding`` through a projection
     (``distill.embedding``); otherwise the labels alone. ``train.extra["rhythm"]`` (``[N, len(rhythm)]``, the
@@ -274,7 +275,7 @@ def fit_array_student(
         temperature=d.temperature, lr=o.lr, weight_decay=o.weight_decay, betas=o.betas,
         warmup_steps=o.warmup_steps, max_steps=steps, seed=cfg.trainer.seed,
         encoder_lr_scale=cfg.finetune.encoder_lr_scale if backbone_state is not None else 1.0,
-        backbone_state=backbone_state))
+        layer_decay=d.layer_decay if backbone_state is not None else 1.0, backbone_state=backbone_state))
     if backbone_state is not None and d.head_init == "probe" and last_checkpoint(out) is None:  # resumed: its head
         init_student_head_from_probe(module.model, train, val, c=cfg.finetune.probe_c, grid=cfg.finetune.probe_grid,
                                      names=outputs)
