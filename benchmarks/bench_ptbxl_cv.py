@@ -477,7 +477,7 @@ def _refs(recipe: Recipe) -> list[str]:
         return [_at(share, LOW_TEACHER), low(share, SCRATCH), low(share, STAGE1), low(share, STAGE1_DISTILLED),
                 low(share, STAGE1_SLOW), low(share, STAGE1_SLOW_DISTILLED), low(share, STAGE1_SLOWER),
                 _at(share, LOW_STUDENT), _distilled_student(share),
-                *([low(share, STAGE1_SLOWER_DISTILLED)] if recipe.probe else [])]  # a probe start's distilled twin
+                *([low(share, STAGE1_SLOWER_DISTILLED)] if recipe.probe or recipe.layer_decay != 1 else [])]
     if share == 1:
         return [TEACHER, ENSEMBLE, "lead I: student_cnn, labels only"]
     return [low(share, r) for r in (LOW_TEACHER, LOW_STUDENT, LOW_WANG)]
@@ -578,6 +578,7 @@ def tables(result: dict[str, Any]) -> str:
     rows += _stage1_table(result["recipes"])
     rows += _sweep_table(result["recipes"])
     rows += _probe_table(result["recipes"])
+    rows += _decay_table(result["recipes"])
     with_groups = {n: m["subgroups"] for n, m in result["recipes"].items() if "subgroups" in m}
     if with_groups:
         names = list(next(iter(with_groups.values())))
@@ -683,6 +684,28 @@ def _probe_table(recipes: dict[str, Any]) -> list[str]:
         cells += [_mean(entry), _within(entry, low(f, SCRATCH)), _within(entry, low(f, STAGE1_SLOWER_DISTILLED)),
                   _within(entry, _at(f, LOW_TEACHER))]
         rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def _decay_table(recipes: dict[str, Any]) -> list[str]:
+    """The stage-1 student with the layer-wise decay of its backbone's rate at each share where it ran, against
+    scratch and the one rate at 0.1 and 0.3 x; distilled, against scratch, the 0.1 x one distilled and the teacher."""
+    on_labels = {f: recipes.get(low(f, stage1_at(SLOW, layer_decay=LAYER_DECAY)), {}) for f in DECAY_SHARES}
+    shares = [f for f in DECAY_SHARES if on_labels[f]]
+    if not shares:
+        return []
+    rows = ["", f"| labels | scratch | at {SLOW:g} x | at {SLOWER[0]:g} x | {SLOW:g} x at the top, {LAYER_DECAY:g} x a "
+            f"layer down | - scratch | - {SLOWER[0]:g} x | - {SLOW:g} x | the same, distilled | - scratch | "
+            f"- {SLOWER[0]:g} x distilled | - 12-lead teacher |", "|---" * 12 + "|"]
+    for f in shares:
+        entry = on_labels[f]
+        distilled = recipes.get(low(f, stage1_at(SLOW, distilled=True, layer_decay=LAYER_DECAY)), {})
+        rows.append("| " + " | ".join([
+            f"{f:.0%}".replace("%", " %"), _mean(recipes.get(low(f, SCRATCH), {})),
+            _mean(recipes.get(low(f, STAGE1_SLOW), {})), _mean(recipes.get(low(f, STAGE1_SLOWER), {})), _mean(entry),
+            _within(entry, low(f, SCRATCH)), _within(entry, low(f, STAGE1_SLOWER)), _within(entry, low(f, STAGE1_SLOW)),
+            _mean(distilled), *(_within(distilled, r) if distilled else "" for r in (
+                low(f, SCRATCH), low(f, STAGE1_SLOWER_DISTILLED), _at(f, LOW_TEACHER)))]) + " |")
     return rows
 
 

@@ -276,6 +276,8 @@ def test_ptbxl_low_label_shares_are_nested_seeded_subsets_of_the_fold_and_keep_i
 def test_ptbxl_stage1_reads_no_record_a_fold_scores_and_its_students_share_one_network():
     from bench_ptbxl_cv import (
         CV_FOLDS,
+        DECAY_SHARES,
+        LAYER_DECAY,
         PROBE_RATES,
         PROBE_SHARES,
         RECIPES,
@@ -303,6 +305,12 @@ def test_ptbxl_stage1_reads_no_record_a_fold_scores_and_its_students_share_one_n
         assert probed == ({*((rate, False) for rate in PROBE_RATES), (SLOWER[0], True)} if share in PROBE_SHARES
                           else set())
         assert all(r.start == "stage 1" for r in RECIPES if r.probe)
+        # the layer-wise decay: 0.3 x at the top on labels at every share, distilled where the probe ran too
+        decayed = {(r.lr_scale, bool(r.teacher), r.layer_decay) for r in stage1 if r.layer_decay != 1}
+        assert decayed == ({(0.3, False, LAYER_DECAY), *([(0.3, True, LAYER_DECAY)] if share in PROBE_SHARES else [])}
+                           if share in DECAY_SHARES else set())
+    assert 0.3 * LAYER_DECAY ** 5 == pytest.approx(0.03, rel=0.01)  # the stem, five layers below the embedding
+    assert all(r.start == "stage 1" and not r.probe for r in RECIPES if r.layer_decay != 1)
 
 
 @pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "ptbxl").is_dir(),
