@@ -29,6 +29,7 @@ from cardiodistill.models.fusion import drop_modalities
 from cardiodistill.stages.stage2 import cohort_lab_stats, encoder_config, run_align, unaligned_fusion
 from cardiodistill.synth.cohort import write_cohort
 from cardiodistill.train.checkpoints import load_model, read_model_file
+from cardiodistill.train.engine import read_checkpoint
 
 TINY_MAE = ("{name: ecg_mae_tiny, fs: 100.0, patch_size: 50, dim: 32, depth: 1, heads: 2, decoder_dim: 32, "
             "decoder_depth: 1}")
@@ -282,9 +283,13 @@ def test_student_can_start_from_a_stage_one_encoder_file(cohort, tmp_path):
     encoder = create_model("ecg_cnn", widths=[8, 16], depth_per_stage=1, dim=16)
     save_model(encoder, tmp_path / "encoder.pt")
     cfg = tiny_config(**{"distill.backbone": f'{{"name": "pretrained", "path": "{tmp_path / "encoder.pt"}"}}',
-                         "distill.min_steps": 1, "distill.optim.lr": 1e-12, "distill.optim.warmup_steps": 1})
+                         "distill.min_steps": 1, "distill.optim.lr": 1e-12, "distill.optim.warmup_steps": 1,
+                         "distill.layer_decay": 0.5})
     run_distill(cfg, cohort, None, tmp_path / "s", n_leads=1, distil=False, show_bar=False)
     student = load_model(tmp_path / "s" / "student.pt")
+    last = read_checkpoint(tmp_path / "s" / "checkpoints" / "last.ckpt")  # the backbone's rate decays by layer
+    rates = {g["initial_lr"] for g in last["optimizer_states"][0]["param_groups"]}
+    assert last["hyper_parameters"]["layer_decay"] == 0.5 and len(rates) == 1 + 4  # heads; stem, 2 stages, embedding
     assert isinstance(student.backbone.encoder, EcgConvEncoder) and tuple(student.leads) == ("I",)
     start = encoder.state_dict()
     for name, value in student.backbone.encoder.state_dict().items():  # a vanishing rate: the file's weights
